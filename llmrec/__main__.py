@@ -1,0 +1,3 @@
+from llmrec.cli.main import main
+
+raise SystemExit(main())

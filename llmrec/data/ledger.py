@@ -1,0 +1,264 @@
+"""The forget ledger: one SQLite file (WAL), the source of truth for what has been forgotten.
+
+* Every request is stored once, keyed by its content hash; recording it again returns the same
+  version. Versions come from ``AUTOINCREMENT`` so they only ever grow.
+* A request and its pending stage rows are written in one transaction: a process killed while
+  recording leaves either the whole entry or nothing.
+* Each stage (``retrieval``, ``adapters`` ...) marks itself done per request; a restart finds the
+  unfinished ones with :meth:`Ledger.pending`.
+* Artifacts register the ledger version they reflect with :meth:`Ledger.register_artifact`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmrec.data.dataset import Dataset
+from llmrec.data.requests import ForgetRequest
+from llmrec.data.retained import RetainedView
+from llmrec.errors import LedgerError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    version INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stages (
+    version INTEGER NOT NULL REFERENCES requests(version),
+    stage TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+    updated_at REAL NOT NULL,
+    detail TEXT,
+    PRIMARY KEY (version, stage)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    ledger_version INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    detail TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    version: int
+    request: ForgetRequest
+    created_at: float
+
+
+class Ledger:
+    """Handle on a ledger file. Cheap to open; safe to use from several processes."""
+
+    def __init__(self, path: str | Path, fingerprint: str | None = None, timeout: float = 60.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
+        if fingerprint is not None:
+            self._check_fingerprint(fingerprint)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- transactions
+    def _tx(self):
+        return _Tx(self._db)
+
+    def _check_fingerprint(self, fingerprint: str) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='dataset'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta(key, value) VALUES ('dataset', ?)", (fingerprint,))
+            elif row[0] != fingerprint:
+                raise LedgerError(
+                    f"ledger {self.path} belongs to dataset {row[0]}, not {fingerprint}; "
+                    "use another --workspace"
+                )
+
+    # --------------------------------------------------------------- requests
+    def record(self, request: ForgetRequest, stages: Sequence[str] = ()) -> tuple[int, bool]:
+        """Store ``request`` once. Returns ``(version, created)``; stages start 'pending'."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version FROM requests WHERE hash=?", (request.content_hash,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), False
+            cur = db.execute(
+                "INSERT INTO requests(hash, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+                (request.content_hash, request.kind, request.to_json(), now),
+            )
+            version = int(cur.lastrowid)
+            db.executemany(
+                "INSERT INTO stages(version, stage, status, updated_at) VALUES (?, ?, 'pending', ?)",
+                [(version, s, now) for s in stages],
+            )
+            return version, True
+
+    def record_many(
+        self, requests: Iterable[ForgetRequest], stages: Sequence[str] = ()
+    ) -> list[tuple[int, bool]]:
+        """Record several requests in one transaction (all or nothing)."""
+        now = time.time()
+        out = []
+        with self._tx() as db:
+            for request in requests:
+                row = db.execute(
+                    "SELECT version FROM requests WHERE hash=?", (request.content_hash,)
+                ).fetchone()
+                if row is not None:
+                    out.append((int(row[0]), False))
+                    continue
+                cur = db.execute(
+                    "INSERT INTO requests(hash, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+                    (request.content_hash, request.kind, request.to_json(), now),
+                )
+                v = int(cur.lastrowid)
+                db.executemany(
+                    "INSERT INTO stages(version, stage, status, updated_at) VALUES (?, ?, 'pending', ?)",
+                    [(v, s, now) for s in stages],
+                )
+                out.append((v, True))
+        return out
+
+    @property
+    def version(self) -> int:
+        """The newest recorded version (0 for an empty ledger)."""
+        row = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM requests").fetchone()
+        return int(row[0])
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+    def entries(self, upto: int | None = None, after: int = 0) -> list[LedgerEntry]:
+        """Requests with ``after < version <= upto`` in version order."""
+        upto = self.version if upto is None else upto
+        rows = self._db.execute(
+            "SELECT version, payload, created_at FROM requests WHERE version > ? AND version <= ? ORDER BY version",
+            (after, upto),
+        ).fetchall()
+        return [
+            LedgerEntry(int(v), ForgetRequest.from_dict(json.loads(p)), float(t))
+            for v, p, t in rows
+        ]
+
+    def retained_view(self, ds: Dataset, version: int | None = None) -> RetainedView:
+        """The dataset as it must look at ``version`` (default: newest)."""
+        version = self.version if version is None else version
+        view = RetainedView.build(ds, [(e.version, e.request) for e in self.entries(upto=version)])
+        view.version = version
+        return view
+
+    # --------------------------------------------------------------- stages
+    def ensure_stage(self, stage: str) -> None:
+        """Add a pending ``stage`` row to every request that lacks one (a newly added stage)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO stages(version, stage, status, updated_at) "
+                "SELECT version, ?, 'pending', ? FROM requests",
+                (stage, now),
+            )
+
+    def set_stage(
+        self, version: int, stage: str, status: str = "done", detail: str | None = None
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO stages(version, stage, status, updated_at, detail) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(version, stage) DO UPDATE SET status=excluded.status, "
+                "updated_at=excluded.updated_at, detail=excluded.detail",
+                (version, stage, status, time.time(), detail),
+            )
+
+    def set_stage_upto(self, version: int, stage: str, status: str = "done") -> None:
+        """Mark ``stage`` for every request up to ``version`` (an artifact rebuilt at that version)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE stages SET status=?, updated_at=? WHERE stage=? AND version<=?",
+                (status, now, stage, version),
+            )
+
+    def stages(self, version: int) -> dict[str, str]:
+        rows = self._db.execute(
+            "SELECT stage, status FROM stages WHERE version=?", (version,)
+        ).fetchall()
+        return dict(rows)
+
+    def pending(self, stage: str) -> list[int]:
+        """Versions whose ``stage`` is not done, oldest first."""
+        rows = self._db.execute(
+            "SELECT version FROM stages WHERE stage=? AND status!='done' ORDER BY version", (stage,)
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    # --------------------------------------------------------------- artifacts
+    def register_artifact(
+        self, name: str, kind: str, path: str | Path, version: int, detail: dict | None = None
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO artifacts(name, kind, path, ledger_version, updated_at, detail) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, path=excluded.path, "
+                "ledger_version=excluded.ledger_version, updated_at=excluded.updated_at, detail=excluded.detail",
+                (name, kind, str(path), int(version), time.time(), json.dumps(detail or {})),
+            )
+
+    def artifacts(self) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT name, kind, path, ledger_version, updated_at, detail FROM artifacts ORDER BY name"
+        ).fetchall()
+        return [
+            {
+                "name": n,
+                "kind": k,
+                "path": p,
+                "ledger_version": v,
+                "updated_at": t,
+                "detail": json.loads(d or "{}"),
+            }
+            for n, k, p, v, t, d in rows
+        ]
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): one writer at a time, all or nothing."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")

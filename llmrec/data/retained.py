@@ -1,0 +1,137 @@
+"""The retained view: what the dataset looks like after a sequence of forget requests.
+
+It is a pure function of (dataset, requests): folding the ledger's requests up to a version gives
+the view every artifact of that version must be built from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmrec.data.dataset import Dataset
+from llmrec.data.requests import ForgetRequest
+
+
+@dataclass
+class RetainedView:
+    """Masks over the dataset at one ledger ``version``.
+
+    ``keep``: per interaction; ``forgotten_users`` / ``forgotten_items``: per user / item;
+    ``hidden``: per attribute name, a per-user mask of profiles where it must not be shown.
+    """
+
+    dataset: Dataset
+    version: int
+    keep: np.ndarray
+    forgotten_users: np.ndarray
+    forgotten_items: np.ndarray
+    hidden: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def full(cls, ds: Dataset) -> RetainedView:
+        """Version 0: nothing forgotten."""
+        return cls(
+            ds,
+            0,
+            np.ones(ds.n_inter, dtype=bool),
+            np.zeros(ds.n_users, dtype=bool),
+            np.zeros(ds.n_items, dtype=bool),
+            {},
+        )
+
+    @classmethod
+    def build(cls, ds: Dataset, requests: Iterable[tuple[int, ForgetRequest]]) -> RetainedView:
+        view = cls.full(ds)
+        for version, req in requests:
+            view.apply(req, version)
+        return view
+
+    def copy(self) -> RetainedView:
+        return RetainedView(
+            self.dataset,
+            self.version,
+            self.keep.copy(),
+            self.forgotten_users.copy(),
+            self.forgotten_items.copy(),
+            {k: v.copy() for k, v in self.hidden.items()},
+        )
+
+    def apply(self, req: ForgetRequest, version: int | None = None) -> RetainedView:
+        """Apply one request in place (and return self)."""
+        ds = self.dataset
+        if req.kind == "interactions":
+            keys = np.array(
+                [ds.user_index(u) * ds.n_items + ds.item_index(i) for u, i in req.pairs],
+                dtype=np.int64,
+            )
+            self.keep &= ~np.isin(ds.pair_keys, keys)
+        elif req.kind == "user":
+            idx = np.array([ds.user_index(u) for u in req.users or ()], dtype=np.int64)
+            self.forgotten_users[idx] = True
+            self.keep &= ~np.isin(ds.inter_user, idx)
+            for a in ds.user_attributes:
+                self._hide(a, idx)
+        elif req.kind == "item":
+            idx = np.array([ds.item_index(i) for i in req.items], dtype=np.int64)
+            self.forgotten_items[idx] = True
+            self.keep &= ~np.isin(ds.inter_item, idx)
+        else:
+            idx = (
+                np.arange(ds.n_users)
+                if req.users is None
+                else np.array([ds.user_index(u) for u in req.users], dtype=np.int64)
+            )
+            for a in req.attributes:
+                self._hide(a, idx)
+        if version is not None:
+            self.version = version
+        return self
+
+    def _hide(self, attr: str, users: np.ndarray) -> None:
+        m = self.hidden.setdefault(attr, np.zeros(self.dataset.n_users, dtype=bool))
+        m[users] = True
+
+    # ------------------------------------------------------------------ queries
+    def user_mask(self) -> np.ndarray:
+        """Users that still exist (not forgotten as a whole)."""
+        return ~self.forgotten_users
+
+    def item_mask(self) -> np.ndarray:
+        """Items that may still be retrieved, ranked or shown."""
+        return ~self.forgotten_items
+
+    def visible_attributes(self, user: int) -> dict[str, object]:
+        """The user's profile without forgotten attributes (and empty for a forgotten user)."""
+        if self.forgotten_users[user]:
+            return {}
+        ds = self.dataset
+        out = {}
+        for a in ds.user_attributes:
+            if a in self.hidden and self.hidden[a][user]:
+                continue
+            v = ds.users.at[user, a]
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                continue
+            out[a] = v
+        return out
+
+    def attribute_hidden(self, attr: str) -> np.ndarray:
+        """Per-user mask of profiles where ``attr`` is forgotten."""
+        return self.hidden.get(attr, np.zeros(self.dataset.n_users, dtype=bool)).copy()
+
+    def removed_since(self, older: RetainedView) -> np.ndarray:
+        """Indices of interactions kept in ``older`` but not in this view."""
+        return np.flatnonzero(older.keep & ~self.keep)
+
+    def summary(self) -> dict:
+        return {
+            "version": self.version,
+            "retained_interactions": int(self.keep.sum()),
+            "forgotten_interactions": int((~self.keep).sum()),
+            "forgotten_users": int(self.forgotten_users.sum()),
+            "forgotten_items": int(self.forgotten_items.sum()),
+            "hidden_attributes": {k: int(v.sum()) for k, v in sorted(self.hidden.items())},
+        }
