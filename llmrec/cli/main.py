@@ -18,6 +18,7 @@ from llmrec.errors import LlmrecError
 
 COMMAND_MODULES = [
     "llmrec.cli.data",
+    "llmrec.cli.train",
     "llmrec.cli.forget",
 ]
 
