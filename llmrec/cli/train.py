@@ -9,18 +9,34 @@ import time
 from llmrec.cli.common import emit, fmt_metrics, open_workspace, progress_enabled
 from llmrec.errors import LlmrecError
 from llmrec.models import MODEL_REGISTRY
-from llmrec.pipelines.cf import checkpoint_path, evaluate_model, load_checkpoint, retained_data, train_model
+from llmrec.pipelines.cf import (
+    checkpoint_path,
+    evaluate_model,
+    load_checkpoint,
+    retained_data,
+    train_model,
+)
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("train", parents=[common], help="train a CF model (bpr, lightgcn) on the retained data")
+    p = sub.add_parser(
+        "train", parents=[common], help="train a CF model (bpr, lightgcn) on the retained data"
+    )
     p.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="bpr")
     p.add_argument("--epochs", type=int, default=None, help="override the tuned number of epochs")
     p.add_argument("--dim", type=int, default=None, help="embedding size")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="other hyper-parameter (JSON value)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other hyper-parameter (JSON value)",
+    )
     p.add_argument("--early-stop", action="store_true", help="early stopping on valid NDCG@10")
     p.set_defaults(func=cmd_train)
-    e = sub.add_parser("evaluate", parents=[common], help="evaluate a trained model (RecBole full ranking)")
+    e = sub.add_parser(
+        "evaluate", parents=[common], help="evaluate a trained model (RecBole full ranking)"
+    )
     e.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="bpr")
     e.add_argument("--part", choices=["test", "valid"], default="test")
     e.set_defaults(func=cmd_evaluate)
@@ -50,7 +66,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         model = train_model(
-            ws, args.model, seed=args.seed, data=data, progress=progress_enabled(args), early_stop=args.early_stop, **overrides
+            ws,
+            args.model,
+            seed=args.seed,
+            data=data,
+            progress=progress_enabled(args),
+            early_stop=args.early_stop,
+            **overrides,
         )
     except TypeError as exc:
         raise LlmrecError(f"bad hyper-parameter for {args.model}: {exc}") from None
@@ -58,9 +80,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = checkpoint_path(ws, args.model)
     model.save(path, data.version)
     with ws.ledger() as led:
-        led.register_artifact(f"model:{args.model}", "checkpoint", path, data.version, {"seed": args.seed})
+        led.register_artifact(
+            f"model:{args.model}", "checkpoint", path, data.version, {"seed": args.seed}
+        )
     metrics = evaluate_model(model, data, "test")
-    run = ws.new_run(f"train-{args.model}", {"command": "train", "model": args.model, "seed": args.seed, "hparams": model.config})
+    run = ws.new_run(
+        f"train-{args.model}",
+        {"command": "train", "model": args.model, "seed": args.seed, "hparams": model.config},
+    )
     result = {
         "model": args.model,
         "seed": args.seed,
@@ -90,7 +117,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = retained_data(ws)
     metrics = evaluate_model(model, data, args.part)
     stale = model.ledger_version != current
-    result = {"model": args.model, "part": args.part, "model_ledger_version": model.ledger_version, "ledger_version": current, "stale": stale, "metrics": metrics}
-    note = f" (STALE: trained at v{model.ledger_version}, ledger is at v{current}; retrain or unlearn)" if stale else ""
+    result = {
+        "model": args.model,
+        "part": args.part,
+        "model_ledger_version": model.ledger_version,
+        "ledger_version": current,
+        "stale": stale,
+        "metrics": metrics,
+    }
+    note = (
+        f" (STALE: trained at v{model.ledger_version}, ledger is at v{current}; retrain or unlearn)"
+        if stale
+        else ""
+    )
     emit(args, result, f"{args.model} on {args.part}{note}:\n{fmt_metrics(metrics)}")
     return 0

@@ -109,5 +109,7 @@ def load_checkpoint(ws: Workspace, name: str):
     """The trained checkpoint of ``name`` in the workspace; ArtifactError if absent."""
     path = checkpoint_path(ws, name)
     if not path.is_file():
-        raise ArtifactError(f"no trained {name} model in {ws.root}: run 'llmrec train --model {name}' first")
+        raise ArtifactError(
+            f"no trained {name} model in {ws.root}: run 'llmrec train --model {name}' first"
+        )
     return load_model(path)
