@@ -30,6 +30,17 @@ def register(sub, common) -> None:
         "--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST")
     )
     sp.set_defaults(func=cmd_split)
+    sy = dsub.add_parser(
+        "synth",
+        parents=[common],
+        help="write a synthetic atomic dataset (power-law activity, attribute-driven tastes)",
+    )
+    sy.add_argument("--interactions", type=int, default=100_000)
+    sy.add_argument("--users", type=int, default=None, help="default: interactions / 50")
+    sy.add_argument("--items", type=int, default=None, help="default: interactions / 100")
+    sy.add_argument("--out", required=True, help="folder to write NAME/NAME.inter|.user|.item into")
+    sy.add_argument("--name", default="synthetic")
+    sy.set_defaults(func=cmd_synth)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -116,4 +127,30 @@ def cmd_split(args: argparse.Namespace) -> int:
         f"{k} {v}" for k, v in counts.items()
     )
     emit(args, result, text)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from llmrec.data.synthetic import SyntheticSpec, write_synthetic
+    from llmrec.errors import DataError
+
+    if args.interactions < 100:
+        raise DataError("--interactions must be at least 100")
+    spec = SyntheticSpec(args.interactions, args.users, args.items, seed=args.seed)
+    folder = write_synthetic(spec, args.out, args.name)
+    n_users, n_items = spec.resolved()
+    result = {
+        "folder": str(folder),
+        "name": args.name,
+        "interactions": args.interactions,
+        "users": n_users,
+        "items": n_items,
+        "seed": args.seed,
+    }
+    emit(
+        args,
+        result,
+        f"wrote {args.name} ({args.interactions} interactions, {n_users} users, {n_items} items) to {folder}; "
+        f"use --data-dir {args.out} --dataset {args.name}",
+    )
     return 0
