@@ -28,6 +28,9 @@ def register_stage(name: str, target: str) -> None:
     STAGES[name] = target
 
 
+register_stage("retrieval", "retrieval.forget:apply")
+
+
 def _resolve(target: str) -> Callable[[Workspace, int], dict]:
     mod, _, fn = target.partition(":")
     return getattr(importlib.import_module(mod), fn)

@@ -1,0 +1,31 @@
+"""The ``retrieval`` forget stage: apply the ledger's requests to every retrieval store.
+
+Registered in :mod:`llmrec.pipelines.forget`; ``llmrec forget`` calls :func:`apply` after recording
+requests (and again on resume). Stores are found through the ledger's artifact table, so a
+workspace may hold several (e.g. a text and a CF store). A workspace without a store has nothing
+to forget here.
+"""
+
+from __future__ import annotations
+
+from llmrec.workspace import Workspace
+from retrieval.store import STORE_KIND, RetrievalStore
+
+
+def store_names(ws: Workspace) -> list[str]:
+    """Names of the retrieval stores registered in the workspace's ledger that still exist."""
+    if not ws.ledger_path.exists():
+        return []
+    with ws.ledger() as led:
+        arts = [a for a in led.artifacts() if a["kind"] == STORE_KIND]
+    names = [a["detail"].get("name", "") for a in arts]
+    return [n for n in names if n and RetrievalStore.manifest_path(ws, n).is_file()]
+
+
+def apply(ws: Workspace, version: int) -> dict:
+    """Bring every retrieval store of ``ws`` to ledger ``version``; returns per-store details."""
+    out = {}
+    for name in store_names(ws):
+        store = RetrievalStore.load(ws, name, allow_stale=True)
+        out[name] = store.apply(ws, version)
+    return {"stores": out}

@@ -1,0 +1,737 @@
+"""The retrieval store: every retrieval artifact of a workspace, built and forgotten together.
+
+One store (folder ``WORKSPACE/artifacts/<name>/``, default name ``retrieval``) holds
+
+* item embeddings from one encoder (text or CF; an entry of the embedding cache in
+  ``WORKSPACE/artifacts/embeddings/``), forgotten items excluded;
+* a :class:`~retrieval.index.ForgetAwareIndex` over the retained items' vectors;
+* the integer statistics of the :class:`~retrieval.candidates.CooccurrenceGenerator`, counted on
+  the retained **train** part (split part 0 and not forgotten), so that candidates can be
+  evaluated on test with RecBole's protocol;
+* the k-means clusters of the retained items used by the CRAGRU strategies;
+* ``manifest.json``: configuration, ledger version and the current file of every artifact.
+
+:meth:`RetrievalStore.apply` brings every artifact to a newer ledger version incrementally:
+co-occurrence blocks of the affected users are replaced, forgotten items are removed from the
+embeddings, the index (``remove_ids``; trained or HNSW indexes are rebuilt) and the clusters
+(re-clustered only when the item set changed); a CF encoder is retrained from scratch when its
+training data changed. The result equals :meth:`RetrievalStore.build` on the retained data with
+the same configuration and seed, artifact for artifact.
+
+Writes are crash-safe: new files get version-suffixed names, ``manifest.json`` is replaced
+atomically last (the commit point), then files it no longer references are deleted, so no
+superseded artifact holding forgotten data outlives a committed apply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from llmrec.data.ledger import Ledger
+from llmrec.data.retained import RetainedView
+from llmrec.data.split import TRAIN, VALID
+from llmrec.errors import ArtifactError, DataError
+from llmrec.io import atomic_path, atomic_write_json
+from llmrec.workspace import Workspace
+from retrieval import strategies as strat
+from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, top_n, user_rows
+from retrieval.clusters import ItemClusters, cluster_items
+from retrieval.encoders import (
+    DEFAULT_TEXT_MODEL,
+    CFEncoder,
+    EmbeddingCache,
+    TextEncoder,
+    data_key,
+    make_encoder,
+)
+from retrieval.index import ForgetAwareIndex, check_factory
+
+FORMAT = 1
+STORE_KIND = "retrieval-store"
+DEFAULT_NAME = "retrieval"
+DEFAULT_CF_PARAMS = {"epochs": 20}
+COUNTS_FILE = "counts.npy"
+
+
+@dataclass
+class _Embeddings:
+    """Vectors of the retained items (``ids`` ascending) and, for CF, of the users."""
+
+    ids: np.ndarray
+    items: np.ndarray
+    users: np.ndarray | None
+    path: Path
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+class RetrievalStore:
+    """Retrieval artifacts of one workspace at one ledger version. Build with :meth:`build`,
+    open with :meth:`load`, forget with :meth:`apply`."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        name: str,
+        config: dict,
+        view: RetainedView,
+        embeddings: _Embeddings,
+        index: ForgetAwareIndex,
+        generator: CooccurrenceGenerator,
+        clusters: ItemClusters,
+        files: dict[str, str] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.name = name
+        self.config = config
+        self.view = view
+        self.embeddings = embeddings
+        self.index = index
+        self.generator = generator
+        self.clusters = clusters
+        self.files = dict(files or {})
+        self._dirty: set[str] = set()
+        self._changed: list[tuple[np.ndarray, np.ndarray]] = []
+        self._train_order, self._train_ptr = _train_by_user(ws)
+        self._rows = _retained_rows(ws, view)
+        self._set_vectors()
+        self.build_seconds: float | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        ws: Workspace,
+        encoder: str = "text",
+        n_candidates: int = 50,
+        seed: int = 2020,
+        *,
+        model: str | None = None,
+        factory: str = "Flat",
+        n_clusters: int = 20,
+        generator: GeneratorConfig | None = None,
+        cf_params: dict | None = None,
+        cache_dir: str | Path | None = None,
+        name: str = DEFAULT_NAME,
+    ) -> RetrievalStore:
+        """Build every artifact from scratch on the retained data at the ledger's newest
+        version, save them and register the store with the ledger.
+
+        Args:
+            encoder: ``"text"`` (sentence-transformers on item text) or ``"cf"`` (embeddings
+                of a CF model trained on the retained train part).
+            n_candidates: default length of candidate lists.
+            seed: seeds clustering, sampling strategies and the CF encoder.
+            model: text model name/path (default all-MiniLM-L6-v2) or CF model (``bpr``,
+                ``lightgcn``; default ``bpr``).
+            factory: FAISS index-factory string (``Flat``, ``IVF64,Flat``, ``HNSW32`` …).
+            n_clusters: k of the item k-means used by the strategies.
+            generator: candidate-generator hyper-parameters.
+            cf_params: CF model hyper-parameters (default ``{"epochs": 20}``).
+            cache_dir: embedding cache folder (default ``WORKSPACE/artifacts/embeddings``).
+            name: store folder name under ``WORKSPACE/artifacts``.
+        """
+        if encoder == "text":
+            enc = TextEncoder(model=model or DEFAULT_TEXT_MODEL)
+        elif encoder == "cf":
+            enc = CFEncoder(model=model or "bpr", seed=seed, params=cf_params or DEFAULT_CF_PARAMS)
+        else:
+            raise ValueError(f"encoder must be 'text' or 'cf', got {encoder!r}")
+        if int(n_candidates) < 1 or int(n_clusters) < 1:
+            raise ValueError("n_candidates and n_clusters must be positive")
+        check_factory(factory)
+        config = {
+            "encoder": enc.spec(),
+            "factory": factory,
+            "metric": "ip",
+            "n_candidates": int(n_candidates),
+            "seed": int(seed),
+            "n_clusters": int(n_clusters),
+            "generator": (generator or GeneratorConfig()).to_dict(),
+            "cache_dir": None if cache_dir is None else str(Path(cache_dir).resolve()),
+        }
+        t0 = time.perf_counter()
+        view = ws.view()
+        emb = _embed(ws, config, view)
+        store = cls(
+            ws,
+            name,
+            config,
+            view,
+            emb,
+            _build_index(config, emb, view.version),
+            CooccurrenceGenerator.build(
+                GeneratorConfig.from_dict(config["generator"]),
+                user_rows(ws.dataset.n_items, _retained_rows(ws, view)),
+                ws.dataset.n_users,
+            ),
+            _cluster(config, emb, ws.dataset.n_items),
+        )
+        store.save()
+        store.build_seconds = time.perf_counter() - t0
+        return store
+
+    @classmethod
+    def manifest_path(cls, ws: Workspace, name: str = DEFAULT_NAME) -> Path:
+        return ws.root / "artifacts" / name / "manifest.json"
+
+    @classmethod
+    def load(
+        cls, ws: Workspace, name: str = DEFAULT_NAME, allow_stale: bool = False
+    ) -> RetrievalStore:
+        """Open a saved store; :class:`ArtifactError` if it is missing, corrupt, built for
+        another dataset/split, or stale (its ledger version is not the ledger's newest and the
+        retrieval stage has not been applied) unless ``allow_stale``."""
+        path = cls.manifest_path(ws, name)
+        if not path.is_file():
+            raise ArtifactError(
+                f"no retrieval store {name!r} in {ws.root}: run 'llmrec index build' first"
+            )
+        try:
+            man = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{path}: unreadable manifest ({exc})") from None
+        if man.get("format") != FORMAT:
+            raise ArtifactError(f"{path}: unknown retrieval manifest format")
+        ds = ws.dataset
+        if man["dataset"] != ds.fingerprint or man["split"] != ws.split.config():
+            raise ArtifactError(
+                f"retrieval store {name!r} was built for another dataset or split: rebuild it"
+            )
+        version = int(man["ledger_version"])
+        latest = _ledger_version(ws)
+        if version > latest:
+            raise ArtifactError(
+                f"retrieval store {name!r} reflects ledger version {version} but the ledger "
+                f"is at {latest}: the workspace ledger was replaced; rebuild the store"
+            )
+        if version != latest and not allow_stale:
+            raise ArtifactError(
+                f"retrieval store {name!r} is stale: it reflects ledger version {version}, the "
+                f"ledger is at {latest}; run 'llmrec forget' to apply the pending requests"
+            )
+        config, files = man["config"], man["files"]
+        root = path.parent
+        view = ws.view(version)
+        emb_path = Path(files["embeddings"])
+        got = EmbeddingCache._read(emb_path)
+        if got is not None and np.array_equal(got["ids"], np.flatnonzero(~view.forgotten_items)):
+            emb = _Embeddings(got["ids"], got["items"], got.get("users"), emb_path)
+        else:  # evicted by another store sharing the cache: derive it again (pure function)
+            emb = _embed(ws, config, view)
+        index = ForgetAwareIndex.load(
+            root / f"{files['index']}.json",
+            ledger_version=int(files["index_version"]),
+            encoder=_encoder_key(config),
+        )
+        gcfg = GeneratorConfig.from_dict(config["generator"])
+        stats = man["stats"]
+        try:
+            counts = np.load(root / files["counts"])
+            with np.load(root / files["clusters"]) as z:
+                clusters = ItemClusters(z["labels"], z["centroids"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"retrieval store {name!r}: unreadable artifact ({exc})") from None
+        gen = CooccurrenceGenerator(gcfg, counts, np.asarray(stats["degree"], dtype=np.int64))
+        recounted = gen.checksum != int(stats["checksum"])
+        if recounted:  # interrupted in-place update: count again from the retained data
+            gen = CooccurrenceGenerator.build(
+                gcfg, user_rows(ds.n_items, _retained_rows(ws, view)), ds.n_users
+            )
+        if not np.array_equal(emb.ids, index.ids) or not np.array_equal(
+            emb.ids, np.flatnonzero(~view.forgotten_items)
+        ):
+            raise ArtifactError(f"retrieval store {name!r}: artifacts disagree; rebuild it")
+        store = cls(ws, name, config, view, emb, index, gen, clusters, files=files)
+        if recounted:
+            store._dirty.add("counts")
+        return store
+
+    # ------------------------------------------------------------------ forgetting
+    def apply(self, ws: Workspace | None = None, version: int | None = None) -> dict:
+        """Bring every artifact to ledger ``version`` (default: newest) incrementally.
+
+        Idempotent: a store already at (or past) ``version`` is left as it is. Returns what
+        changed and the seconds taken (``seconds_in_memory`` excludes writing to disk).
+        """
+        ws = self.ws if ws is None else ws
+        t0 = time.perf_counter()
+        with ws.ledger() as led:
+            target = led.version if version is None else int(version)
+            if target <= self.ledger_version:
+                return {"applied": False, "ledger_version": self.ledger_version}
+            entries = led.entries(upto=target, after=self.ledger_version)
+            old = self.view
+            new = old.copy()
+            for e in entries:
+                new.apply(e.request, e.version)
+            new.version = target
+            ds = ws.dataset
+            removed = new.removed_since(old)
+            removed_train = removed[ws.split.part[removed] == TRAIN]
+            users = np.unique(ds.inter_user[removed_train])
+            new_items = np.flatnonzero(new.forgotten_items & ~old.forgotten_items)
+
+            changed = 0
+            if len(users):
+                new_rows = [self._user_items(u, new.keep) for u in users]
+                r, c = self.generator.update(
+                    user_rows(ds.n_items, [self._rows[u] for u in users]),
+                    user_rows(ds.n_items, new_rows),
+                )
+                self._changed.append((r, c))
+                changed = len(r)
+                for u, row in zip(users, new_rows):
+                    self._rows[u] = row
+            self.view = new
+
+            retrained = False
+            if self.config["encoder"]["kind"] == "cf" and (len(removed_train) or len(new_items)):
+                self.embeddings = _embed(ws, self.config, new)
+                self.index = _build_index(self.config, self.embeddings, target)
+                self.clusters = _cluster(self.config, self.embeddings, ds.n_items)
+                self._dirty |= {"index", "clusters"}
+                retrained = True
+            elif len(new_items):
+                keep = ~np.isin(self.embeddings.ids, new_items)
+                self.embeddings = _Embeddings(
+                    self.embeddings.ids[keep], self.embeddings.items[keep], None, Path()
+                )
+                if self.index.removal_is_exact:
+                    self.index.remove(new_items)
+                    self.index.ledger_version = target
+                else:
+                    self.index = _build_index(self.config, self.embeddings, target)
+                self.clusters = _cluster(self.config, self.embeddings, ds.n_items)
+                self._dirty |= {"index", "clusters", "embeddings"}
+            gone = new.forgotten_users & ~old.forgotten_users
+            if not retrained and self.embeddings.users is not None and gone.any():
+                users_vec = self.embeddings.users.copy()
+                users_vec[gone] = 0.0
+                self.embeddings = _Embeddings(
+                    self.embeddings.ids, self.embeddings.items, users_vec, Path()
+                )
+                self._dirty.add("embeddings")
+            if retrained or len(new_items):
+                self._set_vectors()
+            t_mem = time.perf_counter() - t0
+            self.save(led)
+        return {
+            "applied": True,
+            "from_version": old.version,
+            "ledger_version": target,
+            "users_touched": int(len(users)),
+            "interactions_removed": int(len(removed_train)),
+            "items_removed": int(len(new_items)),
+            "count_entries_changed": changed,
+            "encoder_retrained": retrained,
+            "seconds_in_memory": t_mem,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    # ------------------------------------------------------------------ persistence
+    @property
+    def root(self) -> Path:
+        return self.manifest_path(self.ws, self.name).parent
+
+    @property
+    def ledger_version(self) -> int:
+        return int(self.view.version)
+
+    def save(self, led: Ledger | None = None) -> None:
+        """Persist the store at its ledger version and register it with the ledger.
+
+        Order: co-occurrence counts (in place, only the changed entries, unless a full
+        rewrite is due), then new files for changed artifacts (version-suffixed names), the
+        embedding cache entry of this version, then ``manifest.json`` atomically (the commit
+        point, holding the counts' checksum), then superseded files and cache entries are
+        deleted. A crash before the commit leaves the old manifest, whose checksum no longer
+        matches half-updated counts: :meth:`load` then counts them again from the data.
+        """
+        v = self.ledger_version
+        root = self.root
+        root.mkdir(parents=True, exist_ok=True)
+        files = dict(self.files)
+        self._write_counts(files)
+        if "clusters" in self._dirty or "clusters" not in files:
+            files["clusters"] = f"clusters.v{v}.npz"
+            c = self.clusters
+            with atomic_path(root / files["clusters"]) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, labels=c.labels, centroids=c.centroids)
+        if "index" in self._dirty or "index" not in files:
+            files["index"] = f"index.v{v}.faiss"
+            files["index_version"] = self.index.ledger_version
+            self.index.save(root / files["index"])
+        files["embeddings"] = str(self._write_embeddings())
+        man = {
+            "format": FORMAT,
+            "name": self.name,
+            "ledger_version": v,
+            "dataset": self.ws.dataset.fingerprint,
+            "split": self.ws.split.config(),
+            "config": self.config,
+            "files": files,
+            "stats": {
+                "checksum": str(self.generator.checksum),
+                "degree": self.generator.degree.tolist(),
+            },
+            "n_items_indexed": int(len(self.embeddings.ids)),
+            "saved_at": time.time(),
+        }
+        atomic_write_json(self.manifest_path(self.ws, self.name), man)
+        self.files = files
+        self._dirty.clear()
+        self._collect_garbage()
+        detail = {"name": self.name, "encoder": self.config["encoder"]}
+        if led is None:
+            with self.ws.ledger() as own:
+                own.register_artifact(f"{STORE_KIND}:{self.name}", STORE_KIND, root, v, detail)
+        else:
+            led.register_artifact(f"{STORE_KIND}:{self.name}", STORE_KIND, root, v, detail)
+
+    def _write_counts(self, files: dict) -> None:
+        counts = self.generator.counts
+        path = self.root / COUNTS_FILE
+        n_changed = sum(len(r) for r, _ in self._changed)
+        full = "counts" in self._dirty or "counts" not in files or not path.is_file()
+        if full or n_changed > counts.size // 8:
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, counts)
+        elif n_changed:
+            mm = np.load(path, mmap_mode="r+")
+            for r, c in self._changed:
+                mm[r, c] = counts[r, c]
+            mm.flush()
+            del mm
+        self._changed.clear()
+        files["counts"] = COUNTS_FILE
+
+    def _cache(self) -> EmbeddingCache:
+        return EmbeddingCache(_cache_dir(self.ws, self.config))
+
+    def _write_embeddings(self) -> Path:
+        """The cache entry of this version (a hard link when the content is unchanged)."""
+        cache, key, dkey = self._cache(), _encoder_key(self.config), _data_key(self.ws, self.config)
+        target = cache.path(key, dkey, self.ledger_version)
+        src = self.embeddings.path
+        if src != target:
+            if src.is_file() and "embeddings" not in self._dirty:
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.lnk")
+                tmp.unlink(missing_ok=True)
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    tmp.write_bytes(src.read_bytes())
+                os.replace(tmp, target)
+            else:
+                arrays = {"ids": self.embeddings.ids, "items": self.embeddings.items}
+                if self.embeddings.users is not None:
+                    arrays["users"] = self.embeddings.users
+                cache.put(key, dkey, self.ledger_version, **arrays)
+            self.embeddings.path = target
+        return target
+
+    def _collect_garbage(self) -> None:
+        keep = {self.files["clusters"], self.files["index"], self.files["index"] + ".json"}
+        for p in self.root.iterdir():
+            if p.name.split(".v")[0] in ("clusters", "index") and p.name not in keep:
+                p.unlink(missing_ok=True)
+        self._cache().purge(
+            _encoder_key(self.config), _data_key(self.ws, self.config), self.ledger_version
+        )
+
+    # ------------------------------------------------------------------ data access
+    @property
+    def n_items(self) -> int:
+        return self.ws.dataset.n_items
+
+    @property
+    def item_embeddings(self) -> np.ndarray:
+        """Encoder vectors ``[n_items, d]`` (float32); rows of forgotten items are zero."""
+        return self._vectors
+
+    @property
+    def user_embeddings(self) -> np.ndarray | None:
+        """CF encoder user vectors ``[n_users, d]`` (forgotten users zero); ``None`` for text."""
+        return self.embeddings.users
+
+    def _set_vectors(self) -> None:
+        emb = self.embeddings
+        full = np.zeros((self.n_items, emb.items.shape[1]), dtype=np.float32)
+        full[emb.ids] = emb.items
+        self._vectors = full
+        self._unit_vectors = _unit(full)
+
+    def _user_items(self, user: int, keep: np.ndarray) -> np.ndarray:
+        idx = self._train_order[self._train_ptr[user] : self._train_ptr[user + 1]]
+        return np.unique(self.ws.dataset.inter_item[idx[keep[idx]]])
+
+    def _check_user(self, user: int) -> int:
+        user = int(user)
+        if not 0 <= user < self.ws.dataset.n_users:
+            raise DataError(f"user index {user} out of range [0, {self.ws.dataset.n_users})")
+        return user
+
+    def history(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """Retained TRAIN interactions of ``user`` in chronological order: ``(items, ratings)``.
+
+        A repeated item keeps its latest interaction; ratings are 1.0 without a rating field.
+        """
+        user = self._check_user(user)
+        ds = self.ws.dataset
+        idx = self._train_order[self._train_ptr[user] : self._train_ptr[user + 1]]
+        idx = idx[self.view.keep[idx]]
+        items = ds.inter_item[idx]
+        _, last_rev = np.unique(items[::-1], return_index=True)
+        pos = np.sort(len(items) - 1 - last_rev)
+        idx = idx[pos]
+        ratings = ds.rating[idx] if ds.rating is not None else np.ones(len(idx))
+        return ds.inter_item[idx].astype(np.int64), np.asarray(ratings, dtype=np.float64)
+
+    def profile(self, user: int) -> dict:
+        """Visible (non-forgotten) attributes of ``user``."""
+        return self.view.visible_attributes(self._check_user(user))
+
+    def candidate_scores(self, users: np.ndarray) -> np.ndarray:
+        """The generator's scores ``[len(users), n_items]``; forgotten items are ``-inf``."""
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        rows = user_rows(self.n_items, [self._rows[u] for u in users])
+        vecs = self._unit_vectors if self.generator.config.text_weight else None
+        s = self.generator.scores(rows, vecs)
+        s[:, self.view.forgotten_items] = -np.inf
+        return s
+
+    def candidates(
+        self, users: np.ndarray, n: int | None = None, exclude_valid: bool = False
+    ) -> np.ndarray:
+        """Top-``n`` candidate items ``[len(users), n]`` per user, best first.
+
+        Never an item of the user's retained train history, never a forgotten item
+        (``exclude_valid`` also drops the user's retained validation items). Rows are padded
+        with ``-1`` if fewer items are rankable.
+        """
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        n = self.config["n_candidates"] if n is None else int(n)
+        blocked = user_rows(self.n_items, [self._rows[u] for u in users])
+        if exclude_valid:
+            blocked = blocked + self._valid_rows(users)
+        return top_n(self.candidate_scores(users), n, blocked)
+
+    def _valid_rows(self, users: np.ndarray) -> sp.csr_matrix:
+        ds = self.ws.dataset
+        m = self.ws.split.mask(VALID, self.view.keep) & np.isin(ds.inter_user, users)
+        vu, vi = ds.inter_user[m], ds.inter_item[m]
+        return user_rows(self.n_items, [np.unique(vi[vu == u]) for u in users])
+
+    def similar_items(
+        self, items: np.ndarray, k: int = 10, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest retained items to each of ``items`` in the index (itself excluded)."""
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        extra = np.zeros(0, np.int64) if exclude is None else np.asarray(exclude, np.int64)
+        q = self.index.vectors(items) if len(items) else np.zeros((0, self.index.dim))
+        return self.index.search(q, k, exclude=[np.append(extra, i) for i in items])
+
+    # ------------------------------------------------------------------ strategies
+    def retrieve(
+        self,
+        user: int,
+        strategy: str = "preference",
+        H: int = 50,
+        n_candidates: int | None = None,
+        seed: int | None = None,
+    ) -> dict:
+        """Prompt material for ``user``: at most ``H`` retained history items chosen by a CRAGRU
+        strategy (chronological), their ratings, the candidate list and the visible profile.
+        """
+        user = self._check_user(user)
+        if self.view.forgotten_users[user]:
+            raise DataError(f"user {self.ws.dataset.user_tokens[user]!r} has been forgotten")
+        if strategy not in strat.STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {', '.join(strat.STRATEGIES)}, got {strategy!r}"
+            )
+        if int(H) < 0:
+            raise ValueError(f"H must be >= 0, got {H}")
+        seed = self.config["seed"] if seed is None else int(seed)
+        n = self.config["n_candidates"] if n_candidates is None else int(n_candidates)
+        items, ratings = self.history(user)
+        cands = self.candidates(np.array([user]), n)[0]
+        cands = cands[cands >= 0]
+        pos = self._select(user, strategy, int(H), seed, items, ratings, cands)
+        return {
+            "user": user,
+            "strategy": strategy,
+            "history_items": items[pos],
+            "history_ratings": ratings[pos],
+            "candidates": cands,
+            "profile": self.profile(user),
+            "ledger_version": self.ledger_version,
+        }
+
+    def _select(
+        self,
+        user: int,
+        strategy: str,
+        H: int,
+        seed: int,
+        items: np.ndarray,
+        ratings: np.ndarray,
+        cands: np.ndarray,
+    ) -> np.ndarray:
+        vecs = self._unit_vectors[items]
+        labels = self.clusters.labels[items]
+        if strategy == "preference":
+            return strat.preference(labels, ratings, H, seed, user)
+        if strategy == "diversity":
+            return strat.diversity(vecs, labels, ratings, H)
+        return strat.attention(vecs, self._unit_vectors[cands], ratings, H)[0]
+
+    def select_history(
+        self, users: np.ndarray, strategy: str, H: int = 50, seed: int | None = None
+    ) -> list[np.ndarray]:
+        """History items chosen by ``strategy`` for many users at once (candidates are
+        computed in one batch); forgotten users get an empty selection."""
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        seed = self.config["seed"] if seed is None else int(seed)
+        cands = self.candidates(users) if strategy == "attention" else None
+        out = []
+        for k, u in enumerate(users):
+            items, ratings = self.history(u)
+            c = cands[k][cands[k] >= 0] if cands is not None else np.zeros(0, np.int64)
+            out.append(items[self._select(int(u), strategy, int(H), seed, items, ratings, c)])
+        return out
+
+    # ------------------------------------------------------------------ comparison
+    def differences(
+        self, other: RetrievalStore, users: np.ndarray | None = None, H: int = 50
+    ) -> list[str]:
+        """Names of the artifacts/outputs where ``other`` differs (empty: identical).
+
+        Compares index ids and vectors, embeddings, co-occurrence statistics, clusters, the
+        candidate lists of ``users`` (default: all) and every strategy's output for ``users``.
+        """
+        out = []
+        if self.ledger_version != other.ledger_version:
+            out.append("ledger_version")
+        if not np.array_equal(self.index.ids, other.index.ids):
+            out.append("index.ids")
+        elif not np.array_equal(self.index.vectors(), other.index.vectors()):
+            out.append("index.vectors")
+        if not np.array_equal(self._vectors, other._vectors):
+            out.append("embeddings")
+        if not self.generator.equals(other.generator):
+            out.append("generator.statistics")
+        if not self.clusters.equals(other.clusters):
+            out.append("clusters")
+        users = np.arange(self.ws.dataset.n_users) if users is None else np.asarray(users)
+        if not np.array_equal(self.candidates(users), other.candidates(users)):
+            out.append("candidates")
+        for s in strat.STRATEGIES:
+            mine, theirs = self.select_history(users, s, H), other.select_history(users, s, H)
+            if any(not np.array_equal(a, b) for a, b in zip(mine, theirs)):
+                out.append(f"strategy.{s}")
+        if any(self.profile(u) != other.profile(u) for u in users):
+            out.append("profiles")
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"RetrievalStore({self.name!r}, {_encoder_key(self.config)}, {self.index!r}, "
+            f"v{self.ledger_version})"
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+def _ledger_version(ws: Workspace) -> int:
+    if not ws.ledger_path.exists():
+        return 0
+    with ws.ledger() as led:
+        return led.version
+
+
+def _encoder_key(config: dict) -> str:
+    return make_encoder(config["encoder"]).key
+
+
+def _data_key(ws: Workspace, config: dict) -> str:
+    split = ws.split.config() if config["encoder"]["kind"] == "cf" else None
+    return data_key(ws.dataset, split)
+
+
+def _cache_dir(ws: Workspace, config: dict) -> Path:
+    d = config.get("cache_dir")
+    return Path(d) if d else ws.root / "artifacts" / "embeddings"
+
+
+def _train_by_user(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
+    """Train-part interaction indices grouped by user, chronological within a user."""
+    ds = ws.dataset
+    train = np.flatnonzero(ws.split.part == TRAIN)
+    ts = ds.timestamp[train] if ds.timestamp is not None else np.zeros(len(train))
+    order = train[np.lexsort((train, ts, ds.inter_user[train]))]
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(ds.inter_user[train], minlength=ds.n_users))])
+    return order, ptr
+
+
+def _retained_rows(ws: Workspace, view: RetainedView) -> list[np.ndarray]:
+    """Per user, the sorted distinct items of its retained train interactions."""
+    ds = ws.dataset
+    m = ws.split.mask(TRAIN, view.keep)
+    keys = np.unique(ds.inter_user[m] * ds.n_items + ds.inter_item[m])
+    users, items = keys // ds.n_items, keys % ds.n_items
+    ptr = np.searchsorted(users, np.arange(ds.n_users + 1))
+    return [items[ptr[u] : ptr[u + 1]] for u in range(ds.n_users)]
+
+
+def _embed(ws: Workspace, config: dict, view: RetainedView) -> _Embeddings:
+    """Embeddings of the retained items at ``view`` (from the cache when possible)."""
+    ds = ws.dataset
+    enc = make_encoder(config["encoder"])
+    cache = EmbeddingCache(_cache_dir(ws, config))
+    key, dkey = enc.key, _data_key(ws, config)
+    ids = np.flatnonzero(~view.forgotten_items).astype(np.int64)
+    path = cache.path(key, dkey, view.version)
+    got = cache.get(key, dkey, view.version)
+    if got is not None and np.array_equal(got["ids"], ids):
+        return _Embeddings(ids, got["items"], got.get("users"), path)
+    users = None
+    if isinstance(enc, TextEncoder):
+        items = cache.find_covering(key, dkey, ids)
+        if items is None:
+            items = enc.encode_catalogue(ds)[ids]
+    else:
+        m = ws.split.mask(TRAIN, view.keep)
+        u, i = enc.fit(ds.n_users, ds.n_items, ds.inter_user[m], ds.inter_item[m])
+        u[view.forgotten_users] = 0.0
+        items, users = i[ids], u
+    arrays = {"ids": ids, "items": items} | ({"users": users} if users is not None else {})
+    cache.put(key, dkey, view.version, **arrays)
+    return _Embeddings(ids, items, users, path)
+
+
+def _build_index(config: dict, emb: _Embeddings, version: int) -> ForgetAwareIndex:
+    """Index of the retained items (text vectors are unit-norm: inner product = cosine)."""
+    return ForgetAwareIndex.build(
+        emb.items,
+        emb.ids,
+        config["factory"],
+        config["metric"],
+        _encoder_key(config),
+        version,
+    )
+
+
+def _cluster(config: dict, emb: _Embeddings, n_items: int) -> ItemClusters:
+    return cluster_items(_unit(emb.items), emb.ids, n_items, config["n_clusters"], config["seed"])
