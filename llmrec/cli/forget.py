@@ -6,6 +6,7 @@ import argparse
 
 from llmrec.cli.common import emit, open_workspace
 from llmrec.data.requests import load_requests
+from llmrec.pipelines.audit import run_audit
 from llmrec.pipelines.forget import forget, resume
 
 
@@ -20,6 +21,12 @@ def register(sub, common) -> None:
     )
     p.add_argument("--request", help="request file: JSON lines, one request per line")
     p.set_defaults(func=cmd_forget)
+    a = sub.add_parser(
+        "audit",
+        parents=[common],
+        help="scan every artifact for forgotten records or stale versions (non-zero exit on a violation)",
+    )
+    a.set_defaults(func=cmd_audit)
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -38,3 +45,18 @@ def cmd_forget(args: argparse.Namespace) -> int:
     lines.append(f"ledger version {result['ledger_version']}")
     emit(args, result, "\n".join(lines))
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    ws = open_workspace(args)
+    result = run_audit(ws)
+    lines = [f"audit at ledger v{result['ledger_version']}: scanned {', '.join(result['scanned'])}"]
+    for f in result["violations"]:
+        lines.append(f"VIOLATION {f['artifact']}: {f['problem']} ({f['path']})")
+    lines.append(
+        "OK: no forgotten record or stale artifact found"
+        if result["ok"]
+        else f"{len(result['violations'])} violation(s)"
+    )
+    emit(args, result, "\n".join(lines))
+    return 0 if result["ok"] else 1
