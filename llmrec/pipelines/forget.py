@@ -29,6 +29,8 @@ def register_stage(name: str, target: str) -> None:
 
 
 register_stage("retrieval", "retrieval.forget:apply")
+# the served-recommendation log is scrubbed last, after every artifact that serves lists
+register_stage("served", "llmrec.pipelines.served:apply")
 
 
 def _resolve(target: str) -> Callable[[Workspace, int], dict]:
