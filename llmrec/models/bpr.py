@@ -32,7 +32,7 @@ class BPRMF(CFModel):
         reg: float = 3e-3,
         n_neg: int = 16,
         init_std: float = 0.01,
-        patience: int = 5,
+        patience: int = 10,
         eval_every: int = 1,
         seed: int = 2020,
         device: str = "cpu",

@@ -85,7 +85,7 @@ class LightGCN(CFModel):
         reg: float = 3e-4,
         n_neg: int = 16,
         init_std: float = 0.1,
-        patience: int = 5,
+        patience: int = 10,
         eval_every: int = 1,
         seed: int = 2020,
         device: str = "cpu",
