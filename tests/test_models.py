@@ -24,6 +24,15 @@ N_USERS, N_ITEMS = 40, 30
 FAST = {"epochs": 25, "batch_size": 64, "lr": 0.05, "dim": 16, "n_neg": 4, "reg": 1e-4}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads; on a busy machine spinning workers cost seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def planted(seed: int = 0):
     """Users 0-19 like items 0-14, users 20-39 like items 15-29 (60% of their group's items)."""
     rng = np.random.default_rng(seed)
