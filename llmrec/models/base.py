@@ -24,7 +24,6 @@ best evaluated weights.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import sys
 import time
@@ -49,46 +48,6 @@ def register(cls: type[CFModel]) -> type[CFModel]:
     """Class decorator adding a model to :data:`MODEL_REGISTRY` under ``cls.model_name``."""
     MODEL_REGISTRY[cls.model_name] = cls
     return cls
-
-
-class Adam:
-    """Plain Adam (Kingma & Ba; same update as ``torch.optim.Adam`` without weight decay).
-
-    Used instead of ``torch.optim.Adam`` because constructing the latter imports
-    ``torch._dynamo`` (about one second per process), a large share of a few-second training run.
-    """
-
-    def __init__(
-        self,
-        params: Sequence[nn.Parameter],
-        lr: float,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ) -> None:
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.betas, self.eps = float(lr), betas, float(eps)
-        self.step_count = 0
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.step_count += 1
-        b1, b2 = self.betas
-        bias1 = 1.0 - b1**self.step_count
-        bias2_sqrt = math.sqrt(1.0 - b2**self.step_count)
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            if p.grad is None:
-                continue
-            g = p.grad
-            m.lerp_(g, 1.0 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-            p.addcdiv_(m, denom, value=-self.lr / bias1)
 
 
 def _as_index_tensor(x: np.ndarray | torch.Tensor | Sequence[int], name: str) -> torch.Tensor:
@@ -271,7 +230,7 @@ class CFModel(nn.Module):
         sampler = NegativeSampler(self.n_users, self.n_items, u, i, device=dev)
         gen = torch.Generator(device=dev).manual_seed(int(cfg["seed"]))
         u, i = u.to(dev), i.to(dev)
-        opt = Adam(list(self.parameters()), lr=float(cfg["lr"]))
+        opt = torch.optim.Adam(self.parameters(), lr=float(cfg["lr"]))
         n, bs, n_neg = u.numel(), int(cfg["batch_size"]), int(cfg["n_neg"])
         patience, eval_every = int(cfg["patience"]), max(1, int(cfg["eval_every"]))
 
