@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from retrieval.threads import one_blas_thread
+
 
 @dataclass
 class ItemClusters:
@@ -31,10 +33,7 @@ class ItemClusters:
         )
 
 
-def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    return (x * x).sum(1)[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
-
-
+@one_blas_thread
 def kmeans(
     x: np.ndarray, k: int, seed: int = 2020, iters: int = 50, tol: float = 1e-8
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -44,18 +43,24 @@ def kmeans(
     k = int(min(k, n))
     if k <= 0:
         return np.zeros(n, np.int64), np.zeros((0, x.shape[1]))
+    x_sq = np.einsum("ij,ij->i", x, x)
     rng = np.random.default_rng(seed)
     centroids = np.empty((k, x.shape[1]))
-    centroids[0] = x[rng.integers(n)]
-    closest = _sq_dist(x, centroids[:1]).ravel().clip(min=0)
+    first = int(rng.integers(n))
+    centroids[0] = x[first]
+    closest = np.maximum(x_sq - 2.0 * x @ x[first] + x_sq[first], 0.0)
     for c in range(1, k):
         total = closest.sum()
-        pick = rng.choice(n, p=closest / total) if total > 0 else rng.integers(n)
+        pick = int(rng.choice(n, p=closest / total)) if total > 0 else int(rng.integers(n))
         centroids[c] = x[pick]
-        closest = np.minimum(closest, _sq_dist(x, centroids[c : c + 1]).ravel().clip(min=0))
-    labels = np.zeros(n, np.int64)
+        closest = np.minimum(closest, np.maximum(x_sq - 2.0 * x @ x[pick] + x_sq[pick], 0.0))
+
+    def assign(c: np.ndarray) -> np.ndarray:
+        # argmin_j |x - c_j|^2 = argmin_j (|c_j|^2 - 2 x.c_j); ties go to the lowest j
+        return (np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * x @ c.T).argmin(axis=1)
+
     for _ in range(iters):
-        labels = _sq_dist(x, centroids).argmin(axis=1)
+        labels = assign(centroids)
         sums = sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n)) @ x
         counts = np.bincount(labels, minlength=k)
         new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centroids)
@@ -63,8 +68,7 @@ def kmeans(
         centroids = new
         if shift <= tol:
             break
-    labels = _sq_dist(x, centroids).argmin(axis=1)
-    return labels.astype(np.int64), centroids
+    return assign(centroids).astype(np.int64), centroids
 
 
 def cluster_items(

@@ -10,7 +10,8 @@
   trained types (IVF centroids, PQ codebooks still reflect the removed vectors) and HNSW.
   Callers that need exact unlearning rebuild those (see :mod:`retrieval.store`).
 * :meth:`ForgetAwareIndex.search` excludes ids per query through ``faiss.SearchParameters``
-  with an ``IDSelectorNot(IDSelectorBatch)``, so excluded items never take a result slot.
+  with an ``IDSelectorNot(IDSelectorBatch)``, so excluded items never take a result slot (index
+  types whose search takes no selector, e.g. plain PQ, over-fetch and filter instead).
 * :meth:`ForgetAwareIndex.save` writes the index file and a JSON manifest (ids, factory string,
   metric, encoder, ledger version); :meth:`ForgetAwareIndex.load` checks both and raises
   :class:`~llmrec.errors.ArtifactError` when the index is stale or inconsistent.
@@ -96,6 +97,7 @@ class ForgetAwareIndex:
         self.encoder = encoder
         self.ledger_version = int(ledger_version)
         self.index = self._new_index()
+        self._selectors_ok = True
 
     # ------------------------------------------------------------------ construction
     def _new_index(self) -> faiss.Index:
@@ -242,14 +244,42 @@ class ForgetAwareIndex:
         if per_query and len(exclude) != len(q):
             raise ValueError(f"{len(exclude)} exclusion lists for {len(q)} queries")
         if not per_query:
-            params = self._params(exclude, nprobe, ef_search)
-            return self.index.search(q, int(k), params=params)
+            return self._search(q, int(k), exclude, nprobe, ef_search)
         scores = np.empty((len(q), int(k)), np.float32)
         ids = np.empty((len(q), int(k)), np.int64)
         for r in range(len(q)):
-            params = self._params(exclude[r], nprobe, ef_search)
-            scores[r], ids[r] = self.index.search(q[r : r + 1], int(k), params=params)
+            scores[r], ids[r] = self._search(q[r : r + 1], int(k), exclude[r], nprobe, ef_search)
         return scores, ids
+
+    def _search(
+        self,
+        q: np.ndarray,
+        k: int,
+        exclude: np.ndarray | None,
+        nprobe: int | None,
+        ef: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        params = self._params(exclude, nprobe, ef)
+        if params is None or params.sel is None or self._selectors_ok:
+            try:
+                return self.index.search(q, k, params=params)
+            except RuntimeError:
+                if params is None or params.sel is None:
+                    raise
+                self._selectors_ok = False
+        # index types without selector support (e.g. PQ): fetch more, filter, keep k
+        excl = np.asarray(exclude, dtype=np.int64)
+        plain = self._params(None, nprobe, ef)
+        scores, ids = self.index.search(q, k + len(excl), params=plain)
+        out_s = np.full((len(q), k), scores.dtype.type(-np.inf), scores.dtype)
+        if self.metric == "l2":
+            out_s[:] = np.inf
+        out_i = np.full((len(q), k), -1, np.int64)
+        for r in range(len(q)):
+            ok = (ids[r] >= 0) & ~np.isin(ids[r], excl)
+            n = min(k, int(ok.sum()))
+            out_s[r, :n], out_i[r, :n] = scores[r][ok][:n], ids[r][ok][:n]
+        return out_s, out_i
 
     # ------------------------------------------------------------------ persistence
     def manifest(self, index_file: str) -> dict:
@@ -312,6 +342,7 @@ class ForgetAwareIndex:
         out = cls.__new__(cls)
         out.dim, out.factory, out.metric = int(man["dim"]), man["factory"], man["metric"]
         out.encoder, out.ledger_version = man["encoder"], int(man["ledger_version"])
+        out._selectors_ok = True
         try:
             out.index = faiss.read_index(str(file))
         except RuntimeError as exc:

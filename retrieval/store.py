@@ -52,6 +52,7 @@ from retrieval.encoders import (
     make_encoder,
 )
 from retrieval.index import ForgetAwareIndex, check_factory
+from retrieval.threads import one_blas_thread
 
 FORMAT = 1
 STORE_KIND = "retrieval-store"
@@ -110,6 +111,7 @@ class RetrievalStore:
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    @one_blas_thread
     def build(
         cls,
         ws: Workspace,
@@ -187,6 +189,7 @@ class RetrievalStore:
         return ws.root / "artifacts" / name / "manifest.json"
 
     @classmethod
+    @one_blas_thread
     def load(
         cls, ws: Workspace, name: str = DEFAULT_NAME, allow_stale: bool = False
     ) -> RetrievalStore:
@@ -259,6 +262,7 @@ class RetrievalStore:
         return store
 
     # ------------------------------------------------------------------ forgetting
+    @one_blas_thread
     def apply(self, ws: Workspace | None = None, version: int | None = None) -> dict:
         """Bring every artifact to ledger ``version`` (default: newest) incrementally.
 
@@ -503,6 +507,7 @@ class RetrievalStore:
         """Visible (non-forgotten) attributes of ``user``."""
         return self.view.visible_attributes(self._check_user(user))
 
+    @one_blas_thread
     def candidate_scores(self, users: np.ndarray) -> np.ndarray:
         """The generator's scores ``[len(users), n_items]``; forgotten items are ``-inf``."""
         users = np.asarray(users, dtype=np.int64).reshape(-1)
@@ -512,6 +517,7 @@ class RetrievalStore:
         s[:, self.view.forgotten_items] = -np.inf
         return s
 
+    @one_blas_thread
     def candidates(
         self, users: np.ndarray, n: int | None = None, exclude_valid: bool = False
     ) -> np.ndarray:
@@ -534,6 +540,7 @@ class RetrievalStore:
         vu, vi = ds.inter_user[m], ds.inter_item[m]
         return user_rows(self.n_items, [np.unique(vi[vu == u]) for u in users])
 
+    @one_blas_thread
     def similar_items(
         self, items: np.ndarray, k: int = 10, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -544,6 +551,7 @@ class RetrievalStore:
         return self.index.search(q, k, exclude=[np.append(extra, i) for i in items])
 
     # ------------------------------------------------------------------ strategies
+    @one_blas_thread
     def retrieve(
         self,
         user: int,
@@ -598,22 +606,31 @@ class RetrievalStore:
             return strat.diversity(vecs, labels, ratings, H)
         return strat.attention(vecs, self._unit_vectors[cands], ratings, H)[0]
 
+    @one_blas_thread
     def select_history(
-        self, users: np.ndarray, strategy: str, H: int = 50, seed: int | None = None
-    ) -> list[np.ndarray]:
-        """History items chosen by ``strategy`` for many users at once (candidates are
-        computed in one batch); forgotten users get an empty selection."""
+        self,
+        users: np.ndarray,
+        strategies: str | tuple[str, ...] = strat.STRATEGIES,
+        H: int = 50,
+        seed: int | None = None,
+    ) -> dict[str, list[np.ndarray]]:
+        """History items chosen for many users at once, per strategy (each user's history
+        is read once, candidates are computed in one batch); forgotten users get an empty
+        selection. Same results as :meth:`retrieve`."""
         users = np.asarray(users, dtype=np.int64).reshape(-1)
+        strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
         seed = self.config["seed"] if seed is None else int(seed)
-        cands = self.candidates(users) if strategy == "attention" else None
-        out = []
+        cands = self.candidates(users) if "attention" in strategies else None
+        out: dict[str, list[np.ndarray]] = {s: [] for s in strategies}
         for k, u in enumerate(users):
             items, ratings = self.history(u)
             c = cands[k][cands[k] >= 0] if cands is not None else np.zeros(0, np.int64)
-            out.append(items[self._select(int(u), strategy, int(H), seed, items, ratings, c)])
+            for s in strategies:
+                out[s].append(items[self._select(int(u), s, int(H), seed, items, ratings, c)])
         return out
 
     # ------------------------------------------------------------------ comparison
+    @one_blas_thread
     def differences(
         self, other: RetrievalStore, users: np.ndarray | None = None, H: int = 50
     ) -> list[str]:
@@ -638,9 +655,9 @@ class RetrievalStore:
         users = np.arange(self.ws.dataset.n_users) if users is None else np.asarray(users)
         if not np.array_equal(self.candidates(users), other.candidates(users)):
             out.append("candidates")
+        mine, theirs = self.select_history(users, H=H), other.select_history(users, H=H)
         for s in strat.STRATEGIES:
-            mine, theirs = self.select_history(users, s, H), other.select_history(users, s, H)
-            if any(not np.array_equal(a, b) for a, b in zip(mine, theirs)):
+            if any(not np.array_equal(a, b) for a, b in zip(mine[s], theirs[s])):
                 out.append(f"strategy.{s}")
         if any(self.profile(u) != other.profile(u) for u in users):
             out.append("profiles")

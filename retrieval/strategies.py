@@ -87,23 +87,20 @@ def diversity(
     profile = w @ v
     norm = np.linalg.norm(profile)
     relevance = v @ (profile / norm) if norm > 0 else np.zeros(n)
-    redundancy = np.full(n, -np.inf)
-    covered: set[int] = set()
-    all_clusters = set(np.unique(history_clusters).tolist())
-    taken = np.zeros(n, dtype=bool)
+    redundancy = np.zeros(n)
+    _, cluster_of = np.unique(history_clusters, return_inverse=True)
+    uncovered = np.ones(cluster_of.max() + 1, dtype=bool)
+    open_ = np.ones(n, dtype=bool)
     chosen = []
-    for _ in range(H):
-        red = np.where(np.isfinite(redundancy), redundancy, 0.0)
-        score = trade_off * relevance - (1.0 - trade_off) * red
-        open_ = ~taken
-        if covered != all_clusters:
-            open_ &= ~np.isin(history_clusters, list(covered))
-        score = np.where(open_, score, -np.inf)
-        pick = int(np.argmax(score))
+    for step in range(H):
+        score = trade_off * relevance - (1.0 - trade_off) * redundancy
+        allowed = open_ & uncovered[cluster_of] if uncovered.any() else open_
+        pick = int(np.argmax(np.where(allowed, score, -np.inf)))
         chosen.append(pick)
-        taken[pick] = True
-        covered.add(int(history_clusters[pick]))
-        redundancy = np.maximum(redundancy, v @ v[pick])
+        open_[pick] = False
+        uncovered[cluster_of[pick]] = False
+        sim = v @ v[pick]
+        redundancy = sim if step == 0 else np.maximum(redundancy, sim)
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
