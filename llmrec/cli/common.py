@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
+from llmrec.errors import LlmrecError
 from llmrec.io import to_json
 from llmrec.workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -42,6 +44,20 @@ def emit(args: argparse.Namespace, result: dict, text: str | None = None) -> Non
     else:
         sys.stdout.write((text if text is not None else to_json(result, indent=2)) + "\n")
     sys.stdout.flush()
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["lr=0.01", "epochs=5"]`` -> ``{"lr": 0.01, "epochs": 5}`` (values parsed as JSON)."""
+    out: dict = {}
+    for kv in items:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise LlmrecError(f"--set expects KEY=VALUE, got {kv!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

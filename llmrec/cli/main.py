@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "llmrec.cli.data",
     "llmrec.cli.train",
     "llmrec.cli.forget",
+    "llmrec.cli.compare",
     "llmrec.cli.retrieval",
 ]
 

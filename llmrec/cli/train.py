@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from llmrec.cli.common import emit, fmt_metrics, open_workspace, progress_enabled
+from llmrec.cli.common import emit, fmt_metrics, open_workspace, parse_overrides, progress_enabled
 from llmrec.errors import LlmrecError
 from llmrec.models import MODEL_REGISTRY
 from llmrec.pipelines.cf import (
@@ -48,14 +48,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         out["epochs"] = args.epochs
     if args.dim is not None:
         out["dim"] = args.dim
-    for kv in args.set:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            raise LlmrecError(f"--set expects KEY=VALUE, got {kv!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+    out.update(parse_overrides(args.set))
     return out
 
 

@@ -19,15 +19,23 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def interaction_matrix(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
+def interaction_matrix(
+    n_users: int, n_items: int, users: np.ndarray, items: np.ndarray
+) -> sp.csr_matrix:
     """Binary user × item CSR matrix."""
-    m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+    m = sp.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items)
+    )
     m.data[:] = 1.0
     return m
 
 
 def neighbours_and_controls(
-    matrix: sp.csr_matrix, forgotten: np.ndarray, k: int = 10, seed: int = 2020, eligible: np.ndarray | None = None
+    matrix: sp.csr_matrix,
+    forgotten: np.ndarray,
+    k: int = 10,
+    seed: int = 2020,
+    eligible: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Neighbours (top-``k`` cosine per forgotten user, union) and as many random controls.
 
@@ -65,7 +73,11 @@ class PerUser:
     @classmethod
     def from_eval(cls, res: dict, k: int = 10) -> PerUser:
         """From ``evaluate_ranking(..., return_per_user=True)``."""
-        return cls(np.asarray(res["per_user"]["users"]), np.asarray(res["per_user"][f"ndcg@{k}"]), np.asarray(res["topk"])[:, :k])
+        return cls(
+            np.asarray(res["per_user"]["users"]),
+            np.asarray(res["per_user"][f"ndcg@{k}"]),
+            np.asarray(res["topk"])[:, :k],
+        )
 
     def take(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows for ``users`` that this result covers: (users, ndcg, topk)."""
@@ -75,16 +87,22 @@ class PerUser:
         return users[hit], self.ndcg[pos[hit]], self.topk[pos[hit]]
 
 
-def per_user_deltas(m: PerUser, g: PerUser, users: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+def per_user_deltas(
+    m: PerUser, g: PerUser, users: np.ndarray, k: int = 10
+) -> dict[str, np.ndarray]:
     """ΔNDCG(v) and D(v) for ``users`` covered by both results."""
     users = np.intersect1d(np.intersect1d(users, m.users), g.users)
     _, nm, tm = m.take(users)
     _, ng, tg = g.take(users)
-    overlap = np.array([len(np.intersect1d(a[:k], b[:k])) for a, b in zip(tm, tg)], dtype=np.float64)
+    overlap = np.array(
+        [len(np.intersect1d(a[:k], b[:k])) for a, b in zip(tm, tg)], dtype=np.float64
+    )
     return {"users": users, "delta_ndcg": nm - ng, "divergence": 1.0 - overlap / k}
 
 
-def propagation_bias(m: PerUser, g: PerUser, neighbours: np.ndarray, controls: np.ndarray, k: int = 10) -> dict:
+def propagation_bias(
+    m: PerUser, g: PerUser, neighbours: np.ndarray, controls: np.ndarray, k: int = 10
+) -> dict:
     """Mean ΔNDCG@K and top-K divergence over neighbours and controls, and their excess."""
     n = per_user_deltas(m, g, neighbours, k)
     c = per_user_deltas(m, g, controls, k)
@@ -102,5 +120,8 @@ def propagation_bias(m: PerUser, g: PerUser, neighbours: np.ndarray, controls: n
     out["excess"] = {
         key: out["neighbours"][key] - out["controls"][key] for key in ("delta_ndcg", "divergence")
     }
-    out["per_user"] = {"neighbours": {kk: v.tolist() for kk, v in n.items()}, "controls": {kk: v.tolist() for kk, v in c.items()}}
+    out["per_user"] = {
+        "neighbours": {kk: v.tolist() for kk, v in n.items()},
+        "controls": {kk: v.tolist() for kk, v in c.items()},
+    }
     return out

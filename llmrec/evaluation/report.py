@@ -1,0 +1,443 @@
+"""Comparison outputs: aggregated table, significance tests, CSV/Markdown, PNG plots, HTML report.
+
+Input is the list of per-seed results of :func:`llmrec.pipelines.compare.run_seed`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+# (column name, path into a method's per-seed entry)
+COLUMNS: list[tuple[str, tuple[str, ...]]] = [
+    ("seconds", ("seconds",)),
+    ("speedup", ("speedup_vs_retrain",)),
+    ("peak_mb", ("peak_memory_mb",)),
+    ("ndcg@10_all", ("utility", "all", "ndcg@10")),
+    ("recall@10_all", ("utility", "all", "recall@10")),
+    ("ndcg@10_forget", ("utility", "forget", "ndcg@10")),
+    ("ndcg@10_neigh", ("utility", "neighbours", "ndcg@10")),
+    ("ndcg@10_ctrl", ("utility", "controls", "ndcg@10")),
+    ("dNDCG_neigh", ("bias", "vs_gold", "neighbours", "delta_ndcg")),
+    ("dNDCG_ctrl", ("bias", "vs_gold", "controls", "delta_ndcg")),
+    ("excess_dNDCG", ("bias", "vs_gold", "excess", "delta_ndcg")),
+    ("D_neigh", ("bias", "vs_gold", "neighbours", "divergence")),
+    ("D_ctrl", ("bias", "vs_gold", "controls", "divergence")),
+    ("excess_D", ("bias", "vs_gold", "excess", "divergence")),
+    ("excess_dNDCG_vs_orig", ("bias", "vs_original", "excess", "delta_ndcg")),
+    ("excess_D_vs_orig", ("bias", "vs_original", "excess", "divergence")),
+    ("forgotten_rank_median", ("completeness", "forgotten_rank", "median_rank")),
+    ("mia_auc", ("completeness", "mia_auc")),
+]
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return float("nan")
+        d = d[p]
+    return float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) else float("nan")
+
+
+def methods_of(seeds: list[dict]) -> list[str]:
+    return [m for m in seeds[0]["methods"] if not m.startswith("_")]
+
+
+def aggregate(seeds: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{method: {column: {"mean", "std", "n"}}}`` over seeds (NaNs ignored)."""
+    out: dict = {}
+    for m in methods_of(seeds):
+        out[m] = {}
+        for col, path in COLUMNS:
+            vals = np.array([_get(s["methods"][m], path) for s in seeds], dtype=float)
+            vals = vals[~np.isnan(vals)]
+            out[m][col] = {
+                "mean": float(vals.mean()) if len(vals) else float("nan"),
+                "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                "n": int(len(vals)),
+            }
+    return out
+
+
+def significance(seeds: list[dict]) -> list[dict]:
+    """Paired tests between every two methods on neighbours' per-user ΔNDCG vs gold.
+
+    Users are paired within a seed (same user, same request, two methods) and pooled over seeds;
+    the test is Wilcoxon's signed-rank (two-sided). With ≥ 2 seeds a paired t-test on the
+    per-seed excess ΔNDCG is added.
+    """
+    from scipy import stats
+
+    rows = []
+    for a, b in combinations(methods_of(seeds), 2):
+        da, db = [], []
+        for s in seeds:
+            ba = (
+                s["methods"][a]
+                .get("bias", {})
+                .get("vs_gold", {})
+                .get("per_user", {})
+                .get("neighbours")
+            )
+            bb = (
+                s["methods"][b]
+                .get("bias", {})
+                .get("vs_gold", {})
+                .get("per_user", {})
+                .get("neighbours")
+            )
+            if not ba or not bb:
+                continue
+            ua, ub = np.asarray(ba["users"]), np.asarray(bb["users"])
+            common, ia, ib = np.intersect1d(ua, ub, return_indices=True)
+            da += list(np.asarray(ba["delta_ndcg"])[ia])
+            db += list(np.asarray(bb["delta_ndcg"])[ib])
+        if len(da) < 2:
+            continue
+        diff = np.asarray(da) - np.asarray(db)
+        row = {"a": a, "b": b, "n_pairs": len(diff), "mean_diff": float(diff.mean())}
+        row["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+        ea = [_get(s["methods"][a], ("bias", "vs_gold", "excess", "delta_ndcg")) for s in seeds]
+        eb = [_get(s["methods"][b], ("bias", "vs_gold", "excess", "delta_ndcg")) for s in seeds]
+        if (
+            len(seeds) >= 2
+            and not any(math.isnan(x) for x in ea + eb)
+            and np.any(np.subtract(ea, eb) != 0)
+        ):
+            row["ttest_excess_p"] = float(stats.ttest_rel(ea, eb).pvalue)
+        rows.append(row)
+    return rows
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _cell(stat: dict, digits: int = 4) -> str:
+    if stat["n"] == 0:
+        return "–"
+    s = f"{stat['mean']:.{digits}f}"
+    return s + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
+
+
+MD_COLUMNS = [
+    "seconds",
+    "speedup",
+    "ndcg@10_all",
+    "ndcg@10_forget",
+    "dNDCG_neigh",
+    "dNDCG_ctrl",
+    "excess_dNDCG",
+    "D_neigh",
+    "D_ctrl",
+    "excess_D",
+    "forgotten_rank_median",
+    "mia_auc",
+]
+
+
+def markdown(agg: dict, sig: list[dict], title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        "| method | " + " | ".join(MD_COLUMNS) + " |",
+        "|---" * (len(MD_COLUMNS) + 1) + "|",
+    ]
+    for m, cols in agg.items():
+        lines.append(
+            f"| {m} | "
+            + " | ".join(
+                _cell(cols[c], 2 if c in ("seconds", "speedup", "forgotten_rank_median") else 4)
+                for c in MD_COLUMNS
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "ΔNDCG and D (top-10 divergence) are against the retrained gold; excess = neighbours − controls "
+        "(damage on users similar to the forgotten beyond global drift).",
+    ]
+    if sig:
+        lines += [
+            "",
+            "## Paired tests (neighbours' per-user ΔNDCG vs gold)",
+            "",
+            "| a | b | pairs | mean(a−b) | Wilcoxon p | t-test p (excess, seeds) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in sig:
+            t = r.get("ttest_excess_p")
+            lines.append(
+                f"| {r['a']} | {r['b']} | {r['n_pairs']} | {r['mean_diff']:.4f} | {r['wilcoxon_p']:.3g} | {'' if t is None else f'{t:.3g}'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _user_sem(seeds: list[dict], method: str, group: str, key: str) -> float:
+    vals: list[float] = []
+    for s in seeds:
+        pu = s["methods"][method].get("bias", {}).get("vs_gold", {}).get("per_user", {}).get(group)
+        if pu:
+            vals += pu[key]
+    return float(np.std(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else 0.0
+
+
+def plot_bias(agg: dict, path: Path, seeds: list[dict]) -> None:
+    """Bars: mean over seeds; error bars: std over seeds, or the per-user standard error with
+    a single seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in agg if agg[m]["dNDCG_neigh"]["n"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(methods))
+    for ax, (a, b, label) in zip(
+        axes,
+        [
+            ("dNDCG_neigh", "dNDCG_ctrl", "mean ΔNDCG@10 vs retrain"),
+            ("D_neigh", "D_ctrl", "mean top-10 divergence vs retrain"),
+        ],
+    ):
+        for off, key, name in ((-0.2, a, "neighbours"), (0.2, b, "controls")):
+            ax.bar(
+                x + off,
+                [agg[m][key]["mean"] for m in methods],
+                0.4,
+                yerr=[agg[m][key]["std"] for m in methods],
+                capsize=3,
+                label=name,
+            )
+        ax.set_xticks(x, methods, rotation=20)
+        ax.set_title(label)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.legend()
+    fig.suptitle("Propagation bias: neighbours vs controls")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_utility_speed(agg: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for m, cols in agg.items():
+        sx, sy = cols["speedup"]["mean"], cols["ndcg@10_all"]["mean"]
+        if math.isnan(sx) or math.isnan(sy):
+            continue
+        ax.errorbar(sx, sy, yerr=cols["ndcg@10_all"]["std"], fmt="o", capsize=3)
+        ax.annotate(m, (sx, sy), textcoords="offset points", xytext=(5, 5))
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up over retraining (same run, log)")
+    ax.set_ylabel("NDCG@10, retained users")
+    ax.set_title("Utility vs speed")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_delta_distribution(seeds: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in methods_of(seeds) if any("bias" in s["methods"][m] for s in seeds)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(methods)), 4.2))
+    data, pos, colors = [], [], []
+    for k, m in enumerate(methods):
+        for off, grp, col in ((-0.2, "neighbours", "tab:red"), (0.2, "controls", "tab:blue")):
+            vals = []
+            for s in seeds:
+                pu = s["methods"][m].get("bias", {}).get("vs_gold", {}).get("per_user", {}).get(grp)
+                if pu:
+                    vals += pu["delta_ndcg"]
+            data.append(vals or [0.0])
+            pos.append(k + off)
+            colors.append(col)
+    parts = ax.violinplot(data, positions=pos, widths=0.35, showmedians=True)
+    for body, col in zip(parts["bodies"], colors):
+        body.set_facecolor(col)
+        body.set_alpha(0.5)
+    ax.set_xticks(range(len(methods)), methods, rotation=20)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylabel("per-user ΔNDCG@10 vs retrain")
+    ax.set_title("Per-user ΔNDCG@10: neighbours (red), controls (blue)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ HTML
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _md_table_to_html(md: str) -> str:
+    out, in_table = [], False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= {"-"} for c in cells):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append(
+                "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>"
+            )
+        else:
+            if in_table:
+                out.append("</table>")
+                in_table = False
+            if line.startswith("## "):
+                out.append(f"<h2>{html.escape(line[3:])}</h2>")
+            elif line.startswith("# "):
+                out.append(f"<h1>{html.escape(line[2:])}</h1>")
+            elif line.strip():
+                out.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def write_html(
+    path: Path, md: str, images: list[Path], config: dict, extra: dict | None = None
+) -> None:
+    body = _md_table_to_html(md)
+    figs = "\n".join(
+        f"<figure>{_img(p)}<figcaption>{html.escape(p.stem.replace('_', ' '))}</figcaption></figure>"
+        for p in images
+    )
+    cfg = html.escape(json.dumps(config, indent=2, default=str))
+    ext = (
+        ""
+        if not extra
+        else f"<h2>Details</h2><pre>{html.escape(json.dumps(extra, indent=2, default=str))}</pre>"
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>llmrec comparison report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f3f3f3}}img{{max-width:100%}}
+pre{{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}}figure{{margin:1em 0}}</style></head>
+<body>
+<script>
+// marks how many figures decoded, for headless checks; the page loads nothing from the network
+window.addEventListener("load", () => {{
+  document.body.dataset.imagesLoaded = [...document.images].filter((i) => i.complete && i.naturalWidth > 0).length;
+}});
+</script>
+{body}
+<h2>Figures</h2>
+{figs}
+{ext}
+<h2>Resolved configuration</h2>
+<pre id="config">{cfg}</pre>
+</body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+
+
+def _slug(spec: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in spec).strip("_")
+
+
+def write_report(by_scenario: dict[str, list[dict]], run_dir: Path, config: dict) -> dict:
+    """Write results.json, results.csv, results.md, PNGs per scenario and one report.html."""
+    run_dir = Path(run_dir)
+    sections, images, results, leak_all = [], [], {"config": config, "scenarios": {}}, {}
+    csv_rows = []
+    for spec, seeds in by_scenario.items():
+        agg = aggregate(seeds)
+        sig = significance(seeds)
+        sections.append(markdown(agg, sig, f"Scenario {spec}"))
+        results["scenarios"][spec] = {"aggregate": agg, "significance": sig, "seeds": seeds}
+        slug = _slug(spec)
+        if any(agg[m]["dNDCG_neigh"]["n"] for m in agg):
+            plot_bias(agg, run_dir / f"{slug}_propagation_bias.png", seeds)
+            plot_delta_distribution(seeds, run_dir / f"{slug}_delta_ndcg_distribution.png")
+            images += [
+                run_dir / f"{slug}_propagation_bias.png",
+                run_dir / f"{slug}_delta_ndcg_distribution.png",
+            ]
+        if any(not math.isnan(agg[m]["speedup"]["mean"]) for m in agg):
+            plot_utility_speed(agg, run_dir / f"{slug}_utility_vs_speedup.png")
+            images.append(run_dir / f"{slug}_utility_vs_speedup.png")
+        for s in seeds:
+            for m in methods_of(seeds):
+                csv_rows.append(
+                    [spec, m, s["seed"], *[_fmt(_get(s["methods"][m], p)) for _, p in COLUMNS]]
+                )
+            leak = {
+                m: e["attribute_leakage"]
+                for m, e in s["methods"].items()
+                if "attribute_leakage" in e
+            }
+            if leak:
+                leak_all[f"{spec} seed {s['seed']}"] = leak
+                sections.append(
+                    leakage_markdown(leak, f"Attribute leakage, {spec}, seed {s['seed']}")
+                )
+    md = "\n".join(sections)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    with open(run_dir / "results.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["scenario", "method", "seed", *[c for c, _ in COLUMNS]])
+        w.writerows(csv_rows)
+    (run_dir / "results.md").write_text(md)
+    write_html(run_dir / "report.html", md, images, config)
+    return {
+        "results": str(run_dir / "results.json"),
+        "report": str(run_dir / "report.html"),
+        "images": [str(p) for p in images],
+    }
+
+
+def leakage_markdown(leak: dict, title: str) -> str:
+    """Balanced accuracy / macro-F1 / AUC of each attacker, per method and attribute."""
+    lines = [
+        f"## {title}",
+        "",
+        "| method | attribute | attacker | balanced acc | chance | macro-F1 | AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, per_attr in leak.items():
+        for attr, entry in per_attr.items():
+            for att, r in entry.items():
+                if not isinstance(r, dict) or "balanced_accuracy" not in r:
+                    continue
+                lines.append(
+                    f"| {m} | {attr} | {att} | {r['balanced_accuracy']:.4f} | {r.get('chance', float('nan')):.4f} | "
+                    f"{r.get('macro_f1', float('nan')):.4f} | {r.get('auc', float('nan')):.4f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "__dict__"):
+        return o.__dict__
+    return str(o)
