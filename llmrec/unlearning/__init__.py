@@ -1,0 +1,42 @@
+"""Embedding unlearners for CF models: Retrain (gold), FineTune, AltEraser, LEGO, reverse BPR.
+
+Every method is an :class:`Unlearner` configured in ``__init__`` and applied with
+``unlearner.unlearn(model, workspace_or_data, requests) -> (new_model, UnlearnRecord)``.
+"""
+
+from llmrec.unlearning.alteraser import AltEraser
+from llmrec.unlearning.base import (
+    Unlearner,
+    UnlearnRecord,
+    UnlearnTask,
+    make_task,
+)
+from llmrec.unlearning.finetune import FineTune
+from llmrec.unlearning.retrain import Retrain
+from llmrec.unlearning.reverse_bpr import ReverseBPR
+
+#: method name (CLI spelling) -> class
+METHODS: dict[str, type[Unlearner]] = {
+    cls.name: cls for cls in (Retrain, FineTune, AltEraser, ReverseBPR)
+}
+
+
+def make_unlearner(name: str, **params) -> Unlearner:
+    """An unlearner by its method name with ``params`` passed to its constructor."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name](**params)
+
+
+__all__ = [
+    "METHODS",
+    "AltEraser",
+    "FineTune",
+    "Retrain",
+    "ReverseBPR",
+    "UnlearnRecord",
+    "UnlearnTask",
+    "Unlearner",
+    "make_task",
+    "make_unlearner",
+]
