@@ -12,10 +12,11 @@ from __future__ import annotations
 import importlib
 import sqlite3
 
-from llmrec.pipelines.forget import STAGES
+from llmrec.pipelines import forget as forget_pipeline
 from llmrec.workspace import Workspace
 
 AUDITORS: dict[str, str] = {
+    "retrieval": "retrieval.audit:audit",
     "served-log": "llmrec.pipelines.served:audit",
     "checkpoints": "llmrec.pipelines.audit:audit_checkpoints",
 }
@@ -37,7 +38,7 @@ def audit_ledger(ws: Workspace) -> list[dict]:
             findings.append(
                 {"artifact": "ledger", "path": str(path), "problem": f"integrity check: {ok}"}
             )
-        for stage in STAGES:
+        for stage in forget_pipeline.STAGES:
             rows = db.execute(
                 "SELECT r.version FROM requests r LEFT JOIN stages s ON s.version=r.version AND s.stage=? "
                 "WHERE s.status IS NULL OR s.status!='done' ORDER BY r.version",
