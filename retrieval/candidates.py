@@ -1,27 +1,36 @@
-"""An exactly unlearnable candidate generator: user-weighted item co-occurrence.
+"""An exactly unlearnable candidate generator on user-weighted item co-occurrence statistics.
 
 Statistics (integers, so that forgetting is an exact decrement):
 
 * ``degree[i]`` — number of users whose retained training history holds item ``i``;
 * ``counts[i, j] = sum_u w(u) x_ui x_uj`` — co-occurrence where each user ``u`` with ``n_u``
   distinct retained training items weighs ``w(u) = round(scale / n_u ** p)`` (heavy users count
-  less, as in RP3beta / inverse user frequency). ``w`` is an integer, so ``counts`` is an exact
-  sum of per-user integer blocks.
+  less, as in inverse user frequency). ``w`` is an integer, so ``counts`` is an exact sum of
+  per-user integer blocks.
 
 Forgetting anything that changes the rows of some users (interactions, users, items) replaces
 their blocks: ``counts += X_new^T W_new X_new - X_old^T W_old X_old`` over the affected users only
 (their weights change with their history length). The result is bit-identical to the statistics
-counted from scratch on the retained data. Nothing else is stored: scores are a pure function
-of the statistics, computed on demand.
+counted from scratch on the retained data. Only the statistics are stored; the model is a pure
+function of them, computed on demand (and again after every change).
 
-Score of item ``j`` for user ``u`` (asymmetric cosine with a popularity penalty)::
+Two models on the same statistics (``GeneratorConfig.model``):
 
-    knn(u, j) = sum_{i in u} counts[i, j] / (deg_i ** alpha * deg_j ** (1 - alpha + beta))
+* ``"ease"`` (default) — EASE (Steck, WWW 2019): ``G = counts * sum(degree) / trace(counts)``
+  (the weighted co-occurrence on the scale of plain counts), ``P = (G + l2 I)^-1``,
+  ``B = -P / diag(P)`` with a zero diagonal, ``score(u) = x_u B``. The inverse is recomputed
+  from the exact statistics (one Cholesky, single-threaded, about 0.3 s for 1.7k items) on the
+  first request after a change, so the served model is bit-identical to a build from scratch.
+  Suits catalogues up to roughly 10-20k items.
+* ``"knn"`` — item-based neighbourhood scores (asymmetric cosine), linear and without any
+  inversion, for large catalogues:
+  ``knn(u, j) = sum_{i in u} counts[i, j] / (deg_i ** alpha * deg_j ** (1 - alpha))``.
 
-normalised by the user's maximum, plus ``text_weight`` times the cosine between item ``j``'s
-embedding and the mean embedding of the user's items, plus a 1e-6 popularity tie-breaker (which
-also ranks items for users without retained history). Defaults were chosen on ml-100k's
-*validation* part (RS 8:1:1).
+Either score is divided by ``deg_j ** beta`` (popularity penalty) and normalised by the user's
+maximum, plus ``text_weight`` times the cosine between item ``j``'s embedding and the mean
+embedding of the user's items, plus a 1e-6 popularity tie-breaker (which also ranks items for
+users without retained history). The defaults (:meth:`GeneratorConfig.preset`) were chosen on
+ml-100k's *validation* part (RS 8:1:1).
 """
 
 from __future__ import annotations
@@ -29,20 +38,35 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import scipy.linalg.lapack as lapack
 import scipy.sparse as sp
 
 POPULARITY_TIEBREAK = 1e-6
+MODELS = ("ease", "knn")
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Hyper-parameters of :class:`CooccurrenceGenerator` (see the module docstring)."""
 
-    user_weight_power: float = 0.7
+    model: str = "ease"
+    user_weight_power: float = 0.3
+    l2: float = 400.0
     alpha: float = 0.75
-    beta: float = 0.4
-    text_weight: float = 0.1
+    beta: float = 0.15
+    text_weight: float = 0.0
     scale: int = 1 << 16
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"generator model must be one of {', '.join(MODELS)}")
+
+    @classmethod
+    def preset(cls, model: str = "ease") -> GeneratorConfig:
+        """The settings tuned on ml-100k validation for ``model`` ("ease" or "knn")."""
+        if model == "knn":
+            return cls(model="knn", user_weight_power=0.7, alpha=0.75, beta=0.4, text_weight=0.1)
+        return cls(model=model)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +125,7 @@ class CooccurrenceGenerator:
         self.degree = degree
         self.checksum = counts_checksum(counts) if checksum is None else int(checksum)
         self._counts_f: np.ndarray | None = None
+        self._weights: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -154,6 +179,8 @@ class CooccurrenceGenerator:
         ).astype(np.int64)
         if self._counts_f is not None:
             self._counts_f[r, c] = self.counts[r, c]
+        if len(r):
+            self._weights = None  # the model is recomputed from the new statistics
         return r.astype(np.int64), c.astype(np.int64)
 
     # ------------------------------------------------------------------ scoring
@@ -164,6 +191,26 @@ class CooccurrenceGenerator:
             self._counts_f = self.counts.astype(np.float64)
         return self._counts_f
 
+    def _ease_weights(self) -> np.ndarray:
+        """EASE item-item weights ``B`` from the current statistics (cached)."""
+        if self._weights is None:
+            counts = self.counts.astype(np.float64)
+            trace = float(np.trace(counts))
+            g = counts * (float(self.degree.sum()) / trace) if trace > 0 else counts
+            g[np.diag_indices_from(g)] += self.config.l2
+            chol, info = lapack.dpotrf(g, lower=0, overwrite_a=1, clean=0)
+            if info != 0:
+                raise ArithmeticError(f"EASE: Cholesky failed (info={info}); raise l2")
+            inv, info = lapack.dpotri(chol, lower=0, overwrite_c=1)
+            if info != 0:
+                raise ArithmeticError(f"EASE: inverse failed (info={info}); raise l2")
+            upper = np.triu(inv)
+            p = upper + np.triu(upper, 1).T
+            b = p / -np.diag(p)[None, :]
+            b[np.diag_indices_from(b)] = 0.0
+            self._weights = b
+        return self._weights
+
     def scores(self, rows: sp.csr_matrix, item_vectors: np.ndarray | None = None) -> np.ndarray:
         """Scores ``[len(rows), n_items]`` (float64) for users with the given binary rows.
 
@@ -172,18 +219,22 @@ class CooccurrenceGenerator:
         """
         cfg = self.config
         d = np.maximum(self.degree, 1).astype(np.float64)
-        left = sp.csr_matrix(rows, dtype=np.float64) @ sp.diags_array(d**-cfg.alpha)
-        knn = np.asarray(left @ self.counts_f)
-        knn *= d ** -(1.0 - cfg.alpha + cfg.beta)
-        top = knn.max(axis=1, keepdims=True) if knn.size else knn
-        knn /= np.where(top > 0, top, 1.0)
+        x = sp.csr_matrix(rows, dtype=np.float64)
+        if cfg.model == "ease":
+            s = np.asarray(x @ self._ease_weights())
+            s *= d**-cfg.beta
+        else:
+            s = np.asarray((x @ sp.diags_array(d**-cfg.alpha)) @ self.counts_f)
+            s *= d ** -(1.0 - cfg.alpha + cfg.beta)
+        top = s.max(axis=1, keepdims=True) if s.size else s
+        s /= np.where(top > 0, top, 1.0)
         if cfg.text_weight and item_vectors is not None:
-            prof = np.asarray(sp.csr_matrix(rows, dtype=np.float64) @ item_vectors)
+            prof = np.asarray(x @ item_vectors)
             norm = np.linalg.norm(prof, axis=1, keepdims=True)
             prof /= np.where(norm > 0, norm, 1.0)
-            knn += cfg.text_weight * (prof @ item_vectors.T)
-        knn += POPULARITY_TIEBREAK * self.degree / max(1, int(self.degree.max(initial=0)))
-        return knn
+            s += cfg.text_weight * (prof @ item_vectors.T)
+        s += POPULARITY_TIEBREAK * self.degree / max(1, int(self.degree.max(initial=0)))
+        return s
 
     def equals(self, other: CooccurrenceGenerator) -> bool:
         """Bitwise equality of the statistics and configuration."""

@@ -139,7 +139,7 @@ class RetrievalStore:
                 ``lightgcn``; default ``bpr``).
             factory: FAISS index-factory string (``Flat``, ``IVF64,Flat``, ``HNSW32`` …).
             n_clusters: k of the item k-means used by the strategies.
-            generator: candidate-generator hyper-parameters.
+            generator: candidate-generator settings (default: EASE, :meth:`GeneratorConfig.preset`).
             cf_params: CF model hyper-parameters (default ``{"epochs": 20}``).
             cache_dir: embedding cache folder (default ``WORKSPACE/artifacts/embeddings``).
             name: store folder name under ``WORKSPACE/artifacts``.

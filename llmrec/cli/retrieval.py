@@ -35,6 +35,13 @@ def register(sub, common) -> None:
         help="FAISS index-factory string, e.g. Flat, IVF64,Flat, HNSW32 (default: %(default)s)",
     )
     b.add_argument("--candidates", type=int, default=50, help="candidate list length")
+    b.add_argument(
+        "--generator",
+        choices=["ease", "knn"],
+        default="ease",
+        help="candidate generator on the co-occurrence statistics: EASE (strongest) or item "
+        "KNN (no matrix inverse, for very large catalogues) (default: %(default)s)",
+    )
     b.add_argument("--clusters", type=int, default=20, help="item clusters for the strategies")
     b.add_argument("--cf-epochs", type=int, default=20, help="training epochs of a CF encoder")
     b.add_argument("--cache-dir", default=None, help="embedding cache (default: in workspace)")
@@ -68,6 +75,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from retrieval.candidates import GeneratorConfig
     from retrieval.store import RetrievalStore
 
     if args.candidates < 1 or args.clusters < 1 or args.cf_epochs < 1:
@@ -82,6 +90,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             model=args.model,
             factory=args.factory,
             n_clusters=args.clusters,
+            generator=GeneratorConfig.preset(args.generator),
             cf_params={"epochs": args.cf_epochs},
             cache_dir=args.cache_dir,
             name=args.name,
@@ -126,7 +135,8 @@ def _info_text(r: dict) -> str:
             f"  encoder {enc['kind']} {enc['model']}  dim {r['dim']}",
             f"  index {r['factory']}: {r['items_indexed']} items "
             f"({r['items_forgotten']} forgotten items excluded)",
-            f"  candidates {r['n_candidates']}  clusters {r['n_clusters']}  seed {r['seed']}",
+            f"  candidates {r['n_candidates']} by {r['generator']['model']}  "
+            f"clusters {r['n_clusters']}  seed {r['seed']}",
         ]
     )
 
