@@ -1,0 +1,291 @@
+"""Per-shard LoRA adapters of a workspace: tuning, manifests, and the ``adapters`` forget stage.
+
+Layout::
+
+    WS/artifacts/adapters/config.json          base model, shard count, seeds, schedules
+    WS/artifacts/adapters/shard-003/            peft folder (adapter_model.safetensors, ...)
+    WS/artifacts/adapters/shard-003/llmrec_shard.json   ledger version, training-data hash
+
+An adapter's *training data* is the exact token stream it is tuned on (every epoch's examples,
+see :mod:`llmrec.llm.shards`) plus the base weights, template and settings; its sha256 is the
+manifest's ``data_hash``. After a forget request a shard is re-tuned from scratch (same seed) iff
+that hash changed -- i.e. iff the request touched the shard's retained data -- and otherwise left
+byte-identical. Either way the ledger records the version each adapter reflects.
+
+Shards are spread over processes when run under ``accelerate launch``/``torchrun`` (shard ``s``
+goes to process ``s mod world_size``); each adapter is an independent model, so no gradient is
+shared and results do not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrec.errors import ArtifactError
+from llmrec.io import atomic_write_json
+from llmrec.llm.catalog import Catalog, ItemVerbalizer
+from llmrec.llm.lm_builder import weights_hash
+from llmrec.llm.lora import LoraSettings, TokenizedExample, tune_adapter
+from llmrec.llm.prompt import PromptBuilder, UserContext, answer_text
+from llmrec.llm.shards import ExampleSettings, epoch_examples, shard_data, shard_of
+from llmrec.workspace import Workspace
+from prompts import load_template
+
+CONFIG = "config.json"
+SHARD_MANIFEST = "llmrec_shard.json"
+
+
+@dataclass
+class AdapterConfig:
+    """Everything that defines the adapters of a workspace (fixed when first tuned)."""
+
+    base: str
+    n_shards: int = 4
+    seed: int = 2020
+    template: str = "compact"
+    answer_items: int = 3
+    device: str = "cpu"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    examples: ExampleSettings = field(default_factory=ExampleSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-normalised settings (what ``config.json`` holds and comparisons use)."""
+        d = asdict(self)
+        d["lora"] = self.lora.to_dict()
+        d["examples"] = asdict(self.examples)
+        return json.loads(json.dumps(d))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdapterConfig:
+        d = dict(d)
+        d["lora"] = LoraSettings(**d.get("lora", {}))
+        d["examples"] = ExampleSettings(**d.get("examples", {}))
+        return cls(**d)
+
+
+def adapters_root(ws: Workspace) -> Path:
+    return ws.root / "artifacts" / "adapters"
+
+
+def shard_dir(root: Path, shard: int) -> Path:
+    return root / f"shard-{shard:03d}"
+
+
+def load_config(ws: Workspace, root: Path | None = None) -> AdapterConfig | None:
+    p = (root or adapters_root(ws)) / CONFIG
+    if not p.is_file():
+        return None
+    return AdapterConfig.from_dict(json.loads(p.read_text()))
+
+
+def read_manifest(path: Path) -> dict | None:
+    p = path / SHARD_MANIFEST
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+class ShardTrainingData:
+    """Tokenised training stream of one shard at one ledger version, and its hash."""
+
+    def __init__(self, ws: Workspace, cfg: AdapterConfig, shard: int, version: int | None):
+        from transformers import AutoTokenizer
+
+        ds = ws.dataset
+        self.view = ws.view(version)
+        self.shard = shard
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        catalog = Catalog.from_dataset(ds)
+        self.verbalizer = ItemVerbalizer(catalog, self.tokenizer.get_vocab())
+        template = load_template(cfg.template)
+        self.builder = PromptBuilder(template, catalog, self.verbalizer, self.tokenizer)
+        assignment = shard_of(ds.user_tokens, cfg.n_shards, cfg.seed)
+        self.data = shard_data(ds, ws.split, self.view, assignment, shard)
+        self.cfg = cfg
+        self.epochs = [self._tokenize(e) for e in range(cfg.lora.epochs)]
+        h = hashlib.sha256()
+        settings = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        h.update(weights_hash(cfg.base).encode())
+        h.update(Path(template.source).read_bytes())
+        for ep in self.epochs:
+            for ex in ep:
+                h.update(np.asarray(ex.ids, np.int64).tobytes())
+                h.update(np.asarray([ex.n_answer, *ex.targets], np.int64).tobytes())
+        self.hash = h.hexdigest()
+
+    def _first_token(self, idx: int) -> int:
+        if self.verbalizer.single_token:
+            return int(self.verbalizer.token_ids[idx])
+        return self.tokenizer(self.verbalizer(idx), add_special_tokens=False)["input_ids"][0]
+
+    def _tokenize(self, epoch: int) -> list[TokenizedExample]:
+        exs = epoch_examples(self.data, self.cfg.examples, self.cfg.seed, epoch)
+        if not exs:
+            return []
+        ctxs = [
+            UserContext(e.user, e.attributes, e.history_items, e.history_ratings, e.candidates)
+            for e in exs
+        ]
+        max_len = getattr(self.tokenizer, "model_max_length", None)
+        prompts = self.builder.texts(ctxs, None if (max_len or 0) > 1 << 20 else max_len)
+        answers = [
+            answer_text([self.verbalizer(int(t)) for t in e.targets[: self.cfg.answer_items]])
+            for e in exs
+        ]
+        p_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        a_ids = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
+        return [
+            TokenizedExample(p + a, len(a), [self._first_token(int(t)) for t in e.targets])
+            for p, a, e in zip(p_ids, a_ids, exs)
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "users": len(self.data.users),
+            "interactions": self.data.n_interactions,
+            "examples_per_epoch": [len(e) for e in self.epochs],
+            "tokens": int(sum(len(x.ids) for ep in self.epochs for x in ep)),
+        }
+
+
+def tune_adapters(
+    ws: Workspace,
+    config: AdapterConfig | None = None,
+    version: int | None = None,
+    shards: list[int] | None = None,
+    force: bool = False,
+    root: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    register: bool = True,
+) -> dict[str, Any]:
+    """Bring every shard adapter to ``version`` (default: the ledger's newest).
+
+    ``config`` is required the first time and must match afterwards (a different config means
+    new adapters: use ``force`` or another ``root``). A shard whose training-data hash is
+    unchanged is left byte-identical; others are tuned from scratch with the shard's seed.
+    """
+    from accelerate import Accelerator
+
+    root = root or adapters_root(ws)
+    existing = load_config(ws, root)
+    if config is None:
+        if existing is None:
+            raise ArtifactError(f"no adapters under {root}: run 'llmrec adapters tune' first")
+        config = existing
+    elif existing is not None and existing.to_dict() != config.to_dict() and not force:
+        raise ArtifactError(
+            f"adapters under {root} were tuned with another configuration; pass --force to "
+            "re-tune them all"
+        )
+    if version is None:
+        with ws.ledger() as led:
+            version = led.version
+    acc = Accelerator(cpu=config.device == "cpu")
+    if acc.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(root / CONFIG, config.to_dict())
+    acc.wait_for_everyone()
+    todo = list(range(config.n_shards)) if shards is None else list(shards)
+    mine = [s for s in todo if s % acc.num_processes == acc.process_index]
+    report: dict[str, Any] = {"ledger_version": version, "shards": {}}
+    for s in mine:
+        data = ShardTrainingData(ws, config, s, version)
+        target = shard_dir(root, s)
+        old = read_manifest(target)
+        weights = target / "adapter_model.safetensors"
+        if not force and old is not None and old["data_hash"] == data.hash and weights.is_file():
+            report["shards"][s] = {"retuned": False, "trained_at": old["trained_at"]}
+            continue
+        say = (lambda m, s=s: progress(f"[shard {s}] {m}")) if progress else None
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        stats = tune_adapter(
+            config.base,
+            lambda e, d=data: d.epochs[e],
+            config.lora,
+            tmp,
+            seed=config.seed * 1000 + s,
+            pad_id=data.tokenizer.pad_token_id,
+            accelerator=acc,
+            progress=say,
+        )
+        manifest = {
+            "shard": s,
+            "n_shards": config.n_shards,
+            "trained_at": version,
+            "data_hash": data.hash,
+            "base": config.base,
+            "base_weights_sha256": weights_hash(config.base),
+            **data.summary(),
+            **stats,
+        }
+        atomic_write_json(tmp / SHARD_MANIFEST, manifest)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+        report["shards"][s] = {"retuned": True, "trained_at": version, "seconds": stats["seconds"]}
+    acc.wait_for_everyone()
+    if register and acc.is_main_process:
+        with ws.ledger() as led:
+            for s in todo:
+                m = read_manifest(shard_dir(root, s))
+                if m is None:
+                    continue
+                led.register_artifact(
+                    f"adapter/shard-{s:03d}",
+                    "lora-adapter",
+                    shard_dir(root, s),
+                    version,
+                    {
+                        "trained_at": m["trained_at"],
+                        "data_hash": m["data_hash"],
+                        "users": m["users"],
+                    },
+                )
+    report["retuned"] = sorted(s for s, r in report["shards"].items() if r["retuned"])
+    report["untouched"] = sorted(s for s, r in report["shards"].items() if not r["retuned"])
+    return report
+
+
+def apply(ws: Workspace, version: int) -> dict[str, Any]:
+    """Forget-stage applier: re-tune exactly the shards whose retained data changed."""
+    if load_config(ws) is None:
+        return {"skipped": "no adapters tuned in this workspace"}
+    rep = tune_adapters(ws, version=version)
+    return {"retuned": rep["retuned"], "untouched": rep["untouched"]}
+
+
+def adapter_paths(ws: Workspace, root: Path | None = None) -> tuple[AdapterConfig, dict[str, Path]]:
+    """Config and ``{"shard-000": path, ...}`` of a workspace's tuned adapters."""
+    root = root or adapters_root(ws)
+    cfg = load_config(ws, root)
+    if cfg is None:
+        raise ArtifactError(f"no adapters under {root}: run 'llmrec adapters tune' first")
+    paths = {}
+    for s in range(cfg.n_shards):
+        d = shard_dir(root, s)
+        if not (d / "adapter_model.safetensors").is_file():
+            raise ArtifactError(f"adapter of shard {s} missing under {root}; re-run the tuning")
+        paths[f"shard-{s:03d}"] = d
+    return cfg, paths
+
+
+def stale_shards(ws: Workspace, root: Path | None = None) -> list[int]:
+    """Shards whose adapter does not reflect the ledger's newest version (run
+    ``llmrec forget`` to finish an interrupted stage)."""
+    cfg = load_config(ws, root)
+    if cfg is None:
+        return []
+    with ws.ledger() as led:
+        newest = led.version
+        have = {a["name"]: a["ledger_version"] for a in led.artifacts()}
+    return [s for s in range(cfg.n_shards) if have.get(f"adapter/shard-{s:03d}", -1) < newest]

@@ -1,0 +1,249 @@
+"""LoRA adapters (peft) tuned on prompt/answer pairs, under ``accelerate``.
+
+The adapter of the toolkit's GPT-2 model puts LoRA on the attention and MLP projections and makes
+the item-token rows of the input embedding and of the (untied) output head trainable tokens
+(peft ``trainable_token_indices``): they become per-item collaborative factors, stored in the
+adapter as deltas. Any other causal LM gets LoRA on all linear layers.
+
+Loss (teacher forcing on the answer ``{"i1": 10, "i2": 9, ...}``): at the first answer slot the
+targets are *all* held-out items of the example (a multinomial likelihood, as in Mult-VAE), at the
+other answer positions the usual next-token cross-entropy. Training is seeded and the batch order
+fixed, so on CPU the same data and seed give byte-identical adapter weights.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+
+GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
+
+
+@dataclass
+class LoraSettings:
+    """Adapter shape and optimisation schedule."""
+
+    r: int = 8
+    alpha_ratio: float = 2.0
+    item_tokens: bool = True
+    dropout: float = 0.0
+    target_modules: list[str] | str | None = None
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 5e-3
+    item_lr: float = 2e-2
+    weight_decay: float = 0.0
+    answer_weight: float = 0.5
+    prior_weight: float = 2.0
+    vocab_weight: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TokenizedExample:
+    """``ids`` = prompt + answer tokens; the last ``n_answer`` are the answer; ``targets`` are the
+    token ids of every held-out item (first-slot targets); ``candidates`` the token ids of the
+    candidate list in the generator's order (empty: first slot over the whole vocabulary)."""
+
+    ids: list[int]
+    n_answer: int
+    targets: list[int]
+    candidates: list[int] = field(default_factory=list)
+
+
+def rank_prior(n: int) -> np.ndarray:
+    """The candidate generator's order as a log-prior: ``-log2(2 + rank)`` (a DCG discount)."""
+    return -np.log2(2.0 + np.arange(n))
+
+
+def lora_config(
+    model: torch.nn.Module, s: LoraSettings, item_token_ids: Sequence[int] | None = None
+) -> LoraConfig:
+    """LoRA on attention/MLP (GPT-2) or all linear layers (others); with ``item_token_ids`` the
+    item rows of the input embedding and output head are trainable tokens."""
+    is_gpt2 = getattr(model.config, "model_type", "") == "gpt2"
+    targets = s.target_modules or (GPT2_TARGETS if is_gpt2 else "all-linear")
+    tokens = None
+    if s.item_tokens and item_token_ids is not None and len(item_token_ids):
+        ids = sorted(int(i) for i in item_token_ids)
+        names = _embedding_names(model)
+        tokens = {n: ids for n in names}
+    return LoraConfig(
+        r=s.r,
+        lora_alpha=s.alpha_ratio * s.r,
+        lora_dropout=s.dropout,
+        target_modules=targets,
+        fan_in_fan_out=is_gpt2,
+        trainable_token_indices=tokens,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _embedding_names(model: torch.nn.Module) -> list[str]:
+    """Module names of the input embedding and (when untied) the output head."""
+    named = {id(m): n for n, m in model.named_modules()}
+    out = [named[id(model.get_input_embeddings())].split(".")[-1]]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not model.get_input_embeddings().weight:
+        out.append(named[id(head)].split(".")[-1])
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded tensors; position ids restart at 0 after the padding of each row."""
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for k, e in enumerate(batch):
+        ids[k, width - len(e.ids) :] = torch.tensor(e.ids, dtype=torch.long)
+        mask[k, width - len(e.ids) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+
+
+def answer_loss(
+    model: torch.nn.Module,
+    batch: Sequence[TokenizedExample],
+    pad_id: int,
+    answer_weight: float,
+    prior_weight: float = 0.0,
+    vocab_weight: float = 0.0,
+) -> torch.Tensor:
+    """First-slot multinomial loss over all held-out items + CE on the rest of the answer.
+
+    With candidates the first slot is a softmax over the candidate list only, of the model's
+    logits *plus* ``prior_weight`` times :func:`rank_prior`: the adapter learns a residual on top
+    of the candidate generator's order (the score served as the blended ranking), plus
+    ``vocab_weight`` times the same multinomial over the whole vocabulary (every item row learns).
+    """
+    inputs = collate(batch, pad_id)
+    dev = next(model.parameters()).device
+    inputs = {k: v.to(dev) for k, v in inputs.items()}
+    keep = max(e.n_answer for e in batch) + 1
+    logits = model(**inputs, logits_to_keep=keep).logits  # [B, keep, V]
+    logp = F.log_softmax(logits.float(), dim=-1)
+    first, rest, n_rest = [], torch.zeros((), device=dev), 0
+    for b, e in enumerate(batch):
+        j0 = keep - e.n_answer - 1  # logit row predicting the first answer token
+        if e.candidates:
+            cand = torch.tensor(e.candidates, device=dev)
+            prior = torch.tensor(rank_prior(len(cand)), dtype=logits.dtype, device=dev)
+            z = torch.log_softmax(logits[b, j0, cand].float() + prior_weight * prior, dim=-1)
+            pos = [e.candidates.index(t) for t in e.targets if t in e.candidates]
+            loss_b = -z[torch.tensor(pos, device=dev)].mean()
+            if vocab_weight:
+                tg = torch.tensor(e.targets, device=dev)
+                loss_b = loss_b - vocab_weight * logp[b, j0, tg].mean()
+            first.append(loss_b)
+        else:
+            first.append(-logp[b, j0, torch.tensor(e.targets, device=dev)].mean())
+        if e.n_answer > 1:
+            tgt = torch.tensor(e.ids[-e.n_answer + 1 :], device=dev)
+            rest = rest - logp[b, j0 + 1 : keep - 1].gather(1, tgt[:, None]).sum()
+            n_rest += len(tgt)
+    loss = torch.stack(first).mean()
+    if n_rest:
+        loss = loss + answer_weight * rest / n_rest
+    return loss
+
+
+def tune_adapter(
+    base: str | Path,
+    epochs: Callable[[int], list[TokenizedExample]],
+    settings: LoraSettings,
+    out_dir: str | Path,
+    seed: int,
+    pad_id: int,
+    item_token_ids: Sequence[int] | None = None,
+    accelerator: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Tune one adapter on ``epochs(e)`` (the examples of epoch ``e``) and save it (peft format).
+
+    ``accelerator``: an ``accelerate.Accelerator`` (a CPU one is made if absent). Returns
+    per-epoch losses and timing.
+    """
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    acc = accelerator or Accelerator(cpu=True)
+    seed_everything(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    model = get_peft_model(model, lora_config(model, settings, item_token_ids))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if "trainable_tokens" not in n], "lr": settings.lr},
+        {"params": [p for n, p in named if "trainable_tokens" in n], "lr": settings.item_lr},
+    ]
+    opt = torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    model, opt = acc.prepare(model, opt)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    losses = []
+    n_seen = 0
+    for epoch in range(settings.epochs):
+        data = epochs(epoch)
+        order = torch.randperm(len(data), generator=gen).tolist()
+        total, n = 0.0, 0
+        for s in range(0, len(order), settings.batch_size):
+            batch = [data[k] for k in order[s : s + settings.batch_size]]
+            loss = answer_loss(
+                model,
+                batch,
+                pad_id,
+                settings.answer_weight,
+                settings.prior_weight,
+                settings.vocab_weight,
+            )
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            opt.step()
+            total += float(loss.detach()) * len(batch)
+            n += len(batch)
+        n_seen += n
+        losses.append(total / max(1, n))
+        if progress:
+            progress(f"epoch {epoch + 1}/{settings.epochs} loss={losses[-1]:.4f}")
+    model.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    acc.unwrap_model(model).save_pretrained(str(out), save_embedding_layers=False)
+    return {"losses": losses, "examples": n_seen, "seconds": time.perf_counter() - t0}
+
+
+def load_adapters(model: torch.nn.Module, adapters: dict[str, str | Path]) -> PeftModel:
+    """Attach several saved adapters to one base model (names are the dict keys)."""
+    names = list(adapters)
+    peft_model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.load_adapter(str(adapters[name]), adapter_name=name)
+    peft_model.eval()
+    return peft_model
+
+
+def cpu_threads() -> int:
+    """Threads torch uses here (recorded with timings)."""
+    return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))

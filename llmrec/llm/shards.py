@@ -1,0 +1,169 @@
+"""User shards and the self-supervised training data of one shard's adapter.
+
+Users are split into ``S`` shards by a seeded hash of their token (stable under any forget
+request: removing a user never moves another user). An adapter is tuned only on its shard's
+retained TRAIN interactions and visible profiles, so a request touches only the shards holding
+the forgotten data.
+
+Training examples mask items *inside* the train history (no valid/test leakage): per epoch and
+user, a seeded draw holds out a few train items as targets; the rest is the history shown in the
+prompt; the candidate list is the targets plus the items ranked highest for that history by the
+serving candidate generator (:class:`retrieval.candidates.CooccurrenceGenerator`) counted on the
+shard alone, in that generator's order -- the same shape as the candidate lists served at
+inference. Everything derives from the shard's own retained data, so
+the examples (and their hash) change exactly when that data changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmrec.data.dataset import Dataset
+from llmrec.data.retained import RetainedView
+from llmrec.data.split import TRAIN, Split
+from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, user_rows
+
+
+def shard_of(user_tokens: np.ndarray, n_shards: int, seed: int) -> np.ndarray:
+    """Shard index of every user: ``sha256(f"{seed}:{token}") mod n_shards``."""
+    if n_shards < 1:
+        raise ValueError(f"need at least one shard, got {n_shards}")
+    out = np.empty(len(user_tokens), dtype=np.int64)
+    for k, t in enumerate(user_tokens):
+        digest = hashlib.sha256(f"{seed}:{t}".encode()).digest()
+        out[k] = int.from_bytes(digest[:8], "big") % n_shards
+    return out
+
+
+@dataclass
+class UserRecord:
+    """One user's retained train history and visible profile."""
+
+    user: int
+    attributes: dict
+    items: np.ndarray
+    ratings: np.ndarray | None
+
+
+@dataclass
+class ShardData:
+    """The retained training data of one shard (users in index order)."""
+
+    shard: int
+    n_items: int
+    users: list[UserRecord] = field(default_factory=list)
+
+    @property
+    def n_interactions(self) -> int:
+        return int(sum(len(u.items) for u in self.users))
+
+
+def shard_data(
+    ds: Dataset, split: Split, view: RetainedView, assignment: np.ndarray, shard: int
+) -> ShardData:
+    """Retained TRAIN data of the users of ``shard`` (forgotten users and items excluded)."""
+    mask = split.mask(TRAIN, view.keep) & (assignment[ds.inter_user] == shard)
+    idx = np.flatnonzero(mask)
+    order = np.lexsort((ds.inter_item[idx], ds.inter_user[idx]))
+    idx = idx[order]
+    users = ds.inter_user[idx]
+    out = ShardData(shard, ds.n_items)
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    for chunk in np.split(idx, bounds) if len(idx) else []:
+        u = int(ds.inter_user[chunk[0]])
+        if view.forgotten_users[u]:
+            continue
+        out.users.append(
+            UserRecord(
+                u,
+                view.visible_attributes(u),
+                ds.inter_item[chunk].copy(),
+                None if ds.rating is None else ds.rating[chunk].copy(),
+            )
+        )
+    return out
+
+
+@dataclass
+class Example:
+    """One self-supervised training prompt: targets are held-out train items."""
+
+    user: int
+    attributes: dict
+    history_items: np.ndarray
+    history_ratings: np.ndarray | None
+    candidates: np.ndarray
+    targets: np.ndarray
+
+
+@dataclass(frozen=True)
+class ExampleSettings:
+    """How examples are drawn (see module docstring)."""
+
+    history: int = 50
+    n_candidates: int = 50
+    holdout: float = 0.2
+    max_targets: int = 10
+    min_items: int = 3
+    generator: dict[str, float] = field(default_factory=lambda: {"text_weight": 0.0})
+
+    def generator_config(self) -> GeneratorConfig:
+        """Candidate-generator settings (library defaults overridden by :attr:`generator`);
+        no text blend by default, since serving may use CF item vectors, which are user data."""
+        return GeneratorConfig(**{**GeneratorConfig().to_dict(), **self.generator})
+
+
+def shard_generator(data: ShardData, config: GeneratorConfig) -> CooccurrenceGenerator:
+    """The candidate generator of :mod:`retrieval.candidates` counted on this shard only."""
+    rows = user_rows(data.n_items, [np.unique(u.items) for u in data.users])
+    return CooccurrenceGenerator.build(config, rows, max(1, len(data.users)))
+
+
+def epoch_examples(
+    data: ShardData, settings: ExampleSettings, seed: int, epoch: int
+) -> list[Example]:
+    """The examples of one epoch, in user order; a pure function of its arguments."""
+    rng = np.random.default_rng([seed, data.shard, epoch])
+    gen = shard_generator(data, settings.generator_config())
+    drawn = []
+    for rec in data.users:
+        n = len(rec.items)
+        if n < settings.min_items:
+            continue
+        m = int(np.clip(round(settings.holdout * n), 1, settings.max_targets))
+        perm = rng.permutation(n)
+        drawn.append((rec, perm[:m], perm[m:]))
+    if not drawn:
+        return []
+    rows = user_rows(data.n_items, [np.unique(rec.items[kept]) for rec, _, kept in drawn])
+    scores = gen.scores(rows)
+    in_shard = gen.degree > 0
+    out = []
+    for (rec, tpos, kpos), s in zip(drawn, scores):
+        targets = rec.items[tpos]
+        allowed = in_shard.copy()
+        allowed[rec.items] = False
+        allowed[targets] = True
+        pool = np.flatnonzero(allowed)
+        order = pool[np.lexsort((pool, -s[pool]))]
+        cands = order[: settings.n_candidates]
+        missing = np.setdiff1d(targets, cands)
+        if len(missing):
+            keep = cands[~np.isin(cands, targets)][: settings.n_candidates - len(targets)]
+            chosen = np.concatenate([keep, targets[np.isin(targets, cands)], missing])
+            cands = chosen[np.lexsort((chosen, -s[chosen]))]
+        hist = kpos[: settings.history]
+        out.append(
+            Example(
+                rec.user,
+                rec.attributes,
+                rec.items[hist],
+                None if rec.ratings is None else rec.ratings[hist],
+                cands,
+                targets,
+            )
+        )
+    return out
