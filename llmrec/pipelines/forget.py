@@ -15,6 +15,12 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX: single-process use
+    fcntl = None
 
 from llmrec.data.requests import ForgetRequest
 from llmrec.workspace import Workspace
@@ -29,6 +35,7 @@ def register_stage(name: str, target: str) -> None:
 
 
 register_stage("retrieval", "retrieval.forget:apply")
+register_stage("adapters", "llmrec.llm.adapters:apply")
 # the served-recommendation log is scrubbed last, after every artifact that serves lists
 register_stage("served", "llmrec.pipelines.served:apply")
 
@@ -55,10 +62,25 @@ def forget(ws: Workspace, requests: Sequence[ForgetRequest]) -> dict:
     return summary
 
 
+@contextmanager
+def stage_lock(ws: Workspace):
+    """Exclusive workspace lock while stages run: concurrent ``forget`` calls record their
+    requests in parallel (the ledger serialises them) but apply stages one at a time."""
+    ws.root.mkdir(parents=True, exist_ok=True)
+    with open(ws.root / "stages.lock", "a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def resume(ws: Workspace) -> dict:
     """Run every stage that still has pending requests; returns per-stage timings."""
     out: dict = {"stages": {}}
-    with ws.ledger() as led:
+    with stage_lock(ws), ws.ledger() as led:
         for name in STAGES:
             led.ensure_stage(name)
         for name, target in STAGES.items():
