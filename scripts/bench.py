@@ -9,6 +9,9 @@ wall seconds (``fit`` only: data loading and evaluation excluded), then one summ
 with the means, the RecBole 1.2.1 anchors measured on this machine kind and the speed-up over
 them.
 
+``llm``: users per second of the CRAGRU generator for each mode (likelihood, json, constrained)
+with the default model on CPU; see :mod:`llmrec.llm.bench`.
+
 Adding a benchmark: write ``configure(parser)`` and ``run(args) -> int`` and register them in
 :data:`SUBCOMMANDS`.
 """
@@ -33,6 +36,7 @@ import torch  # noqa: E402
 from llmrec.data.dataset import load_dataset  # noqa: E402
 from llmrec.data.split import TEST, TRAIN, VALID, random_split  # noqa: E402
 from llmrec.evaluation import evaluate_ranking  # noqa: E402
+from llmrec.llm.bench import SUBCOMMANDS as LLM_BENCHES  # noqa: E402
 from llmrec.models import MODEL_REGISTRY, build_model  # noqa: E402
 
 #: RecBole 1.2.1 on ml-100k, RS 8:1:1, seed 2020, 100 epochs, CPU of this machine kind.
@@ -144,6 +148,7 @@ SUBCOMMANDS: dict[
     str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ] = {
     "train": (configure_train, run_train),
+    **LLM_BENCHES,
 }
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "llmrec.cli.forget",
     "llmrec.cli.compare",
     "llmrec.cli.retrieval",
+    "llmrec.cli.llm",
 ]
 
 

@@ -24,6 +24,7 @@ from llmrec.data.dataset import Dataset
 from llmrec.io import atomic_write_json
 from llmrec.llm.catalog import Catalog, catalog_corpus, item_token
 from llmrec.llm.tokenizer import build_tokenizer
+from prompts import list_templates, load_template
 
 MANIFEST = "llmrec_lm.json"
 
@@ -70,7 +71,10 @@ def build_lm(
     torch.manual_seed(seed)
     catalog = Catalog.from_dataset(ds)
     corpus = catalog_corpus(catalog, seed=seed)
-    tok = build_tokenizer(corpus, [item_token(t) for t in catalog.tokens], cfg.bpe_vocab)
+    # the tokenizer also sees the shipped templates' fixed words (no user data), so prompt
+    # scaffolding ("history", "candidates") costs one token each
+    words = [load_template(n).static_text() for n in list_templates()]
+    tok = build_tokenizer(corpus + words, [item_token(t) for t in catalog.tokens], cfg.bpe_vocab)
     eos = tok.eos_token_id
     data = _pack(tok(corpus, add_special_tokens=False)["input_ids"], eos, cfg.block_size)
 
@@ -107,7 +111,7 @@ def build_lm(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         losses.append(total / len(data))
         if progress:
             print(f"[build-lm] epoch {epoch + 1}/{cfg.epochs} loss={losses[-1]:.4f}", flush=True)

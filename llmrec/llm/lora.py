@@ -38,10 +38,10 @@ class LoraSettings:
     item_tokens: bool = True
     dropout: float = 0.0
     target_modules: list[str] | str | None = None
-    epochs: int = 6
-    batch_size: int = 32
+    epochs: int = 4
+    batch_size: int = 16
     lr: float = 5e-3
-    item_lr: float = 2e-2
+    item_lr: float = 3e-3
     weight_decay: float = 0.0
     answer_weight: float = 0.5
     prior_weight: float = 2.0

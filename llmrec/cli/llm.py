@@ -1,0 +1,231 @@
+"""``llmrec build-lm``, ``llmrec adapters tune|status`` and ``llmrec recommend``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llmrec.cli.common import emit, open_workspace, progress_enabled
+from llmrec.errors import LlmrecError
+
+
+def register(sub, common) -> None:
+    b = sub.add_parser(
+        "build-lm",
+        parents=[common],
+        help="train the offline default LM (tokenizer + small GPT-2) on catalogue text only",
+        description="Train a byte-level BPE tokenizer with one token per item and a small "
+        "GPT-2-architecture causal LM on the catalogue text (titles, years, genres; no user "
+        "data). Saved as a normal Hugging Face model folder.",
+    )
+    b.add_argument("--out", help="model folder (default: WORKSPACE/artifacts/lm)")
+    b.add_argument("--layers", type=int, default=2)
+    b.add_argument("--dim", type=int, default=128)
+    b.add_argument("--heads", type=int, default=4)
+    b.add_argument("--epochs", type=int, default=4)
+    b.add_argument("--device", default="cpu")
+    b.set_defaults(func=cmd_build_lm)
+
+    a = sub.add_parser("adapters", help="per-shard LoRA adapters (tune, status)")
+    asub = a.add_subparsers(dest="adapters_command", metavar="SUBCOMMAND", required=True)
+    t = asub.add_parser(
+        "tune",
+        parents=[common],
+        help="tune one LoRA adapter per user shard on the retained train data",
+        description="Users are split into --shards shards by a seeded hash; one adapter per "
+        "shard is tuned (peft, under accelerate) on self-supervised prompts from that shard's "
+        "retained train data. Shards whose data did not change are left untouched. Run under "
+        "'accelerate launch' or 'torchrun' to spread shards over processes/GPUs.",
+    )
+    t.add_argument("--model", help="base model: hub id or folder (default: the built LM)")
+    t.add_argument("--shards", type=int, default=4)
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=5e-3)
+    t.add_argument("--template", default="compact")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
+    t.set_defaults(func=cmd_tune)
+    s = asub.add_parser("status", parents=[common], help="adapters, versions, data hashes")
+    s.set_defaults(func=cmd_status)
+
+    r = sub.add_parser(
+        "recommend",
+        parents=[common],
+        help="regenerate a user's ranking with a pipeline (cragru)",
+        description="Retrieve the user's retained history (CRAGRU strategy), profile and "
+        "candidates, prompt the LM (with the user's shard adapter) and print the ranking.",
+    )
+    r.add_argument("--pipeline", choices=["cragru"], default="cragru")
+    r.add_argument("--user", required=True, help="user id (dataset token)")
+    r.add_argument(
+        "--strategy", choices=["preference", "diversity", "attention"], default="preference"
+    )
+    r.add_argument("--mode", choices=["likelihood", "json", "constrained"], default="likelihood")
+    r.add_argument("--model", help="hub id or folder (default: the built LM + adapters)")
+    r.add_argument("--no-adapters", action="store_true", help="serve the base model only")
+    r.add_argument("--template", help="prompt template name or path (default: by model)")
+    r.add_argument("--history", type=int, default=50, help="H: history items in the prompt")
+    r.add_argument("--candidates", type=int, default=50)
+    r.add_argument("--top-k", type=int, default=10)
+    r.add_argument(
+        "--blend", type=float, help="weight of the candidate prior (default: the adapters')"
+    )
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--show-prompt", action="store_true", help="also print the prompt")
+    r.set_defaults(func=cmd_recommend)
+
+
+def _say(args: argparse.Namespace):
+    if not progress_enabled(args):
+        return None
+    return lambda m: print(m, file=sys.stderr, flush=True)
+
+
+def cmd_build_lm(args: argparse.Namespace) -> int:
+    from llmrec.llm.lm_builder import LMConfig, build_lm
+    from llmrec.pipelines.cragru import default_lm_dir
+
+    ws = open_workspace(args)
+    out = Path(args.out) if args.out else default_lm_dir(ws)
+    cfg = LMConfig(n_layer=args.layers, n_embd=args.dim, n_head=args.heads, epochs=args.epochs)
+    man = build_lm(
+        ws.dataset, out, cfg, seed=args.seed, device=args.device, progress=progress_enabled(args)
+    )
+    with ws.ledger() as led:
+        led.register_artifact(
+            "lm/base",
+            "base-lm",
+            out,
+            led.version,
+            {
+                "holds_user_data": False,
+                "corpus": man["corpus"],
+                "weights_sha256": man["weights_sha256"],
+            },
+        )
+    man["path"] = str(out)
+    text = (
+        f"built {out}: {man['parameters']:,} parameters, vocab {man['vocab_size']} "
+        f"({man['n_items']} item tokens), catalogue text only (holds_user_data=false), "
+        f"loss {man['train_loss'][-1]:.3f}, {man['seconds']:.1f}s"
+    )
+    emit(args, man, text)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from llmrec.llm.adapters import AdapterConfig, tune_adapters
+    from llmrec.llm.lora import LoraSettings
+    from llmrec.pipelines.cragru import default_lm_dir
+
+    ws = open_workspace(args)
+    base = args.model or str(default_lm_dir(ws).resolve())
+    if args.model is None and not Path(base).is_dir():
+        raise LlmrecError(f"no base model in {base}: run 'llmrec build-lm' first")
+    cfg = AdapterConfig(
+        base=base,
+        n_shards=args.shards,
+        seed=args.seed,
+        template=args.template,
+        device=args.device,
+        lora=LoraSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+    )
+    rep = tune_adapters(ws, cfg, force=args.force, progress=_say(args))
+    text = (
+        f"adapters at ledger version {rep['ledger_version']}: re-tuned shards {rep['retuned']}, "
+        f"untouched {rep['untouched']}"
+    )
+    emit(args, rep, text)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from llmrec.llm.adapters import (
+        adapters_root,
+        load_config,
+        read_manifest,
+        shard_dir,
+        stale_shards,
+    )
+
+    ws = open_workspace(args)
+    cfg = load_config(ws)
+    if cfg is None:
+        raise LlmrecError(f"no adapters in {ws.root}: run 'llmrec adapters tune' first")
+    root = adapters_root(ws)
+    shards = []
+    for s in range(cfg.n_shards):
+        m = read_manifest(shard_dir(root, s)) or {}
+        shards.append(
+            {
+                k: m.get(k)
+                for k in ("shard", "trained_at", "data_hash", "users", "interactions", "seconds")
+            }
+        )
+    result = {"config": cfg.to_dict(), "shards": shards, "stale": stale_shards(ws)}
+    lines = [f"{cfg.n_shards} shards on {cfg.base}"]
+    for sh in shards:
+        lines.append(
+            f"  shard {sh['shard']}: trained at v{sh['trained_at']}, {sh['users']} users, "
+            f"{sh['interactions']} interactions, data {str(sh['data_hash'])[:12]}"
+        )
+    lines.append(f"stale: {result['stale'] or 'none'}")
+    emit(args, result, "\n".join(lines))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from llmrec.pipelines.cragru import CragruOptions, CragruPipeline
+
+    ws = open_workspace(args)
+    ds = ws.dataset
+    user = ds.user_index(args.user)
+    pipe = CragruPipeline(
+        ws,
+        CragruOptions(
+            model=args.model,
+            adapters=not args.no_adapters,
+            template=args.template,
+            strategy=args.strategy,
+            history=args.history,
+            n_candidates=args.candidates,
+            top_k=args.top_k,
+            device=args.device,
+            blend=args.blend,
+        ),
+    )
+    ctx = pipe.context(user)
+    (rk,) = pipe.recommend([user], args.mode, contexts=[ctx])
+    top = rk.items[: args.top_k]
+    result = {
+        "user": args.user,
+        "pipeline": args.pipeline,
+        "mode": args.mode,
+        "strategy": args.strategy,
+        "ledger_version": int(pipe.store.ledger_version),
+        "items": [str(ds.item_tokens[i]) for i in top],
+        "titles": [pipe.catalog.text(int(i)) for i in top],
+        "scores": [None if s != s else float(s) for s in rk.scores[: args.top_k]],
+        "fallback": rk.fallback,
+        "history_items": [str(ds.item_tokens[i]) for i in ctx.history_items],
+        "candidates": [str(ds.item_tokens[i]) for i in ctx.candidates],
+        "profile": {k: str(v) for k, v in ctx.attributes.items()},
+    }
+    if rk.report is not None:
+        result["parse"] = rk.report.to_dict()
+    if rk.text is not None:
+        result["text"] = rk.text
+    prompt = pipe.generator.builder.text(ctx)
+    if args.show_prompt:
+        result["prompt"] = prompt
+    lines = [f"user {args.user} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
+    if args.show_prompt:
+        lines += ["--- prompt ---", prompt, "--------------"]
+    for k, (i, t) in enumerate(zip(result["items"], result["titles"]), start=1):
+        lines.append(f"{k:3d}. {i:>6s}  {t}")
+    if rk.fallback:
+        lines.append("(model answer unusable: candidate order used)")
+    emit(args, result, "\n".join(lines))
+    return 0

@@ -1,0 +1,486 @@
+"""The CRAGRU pipeline: forget-aware retrieval + LLM regeneration, and its forget scenario.
+
+Serving (:class:`CragruPipeline`): for a user, the retrieval store gives the retained history
+selected by a CRAGRU strategy, the visible profile and the candidate list (exactly unlearnable
+co-occurrence generator); the prompt is rendered with a template; the user's shard adapter on
+the base LM regenerates the ranking in one of three modes (:mod:`llmrec.llm.generator`).
+
+Blending (likelihood mode): the adapters are tuned as a residual on top of the candidate
+generator's order (``logit + beta * prior``, prior ``-log2(2 + rank)``), so the served score is
+``log p_LM(item) + blend * prior``; ``blend = 0`` is the pure LM ranking. The scenario tunes
+``blend`` on the VALID part of the evaluated users (grid search) and stores it
+(``adapters/blend.json``) as the served default; without it ``blend = beta``.
+
+Scenario (:func:`run_scenario`): select a forget set, apply it through every stage of the
+ledger (retrieval, adapters, ...), regenerate recommendations for the forget users and their
+neighbours, and compare on the same users, RecBole protocol restricted to the candidate list
+(items outside the candidates rank after them, in the generator's order): the LLM ranking, the
+candidate generator's own order and BPR-MF retrained on the retained data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrec.data.split import TRAIN
+from llmrec.errors import ArtifactError, DataError
+from llmrec.io import atomic_write_json, atomic_write_text
+from llmrec.llm.catalog import Catalog
+from llmrec.llm.generator import MODES, Generator, Ranking
+from llmrec.llm.lora import rank_prior
+from llmrec.llm.prompt import UserContext
+from llmrec.workspace import Workspace
+
+LM_DIR = ("artifacts", "lm")
+
+
+def default_lm_dir(ws: Workspace) -> Path:
+    """Where ``llmrec build-lm`` puts the workspace's base model."""
+    return ws.root.joinpath(*LM_DIR)
+
+
+@dataclass
+class CragruOptions:
+    """Serving options. ``model``: hub id or folder (default: the workspace's built LM)."""
+
+    model: str | None = None
+    adapters: bool = True
+    template: str | None = None
+    strategy: str = "preference"
+    history: int = 50
+    n_candidates: int = 50
+    top_k: int = 10
+    batch_size: int = 32
+    device: str = "cpu"
+    blend: float | None = None
+    scope: str = "candidates"
+
+
+BLEND_FILE = "blend.json"
+
+
+def save_blend(ws: Workspace, weight: float, version: int, valid: float, cand_valid: float) -> None:
+    """Record the prior weight tuned on VALID (served by default afterwards)."""
+    from llmrec.llm.adapters import adapters_root
+
+    atomic_write_json(
+        adapters_root(ws) / BLEND_FILE,
+        {
+            "blend": weight,
+            "tuned_on": "valid ndcg@10",
+            "ledger_version": version,
+            "valid_ndcg@10": valid,
+            "candidates_valid_ndcg@10": cand_valid,
+        },
+    )
+
+
+def load_blend(ws: Workspace) -> float | None:
+    from llmrec.llm.adapters import adapters_root
+
+    p = adapters_root(ws) / BLEND_FILE
+    return float(json.loads(p.read_text())["blend"]) if p.is_file() else None
+
+
+def blend_ranking(r: Ranking, candidates: np.ndarray, weight: float) -> Ranking:
+    """Re-sort a likelihood ranking by ``score + weight * prior(rank in candidates)``."""
+    if weight == 0 or r.mode != "likelihood" or not len(r.items):
+        return r
+    rank = {int(c): k for k, c in enumerate(candidates)}
+    prior = rank_prior(len(candidates))
+    pos = np.array([rank[int(i)] for i in r.items])
+    score = r.scores + weight * prior[pos]
+    order = np.lexsort((pos, -score))
+    return Ranking(
+        r.user,
+        r.items[order],
+        score[order],
+        r.mode,
+        r.fallback,
+        r.report,
+        r.text,
+        {**r.extra, "blend": weight},
+    )
+
+
+class CragruPipeline:
+    """Serve regenerated rankings from a workspace's store, base model and adapters."""
+
+    def __init__(self, ws: Workspace, options: CragruOptions | None = None, store: Any = None):
+        from llmrec.llm.adapters import adapter_paths, load_config, stale_shards
+        from llmrec.llm.shards import shard_of
+        from retrieval.store import RetrievalStore
+
+        self.ws = ws
+        self.opt = options or CragruOptions()
+        self.store = store or RetrievalStore.load(ws)
+        model = self.opt.model or str(default_lm_dir(ws))
+        if self.opt.model is None and not Path(model).is_dir():
+            raise ArtifactError(f"no base model in {model}: run 'llmrec build-lm' first")
+        ds = ws.dataset
+        self.catalog = Catalog.from_dataset(ds)
+        adapters = None
+        self.adapter_config = None
+        cfg = load_config(ws) if self.opt.adapters else None
+        if cfg is not None and Path(cfg.base).resolve() == Path(model).resolve():
+            stale = stale_shards(ws)
+            if stale:
+                raise ArtifactError(
+                    f"adapters of shards {stale} do not reflect the newest ledger version; run "
+                    "'llmrec forget' to finish the pending stages"
+                )
+            self.adapter_config, adapters = adapter_paths(ws)
+        self.assignment = (
+            shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters and cfg else None
+        )
+        self.generator = Generator.from_pretrained(
+            model,
+            self.catalog,
+            adapters=adapters,
+            device=self.opt.device,
+            template=self.opt.template,
+            batch_size=self.opt.batch_size,
+            top_k=self.opt.top_k,
+        )
+        if self.opt.blend is not None:
+            self.blend = float(self.opt.blend)
+        elif self.adapter_config is None:
+            self.blend = 0.0
+        else:
+            tuned = load_blend(ws)
+            self.blend = self.adapter_config.lora.prior_weight if tuned is None else tuned
+
+    @property
+    def view(self):
+        return self.store.view
+
+    def context(self, user: int, strategy: str | None = None) -> UserContext:
+        """Prompt material of one user from the retrieval store (retained data only)."""
+        got = self.store.retrieve(
+            int(user),
+            strategy or self.opt.strategy,
+            H=self.opt.history,
+            n_candidates=self.opt.n_candidates,
+        )
+        return UserContext(
+            int(user),
+            got["profile"],
+            np.asarray(got["history_items"], dtype=np.int64),
+            np.asarray(got["history_ratings"], dtype=np.float64),
+            np.asarray(got["candidates"], dtype=np.int64),
+        )
+
+    def recommend(
+        self,
+        users: Sequence[int],
+        mode: str = "likelihood",
+        strategy: str | None = None,
+        blend: float | None = None,
+        contexts: Sequence[UserContext] | None = None,
+    ) -> list[Ranking]:
+        """Regenerated rankings for ``users`` (internal indices), in input order."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        users = [int(u) for u in users]
+        for u in users:
+            if self.view.forgotten_users[u]:
+                tok = self.ws.dataset.user_tokens[u]
+                raise DataError(f"user {tok!r} has been forgotten: nothing is served for them")
+        ctxs = (
+            list(contexts) if contexts is not None else [self.context(u, strategy) for u in users]
+        )
+        weight = self.blend if blend is None else float(blend)
+        out: dict[int, Ranking] = {}
+        groups = (
+            {None: list(range(len(users)))}
+            if self.assignment is None
+            else _group(self.assignment[users])
+        )
+        for shard, idx in groups.items():
+            name = None if shard is None else f"shard-{shard:03d}"
+            ranked = self.generator.rank(
+                [ctxs[k] for k in idx],
+                mode,
+                forgotten=self.view.forgotten_items,
+                adapter=name,
+                scope=self.opt.scope,
+            )
+            for k, r in zip(idx, ranked):
+                cands = ctxs[k].candidates[~self.view.forgotten_items[ctxs[k].candidates]]
+                out[k] = blend_ranking(r, cands, weight)
+        return [out[k] for k in range(len(users))]
+
+
+def _group(labels: np.ndarray) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for k, s in enumerate(labels.tolist()):
+        groups.setdefault(int(s), []).append(k)
+    return groups
+
+
+# ---------------------------------------------------------------------------- scenario
+@dataclass
+class ScenarioConfig:
+    """One forget scenario (defaults: 5% random users, their train interactions forgotten)."""
+
+    fraction: float = 0.05
+    selection: str = "random"
+    kind: str = "interactions"
+    neighbours: int = 10
+    modes: tuple[str, ...] = MODES
+    strategy: str = "preference"
+    encoder: str = "text"
+    n_shards: int = 4
+    epochs: int = 4
+    seed: int = 2020
+    ks: tuple[int, ...] = (5, 10, 20)
+    blend_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+
+def _score_fn(rankings: dict[int, np.ndarray], base: np.ndarray, users: np.ndarray, n: int):
+    """Scores placing each user's ranking first (in order), then everything else in ``base``
+    order (the candidate generator's scores)."""
+    row = {int(u): k for k, u in enumerate(users)}
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        out = np.empty((len(batch), n), dtype=np.float64)
+        for j, u in enumerate(batch):
+            b = base[row[int(u)]]
+            finite = np.isfinite(b)
+            s = np.full(n, -1e12)
+            if finite.any():
+                lo, hi = b[finite].min(), b[finite].max()
+                s[finite] = (b[finite] - lo) / ((hi - lo) or 1.0) - 2.0
+            items = rankings.get(int(u), np.zeros(0, np.int64))
+            s[items] = 1e6 - np.arange(len(items))
+            out[j] = s
+        return out
+
+    return fn
+
+
+def _metrics(res: dict, ks: Sequence[int]) -> dict[str, float]:
+    keep = {f"{m}@{k}" for m in ("ndcg", "recall", "hit", "mrr") for k in ks}
+    out = {k: float(v) for k, v in res.items() if k in keep}
+    out["n_users"] = int(res["n_users"])
+    return out
+
+
+def run_scenario(
+    ws: Workspace,
+    config: ScenarioConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Build what is missing (base LM, retrieval store, adapters), apply the forget set, and
+    evaluate the regenerated rankings. Writes ``WS/runs/cragru-TIME/`` (config.json,
+    versions.json, results.json, rankings.jsonl) and returns the results."""
+    from llmrec.data.requests import (
+        interactions_request,
+        select_users,
+        users_request,
+    )
+    from llmrec.evaluation.bias import interaction_matrix, neighbours_and_controls
+    from llmrec.llm.adapters import AdapterConfig, load_config, tune_adapters
+    from llmrec.llm.lm_builder import build_lm
+    from llmrec.llm.lora import LoraSettings
+    from llmrec.pipelines.cf import evaluate_model, retained_data, train_model
+    from llmrec.pipelines.forget import forget
+    from retrieval.store import RetrievalStore
+
+    cfg = config or ScenarioConfig()
+    say = progress or (lambda m: None)
+    ds, split = ws.dataset, ws.split
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        timings[name] = time.perf_counter() - t0
+        say(f"{name}: {timings[name]:.1f}s")
+        return out
+
+    lm_dir = default_lm_dir(ws)
+    if not (lm_dir / "config.json").is_file():
+        timed("build_lm", lambda: build_lm(ds, lm_dir, seed=cfg.seed, device=device))
+    try:
+        RetrievalStore.load(ws)
+    except ArtifactError:
+        timed(
+            "build_store",
+            lambda: RetrievalStore.build(ws, encoder=cfg.encoder, n_candidates=50, seed=cfg.seed),
+        )
+    if load_config(ws) is None:
+        acfg = AdapterConfig(
+            base=str(lm_dir.resolve()),
+            n_shards=cfg.n_shards,
+            seed=cfg.seed,
+            device=device,
+            lora=LoraSettings(epochs=cfg.epochs),
+        )
+        timed("tune_adapters", lambda: tune_adapters(ws, acfg, progress=say))
+
+    # ---- forget set
+    sel = select_users(ds, cfg.fraction, cfg.selection, cfg.seed, mask=split.part == TRAIN)
+    if cfg.kind == "user":
+        request = users_request(ds, sel)
+    elif cfg.kind == "interactions":
+        idx = np.flatnonzero(np.isin(ds.inter_user, sel) & (split.part == TRAIN))
+        request = interactions_request(ds, idx)
+    else:
+        raise ValueError(f"kind must be 'user' or 'interactions', got {cfg.kind!r}")
+    applied = timed("forget", lambda: forget(ws, [request]))
+
+    # ---- users to regenerate for: forget users (if still served) and their neighbours
+    data = retained_data(ws)
+    has_test = np.zeros(ds.n_users, bool)
+    has_test[data.test[0]] = True
+    alive = ~data.view.forgotten_users
+    neigh, _ = neighbours_and_controls(
+        interaction_matrix(ds.n_users, ds.n_items, ds.inter_user, ds.inter_item),
+        sel,
+        k=cfg.neighbours,
+        seed=cfg.seed,
+        eligible=has_test & alive,
+    )
+    forget_users = sel[alive[sel] & has_test[sel]]
+    users = np.union1d(forget_users, neigh)
+    groups = {"all": users, "forget": forget_users, "neighbours": neigh}
+
+    pipe = CragruPipeline(ws, CragruOptions(device=device, strategy=cfg.strategy))
+    ctxs = timed("retrieve", lambda: [pipe.context(int(u)) for u in users])
+    base = pipe.store.candidate_scores(users)
+    methods: dict[str, dict[int, np.ndarray]] = {
+        "candidates": {int(c.user): c.candidates for c in ctxs}
+    }
+    outputs: dict[str, list[Ranking]] = {}
+    for mode in cfg.modes:
+        t0 = time.perf_counter()
+        ranked = pipe.recommend(users, mode, contexts=ctxs, blend=0.0)
+        timings[f"llm_{mode}"] = time.perf_counter() - t0
+        say(f"llm_{mode}: {timings[f'llm_{mode}']:.1f}s for {len(users)} users")
+        outputs[mode] = ranked
+        methods[f"llm_{mode}" + ("_pure" if mode == "likelihood" else "")] = {
+            r.user: r.items for r in ranked
+        }
+
+    def evaluate(rankings: dict[int, np.ndarray], part: str, who: np.ndarray) -> dict:
+        fn = _score_fn(rankings, base, users, ds.n_items)
+        return evaluate_model(None, data, part, who, ks=cfg.ks, score_fn=fn)
+
+    blend_info: dict[str, Any] = {}
+    if "likelihood" in outputs:
+        cands = {int(c.user): c.candidates for c in ctxs}
+        lik = outputs["likelihood"]
+
+        def blended(w: float) -> dict[int, np.ndarray]:
+            return {r.user: blend_ranking(r, cands[r.user], w).items for r in lik}
+
+        grid = sorted({*cfg.blend_grid, pipe.blend})
+        valid_curve = {w: evaluate(blended(w), "valid", users)["ndcg@10"] for w in grid}
+        cand_valid = evaluate(methods["candidates"], "valid", users)["ndcg@10"]
+        best = max(grid, key=lambda w: (valid_curve[w], -w))
+        methods["llm_likelihood"] = blended(best)
+        save_blend(ws, best, int(data.version), valid_curve[best], cand_valid)
+        blend_info = {
+            "trained_prior_weight": pipe.blend,
+            "valid_tuned_blend": best,
+            "valid_ndcg@10": {str(w): v for w, v in valid_curve.items()},
+            "candidates_valid_ndcg@10": cand_valid,
+        }
+
+    bpr = timed("bpr_retrain", lambda: train_model(ws, "bpr", seed=cfg.seed, data=data))
+    results: dict[str, Any] = {"methods": {}}
+    for name, rk in methods.items():
+        results["methods"][name] = {
+            g: _metrics(evaluate(rk, "test", who), cfg.ks) for g, who in groups.items()
+        }
+    results["methods"]["bpr_retrained"] = {
+        g: _metrics(evaluate_model(bpr, data, "test", who, ks=cfg.ks), cfg.ks)
+        for g, who in groups.items()
+    }
+    fallbacks = {
+        m: {
+            "fallbacks": int(sum(r.fallback for r in rs)),
+            "users": len(rs),
+            "dropped": {
+                k: int(sum(getattr(r.report, k) for r in rs if r.report is not None))
+                for k in ("unknown", "not_candidate", "duplicate", "forgotten")
+            },
+        }
+        for m, rs in outputs.items()
+        if m != "likelihood"
+    }
+    forgotten_out = sum(
+        int(pipe.view.forgotten_items[r.items].sum()) for rs in outputs.values() for r in rs
+    )
+    timings["total"] = time.perf_counter() - t_all
+    summary = {
+        "users": {g: int(len(v)) for g, v in groups.items()},
+        "forget_set": {"kind": cfg.kind, "users": int(len(sel)), "request": request.describe()},
+        "ledger_version": int(data.version),
+        "stages": applied.get("stages", {}),
+        "blend": blend_info,
+        "parse": fallbacks,
+        "forgotten_items_output": forgotten_out,
+        "timings_s": timings,
+        "quality": _quality(results["methods"]),
+        **results,
+    }
+    run = ws.new_run("cragru", {"scenario": asdict(cfg), "device": device})
+    atomic_write_json(run / "results.json", summary)
+    lines = []
+    for rs in outputs.values():
+        for r in rs:
+            lines.append(
+                json.dumps(r.to_dict(ds.item_tokens) | {"user": str(ds.user_tokens[r.user])})
+            )
+    atomic_write_text(run / "rankings.jsonl", "\n".join(lines) + "\n")
+    summary["run_dir"] = str(run)
+    return summary
+
+
+def _quality(methods: dict[str, dict]) -> dict[str, Any]:
+    """Acceptance-2 check on all evaluated users: LLM vs candidate order vs retrained BPR."""
+
+    def get(m: str) -> float | None:
+        return methods[m]["all"]["ndcg@10"] if m in methods else None
+
+    llm, cand, bpr = get("llm_likelihood"), get("candidates"), get("bpr_retrained")
+    if llm is None or cand is None or bpr is None:
+        return {}
+    return {
+        "llm_ndcg@10": llm,
+        "llm_pure_ndcg@10": get("llm_likelihood_pure"),
+        "candidates_ndcg@10": cand,
+        "bpr_retrained_ndcg@10": bpr,
+        "llm_beats_candidates": llm > cand,
+        "llm_over_bpr": llm / bpr if bpr else None,
+        "llm_reaches_0.85_bpr": bool(bpr and llm >= 0.85 * bpr),
+    }
+
+
+def format_results(summary: dict[str, Any]) -> str:
+    """The NDCG@10 / Recall@10 table printed by the scenario."""
+    rows = [f"{'method':34s} {'group':11s} {'users':>5s} {'NDCG@10':>8s} {'Recall@10':>9s}"]
+    for name, groups in summary["methods"].items():
+        for g, m in groups.items():
+            rows.append(
+                f"{name:34s} {g:11s} {m['n_users']:5d} {m.get('ndcg@10', 0):8.4f} "
+                f"{m.get('recall@10', 0):9.4f}"
+            )
+    q = summary.get("quality", {})
+    if q:
+        rows.append(
+            f"LLM/candidates {q['llm_ndcg@10'] / q['candidates_ndcg@10']:.3f}  "
+            f"LLM/BPR-retrained {q['llm_over_bpr']:.3f}"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,134 @@
+"""The CRAGRU pipeline end to end on a small synthetic workspace (store, LM, adapters, CLI)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from llmrec.cli.main import main
+from llmrec.data.requests import ForgetRequest
+from llmrec.errors import ArtifactError, DataError
+from llmrec.llm.adapters import tune_adapters
+from llmrec.pipelines.cragru import (
+    CragruOptions,
+    CragruPipeline,
+    ScenarioConfig,
+    default_lm_dir,
+    format_results,
+    run_scenario,
+)
+from llmrec.pipelines.forget import forget
+from retrieval.store import RetrievalStore
+from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+
+
+@pytest.fixture(scope="module")
+def ready(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cragru")
+    ws = small_workspace(root)
+    lm = tiny_lm(ws, default_lm_dir(ws))
+    RetrievalStore.build(ws, encoder="cf", n_candidates=20, seed=3, n_clusters=4)
+    tune_adapters(ws, adapter_config(lm.resolve()))
+    return ws
+
+
+def run_cli(capsys, ws, *argv):
+    code = main([*argv, "--workspace", str(ws.root), "--json"])
+    out = capsys.readouterr().out
+    return code, (json.loads(out) if out.strip() else None)
+
+
+@pytest.mark.parametrize("mode", ["likelihood", "json", "constrained"])
+def test_recommend_cli_every_mode(ready, capsys, mode):
+    ws = ready
+    user = str(ws.dataset.user_tokens[0])
+    code, res = run_cli(
+        capsys,
+        ws,
+        "recommend",
+        "--pipeline",
+        "cragru",
+        "--user",
+        user,
+        "--mode",
+        mode,
+        "--strategy",
+        "diversity",
+        "--show-prompt",
+    )
+    assert code == 0 and res["user"] == user and len(res["items"]) == 10
+    assert set(res["items"]) <= set(res["candidates"])
+    assert "history" in res["prompt"] and res["prompt"].endswith('{"')
+
+
+def test_bench_llm_reports_users_per_second_per_mode(ready, capsys):
+    import argparse
+
+    from llmrec.llm.bench import configure, run
+
+    p = argparse.ArgumentParser()
+    configure(p)
+    args = p.parse_args(["--workspace", str(ready.root), "--users", "6", "--batch-size", "3"])
+    assert run(args) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["mode"] for x in lines] == ["likelihood", "json", "constrained"]
+    assert all(x["users"] == 6 and x["users_per_second"] > 0 and x["adapters"] for x in lines)
+
+
+def test_pipeline_groups_users_by_shard_and_matches_single_calls(ready):
+    ws = ready
+    pipe = CragruPipeline(ws, CragruOptions(history=20))
+    users = [0, 5, 9, 17]
+    together = pipe.recommend(users)
+    alone = [pipe.recommend([u])[0] for u in users]
+    for a, b in zip(together, alone):
+        assert a.user == b.user and a.items.tolist() == b.items.tolist()
+
+
+def test_scenario_writes_results_and_never_outputs_forgotten_items(ready):
+    ws = ready
+    item = ForgetRequest("item", items=(str(ws.dataset.item_tokens[3]),))
+    forget(ws, [item])
+    s = run_scenario(
+        ws, ScenarioConfig(fraction=0.1, n_shards=3, epochs=2, encoder="cf", neighbours=3)
+    )
+    assert s["forgotten_items_output"] == 0
+    assert s["stages"]["adapters"]["retuned"]  # the forget set touched the shards
+    for m in (
+        "llm_likelihood",
+        "llm_likelihood_pure",
+        "llm_json",
+        "llm_constrained",
+        "candidates",
+        "bpr_retrained",
+    ):
+        assert s["methods"][m]["all"]["n_users"] == s["users"]["all"] > 0
+    assert set(s["quality"]) >= {"llm_ndcg@10", "candidates_ndcg@10", "bpr_retrained_ndcg@10"}
+    run = ws.root / s["run_dir"].split(str(ws.root) + "/")[-1]
+    for f in ("config.json", "versions.json", "results.json", "rankings.jsonl"):
+        assert (run / f).is_file()
+    rows = [json.loads(x) for x in (run / "rankings.jsonl").read_text().splitlines()]
+    assert all(str(ws.dataset.item_tokens[3]) not in r["items"] for r in rows)
+    assert "NDCG@10" in format_results(s)
+    # the tuned blend is served by default from now on
+    assert CragruPipeline(ws).blend == s["blend"]["valid_tuned_blend"]
+
+
+def test_forgotten_users_are_not_served_and_stale_adapters_refused(ready, tmp_path):
+    ws = ready
+    pipe = CragruPipeline(ws)
+    gone = (
+        int(np.flatnonzero(pipe.view.forgotten_users)[0])
+        if pipe.view.forgotten_users.any()
+        else None
+    )
+    if gone is not None:
+        with pytest.raises(DataError):
+            pipe.recommend([gone])
+    # a request recorded but not applied to the adapters makes serving refuse
+    with ws.ledger() as led:
+        led.record(ForgetRequest("item", items=(str(ws.dataset.item_tokens[5]),)), ["adapters"])
+    with pytest.raises(ArtifactError):
+        CragruPipeline(ws, store=pipe.store)
