@@ -143,8 +143,14 @@ class ShardTrainingData:
         ]
         p_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         a_ids = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
+        single = self.verbalizer.single_token
         return [
-            TokenizedExample(p + a, len(a), [self._first_token(int(t)) for t in e.targets])
+            TokenizedExample(
+                p + a,
+                len(a),
+                [self._first_token(int(t)) for t in e.targets],
+                self.verbalizer.token_ids[e.candidates].tolist() if single else [],
+            )
             for p, a, e in zip(p_ids, a_ids, exs)
         ]
 
@@ -215,6 +221,9 @@ def tune_adapters(
             tmp,
             seed=config.seed * 1000 + s,
             pad_id=data.tokenizer.pad_token_id,
+            item_token_ids=(
+                data.verbalizer.token_ids.tolist() if data.verbalizer.single_token else None
+            ),
             accelerator=acc,
             progress=say,
         )

@@ -190,6 +190,9 @@ def tune_adapter(
     seed_everything(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     model = get_peft_model(model, lora_config(model, settings, item_token_ids))
+    # Each adapter is an independent model: placed on this process's device, never wrapped in
+    # DDP (processes tune different shards and must not average their gradients).
+    model.to(acc.device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in named if "trainable_tokens" not in n], "lr": settings.lr},
@@ -198,7 +201,6 @@ def tune_adapter(
     opt = torch.optim.AdamW(
         [g for g in groups if g["params"]], lr=settings.lr, weight_decay=settings.weight_decay
     )
-    model, opt = acc.prepare(model, opt)
     model.train()
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -230,7 +232,7 @@ def tune_adapter(
     model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    acc.unwrap_model(model).save_pretrained(str(out), save_embedding_layers=False)
+    model.save_pretrained(str(out), save_embedding_layers=False)
     return {"losses": losses, "examples": n_seen, "seconds": time.perf_counter() - t0}
 
 

@@ -310,7 +310,12 @@ def run_scenario(
 
     lm_dir = default_lm_dir(ws)
     if not (lm_dir / "config.json").is_file():
-        timed("build_lm", lambda: build_lm(ds, lm_dir, seed=cfg.seed, device=device))
+        timed(
+            "build_lm",
+            lambda: build_lm(
+                ds, lm_dir, seed=cfg.seed, device=device, progress=progress is not None
+            ),
+        )
     try:
         RetrievalStore.load(ws)
     except ArtifactError:
