@@ -12,12 +12,13 @@ from llmrec.unlearning.base import (
     make_task,
 )
 from llmrec.unlearning.finetune import FineTune
+from llmrec.unlearning.lego import LEGO
 from llmrec.unlearning.retrain import Retrain
 from llmrec.unlearning.reverse_bpr import ReverseBPR
 
 #: method name (CLI spelling) -> class
 METHODS: dict[str, type[Unlearner]] = {
-    cls.name: cls for cls in (Retrain, FineTune, AltEraser, ReverseBPR)
+    cls.name: cls for cls in (Retrain, FineTune, AltEraser, LEGO, ReverseBPR)
 }
 
 
@@ -32,6 +33,7 @@ __all__ = [
     "METHODS",
     "AltEraser",
     "FineTune",
+    "LEGO",
     "Retrain",
     "ReverseBPR",
     "UnlearnRecord",
