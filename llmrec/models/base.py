@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from llmrec.models.sampling import NegativeSampler
 
@@ -201,7 +202,7 @@ class CFModel(nn.Module):
         Starts from the seeded initialisation, or from a copy of ``init_from``'s parameters
         (warm start; ``init_from=self`` continues from the current weights). ``valid`` enables
         early stopping on valid NDCG@10 (see module docstring; ``patience=0`` only tracks and
-        restores the best epoch). ``progress`` prints one line per epoch on stderr. ``history``
+        restores the best epoch). ``progress`` shows a tqdm bar (loss, valid NDCG) on stderr. ``history``
         is replaced by this run's per-epoch records (``epoch``, ``loss``, ``seconds`` of
         training, and ``valid_ndcg@10`` when validated).
         """
@@ -237,7 +238,15 @@ class CFModel(nn.Module):
         self.history = []
         best, best_state, bad = -np.inf, None, 0
         self.train()
-        for epoch in range(1, int(cfg["epochs"]) + 1):
+        bar = tqdm(
+            range(1, int(cfg["epochs"]) + 1),
+            desc=f"train {self.model_name}",
+            unit="epoch",
+            disable=not progress,
+            file=sys.stderr,
+            leave=False,
+        )
+        for epoch in bar:
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=gen, device=dev)
             eu, ei = u[perm], i[perm]
@@ -268,15 +277,10 @@ class CFModel(nn.Module):
                     stop = patience > 0 and bad >= patience
             self.history.append(rec)
             if progress:
-                extra = (
-                    f" valid_ndcg@10={rec['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in rec else ""
-                )
-                print(
-                    f"[{self.model_name}] epoch {epoch} loss={rec['loss']:.4f} "
-                    f"{rec['seconds']:.2f}s{extra}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                post = {"loss": f"{rec['loss']:.4f}"}
+                if "valid_ndcg@10" in rec:
+                    post["valid_ndcg@10"] = f"{rec['valid_ndcg@10']:.4f}"
+                bar.set_postfix(post)
             if stop:
                 break
         if best_state is not None:
