@@ -25,7 +25,10 @@ def store_names(ws: Workspace) -> list[str]:
 def apply(ws: Workspace, version: int) -> dict:
     """Bring every retrieval store of ``ws`` to ledger ``version``; returns per-store details."""
     out = {}
-    for name in store_names(ws):
-        store = RetrievalStore.load(ws, name, allow_stale=True)
-        out[name] = store.apply(ws, version)
+    names = store_names(ws)
+    if names:
+        with ws.ledger() as led:
+            for name in names:
+                store = RetrievalStore.load(ws, name, allow_stale=True)
+                out[name] = store.apply(ws, version, ledger=led)
     return {"stores": out}

@@ -143,15 +143,28 @@ class ForgetAwareIndex:
         metric: str = "ip",
         encoder: str = "",
         ledger_version: int = 0,
+        train_size: int | None = None,
+        deterministic: bool = True,
     ) -> ForgetAwareIndex:
-        """A new index trained (if needed) on ``vectors`` and holding them under ``ids``."""
+        """A new index trained (if needed) on ``vectors`` and holding them under ``ids``.
+
+        ``train_size``: train on a seeded sample of that many vectors (large collections);
+        ``deterministic=False`` lets HNSW insert on all threads (faster, graph varies by run).
+        """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = cls(vectors.shape[1], factory, metric, encoder, ledger_version)
-        index.add(vectors, ids)
+        index.add(vectors, ids, train_size=train_size, deterministic=deterministic)
         return index
 
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Add vectors under ``ids`` (training the index on them first if it is untrained)."""
+    def add(
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        train_size: int | None = None,
+        deterministic: bool = True,
+    ) -> None:
+        """Add vectors under ``ids`` (training the index on them, or on a seeded sample of
+        ``train_size`` of them, first if it is untrained)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
@@ -162,9 +175,13 @@ class ForgetAwareIndex:
             raise ValueError("ids must be unique and not already in the index")
         if len(ids) == 0:
             return
-        with _single_thread(self.is_hnsw):
+        with _single_thread(self.is_hnsw and deterministic):
             if not self.index.is_trained:
-                self.index.train(vectors)
+                train = vectors
+                if train_size is not None and train_size < len(vectors):
+                    pick = np.random.default_rng(0).choice(len(vectors), train_size, replace=False)
+                    train = vectors[np.sort(pick)]
+                self.index.train(train)
             self.index.add_with_ids(vectors, ids)
 
     # ------------------------------------------------------------------ contents

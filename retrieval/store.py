@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,21 +258,28 @@ class RetrievalStore:
         ):
             raise ArtifactError(f"retrieval store {name!r}: artifacts disagree; rebuild it")
         store = cls(ws, name, config, view, emb, index, gen, clusters, files=files)
-        if recounted:
-            store._dirty.add("counts")
+        if recounted:  # replace the torn file now (it may hold forgotten contributions)
+            with atomic_path(root / files["counts"]) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, gen.counts)
         return store
 
     # ------------------------------------------------------------------ forgetting
     @one_blas_thread
-    def apply(self, ws: Workspace | None = None, version: int | None = None) -> dict:
+    def apply(
+        self,
+        ws: Workspace | None = None,
+        version: int | None = None,
+        ledger: Ledger | None = None,
+    ) -> dict:
         """Bring every artifact to ledger ``version`` (default: newest) incrementally.
 
-        Idempotent: a store already at (or past) ``version`` is left as it is. Returns what
-        changed and the seconds taken (``seconds_in_memory`` excludes writing to disk).
+        Idempotent: a store already at (or past) ``version`` is left as it is. ``ledger``: an
+        open ledger of ``ws`` to use (default: open one). Returns what changed and the seconds
+        taken (``seconds_in_memory`` excludes writing to disk).
         """
         ws = self.ws if ws is None else ws
         t0 = time.perf_counter()
-        with ws.ledger() as led:
+        with ws.ledger() if ledger is None else nullcontext(ledger) as led:
             target = led.version if version is None else int(version)
             if target <= self.ledger_version:
                 return {"applied": False, "ledger_version": self.ledger_version}
@@ -413,10 +421,11 @@ class RetrievalStore:
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, counts)
         elif n_changed:
+            # no msync: pages reach the disk with the OS's write-back; after a power loss the
+            # manifest's checksum no longer matches and load() counts again from the data
             mm = np.load(path, mmap_mode="r+")
             for r, c in self._changed:
                 mm[r, c] = counts[r, c]
-            mm.flush()
             del mm
         self._changed.clear()
         files["counts"] = COUNTS_FILE

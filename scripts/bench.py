@@ -9,6 +9,10 @@ wall seconds (``fit`` only: data loading and evaluation excluded), then one summ
 with the means, the RecBole 1.2.1 anchors measured on this machine kind and the speed-up over
 them.
 
+``retrieval-forget``, ``candidates``, ``index-scale``: the retrieval layer's benchmarks (forget
+latency vs rebuild, candidate quality vs BPR-MF, FAISS index types at 10^6 vectors); see
+:mod:`retrieval.bench`.
+
 ``llm``: users per second of the CRAGRU generator for each mode (likelihood, json, constrained)
 with the default model on CPU; see :mod:`llmrec.llm.bench`.
 
@@ -38,6 +42,8 @@ from llmrec.data.split import TEST, TRAIN, VALID, random_split  # noqa: E402
 from llmrec.evaluation import evaluate_ranking  # noqa: E402
 from llmrec.llm.bench import SUBCOMMANDS as LLM_BENCHES  # noqa: E402
 from llmrec.models import MODEL_REGISTRY, build_model  # noqa: E402
+from llmrec.pipelines.scale import SUBCOMMANDS as SCALE_BENCHES  # noqa: E402
+from retrieval.bench import SUBCOMMANDS as RETRIEVAL_BENCHES  # noqa: E402
 
 #: RecBole 1.2.1 on ml-100k, RS 8:1:1, seed 2020, 100 epochs, CPU of this machine kind.
 RECBOLE_ANCHORS = {
@@ -149,6 +155,8 @@ SUBCOMMANDS: dict[
 ] = {
     "train": (configure_train, run_train),
     **LLM_BENCHES,
+    **RETRIEVAL_BENCHES,
+    **SCALE_BENCHES,
 }
 
 
