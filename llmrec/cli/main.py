@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "llmrec.cli.compare",
     "llmrec.cli.retrieval",
     "llmrec.cli.llm",
+    "llmrec.cli.unlearn",
 ]
 
 

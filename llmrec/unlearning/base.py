@@ -111,8 +111,10 @@ def make_task(
 ) -> UnlearnTask:
     """Build an :class:`UnlearnTask`.
 
-    ``data`` is a :class:`~llmrec.workspace.Workspace` (the model's view is read from its ledger
-    at ``model.ledger_version``; the resulting version is found when the requests are recorded),
+    ``data`` is a :class:`~llmrec.workspace.Workspace`: the model's view is read from its ledger
+    at ``model.ledger_version``; when the requests are recorded there, the target is the newest of
+    their versions and the task covers every ledger entry between (so the unlearned model reflects
+    that ledger version); otherwise the requests are applied to the model's view. Or ``data`` is
     a ``(Dataset, Split)`` or ``(Dataset, Split, RetainedView)`` tuple (the view defaults to the
     full data), or an existing :class:`UnlearnTask` (returned as is when ``requests`` is None).
     """
@@ -130,12 +132,20 @@ def make_task(
         ds, split = data.dataset, data.split
         base = model.ledger_version if model is not None and model.ledger_version else 0
         before = data.view(base) if data.ledger_path.exists() else RetainedView.full(ds)
-        if version is None and data.ledger_path.exists():
+        if data.ledger_path.exists():
             with data.ledger() as led:
                 known = {e.request.content_hash: e.version for e in led.entries()}
-            found = [known.get(r.content_hash) for r in requests]
-            if all(v is not None for v in found):
-                version = max([before.version, *found])
+                found = [known.get(r.content_hash) for r in requests]
+                if version is None and all(v is not None for v in found):
+                    version = max([before.version, *found])
+                if version is not None:
+                    # the model must end up reflecting every request up to that version
+                    entries = led.entries(upto=version, after=before.version)
+                    for r in requests:
+                        r.validate(ds)
+                    after = data.view(version)
+                    reqs = tuple(e.request for e in entries) or tuple(requests)
+                    return UnlearnTask(ds, split, before, after, reqs, version)
     elif isinstance(data, tuple) and len(data) in (2, 3):
         ds, split = data[0], data[1]
         before = data[2] if len(data) == 3 else RetainedView.full(ds)
