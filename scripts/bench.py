@@ -16,6 +16,12 @@ latency vs rebuild, candidate quality vs BPR-MF, FAISS index types at 10^6 vecto
 ``llm``: users per second of the CRAGRU generator for each mode (likelihood, json, constrained)
 with the default model on CPU; see :mod:`llmrec.llm.bench`.
 
+``unlearn``: the embedding unlearners on ml-100k for BPR-MF and LightGCN: AltEraser, FineTune
+and reverse BPR against Retrain on a 5%-random-users request (seconds, speed-up, NDCG@10,
+membership-inference AUC, forgotten-pair rank, time to Retrain-consistency) and LEGO on gender,
+age and occupation (attackers before/after, NDCG, withdraw/add vs recompute); see
+:mod:`llmrec.unlearning.benchmark`.
+
 Adding a benchmark: write ``configure(parser)`` and ``run(args) -> int`` and register them in
 :data:`SUBCOMMANDS`.
 """
@@ -43,6 +49,7 @@ from llmrec.evaluation import evaluate_ranking  # noqa: E402
 from llmrec.llm.bench import SUBCOMMANDS as LLM_BENCHES  # noqa: E402
 from llmrec.models import MODEL_REGISTRY, build_model  # noqa: E402
 from llmrec.pipelines.scale import SUBCOMMANDS as SCALE_BENCHES  # noqa: E402
+from llmrec.unlearning.benchmark import SUBCOMMANDS as UNLEARN_BENCHES  # noqa: E402
 from retrieval.bench import SUBCOMMANDS as RETRIEVAL_BENCHES  # noqa: E402
 
 #: RecBole 1.2.1 on ml-100k, RS 8:1:1, seed 2020, 100 epochs, CPU of this machine kind.
@@ -157,6 +164,7 @@ SUBCOMMANDS: dict[
     **LLM_BENCHES,
     **RETRIEVAL_BENCHES,
     **SCALE_BENCHES,
+    **UNLEARN_BENCHES,
 }
 
 

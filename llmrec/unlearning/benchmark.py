@@ -1,0 +1,319 @@
+"""The ``unlearn`` benchmark (``python scripts/bench.py unlearn``): every acceptance figure of the
+embedding unlearners from one run, one JSON line per measurement.
+
+Per base model (BPR-MF, LightGCN; default recipe, trained on the full ml-100k RS 8:1:1 split):
+
+* request: all interactions of 5% random users (``select_users`` + ``user_interactions_request``);
+* Retrain, AltEraser (median of ``--repeats`` runs), FineTune and reverse BPR on it, side by
+  side: seconds, speed-up over Retrain, NDCG@10 on retained users, membership-inference AUC on the
+  forgotten pairs, their median rank; AltEraser's and FineTune's time to reach Retrain-consistency
+  (NDCG@10 within 0.01 and MIA AUC within 0.05 of Retrain), traced per sweep / epoch;
+* LEGO on {gender, age, occupation}: attacker metrics before and after, NDCG@10 before and after,
+  the cold time (all calibrations, in parallel processes) and the time to withdraw one attribute
+  request and to add it back (cached calibrations, only the combination re-solved).
+
+The last line per model is a summary with the acceptance checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from llmrec.audit.attributes import audit_attributes
+from llmrec.audit.membership import membership_inference, pair_ranks, rank_summary
+from llmrec.data.dataset import load_dataset
+from llmrec.data.requests import ForgetRequest, select_users, user_interactions_request
+from llmrec.data.split import TRAIN, random_split
+from llmrec.models import build_model
+from llmrec.pipelines.cf import evaluate_model
+from llmrec.unlearning import LEGO, AltEraser, FineTune, Retrain, ReverseBPR, make_task
+
+ATTRIBUTES = ("gender", "age", "occupation")
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record, default=float), flush=True)
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``bench.py unlearn``."""
+    p.add_argument("--models", nargs="+", default=["bpr", "lightgcn"])
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--fraction", type=float, default=0.05, help="share of users forgotten")
+    p.add_argument("--repeats", type=int, default=3, help="AltEraser runs (median is reported)")
+    p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-lego", action="store_true")
+    p.add_argument("--attackers", nargs="+", default=["mlp", "gbdt"])
+
+
+class _Scorer:
+    """Utility and completeness of a model on one task (retained NDCG, MIA, forgotten rank)."""
+
+    def __init__(self, task, seed: int) -> None:
+        self.task = task
+        self.data = task.retained_data()
+        self.keys = np.unique(task.dataset.pair_keys)
+        self.seed = seed
+
+    def __call__(self, model) -> dict:
+        ds, task = self.task.dataset, self.task
+        ndcg = evaluate_model(model, self.data, "test", ks=(10,))["ndcg@10"]
+        mia = membership_inference(
+            model.score, ds.n_items, *task.forget, *task.train, self.keys, seed=self.seed
+        )
+        ranks = pair_ranks(model.score, ds.n_items, *task.forget, *task.train)
+        return {
+            "ndcg@10": ndcg,
+            "mia_auc": mia.auc,
+            "mia_auc_threshold": mia.auc_threshold,
+            "forgotten_median_rank": rank_summary(ranks, ds.n_items)["median_rank"],
+        }
+
+
+def _consistent(m: dict, gold: dict) -> bool:
+    return (
+        abs(m["ndcg@10"] - gold["ndcg@10"]) <= 0.01 and abs(m["mia_auc"] - gold["mia_auc"]) <= 0.05
+    )
+
+
+def _trace(unlearner, model, task, score, gold) -> tuple[object, object, list[dict]]:
+    """Run with a per-iteration callback scoring the intermediate model (off the clock)."""
+    trace: list[dict] = []
+
+    def cb(m, entry):
+        s = score(m)
+        trace.append(
+            {
+                "iteration": entry["iteration"],
+                "seconds": entry["seconds"],
+                **s,
+                "consistent": _consistent(s, gold),
+            }
+        )
+
+    new, rec = unlearner.unlearn(model, task, callback=cb)
+    return new, rec, trace
+
+
+def _first_consistent(trace: list[dict]) -> float | None:
+    for t in trace:
+        if t["consistent"]:
+            return t["seconds"]
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Embedding unlearners: AltEraser / FineTune / reverse BPR vs Retrain, LEGO attributes."""
+    torch.set_num_threads(args.threads)
+    ds = load_dataset(args.dataset, args.data_dir)
+    split = random_split(ds, (0.8, 0.1, 0.1), seed=2020)
+    train = split.part == TRAIN
+    users = select_users(ds, args.fraction, "random", args.seed)
+    request = user_interactions_request(ds, users)
+    for name in args.models:
+        model = build_model(name, ds.n_users, ds.n_items, seed=args.seed)
+        t0 = time.perf_counter()
+        model.fit(ds.inter_user[train], ds.inter_item[train])
+        model.ledger_version = 0
+        emit(
+            {
+                "bench": "unlearn",
+                "model": name,
+                "stage": "train",
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        task = make_task((ds, split), [request], model, version=1)
+        score = _Scorer(task, args.seed)
+        base = {
+            "bench": "unlearn",
+            "model": name,
+            "request": f"{args.fraction:.0%} random users",
+            "forgotten_pairs": int(len(task.forget[0])),
+            "forgotten_users": int(len(users)),
+        }
+        original = score(model)
+        emit({**base, "method": "original", **original})
+
+        gold_model, gold_rec = Retrain().unlearn(model, task)
+        gold = score(gold_model)
+        emit(
+            {
+                **base,
+                "method": "retrain",
+                "seconds": gold_rec.seconds,
+                "peak_memory_mb": gold_rec.peak_memory_mb,
+                "epochs": gold_rec.iterations,
+                **gold,
+            }
+        )
+
+        runs = []
+        for _ in range(args.repeats):
+            alt_model, rec = AltEraser(seed=args.seed).unlearn(model, task)
+            runs.append(rec)
+        alt_seconds = statistics.median(r.seconds for r in runs)
+        alt = score(alt_model)
+        _, _, alt_trace = _trace(AltEraser(seed=args.seed), model, task, score, gold)
+        emit(
+            {
+                **base,
+                "method": "alteraser",
+                "seconds": alt_seconds,
+                "seconds_runs": [r.seconds for r in runs],
+                "speedup": gold_rec.seconds / alt_seconds,
+                "peak_memory_mb": runs[0].peak_memory_mb,
+                "sweeps": runs[0].iterations,
+                "ndcg_gap": alt["ndcg@10"] - gold["ndcg@10"],
+                "mia_gap": alt["mia_auc"] - gold["mia_auc"],
+                "seconds_to_consistency": _first_consistent(alt_trace),
+                "trace": alt_trace,
+                **alt,
+            }
+        )
+
+        ft_model, ft_rec, ft_trace = _trace(
+            FineTune(epochs=args.finetune_epochs, seed=args.seed), model, task, score, gold
+        )
+        ft = score(ft_model)
+        emit(
+            {
+                **base,
+                "method": "finetune",
+                "seconds": ft_rec.seconds,
+                "speedup": gold_rec.seconds / ft_rec.seconds,
+                "epochs": ft_rec.iterations,
+                "ndcg_gap": ft["ndcg@10"] - gold["ndcg@10"],
+                "mia_gap": ft["mia_auc"] - gold["mia_auc"],
+                "seconds_to_consistency": _first_consistent(ft_trace),
+                "trace": ft_trace,
+                **ft,
+            }
+        )
+
+        rb_model, rb_rec = ReverseBPR(seed=args.seed).unlearn(model, task)
+        rb = score(rb_model)
+        emit(
+            {
+                **base,
+                "method": "reverse-bpr",
+                "seconds": rb_rec.seconds,
+                "speedup": gold_rec.seconds / rb_rec.seconds,
+                "epochs": rb_rec.iterations,
+                "steps": rb_rec.info.get("steps"),
+                "forget_win_rate": rb_rec.info.get("forget_win_rate"),
+                "ndcg_gap": rb["ndcg@10"] - gold["ndcg@10"],
+                **rb,
+            }
+        )
+
+        alt_cons = _first_consistent(alt_trace)
+        ft_cons = _first_consistent(ft_trace)
+        summary = {
+            "bench": "unlearn",
+            "model": name,
+            "summary": True,
+            "alteraser_speedup": gold_rec.seconds / alt_seconds,
+            "alteraser_ndcg_gap": alt["ndcg@10"] - gold["ndcg@10"],
+            "alteraser_mia_gap": alt["mia_auc"] - gold["mia_auc"],
+            "alteraser_seconds_to_consistency": alt_cons,
+            "finetune_seconds_to_consistency": ft_cons,
+            "reverse_bpr_median_rank": rb["forgotten_median_rank"],
+            "retrain_median_rank": gold["forgotten_median_rank"],
+            "reverse_bpr_ndcg_gap": rb["ndcg@10"] - gold["ndcg@10"],
+            "checks": {
+                "alteraser_10x_faster": gold_rec.seconds / alt_seconds >= 10,
+                "alteraser_ndcg_within_0.01": abs(alt["ndcg@10"] - gold["ndcg@10"]) <= 0.01,
+                "alteraser_mia_within_0.05": abs(alt["mia_auc"] - gold["mia_auc"]) <= 0.05,
+                "alteraser_consistent_before_finetune": alt_cons is not None
+                and (ft_cons is None or alt_cons < ft_cons),
+                "reverse_bpr_rank_not_higher": rb["forgotten_median_rank"]
+                >= gold["forgotten_median_rank"],
+                "reverse_bpr_ndcg_within_0.02": abs(rb["ndcg@10"] - gold["ndcg@10"]) <= 0.02,
+            },
+        }
+        if not args.skip_lego:
+            summary["checks"].update(_lego(args, name, model, ds, split))
+        emit(summary)
+    return 0
+
+
+def _attack_rows(res: dict) -> dict:
+    out = {}
+    for a, entry in res.items():
+        for att, r in entry.items():
+            if att == "classes":
+                continue
+            out[f"{a}/{att}"] = {
+                k: r[k] for k in ("balanced_accuracy", "macro_f1", "auc", "chance")
+            }
+    return out
+
+
+def _lego(args, name, model, ds, split) -> dict:
+    """LEGO figures for one model; returns its acceptance checks."""
+    full = ForgetRequest("attribute", attributes=ATTRIBUTES)
+    task = make_task((ds, split), [full], model, version=1)
+    data = task.retained_data()
+    ndcg0 = evaluate_model(model, data, "test", ks=(10,))["ndcg@10"]
+    before = audit_attributes(
+        model.user_embeddings(), ds, ATTRIBUTES, args.attackers, seed=args.seed
+    )
+    lego = LEGO(seed=args.seed)
+    new, rec = lego.unlearn(model, task)
+    ndcg1 = evaluate_model(new, data, "test", ks=(10,))["ndcg@10"]
+    after = audit_attributes(new.user_embeddings(), ds, ATTRIBUTES, args.attackers, seed=args.seed)
+    kept = tuple(a for a in ATTRIBUTES if a != "occupation")
+    _, rec_w = lego.unlearn(
+        model,
+        make_task((ds, split), [ForgetRequest("attribute", attributes=kept)], model, version=1),
+    )
+    _, rec_a = lego.unlearn(model, task)
+    rb, ra = _attack_rows(before), _attack_rows(after)
+    emit(
+        {
+            "bench": "unlearn",
+            "model": name,
+            "method": "lego",
+            "attributes": list(ATTRIBUTES),
+            "attack_before": rb,
+            "attack_after": ra,
+            "ndcg@10_before": ndcg0,
+            "ndcg@10_after": ndcg1,
+            "ndcg_relative_drop": 1 - ndcg1 / ndcg0,
+            "seconds_all_calibrations": rec.seconds,
+            "calibration_seconds": rec.info["calibration_seconds"],
+            "seconds_withdraw_occupation": rec_w.seconds,
+            "seconds_add_occupation": rec_a.seconds,
+            "withdraw_speedup": rec.seconds / rec_w.seconds,
+            "add_speedup": rec.seconds / rec_a.seconds,
+            "cached_on_withdraw": rec_w.info["cached"],
+            "cached_on_add": rec_a.info["cached"],
+            "weights": rec.info["weights"],
+            "club_after": rec.info["club_after"],
+            "mean_relative_change": rec.info["mean_relative_change"],
+        }
+    )
+    return {
+        "lego_attacker_above_chance_before": all(
+            r["balanced_accuracy"] > r["chance"] + 0.05 for r in rb.values()
+        ),
+        "lego_at_chance_after": all(
+            r["balanced_accuracy"] <= r["chance"] + 0.05 for r in ra.values()
+        ),
+        "lego_ndcg_drop_le_5pct": 1 - ndcg1 / ndcg0 <= 0.05,
+        "lego_withdraw_add_5x": min(rec.seconds / rec_w.seconds, rec.seconds / rec_a.seconds) >= 5,
+    }
+
+
+#: bench.py subcommands of this module
+SUBCOMMANDS = {"unlearn": (configure, run)}
