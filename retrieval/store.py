@@ -18,17 +18,34 @@ embeddings, the index (``remove_ids``; trained or HNSW indexes are rebuilt) and 
 training data changed. The result equals :meth:`RetrievalStore.build` on the retained data with
 the same configuration and seed, artifact for artifact.
 
-Writes are crash-safe: new files get version-suffixed names, ``manifest.json`` is replaced
+Writes are crash-safe: the co-occurrence counts are updated in place (only the changed entries)
+and verified at load against a checksum kept in the manifest (a torn update is counted again
+from the data); other changed artifacts get version-suffixed names; ``manifest.json`` is replaced
 atomically last (the commit point), then files it no longer references are deleted, so no
-superseded artifact holding forgotten data outlives a committed apply.
+superseded artifact holding forgotten data outlives a committed apply. A lock file serialises
+writers across processes; a writer that finds a newer committed version adopts it first.
+
+Usage (the interface the generation layer codes against)::
+
+    store = RetrievalStore.build(ws, encoder="text", n_candidates=50, seed=2020)
+    store = RetrievalStore.load(ws)            # ArtifactError if missing or stale
+    store.apply(ws, version)                   # what the "retrieval" forget stage runs
+    store.candidates(users, n=50)              # [len(users), n] item indices, best first
+    store.candidate_scores(users)              # [len(users), n_items], forgotten items -inf
+    store.history(user)                        # (items, ratings): retained train history
+    store.retrieve(user, "preference", H=50)   # history_items, history_ratings, candidates,
+                                               # profile, ledger_version (+ user, strategy)
+    store.item_embeddings, store.ledger_version
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,7 +198,8 @@ class RetrievalStore:
             ),
             _cluster(config, emb, ws.dataset.n_items),
         )
-        store.save()
+        with store._lock():
+            store.save()
         store.build_seconds = time.perf_counter() - t0
         return store
 
@@ -279,7 +297,8 @@ class RetrievalStore:
         """
         ws = self.ws if ws is None else ws
         t0 = time.perf_counter()
-        with ws.ledger() if ledger is None else nullcontext(ledger) as led:
+        with self._lock(), ws.ledger() if ledger is None else nullcontext(ledger) as led:
+            self._catch_up()
             target = led.version if version is None else int(version)
             if target <= self.ledger_version:
                 return {"applied": False, "ledger_version": self.ledger_version}
@@ -360,6 +379,28 @@ class RetrievalStore:
     @property
     def ledger_version(self) -> int:
         return int(self.view.version)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Exclusive lock on the store folder: one writer at a time across processes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _catch_up(self) -> None:
+        """Adopt the saved state if another process committed a newer version meanwhile."""
+        path = self.manifest_path(self.ws, self.name)
+        try:
+            saved = json.loads(path.read_text())["ledger_version"]
+        except (OSError, ValueError, KeyError):
+            return
+        if int(saved) != self.ledger_version:
+            fresh = type(self).load(self.ws, self.name, allow_stale=True)
+            self.__dict__.update(fresh.__dict__)
 
     def save(self, led: Ledger | None = None) -> None:
         """Persist the store at its ledger version and register it with the ledger.

@@ -328,6 +328,24 @@ def test_load_errors_and_staleness(tmp_path):
     assert store.apply(ws)["applied"] is False  # idempotent
 
 
+def test_two_writers_catch_up(tmp_path):
+    """A store object left behind by another writer adopts the committed state first."""
+    cache, _ = shared_text_cache(tmp_path)
+    ws = Workspace(tmp_path / "ws")
+    RetrievalStore.build(ws, cache_dir=cache)
+    a, b = RetrievalStore.load(ws), RetrievalStore.load(ws)
+    reqs = [ForgetRequest("user", users=("4",)), ForgetRequest("item", items=("7",))]
+    with ws.ledger() as led:
+        led.record(reqs[0])
+    assert a.apply(ws)["ledger_version"] == 1
+    with ws.ledger() as led:
+        led.record(reqs[1])
+    out = b.apply(ws)  # b still held version 0 in memory
+    assert out["from_version"] == 1 and out["ledger_version"] == 2
+    ref = scratch(tmp_path, ws, reqs, cache_dir=cache)
+    assert RetrievalStore.load(ws).differences(ref, users=np.arange(0, 943, 50)) == []
+
+
 def test_interrupted_in_place_update_is_recounted(tmp_path, only_retrieval_stage):
     """A crash after the in-place counts update but before the manifest commit leaves counts
     that disagree with the manifest's checksum: load counts them again from the data."""
