@@ -34,7 +34,10 @@ batched Newton steps (one Cholesky solve per row) with a per-row backtracking li
 ``P`` fixed, each BPR term couples its positive and negative item; since every term involves two
 rows, its Hessian ``w (a; -a)(a; -a)^T`` is bounded by ``2 w diag(a a^T, a a^T)``, so the step with
 each item's own doubled d×d Hessian is a majorise-minimise step: every item row is again an
-independent d×d system, all solved in one batch, followed by a block line search.
+independent d×d system, all solved in one batch, followed by a block line search. The loss
+only sees item differences, so a shift shared by all items is invisible to it: after each step
+that shift is set exactly (a closed form from the proximal and linear terms), which row-wise
+steps alone would approach only slowly.
 
 **Stopping (consistency).** After every sweep (user block + item block) the top-``topk`` lists of
 the users are compared with the previous sweep's; the run stops when their mean overlap reaches
@@ -119,13 +122,16 @@ class RowSystems:
         self.chol = chol
 
     def solve(self, g: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Solutions for ``rows`` (right-hand sides ``g[rows]``)."""
-        chol, rhs = self.chol[rows], g[rows].unsqueeze(-1)
+        """Solutions of every row's system, zero outside ``rows`` (right-hand sides ``g``)."""
+        rhs = g.unsqueeze(-1)
         if self.v is None:
-            return torch.cholesky_solve(rhs, chol).squeeze(-1)
-        v = self.v[rows]
-        y = torch.cholesky_solve(torch.bmm(v, rhs), chol)
-        return (rhs - torch.bmm(v.transpose(1, 2), y)).squeeze(-1) / self.damping
+            x = torch.cholesky_solve(rhs, self.chol).squeeze(-1)
+        else:
+            y = torch.cholesky_solve(torch.bmm(self.v, rhs), self.chol)
+            x = (rhs - torch.bmm(self.v.transpose(1, 2), y)).squeeze(-1) / self.damping
+        mask = torch.zeros(x.shape[0], 1, dtype=torch.bool)
+        mask[rows] = True
+        return x.masked_fill_(~mask, 0.0)
 
 
 class _Problem:
@@ -188,33 +194,37 @@ class _Problem:
         return z
 
     def _coef_grads(
-        self, c: torch.Tensor, p: torch.Tensor, q: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients of ``sum_t f(z_t)`` w.r.t. ``P`` and ``Q`` given ``c_t = f'(z_t)``."""
+        self, c: torch.Tensor, p: torch.Tensor, q: torch.Tensor, side: str = "both"
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gradients of ``sum_t f(z_t)`` w.r.t. ``P`` and/or ``Q`` (``side``: "user", "item",
+        "both") given ``c_t = f'(z_t)``."""
+        want_p, want_q = side in ("user", "both"), side in ("item", "both")
         if self.dense:
             cm = torch.zeros(self.n_users * self.n_items, dtype=p.dtype)
             cm.index_add_(0, self.ki, c).index_add_(0, self.kj, -c)
             cm = cm.view(self.n_users, self.n_items)
-            return cm @ q, cm.T @ p
-        d = q[self.i] - q[self.j]
-        gp = torch.zeros_like(p).index_add_(0, self.u, c[:, None] * d)
-        cu = c[:, None] * p[self.u]
-        gq = torch.zeros_like(q).index_add_(0, self.i, cu).index_add_(0, self.j, -cu)
+            return (cm @ q if want_p else None), (cm.T @ p if want_q else None)
+        gp = gq = None
+        if want_p:
+            gp = torch.zeros_like(p).index_add_(0, self.u, c[:, None] * (q[self.i] - q[self.j]))
+        if want_q:
+            cu = c[:, None] * p[self.u]
+            gq = torch.zeros_like(q).index_add_(0, self.i, cu).index_add_(0, self.j, -cu)
         return gp, gq
 
     def loss_gradients(self, p: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients of the plain BPR sum over the triples."""
         return self._coef_grads(-torch.sigmoid(-self.z(p, q)), p, q)
 
-    def gradients(
-        self, p: torch.Tensor, q: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(grad_P J, grad_Q J, z)``."""
+    def gradient(
+        self, p: torch.Tensor, q: torch.Tensor, block: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(grad J w.r.t. the block's rows, z)`` for ``block`` "user" or "item"."""
         z = self.z(p, q)
-        gp, gq = self._coef_grads(-torch.sigmoid(-z), p, q)
-        gp += -self.g0u + self.damping * (p - self.p0)
-        gq += -self.g0i + self.damping * (q - self.q0)
-        return gp, gq, z
+        gp, gq = self._coef_grads(-torch.sigmoid(-z), p, q, block)
+        if block == "user":
+            return gp - self.g0u + self.damping * (p - self.p0), z
+        return gq - self.g0i + self.damping * (q - self.q0), z
 
     def user_values(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Per-user value of ``J`` with ``Q`` fixed."""
@@ -252,13 +262,12 @@ class _Problem:
     # ------------------------------------------------------------------ block steps
     def user_step(self, p: torch.Tensor, q: torch.Tensor, backtracks: int = 4) -> torch.Tensor:
         """One batched Newton step on every active user row, with per-row backtracking."""
-        gp, _, z = self.gradients(p, q)
+        gp, z = self.gradient(p, q, "user")
         rows = self.free[gp[self.free].norm(dim=1) > self.grad_tol]
         self.active["user"] = int(rows.numel())
         if rows.numel() == 0:
             return p
-        step = torch.zeros_like(p)
-        step[rows] = self._systems("user", p, q, z).solve(gp, rows)
+        step = self._systems("user", p, q, z).solve(gp, rows)
         f0 = self.user_values(p, q)
         alpha = torch.ones(self.n_users, dtype=p.dtype)
         new = p - step
@@ -275,21 +284,27 @@ class _Problem:
     def item_step(self, p: torch.Tensor, q: torch.Tensor, backtracks: int = 6) -> torch.Tensor:
         """One batched majorise-minimise Newton step on every active item row, then a block line
         search."""
-        _, gq, z = self.gradients(p, q)
+        gq, z = self.gradient(p, q, "item")
         rows = torch.nonzero(gq.norm(dim=1) > self.grad_tol).squeeze(1)
         self.active["item"] = int(rows.numel())
         if rows.numel() == 0:
             return q
-        step = torch.zeros_like(q)
-        step[rows] = self._systems("item", p, q, z).solve(gq, rows)
+        step = self._systems("item", p, q, z).solve(gq, rows)
         f0 = self.objective(p, q)
         alpha = 1.0
-        for _ in range(backtracks):
-            new = q - alpha * step
+        for _ in range(backtracks + 1):
+            new = self._recentre(q - alpha * step)
             if self.objective(p, new) <= f0:
                 return new
             alpha *= 0.5
         return q
+
+    def _recentre(self, q: torch.Tensor) -> torch.Tensor:
+        """Exact minimisation over a shift shared by all item rows. The pairwise loss only sees
+        item differences, so along this direction ``J`` is the quadratic proximal/linear part
+        alone; row-wise steps barely move it (their Hessians are dominated by the loss)."""
+        shift = (self.q0 - q + self.g0i / self.damping).mean(0) if self.damping > 0 else 0.0
+        return q + shift
 
 
 def _topk(p: torch.Tensor, q: torch.Tensor, users: torch.Tensor, k: int) -> torch.Tensor:
