@@ -106,7 +106,7 @@ class CFEncoder:
 
     model: str = "bpr"
     seed: int = 2020
-    params: dict = field(default_factory=lambda: {"epochs": 20})
+    params: dict = field(default_factory=dict)
     kind: str = field(default="cf", init=False)
 
     def spec(self) -> dict:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -75,7 +76,7 @@ from retrieval.threads import one_blas_thread
 FORMAT = 1
 STORE_KIND = "retrieval-store"
 DEFAULT_NAME = "retrieval"
-DEFAULT_CF_PARAMS = {"epochs": 20}
+DEFAULT_CF_PARAMS: dict = {}  # the CF model's own tuned recipe
 COUNTS_FILE = "counts.npy"
 
 
@@ -158,18 +159,22 @@ class RetrievalStore:
             factory: FAISS index-factory string (``Flat``, ``IVF64,Flat``, ``HNSW32`` …).
             n_clusters: k of the item k-means used by the strategies.
             generator: candidate-generator settings (default: EASE, :meth:`GeneratorConfig.preset`).
-            cf_params: CF model hyper-parameters (default ``{"epochs": 20}``).
+            cf_params: CF model hyper-parameter overrides (default: the model's own recipe).
             cache_dir: embedding cache folder (default ``WORKSPACE/artifacts/embeddings``).
             name: store folder name under ``WORKSPACE/artifacts``.
         """
         if encoder == "text":
             enc = TextEncoder(model=model or DEFAULT_TEXT_MODEL)
         elif encoder == "cf":
-            enc = CFEncoder(model=model or "bpr", seed=seed, params=cf_params or DEFAULT_CF_PARAMS)
+            enc = CFEncoder(
+                model=model or "bpr", seed=seed, params=dict(cf_params or DEFAULT_CF_PARAMS)
+            )
         else:
             raise ValueError(f"encoder must be 'text' or 'cf', got {encoder!r}")
         if int(n_candidates) < 1 or int(n_clusters) < 1:
             raise ValueError("n_candidates and n_clusters must be positive")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+            raise ValueError(f"store name {name!r}: use letters, digits, '_', '-', '.'")
         check_factory(factory)
         config = {
             "encoder": enc.spec(),

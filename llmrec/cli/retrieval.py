@@ -43,7 +43,9 @@ def register(sub, common) -> None:
         "KNN (no matrix inverse, for very large catalogues) (default: %(default)s)",
     )
     b.add_argument("--clusters", type=int, default=20, help="item clusters for the strategies")
-    b.add_argument("--cf-epochs", type=int, default=20, help="training epochs of a CF encoder")
+    b.add_argument(
+        "--cf-epochs", type=int, default=None, help="CF encoder epochs (default: model's recipe)"
+    )
     b.add_argument("--cache-dir", default=None, help="embedding cache (default: in workspace)")
     b.add_argument("--name", default="retrieval", help="store name (default: %(default)s)")
     b.set_defaults(func=cmd_build)
@@ -78,7 +80,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from retrieval.candidates import GeneratorConfig
     from retrieval.store import RetrievalStore
 
-    if args.candidates < 1 or args.clusters < 1 or args.cf_epochs < 1:
+    if (
+        args.candidates < 1
+        or args.clusters < 1
+        or (args.cf_epochs is not None and args.cf_epochs < 1)
+    ):
         raise LlmrecError("--candidates, --clusters and --cf-epochs must be positive")
     ws = open_workspace(args)
     try:
@@ -91,7 +97,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             factory=args.factory,
             n_clusters=args.clusters,
             generator=GeneratorConfig.preset(args.generator),
-            cf_params={"epochs": args.cf_epochs},
+            cf_params={"epochs": args.cf_epochs} if args.cf_epochs else None,
             cache_dir=args.cache_dir,
             name=args.name,
         )
