@@ -9,6 +9,14 @@ LLM ranking, the candidate generator's order and BPR-MF retrained on the retaine
 same users. Results: WORKSPACE/runs/cragru-TIME/{config,versions,results}.json + rankings.jsonl.
 
     python scripts/run_cragru.py --workspace ws-cragru
+
+The same flow step by step (each step is skipped by the script when already done)::
+
+    llmrec build-lm --workspace ws-cragru            # tokenizer + small GPT-2, catalogue only
+    llmrec index build --workspace ws-cragru         # retrieval store (text encoder, EASE)
+    llmrec adapters tune --workspace ws-cragru       # one LoRA adapter per user shard
+    llmrec recommend --workspace ws-cragru --user 196 --mode likelihood
+    llmrec forget --workspace ws-cragru --request forget.jsonl   # re-tunes touched shards only
 """
 
 from __future__ import annotations
