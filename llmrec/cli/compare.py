@@ -41,6 +41,18 @@ def register(sub, common) -> None:
         p.add_argument(
             "--k", type=int, default=10, help="cut-off K of ΔNDCG@K and top-K divergence"
         )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="base-model hyper-parameter (JSON value), e.g. --set epochs=50",
+        )
+        p.add_argument(
+            "--no-exact-check",
+            action="store_true",
+            help="skip the LLM path's from-scratch rebuild that verifies exact unlearning",
+        )
         p.set_defaults(func=cmd_compare, harness=name)
 
 
@@ -71,6 +83,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         name=args.harness,
         completeness=args.harness == "compare",
         model_overrides=parse_overrides(args.set),
+        verify_exact=not args.no_exact_check,
     )
     md = (ws.root / "runs").joinpath(res["run_dir"]).joinpath("results.md")
     text = md.read_text() if md.is_file() else ""

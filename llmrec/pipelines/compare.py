@@ -147,6 +147,10 @@ METHOD_RUNNERS: dict[str, str] = {
     "alteraser": "llmrec.pipelines.compare_methods:run_embedding",
     "reverse-bpr": "llmrec.pipelines.compare_methods:run_embedding",
     "lego": "llmrec.pipelines.compare_methods:run_embedding",
+    "unlearnrec": "llmrec.pipelines.compare_methods:run_embedding",
+    "sisa": "llmrec.pipelines.compare_methods:run_embedding",
+    "receraser": "llmrec.pipelines.compare_methods:run_embedding",
+    "cragru": "llmrec.pipelines.compare_methods:run_cragru",
 }
 
 
@@ -170,7 +174,9 @@ def method_handles(name: str, kind: str) -> bool:
             "attribute": "attribute",
         }.get(kind)
         return req_kind is None or req_kind in cls.handles
-    return True
+    # the LLM path forgets attributes exactly by construction (profiles drop them); the
+    # comparison measures it on interaction requests, where there is something to measure
+    return kind != "attribute"
 
 
 def _runner(name: str):
@@ -233,6 +239,7 @@ def run_seed(
     log: Callable[[str], None] = lambda s: None,
     completeness: bool = True,
     model_overrides: dict | None = None,
+    verify_exact: bool = True,
 ) -> dict:
     """All methods on one seed. Returns the per-method results (with per-user data)."""
     from llmrec.pipelines.cf import RetainedData, train_model
@@ -256,7 +263,18 @@ def run_seed(
     log(
         f"seed {seed}: original {base} trained in {time.perf_counter() - t0:.1f}s; {requests[0].describe()}"
     )
-    ctx = Context(ws, base, seed, requests, before, after, original, task, run_dir)
+    ctx = Context(
+        ws,
+        base,
+        seed,
+        requests,
+        before,
+        after,
+        original,
+        task,
+        run_dir,
+        {"verify_exact": verify_exact},
+    )
 
     excl = after.forgotten_items if after.forgotten_items.any() else None
     alive = np.flatnonzero(~after.forgotten_users)
@@ -376,6 +394,7 @@ def run_compare(
     name: str = "compare",
     completeness: bool = True,
     model_overrides: dict | None = None,
+    verify_exact: bool = True,
 ) -> dict:
     """Run every scenario × seed × applicable method; write the report into a new run folder."""
     from llmrec.evaluation.report import write_report
@@ -401,6 +420,7 @@ def run_compare(
         "k_neighbours": k_neighbours,
         "k": k,
         "model_overrides": model_overrides or {},
+        "verify_exact": verify_exact,
         "dataset": ws.dataset.name,
         "split": ws.split.config(),
     }
