@@ -259,3 +259,75 @@ def test_cli_unlearn_writes_checkpoint_run_and_errors(tmp_path, synth, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "bad parameter" in err[0]
+
+
+def _planted(n_users: int = 300, seed: int = 0):
+    """A dataset whose user embeddings carry a planted gender (and random age)."""
+    import pandas as pd
+
+    from llmrec.data.dataset import Dataset
+    from llmrec.data.split import Split
+
+    rng = np.random.default_rng(seed)
+    gender = rng.choice(["M", "F"], n_users)
+    age = rng.choice(["20", "30", "40"], n_users)
+    users = rng.integers(0, n_users, 2000)
+    items = rng.integers(0, 30, 2000)
+    keys = np.unique(users * 30 + items)
+    ds = Dataset(
+        "planted",
+        keys // 30,
+        keys % 30,
+        None,
+        None,
+        np.array([f"u{i}" for i in range(n_users)], dtype=object),
+        np.array([f"i{i}" for i in range(30)], dtype=object),
+        pd.DataFrame({"gender": gender, "age": age}),
+        pd.DataFrame(index=pd.RangeIndex(30)),
+    )
+    split = Split(np.zeros(len(keys), dtype=np.int8), "random", 0)
+    model = build_model("bpr", n_users, 30, dim=8, seed=1)
+    emb = torch.as_tensor(rng.normal(0, 1, (n_users, 8)), dtype=torch.float32)
+    emb[torch.as_tensor(gender == "F"), 0] += 1.5
+    with torch.no_grad():
+        model.user_emb.weight.copy_(emb)
+    model.ledger_version = 0
+    return ds, split, model
+
+
+def test_lego_reduces_planted_leakage_and_reuses_calibrations(tmp_path):
+    from llmrec.audit.attributes import attack, attribute_labels
+    from llmrec.unlearning import LEGO
+
+    ds, split, model = _planted()
+    y, _ = attribute_labels(ds, "gender", min_class_size=20)
+    before = attack(model.user_embeddings(), y, "mlp", folds=3)["balanced_accuracy"]
+    lego = LEGO(
+        epsilon=1.0,
+        iterations=60,
+        step=0.05,
+        min_class_size=20,
+        workers=2,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    both = ForgetRequest("attribute", attributes=("age", "gender"))
+    new, rec = lego.unlearn(model, (ds, split), [both])
+    assert sorted(rec.info["calibrated"]) == ["age", "gender"]  # two processes
+    assert set(rec.info["weights"]) == {"age", "gender"}
+    only = ForgetRequest("attribute", attributes=("gender",))
+    g_model, g_rec = lego.unlearn(model, (ds, split), [only])
+    assert g_rec.info["calibrated"] == [] and g_rec.info["cached"] == ["gender"]
+    after = attack(g_model.user_embeddings(), y, "mlp", folds=3)["balanced_accuracy"]
+    assert before > 0.7 and after < before - 0.15
+    # item embeddings are untouched; the calibration stays in the epsilon-ball
+    assert torch.equal(g_model.item_embeddings(), model.item_embeddings())
+    change = (g_model.user_embeddings() - model.user_embeddings()).norm(dim=1)
+    assert torch.all(change <= 1.0 * model.user_embeddings().norm(dim=1) + 1e-4)
+    # a fresh instance finds the calibrations on disk
+    again = LEGO(
+        epsilon=1.0, iterations=60, step=0.05, min_class_size=20, cache_dir=str(tmp_path / "cache")
+    )
+    _, rec2 = again.unlearn(model, (ds, split), [both])
+    assert rec2.info["calibrated"] == []
+    with pytest.raises(LlmrecError, match="handles"):
+        lego.unlearn(model, (ds, split), [ForgetRequest("user", users=("u1",))])

@@ -33,6 +33,8 @@ import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +87,23 @@ def calibrate(u0: np.ndarray, labels: np.ndarray, rows: np.ndarray, settings: di
 
     Returns the calibrated matrix, the CLUB trajectory, the posterior's state and the seconds.
     """
+    with _threads(int(settings.get("threads", 1))):
+        return _calibrate(u0, labels, rows, settings)
+
+
+@contextmanager
+def _threads(n: int):
+    """Run with ``n`` torch threads (small, latency-bound ops are fastest single-threaded)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _calibrate(u0: np.ndarray, labels: np.ndarray, rows: np.ndarray, settings: dict) -> dict:
     t0 = time.perf_counter()
-    torch.set_num_threads(int(settings.get("threads", 1)))
     torch.manual_seed(int(settings["seed"]))
     base = torch.as_tensor(u0, dtype=torch.float32)
     mu, sd = base.mean(0), base.std(0).clamp_min(1e-8)
@@ -224,24 +241,31 @@ class LEGO(Unlearner):
             else:
                 out[a] = hit
         t0 = time.perf_counter()
+        mode = "in-process"
+        done: dict[str, dict] = {}
         if len(missing) > 1 and self.workers > 1:
+            # spawned processes (no shared OpenMP state); a script that starts them must guard
+            # its entry point with ``if __name__ == "__main__"`` -- without it the pool breaks
+            # and the calibrations run here instead
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(self.workers, len(missing)), mp_context=ctx) as pool:
-                futures = {
-                    a: pool.submit(calibrate, u0, labels[a], rows[a], settings) for a in missing
-                }
-                done = {a: f.result() for a, f in futures.items()}
-        else:
-            threads = torch.get_num_threads()
-            done = {
-                a: calibrate(u0, labels[a], rows[a], {**settings, "threads": threads})
-                for a in missing
-            }
+            try:
+                with ProcessPoolExecutor(min(self.workers, len(missing)), mp_context=ctx) as pool:
+                    futures = {
+                        a: pool.submit(calibrate, u0, labels[a], rows[a], settings) for a in missing
+                    }
+                    done = {a: f.result() for a, f in futures.items()}
+                mode = "processes"
+            except BrokenProcessPool:
+                done = {}
+        if len(done) < len(missing):
+            mode = "in-process"
+            done = {a: calibrate(u0, labels[a], rows[a], settings) for a in missing}
         for a, value in done.items():
             self.cache.put(keys[a], value)
             out[a] = value
         info = {
             "calibrated": missing,
+            "calibration_mode": mode if missing else "cached",
             "cached": [a for a in labels if a not in missing],
             "calibration_seconds": time.perf_counter() - t0,
         }
@@ -307,7 +331,8 @@ class LEGO(Unlearner):
         t0 = time.perf_counter()
         cals, info = self.calibrations(u0, labels, rows)
         t1 = time.perf_counter()
-        users, comb = self.combine(u0, cals, labels)
+        with _threads(1):
+            users, comb = self.combine(u0, cals, labels)
         info["combine_seconds"] = time.perf_counter() - t1
         info["prepare_seconds"] = t0 - monitor._t0
         new = clone(model)
