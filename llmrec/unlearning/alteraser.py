@@ -13,19 +13,22 @@ independent problems.)
 
 **Objective.** The base models' own loss: BPR on the retained training pairs with a fixed set of
 ``n_neg`` sampled negatives per pair (seeded), ``L_ret(P, Q) = sum_(u,i,j) softplus(-p_u.(q_i -
-q_j))``. A model trained with early stopping is not a stationary point of its loss, so optimising
-``L_ret`` as is would also keep training (and over-fit) the part the request did not touch. With
-``objective="residual"`` (default) the blocks minimise
+q_j))``. A model trained for a fixed budget (or early-stopped) is not a stationary point of its
+loss, so optimising ``L_ret`` as is would also keep training (and over-fit) the part the request
+did not touch. With ``objective="residual"`` (default) the blocks minimise
 
     J(P, Q) = L_ret(P, Q) - <G0, (P, Q)> + (damping / 2) ||(P, Q) - (P0, Q0)||^2,
 
 ``G0 = grad L_full(P0, Q0)`` (retained + forgotten triples at the trained embeddings). The trained
-model is the exact minimiser of the same construction on the full data, and ``grad J(P0, Q0) =
+model is a stationary point of the same construction on the full data (a minimiser once the
+proximal ``damping`` dominates the coupling of ``P`` and ``Q``), and ``grad J(P0, Q0) =
 -grad L_forget(P0, Q0)``: the update is driven by the forgotten data alone (the influence-function
 view of unlearning, iterated to the fixed point). ``objective="retained"`` drops the ``G0`` term.
-User rows left without any retained pair take exactly the value retraining gives them: the
-seeded initialisation (a row without data never receives a gradient), divided by ``L + 1`` for
-LightGCN (a node without edges).
+User rows left without any retained pair are not optimised: ``empty_rows="zero"`` (default)
+sets them to the minimiser of their objective without data, 0 (constant scores: nothing about
+the user is left); ``"init"`` to the value retraining leaves them at, the seeded initialisation
+(divided by ``L + 1`` for LightGCN). Rows whose gradient norm is below ``grad_tol`` times the
+largest row gradient of the forgotten triples are left as they are.
 
 **Blocks.** With ``Q`` fixed, ``J`` separates over users: row ``u`` is a logistic-regression-like
 problem with gradient ``sum_t -sigmoid(-z_t) d_t - g0_u + damping (p - p0_u)`` and exact d×d
@@ -38,6 +41,11 @@ independent d×d system, all solved in one batch, followed by a block line searc
 only sees item differences, so a shift shared by all items is invisible to it: after each step
 that shift is set exactly (a closed form from the proximal and linear terms), which row-wise
 steps alone would approach only slowly.
+
+**Cost.** With ``hessian_cap`` a row's Hessian uses at most that many of its triples (evenly
+spread, rescaled: sub-sampled Newton) and is inverted through the Woodbury identity (a
+cap×cap Cholesky per row); unless ``refresh_hessian`` the factors of a block are computed once
+and reused (fixed-metric quasi-Newton); the line searches keep every step a descent step.
 
 **Stopping (consistency).** After every sweep (user block + item block) the top-``topk`` lists of
 the users are compared with the previous sweep's; the run stops when their mean overlap reaches
@@ -174,6 +182,7 @@ class _Problem:
         self.ki = self.u * n_items + self.i
         self.kj = self.u * n_items + self.j
         self._memo: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._buffers: dict[str, torch.Tensor] = {}
         self._fresh: dict[str, bool] = {}
         if hessian:
             self.user_sys = RowSystems(self.u, n_users, hessian_cap, damping)
@@ -186,12 +195,20 @@ class _Problem:
             if pp is p and qq is q:
                 return zz
         if self.dense:
-            s = (p @ q.T).view(-1)
+            s = torch.mm(p, q.T, out=self._buffer("scores", p.dtype)).view(-1)
             z = s[self.ki] - s[self.kj]
         else:
             z = (p[self.u] * (q[self.i] - q[self.j])).sum(1)
         self._memo = [(p, q, z), *self._memo[:3]]
         return z
+
+    def _buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A reused dense user × item buffer (fresh multi-MB allocations cost page faults on
+        every call)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype:
+            buf = self._buffers[name] = torch.empty(self.n_users, self.n_items, dtype=dtype)
+        return buf
 
     def _coef_grads(
         self, c: torch.Tensor, p: torch.Tensor, q: torch.Tensor, side: str = "both"
@@ -200,9 +217,8 @@ class _Problem:
         "both") given ``c_t = f'(z_t)``."""
         want_p, want_q = side in ("user", "both"), side in ("item", "both")
         if self.dense:
-            cm = torch.zeros(self.n_users * self.n_items, dtype=p.dtype)
-            cm.index_add_(0, self.ki, c).index_add_(0, self.kj, -c)
-            cm = cm.view(self.n_users, self.n_items)
+            cm = self._buffer("coef", p.dtype).zero_()
+            cm.view(-1).index_add_(0, self.ki, c).index_add_(0, self.kj, -c)
             return (cm @ q if want_p else None), (cm.T @ p if want_q else None)
         gp = gq = None
         if want_p:

@@ -162,11 +162,13 @@ def make_task(
 
 @dataclass
 class UnlearnRecord:
-    """What one unlearning run cost and how it was configured."""
+    """What one unlearning run cost and how it was configured (``seconds``: wall clock,
+    ``cpu_seconds``: CPU time of the process, less sensitive to other load on the machine)."""
 
     method: str
     model: str
     seconds: float
+    cpu_seconds: float
     peak_memory_mb: float
     peak_rss_mb: float
     iterations: int
@@ -222,20 +224,29 @@ class Monitor:
     def __init__(self, callback: Callback | None = None) -> None:
         self.callback = callback
         self.history: list[dict] = []
-        self._t0 = time.perf_counter()
-        self._paused = 0.0
+        self.start()
+
+    def start(self) -> None:
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+        self._paused = self._cpu_paused = 0.0
 
     def elapsed(self) -> float:
+        """Wall seconds since :meth:`start`, callbacks excluded."""
         return time.perf_counter() - self._t0 - self._paused
+
+    def cpu(self) -> float:
+        """CPU seconds of this process (all threads) since :meth:`start`, callbacks excluded."""
+        return time.process_time() - self._c0 - self._cpu_paused
 
     def report(self, model: CFModel, **entry: Any) -> None:
         """Record one iteration (with the elapsed seconds) and run the callback off the clock."""
         entry = {"seconds": self.elapsed(), **entry}
         self.history.append(entry)
         if self.callback is not None:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             self.callback(model, dict(entry))
             self._paused += time.perf_counter() - t
+            self._cpu_paused += time.process_time() - c
 
 
 class Unlearner:
@@ -268,9 +279,14 @@ class Unlearner:
         task = make_task(data, requests, model)
         bad = task.kinds - set(self.handles)
         if bad:
+            span = (
+                f" (model at ledger v{task.before.version}, target v{task.version})"
+                if task.version is not None
+                else ""
+            )
             raise LlmrecError(
                 f"method {self.name!r} handles {', '.join(self.handles)} requests, "
-                f"not {', '.join(sorted(bad))}"
+                f"not {', '.join(sorted(bad))}{span}"
             )
         if "attribute" not in self.handles and len(task.forget[0]) == 0:
             raise LlmrecError(
@@ -279,15 +295,16 @@ class Unlearner:
             )
         monitor = Monitor(callback)
         with PeakMemory() as mem:
-            monitor._t0 = time.perf_counter()
+            monitor.start()
             new, info = self._unlearn(model, task, monitor)
-            seconds = monitor.elapsed()
+            seconds, cpu_seconds = monitor.elapsed(), monitor.cpu()
         new.ledger_version = task.version
         new.eval()
         record = UnlearnRecord(
             method=self.name,
             model=model.model_name,
             seconds=seconds,
+            cpu_seconds=cpu_seconds,
             peak_memory_mb=mem.increase_mb,
             peak_rss_mb=mem.peak_mb,
             iterations=int(info.pop("iterations", len(monitor.history))),

@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         gold_runs = [Retrain().unlearn(model, task) for _ in range(max(1, args.retrain_repeats))]
         gold_model, gold_rec = gold_runs[0]
         gold_seconds = statistics.median(r.seconds for _, r in gold_runs)
+        gold_cpu = statistics.median(r.cpu_seconds for _, r in gold_runs)
         gold = score(gold_model)
         emit(
             {
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
                 "method": "retrain",
                 "seconds": gold_seconds,
                 "seconds_runs": [r.seconds for _, r in gold_runs],
+                "cpu_seconds": gold_cpu,
                 "peak_memory_mb": gold_rec.peak_memory_mb,
                 "epochs": gold_rec.iterations,
                 **gold,
@@ -166,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             alt_model, rec = AltEraser(seed=args.seed).unlearn(model, task)
             runs.append(rec)
         alt_seconds = statistics.median(r.seconds for r in runs)
+        alt_cpu = statistics.median(r.cpu_seconds for r in runs)
         alt = score(alt_model)
         _, _, alt_trace = _trace(AltEraser(seed=args.seed), model, task, score, gold)
         emit(
@@ -175,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
                 "seconds": alt_seconds,
                 "seconds_runs": [r.seconds for r in runs],
                 "speedup": gold_seconds / alt_seconds,
+                "cpu_seconds": alt_cpu,
+                "speedup_cpu": gold_cpu / alt_cpu,
                 "peak_memory_mb": runs[0].peak_memory_mb,
                 "sweeps": runs[0].iterations,
                 "ndcg_gap": alt["ndcg@10"] - gold["ndcg@10"],
@@ -227,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
             "model": name,
             "summary": True,
             "alteraser_speedup": gold_seconds / alt_seconds,
+            "alteraser_speedup_cpu": gold_cpu / alt_cpu,
             "alteraser_ndcg_gap": alt["ndcg@10"] - gold["ndcg@10"],
             "alteraser_mia_gap": alt["mia_auc"] - gold["mia_auc"],
             "alteraser_seconds_to_consistency": alt_cons,

@@ -33,7 +33,7 @@ def assign_final(
     model: CFModel,
     users: torch.Tensor,
     items: torch.Tensor,
-    tol: float = 1e-6,
+    tol: float = 1e-5,
     max_iter: int = 200,
 ) -> dict:
     """Set ``model``'s base tables so that its final embeddings equal ``(users, items)``.

@@ -313,11 +313,12 @@ class LEGO(Unlearner):
         alive = ~task.after.forgotten_users
         named = {a for r in task.requests for a in r.attributes}
         # attributes requested now or earlier (hidden for users who still exist)
-        hidden = {
-            a: m & alive
-            for a, m in task.after.hidden.items()
-            if a in named or (task.before.hidden.get(a, m) & alive).any()
-        }
+        hidden = {}
+        for a, m in task.after.hidden.items():
+            earlier = task.before.hidden.get(a)
+            requested = a in named or (earlier is not None and (earlier & alive).any())
+            if requested and (m & alive).any():
+                hidden[a] = m & alive
         labels, rows = {}, {}
         for a, mask in sorted(hidden.items()):
             y, classes = attribute_labels(ds, a, self.min_class_size)
@@ -328,13 +329,13 @@ class LEGO(Unlearner):
             raise LlmrecError("LEGO needs an attribute request")
         u_final, i_final = model.final_embeddings()
         u0 = u_final.detach().cpu().numpy().astype(np.float32)
-        t0 = time.perf_counter()
+        prepare = monitor.elapsed()
         cals, info = self.calibrations(u0, labels, rows)
         t1 = time.perf_counter()
         with _threads(1):
             users, comb = self.combine(u0, cals, labels)
         info["combine_seconds"] = time.perf_counter() - t1
-        info["prepare_seconds"] = t0 - monitor._t0
+        info["prepare_seconds"] = prepare
         new = clone(model)
         info.update(assign_final(new, torch.as_tensor(users), i_final.detach().cpu()))
         info.update(
