@@ -189,7 +189,7 @@ def test_unlearner_guards(trained, synth):
         )
     with pytest.raises(ValueError, match="unknown method"):
         make_unlearner("nope")
-    assert set(METHODS) == {"retrain", "finetune", "alteraser", "lego", "reverse-bpr"}
+    assert {"retrain", "finetune", "alteraser", "lego", "reverse-bpr"} <= set(METHODS)
     assert make_unlearner("alteraser", damping=5.0).get_params()["damping"] == 5.0
 
 
