@@ -75,7 +75,10 @@ def _segments(seg: torch.Tensor, n_segments: int, cap: int | None):
     choice is deterministic). Returns ``(entries, segment, slot, weight, width)``: kept entry
     indices, their segment and slot within it, the weight ``count / kept`` that keeps the
     segment's sum unbiased, and the number of slots."""
-    order = torch.as_tensor(np.argsort(seg.numpy(), kind="stable"))
+    keys = seg.numpy()
+    if n_segments < 2**15:  # NumPy's stable sort of 16-bit integers is a radix sort
+        keys = keys.astype(np.int16)
+    order = torch.as_tensor(np.argsort(keys, kind="stable"))
     seg_s = seg[order]
     counts = torch.bincount(seg_s, minlength=n_segments)
     start = torch.cumsum(counts, 0) - counts
@@ -135,8 +138,9 @@ class RowSystems:
         if self.v is None:
             x = torch.cholesky_solve(rhs, self.chol).squeeze(-1)
         else:
-            y = torch.cholesky_solve(torch.bmm(self.v, rhs), self.chol)
-            x = (rhs - torch.bmm(self.v.transpose(1, 2), y)).squeeze(-1) / self.damping
+            vg = (self.v * g.unsqueeze(1)).sum(-1, keepdim=True)  # batched mat-vec
+            y = torch.cholesky_solve(vg, self.chol)
+            x = (g - (self.v * y).sum(1)) / self.damping
         mask = torch.zeros(x.shape[0], 1, dtype=torch.bool)
         mask[rows] = True
         return x.masked_fill_(~mask, 0.0)
@@ -146,7 +150,8 @@ class _Problem:
     """The AltEraser objective on fixed triples (module docstring).
 
     Scores of the triples come from one dense ``P Q^T`` when the user × item matrix is small
-    (``dense_limit`` cells; gathers otherwise); gradients likewise from ``C Q`` and ``C^T P`` with
+    (``dense_limit`` cells; gathers otherwise, also the cheaper choice for a few triples such as
+    the forget set); gradients likewise from ``C Q`` and ``C^T P`` with
     ``C`` the per-cell loss derivatives. Row Hessians are Gram matrices over each row's triples
     (:class:`RowSystems`); with ``hessian_cap`` a row uses at most that many of its triples
     (evenly spread, rescaled: a sub-sampled Newton step), and unless ``refresh`` they are
@@ -183,6 +188,7 @@ class _Problem:
         self.kj = self.u * n_items + self.j
         self._memo: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._buffers: dict[str, torch.Tensor] = {}
+        self._scores_of: tuple[torch.Tensor, torch.Tensor] | None = None
         self._fresh: dict[str, bool] = {}
         if hessian:
             self.user_sys = RowSystems(self.u, n_users, hessian_cap, damping)
@@ -195,12 +201,21 @@ class _Problem:
             if pp is p and qq is q:
                 return zz
         if self.dense:
-            s = torch.mm(p, q.T, out=self._buffer("scores", p.dtype)).view(-1)
-            z = s[self.ki] - s[self.kj]
+            s = torch.mm(p, q.T, out=self._buffer("scores", p.dtype))
+            self._scores_of = (p, q)
+            flat = s.view(-1)
+            z = flat[self.ki] - flat[self.kj]
         else:
             z = (p[self.u] * (q[self.i] - q[self.j])).sum(1)
         self._memo = [(p, q, z), *self._memo[:3]]
         return z
+
+    def scores(self, p: torch.Tensor, q: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """``P[users] Q^T``, read from the dense buffer when it holds exactly these factors."""
+        held = self._scores_of
+        if self.dense and held is not None and held[0] is p and held[1] is q:
+            return self._buffers["scores"][users]
+        return p[users] @ q.T
 
     def _buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """A reused dense user × item buffer (fresh multi-MB allocations cost page faults on
@@ -323,8 +338,8 @@ class _Problem:
         return q + shift
 
 
-def _topk(p: torch.Tensor, q: torch.Tensor, users: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.topk(p[users] @ q.T, k, dim=1).indices
+def _topk(prob: _Problem, p: torch.Tensor, q: torch.Tensor, users: torch.Tensor, k: int):
+    return torch.topk(prob.scores(p, q, users), k, dim=1).indices
 
 
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -353,6 +368,8 @@ class AltEraser(Unlearner):
         empty_rows: str = "zero",
         seed: int = 2020,
     ) -> None:
+        if not damping > 0:
+            raise ValueError(f"damping must be positive, got {damping!r}")
         if empty_rows not in ("zero", "init"):
             raise ValueError(f"empty_rows must be 'zero' or 'init', got {empty_rows!r}")
         if objective not in ("residual", "retained"):
@@ -393,9 +410,9 @@ class AltEraser(Unlearner):
             refresh=self.refresh_hessian,
         )
         # gradient of the forgotten triples at the trained point: the unlearning signal
-        gfu, gfi = _Problem(fgt, n_users, n_items, p0, q0, 0.0, free, hessian=False).loss_gradients(
-            p0, q0
-        )
+        gfu, gfi = _Problem(
+            fgt, n_users, n_items, p0, q0, 0.0, free, hessian=False, dense_limit=0
+        ).loss_gradients(p0, q0)
         if self.objective == "residual":
             gru, gri = prob.loss_gradients(p0, q0)
             prob.g0u, prob.g0i = gru + gfu, gri + gfi
@@ -419,13 +436,13 @@ class AltEraser(Unlearner):
             check = np.sort(rng.choice(check, self.max_check_users, replace=False))
         check_t = torch.as_tensor(check)
         k = min(self.topk, n_items)
-        prev = _topk(p, q, check_t, k)
+        prev = _topk(prob, p, q, check_t, k)
         converged = False
         sweeps = 0
         for sweeps in range(1, self.max_sweeps + 1):
             p = prob.user_step(p, q)
             q = prob.item_step(p, q)
-            cur = _topk(p, q, check_t, k)
+            cur = _topk(prob, p, q, check_t, k)
             agree = _overlap(prev, cur)
             prev = cur
             new_model = None
