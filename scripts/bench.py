@@ -22,6 +22,11 @@ membership-inference AUC, forgotten-pair rank, time to Retrain-consistency) and 
 age and occupation (attackers before/after, NDCG, withdraw/add vs recompute); see
 :mod:`llmrec.unlearning.benchmark`.
 
+``unlearn-extra``: UnlearnRec (pre-training apart, per-request seconds, speed-up, NDCG@10 and
+membership-inference AUC against Retrain), SISA and RecEraser (initial training, per-request
+seconds, shards retrained, NDCG@10 beside Retrain) on a 5%-random-users request; see
+:mod:`llmrec.unlearning.benchmark_extra`.
+
 Adding a benchmark: write ``configure(parser)`` and ``run(args) -> int`` and register them in
 :data:`SUBCOMMANDS`.
 """
@@ -50,6 +55,9 @@ from llmrec.llm.bench import SUBCOMMANDS as LLM_BENCHES  # noqa: E402
 from llmrec.models import MODEL_REGISTRY, build_model  # noqa: E402
 from llmrec.pipelines.scale import SUBCOMMANDS as SCALE_BENCHES  # noqa: E402
 from llmrec.unlearning.benchmark import SUBCOMMANDS as UNLEARN_BENCHES  # noqa: E402
+from llmrec.unlearning.benchmark_extra import (  # noqa: E402
+    SUBCOMMANDS as UNLEARN_EXTRA_BENCHES,
+)
 from retrieval.bench import SUBCOMMANDS as RETRIEVAL_BENCHES  # noqa: E402
 
 #: RecBole 1.2.1 on ml-100k, RS 8:1:1, seed 2020, 100 epochs, CPU of this machine kind.
@@ -165,6 +173,7 @@ SUBCOMMANDS: dict[
     **RETRIEVAL_BENCHES,
     **SCALE_BENCHES,
     **UNLEARN_BENCHES,
+    **UNLEARN_EXTRA_BENCHES,
 }
 
 

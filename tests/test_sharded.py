@@ -53,7 +53,7 @@ def _state_equal(a, b) -> bool:
 
 
 def _from_scratch(sharded: ShardedModel, shard: int, pairs) -> torch.nn.Module:
-    params = {**sharded.params, "seed": sharded.shard_seed(shard)}
+    params = sharded.shard_params(shard, len(pairs[0]))
     m = build_model(sharded.base, sharded.n_users, sharded.n_items, **params)
     torch.set_num_threads(sharded.threads)
     return m.fit(*pairs)

@@ -681,6 +681,18 @@ def pretrain_encoder(
 # ---------------------------------------------------------------------------- the unlearner
 
 
+def off_clock(monitor: Monitor, fn, *args: Any) -> tuple[Any, float]:
+    """Run ``fn(*args)`` with the monitor's wall and CPU clocks paused; returns its result and
+    its wall seconds."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    wall = time.perf_counter() - t
+    monitor._paused += wall
+    if hasattr(monitor, "_cpu_paused"):
+        monitor._cpu_paused += time.process_time() - c
+    return out, wall
+
+
 class UnlearnRec(Unlearner):
     """Influence-encoder unlearning (module docstring).
 
@@ -799,10 +811,8 @@ class UnlearnRec(Unlearner):
 
     # ------------------------------------------------------------------ the request
     def _unlearn(self, model: CFModel, task: UnlearnTask, monitor: Monitor) -> tuple[CFModel, dict]:
-        t0 = time.perf_counter()
-        art, pretrained = self.resolve_encoder(model, task)
-        setup = time.perf_counter() - t0
-        monitor._paused += setup  # pre-training / loading is not part of the request's cost
+        # pre-training / loading the encoder is not part of the request's cost
+        (art, pretrained), setup = off_clock(monitor, self.resolve_encoder, model, task)
         s = art.settings
         same = art.model_fingerprint == model_fingerprint(model)
         stored = art.problem_state is not None and same
