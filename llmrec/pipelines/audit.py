@@ -17,6 +17,7 @@ from llmrec.workspace import Workspace
 
 AUDITORS: dict[str, str] = {
     "retrieval": "retrieval.audit:audit",
+    "adapters": "llmrec.llm.audit:audit",
     "served-log": "llmrec.pipelines.served:audit",
     "checkpoints": "llmrec.pipelines.audit:audit_checkpoints",
 }
