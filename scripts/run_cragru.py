@@ -25,6 +25,9 @@ import argparse
 import os
 import sys
 
+# idle OpenMP workers sleep instead of spinning (a spinning 2-thread run on a shared machine
+# fights other processes for the cores)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -112,3 +112,32 @@ def test_resume_is_idempotent_and_config_is_pinned(tuned):
     other = adapter_config(cfg.base, n_shards=2)
     with pytest.raises(ArtifactError):
         tune_adapters(ws, other)
+
+
+def test_merged_and_switched_adapters_serve_the_same_scores(tuned):
+    from llmrec.llm.adapters import adapter_paths
+    from llmrec.llm.catalog import Catalog
+    from llmrec.llm.generator import Generator
+    from llmrec.llm.prompt import UserContext
+
+    ws, cfg, _ = tuned
+    ds = ws.dataset
+    _, paths = adapter_paths(ws)
+    cat = Catalog.from_dataset(ds)
+    ctx = [
+        UserContext(u, {}, ds.inter_item[ds.inter_user == u][:8], None, np.arange(10, 20))
+        for u in range(3)
+    ]
+    merged = Generator.from_pretrained(cfg.base, cat, adapters=paths, merge=True)
+    peft = Generator.from_pretrained(cfg.base, cat, adapters=paths, merge=False)
+    for name in [None, *paths]:
+        a = merged.rank(ctx, "likelihood", adapter=name)
+        b = peft.rank(ctx, "likelihood", adapter=name)
+        for x, y in zip(a, b):
+            order = np.argsort(x.items)
+            np.testing.assert_allclose(
+                x.scores[order], y.scores[np.argsort(y.items)], rtol=1e-4, atol=1e-4
+            )
+    base = merged.rank(ctx, "likelihood")[0].scores
+    tuned_scores = merged.rank(ctx, "likelihood", adapter="shard-000")[0].scores
+    assert not np.allclose(np.sort(base), np.sort(tuned_scores))  # the adapter matters

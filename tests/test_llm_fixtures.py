@@ -15,7 +15,14 @@ from llmrec.llm.shards import ExampleSettings
 from llmrec.workspace import Workspace
 
 TINY_LM = LMConfig(
-    n_layer=1, n_embd=32, n_head=2, n_positions=256, bpe_vocab=300, block_size=64, epochs=1
+    n_layer=1,
+    n_embd=32,
+    n_head=2,
+    n_positions=256,
+    bpe_vocab=300,
+    block_size=64,
+    epochs=1,
+    sessions=40,
 )
 
 

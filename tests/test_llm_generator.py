@@ -58,6 +58,22 @@ def test_build_lm_is_a_plain_hf_model_without_user_data(setup):
     assert len(tok("<i1>", add_special_tokens=False)["input_ids"]) == 1
 
 
+def test_catalog_sessions_use_catalog_text_only(setup):
+    from llmrec.llm.pretrain import catalog_sessions
+    from llmrec.llm.prompt import PromptBuilder
+
+    ws, lm = setup
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(lm))
+    cat = Catalog.from_dataset(ws.dataset)
+    b = PromptBuilder("compact", cat, ItemVerbalizer(cat, tok.get_vocab()), tok)
+    a = catalog_sessions(cat, b, 5, seed=3)
+    assert a == catalog_sessions(cat, b, 5, seed=3) and len(a) == 5
+    for text in a:
+        assert text.startswith("user unknown") and "candidates" in text and text.endswith("}")
+
+
 def test_build_lm_is_deterministic(setup, tmp_path):
     ws, lm = setup
     again = tiny_lm(ws, tmp_path / "lm2")
@@ -101,11 +117,13 @@ def test_forgotten_items_are_never_produced_even_when_the_model_wants_them(setup
     gen = Generator.from_pretrained(lm, cat, batch_size=3, top_k=6)
     ctxs = contexts(ws, 4)
     banned = np.unique(np.concatenate([c.candidates[:3] for c in ctxs]))
-    with torch.no_grad():  # make the model adore the banned items
-        head = gen.model.get_output_embeddings()
-        hidden = torch.ones(head.weight.shape[1])
-        for i in banned:
-            head.weight[int(gen.verbalizer.token_ids[i])] = hidden * 50.0
+    tokens = torch.as_tensor(gen.verbalizer.token_ids[banned])
+
+    def adore(module, inputs, output):  # the model now strongly prefers the banned items
+        output[..., tokens] += 100.0
+        return output
+
+    gen.model.get_output_embeddings().register_forward_hook(adore)
     before = gen.rank(ctxs, mode, scope=scope)
     assert any(np.isin(r.items[:3], banned).any() for r in before)  # it really prefers them
     forgotten = np.zeros(ws.dataset.n_items, dtype=bool)

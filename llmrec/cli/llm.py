@@ -23,7 +23,10 @@ def register(sub, common) -> None:
     b.add_argument("--layers", type=int, default=2)
     b.add_argument("--dim", type=int, default=128)
     b.add_argument("--heads", type=int, default=4)
-    b.add_argument("--epochs", type=int, default=4)
+    b.add_argument("--epochs", type=int, default=3)
+    b.add_argument(
+        "--sessions", type=int, default=1000, help="catalogue-only prompt sessions to train on"
+    )
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=cmd_build_lm)
 
@@ -89,7 +92,13 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
 
     ws = open_workspace(args)
     out = Path(args.out) if args.out else default_lm_dir(ws)
-    cfg = LMConfig(n_layer=args.layers, n_embd=args.dim, n_head=args.heads, epochs=args.epochs)
+    cfg = LMConfig(
+        n_layer=args.layers,
+        n_embd=args.dim,
+        n_head=args.heads,
+        epochs=args.epochs,
+        sessions=args.sessions,
+    )
     man = build_lm(
         ws.dataset, out, cfg, seed=args.seed, device=args.device, progress=progress_enabled(args)
     )

@@ -138,21 +138,28 @@ class ShardTrainingData:
         max_len = getattr(self.tokenizer, "model_max_length", None)
         prompts = self.builder.texts(ctxs, None if (max_len or 0) > 1 << 20 else max_len)
         answers = [
-            answer_text([self.verbalizer(int(t)) for t in e.targets[: self.cfg.answer_items]])
+            answer_text([self.verbalizer(int(t)) for t in e.answer_items(self.cfg.answer_items)])
             for e in exs
         ]
         p_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         a_ids = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
         single = self.verbalizer.single_token
-        return [
-            TokenizedExample(
-                p + a,
-                len(a),
-                [self._first_token(int(t)) for t in e.targets],
-                self.verbalizer.token_ids[e.candidates].tolist() if single else [],
+        out = []
+        for p, a, e in zip(p_ids, a_ids, exs):
+            hist: list[int] = []
+            if single:
+                seen = set(self.verbalizer.token_ids[e.history_items].tolist())
+                hist = [k for k, t in enumerate(p) if t in seen]
+            out.append(
+                TokenizedExample(
+                    p + a,
+                    len(a),
+                    [self._first_token(int(t)) for t in e.targets],
+                    self.verbalizer.token_ids[e.candidates].tolist() if single else [],
+                    hist,
+                )
             )
-            for p, a, e in zip(p_ids, a_ids, exs)
-        ]
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -2,8 +2,10 @@
 
 The model exists so the default pipeline and the tests run offline on CPU; it is an ordinary
 Hugging Face model folder (``from_pretrained`` loads it). Its corpus is
-:func:`llmrec.llm.catalog.catalog_corpus` (titles, years, genres, item-id tokens) -- no
-interaction, rating or profile ever reaches it, so it never needs unlearning. The input and output
+:func:`llmrec.llm.catalog.catalog_corpus` (titles, years, genres, item-id tokens) plus
+:func:`llmrec.llm.pretrain.catalog_sessions` (prompts in the serving format whose "users" are
+made up from the catalogue) -- no interaction, rating or profile of a real user ever reaches it,
+so it never needs unlearning. The input and output
 embeddings are untied so LoRA adapters can learn per-item input and output factors separately.
 """
 
@@ -22,7 +24,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from llmrec.data.dataset import Dataset
 from llmrec.io import atomic_write_json
-from llmrec.llm.catalog import Catalog, catalog_corpus, item_token
+from llmrec.llm.catalog import Catalog, ItemVerbalizer, catalog_corpus, item_token
+from llmrec.llm.pretrain import catalog_sessions
+from llmrec.llm.prompt import PromptBuilder
 from llmrec.llm.tokenizer import build_tokenizer
 from prompts import list_templates, load_template
 
@@ -40,10 +44,12 @@ class LMConfig:
     activation: str = "gelu"
     bpe_vocab: int = 2000
     block_size: int = 256
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 8
     lr: float = 3e-3
     weight_decay: float = 0.01
+    sessions: int = 1000
+    template: str = "compact"
 
 
 def _pack(ids: list[list[int]], eos: int, block: int) -> torch.Tensor:
@@ -76,7 +82,13 @@ def build_lm(
     words = [load_template(n).static_text() for n in list_templates()]
     tok = build_tokenizer(corpus + words, [item_token(t) for t in catalog.tokens], cfg.bpe_vocab)
     eos = tok.eos_token_id
-    data = _pack(tok(corpus, add_special_tokens=False)["input_ids"], eos, cfg.block_size)
+    builder = PromptBuilder(cfg.template, catalog, ItemVerbalizer(catalog, tok.get_vocab()), tok)
+    sessions = catalog_sessions(catalog, builder, cfg.sessions, seed=seed)
+    texts = corpus + sessions
+    order = np.random.default_rng(seed).permutation(len(texts))
+    data = _pack(
+        tok([texts[k] for k in order], add_special_tokens=False)["input_ids"], eos, cfg.block_size
+    )
 
     model_cfg = GPT2Config(
         vocab_size=len(tok),
@@ -123,12 +135,14 @@ def build_lm(
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    corpus_hash = hashlib.sha256("\n".join(corpus).encode()).hexdigest()
+    corpus_hash = hashlib.sha256("\n".join(texts).encode()).hexdigest()
     manifest = {
         "kind": "llmrec-base-lm",
         "holds_user_data": False,
-        "corpus": "catalog text only (item titles, years, genres, item-id tokens)",
+        "corpus": "catalog text only (item titles, years, genres, item-id tokens) and "
+        "prompt-format sessions made up from the catalogue (no user data)",
         "corpus_lines": len(corpus),
+        "catalog_sessions": len(sessions),
         "corpus_sha256": corpus_hash,
         "corpus_tokens": int(data.numel()),
         "dataset": ds.fingerprint,

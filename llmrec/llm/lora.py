@@ -3,7 +3,7 @@
 The adapter of the toolkit's GPT-2 model puts LoRA on the attention and MLP projections and makes
 the item-token rows of the input embedding and of the (untied) output head trainable tokens
 (peft ``trainable_token_indices``): they become per-item collaborative factors, stored in the
-adapter as deltas. Any other causal LM gets LoRA on all linear layers.
+adapter (only those rows). Any other causal LM gets LoRA on all linear layers.
 
 Loss (teacher forcing on the answer ``{"i1": 10, "i2": 9, ...}``): at the first answer slot the
 targets are *all* held-out items of the example (a multinomial likelihood, as in Mult-VAE), at the
@@ -44,8 +44,10 @@ class LoraSettings:
     item_lr: float = 3e-3
     weight_decay: float = 0.0
     answer_weight: float = 0.5
-    prior_weight: float = 2.0
+    prior_weight: float = 0.5
     vocab_weight: float = 0.5
+    history_weight: float = 0.0
+    zero_residual: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +64,7 @@ class TokenizedExample:
     n_answer: int
     targets: list[int]
     candidates: list[int] = field(default_factory=list)
+    history: list[int] = field(default_factory=list)  # positions (in ids) of history item tokens
 
 
 def rank_prior(n: int) -> np.ndarray:
@@ -103,6 +106,27 @@ def _embedding_names(model: torch.nn.Module) -> list[str]:
     return out
 
 
+def center_item_logits(model: torch.nn.Module, item_token_ids: Sequence[int]) -> None:
+    """Start the output rows of the items at their mean: every item gets the same logit, so an
+    untrained adapter adds nothing to the candidate prior (a zero residual) and all item
+    preferences are learned from the shard's data (the base model's catalogue-only item rows
+    are arbitrary with respect to users)."""
+    head = model.get_output_embeddings()
+    names = [n for n, _ in model.named_modules() if n.endswith("lm_head.token_adapter")]
+    adapter = getattr(head, "token_adapter", None)
+    if adapter is None and names:
+        adapter = model.get_submodule(names[0])
+    if adapter is None:
+        return
+    base = adapter.get_base_layer().weight if hasattr(adapter, "get_base_layer") else head.weight
+    ids = torch.as_tensor(sorted(int(i) for i in item_token_ids))
+    with torch.no_grad():
+        rows = base[ids]
+        for name, param in adapter.named_parameters():
+            if "trainable_tokens_delta" in name:
+                param.copy_(rows.mean(0, keepdim=True).expand_as(rows))  # replaces the rows
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
@@ -128,6 +152,7 @@ def answer_loss(
     answer_weight: float,
     prior_weight: float = 0.0,
     vocab_weight: float = 0.0,
+    history_weight: float = 0.0,
 ) -> torch.Tensor:
     """First-slot multinomial loss over all held-out items + CE on the rest of the answer.
 
@@ -135,12 +160,31 @@ def answer_loss(
     logits *plus* ``prior_weight`` times :func:`rank_prior`: the adapter learns a residual on top
     of the candidate generator's order (the score served as the blended ranking), plus
     ``vocab_weight`` times the same multinomial over the whole vocabulary (every item row learns).
+
+    ``history_weight``: next-token CE on every history item token after the first (the history is
+    in random order, so each position predicts a held-out member of the user's set from the rest
+    before it): dozens of self-supervised targets per prompt for the cost of one forward pass.
     """
     inputs = collate(batch, pad_id)
     dev = next(model.parameters()).device
     inputs = {k: v.to(dev) for k, v in inputs.items()}
     keep = max(e.n_answer for e in batch) + 1
-    logits = model(**inputs, logits_to_keep=keep).logits  # [B, keep, V]
+    want_hist = history_weight > 0 and any(len(e.history) > 1 for e in batch)
+    out = model(**inputs, logits_to_keep=keep, output_hidden_states=want_hist)
+    logits = out.logits  # [B, keep, V]
+    hist_loss = None
+    if want_hist:
+        width = inputs["input_ids"].shape[1]
+        rows, cols, tgts = [], [], []
+        for b, e in enumerate(batch):
+            shift = width - len(e.ids)
+            for p in e.history[1:]:
+                rows.append(b)
+                cols.append(shift + p - 1)
+                tgts.append(e.ids[p])
+        h = out.hidden_states[-1][torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]
+        hl = model.get_output_embeddings()(h)
+        hist_loss = F.cross_entropy(hl.float(), torch.tensor(tgts, device=dev))
     logp = F.log_softmax(logits.float(), dim=-1)
     first, rest, n_rest = [], torch.zeros((), device=dev), 0
     for b, e in enumerate(batch):
@@ -150,7 +194,7 @@ def answer_loss(
             prior = torch.tensor(rank_prior(len(cand)), dtype=logits.dtype, device=dev)
             z = torch.log_softmax(logits[b, j0, cand].float() + prior_weight * prior, dim=-1)
             pos = [e.candidates.index(t) for t in e.targets if t in e.candidates]
-            loss_b = -z[torch.tensor(pos, device=dev)].mean()
+            loss_b = -z[torch.tensor(pos, device=dev)].mean() if pos else z.new_zeros(())
             if vocab_weight:
                 tg = torch.tensor(e.targets, device=dev)
                 loss_b = loss_b - vocab_weight * logp[b, j0, tg].mean()
@@ -164,6 +208,8 @@ def answer_loss(
     loss = torch.stack(first).mean()
     if n_rest:
         loss = loss + answer_weight * rest / n_rest
+    if hist_loss is not None:
+        loss = loss + history_weight * hist_loss
     return loss
 
 
@@ -190,6 +236,8 @@ def tune_adapter(
     seed_everything(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     model = get_peft_model(model, lora_config(model, settings, item_token_ids))
+    if settings.zero_residual and item_token_ids is not None and len(item_token_ids):
+        center_item_logits(model, item_token_ids)
     # Each adapter is an independent model: placed on this process's device, never wrapped in
     # DDP (processes tune different shards and must not average their gradients).
     model.to(acc.device)
@@ -219,6 +267,7 @@ def tune_adapter(
                 settings.answer_weight,
                 settings.prior_weight,
                 settings.vocab_weight,
+                settings.history_weight,
             )
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)

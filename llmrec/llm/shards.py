@@ -9,7 +9,8 @@ Training examples mask items *inside* the train history (no valid/test leakage):
 user, a seeded draw holds out a few train items as targets; the rest is the history shown in the
 prompt; the candidate list is the targets plus the items ranked highest for that history by the
 serving candidate generator (:class:`retrieval.candidates.CooccurrenceGenerator`) counted on the
-shard alone, in that generator's order -- the same shape as the candidate lists served at
+shard's kept histories alone (targets excluded, as test items are at serving time), in that
+generator's order -- the same shape as the candidate lists served at
 inference. Everything derives from the shard's own retained data, so
 the examples (and their hash) change exactly when that data changes.
 """
@@ -89,7 +90,9 @@ def shard_data(
 
 @dataclass
 class Example:
-    """One self-supervised training prompt: targets are held-out train items."""
+    """One self-supervised training prompt: targets are held-out train items; the candidates
+    are the generator's natural top list (targets are in it only where the generator ranks
+    them there, exactly as test items at serving time)."""
 
     user: int
     attributes: dict
@@ -97,6 +100,11 @@ class Example:
     history_ratings: np.ndarray | None
     candidates: np.ndarray
     targets: np.ndarray
+
+    def answer_items(self, k: int) -> np.ndarray:
+        """Up to ``k`` targets for the written answer: those in the candidate list first."""
+        inside = np.isin(self.targets, self.candidates)
+        return np.concatenate([self.targets[inside], self.targets[~inside]])[:k]
 
 
 @dataclass(frozen=True)
@@ -116,18 +124,11 @@ class ExampleSettings:
         return GeneratorConfig(**{**GeneratorConfig().to_dict(), **self.generator})
 
 
-def shard_generator(data: ShardData, config: GeneratorConfig) -> CooccurrenceGenerator:
-    """The candidate generator of :mod:`retrieval.candidates` counted on this shard only."""
-    rows = user_rows(data.n_items, [np.unique(u.items) for u in data.users])
-    return CooccurrenceGenerator.build(config, rows, max(1, len(data.users)))
-
-
 def epoch_examples(
     data: ShardData, settings: ExampleSettings, seed: int, epoch: int
 ) -> list[Example]:
     """The examples of one epoch, in user order; a pure function of its arguments."""
     rng = np.random.default_rng([seed, data.shard, epoch])
-    gen = shard_generator(data, settings.generator_config())
     drawn = []
     for rec in data.users:
         n = len(rec.items)
@@ -138,9 +139,15 @@ def epoch_examples(
         drawn.append((rec, perm[:m], perm[m:]))
     if not drawn:
         return []
-    rows = user_rows(data.n_items, [np.unique(rec.items[kept]) for rec, _, kept in drawn])
+    # the generator is counted on the *kept* histories only: like test items at serving time,
+    # the targets are absent from the statistics that rank them
+    kept_rows = [np.unique(rec.items[kept]) for rec, _, kept in drawn]
+    rows = user_rows(data.n_items, kept_rows)
+    gen = CooccurrenceGenerator.build(settings.generator_config(), rows, len(kept_rows))
     scores = gen.scores(rows)
-    in_shard = gen.degree > 0
+    in_shard = np.zeros(data.n_items, dtype=bool)
+    for rec in data.users:
+        in_shard[rec.items] = True
     out = []
     for (rec, tpos, kpos), s in zip(drawn, scores):
         targets = rec.items[tpos]
@@ -148,13 +155,7 @@ def epoch_examples(
         allowed[rec.items] = False
         allowed[targets] = True
         pool = np.flatnonzero(allowed)
-        order = pool[np.lexsort((pool, -s[pool]))]
-        cands = order[: settings.n_candidates]
-        missing = np.setdiff1d(targets, cands)
-        if len(missing):
-            keep = cands[~np.isin(cands, targets)][: settings.n_candidates - len(targets)]
-            chosen = np.concatenate([keep, targets[np.isin(targets, cands)], missing])
-            cands = chosen[np.lexsort((chosen, -s[chosen]))]
+        cands = pool[np.lexsort((pool, -s[pool]))][: settings.n_candidates]
         hist = kpos[: settings.history]
         out.append(
             Example(

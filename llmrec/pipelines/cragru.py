@@ -241,7 +241,7 @@ class ScenarioConfig:
     epochs: int = 4
     seed: int = 2020
     ks: tuple[int, ...] = (5, 10, 20)
-    blend_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+    blend_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 def _score_fn(rankings: dict[int, np.ndarray], base: np.ndarray, users: np.ndarray, n: int):
