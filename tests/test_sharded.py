@@ -53,10 +53,11 @@ def _state_equal(a, b) -> bool:
 
 
 def _from_scratch(sharded: ShardedModel, shard: int, pairs) -> torch.nn.Module:
-    params = sharded.shard_params(shard, len(pairs[0]))
-    m = build_model(sharded.base, sharded.n_users, sharded.n_items, **params)
+    """The sub-model a from-scratch build trains on ``pairs`` (its seed, shape, parameters)."""
+    job = sharded.shard_job(shard, pairs)
+    m = build_model(job["model"], job["n_users"], job["n_items"], **job["params"])
     torch.set_num_threads(sharded.threads)
-    return m.fit(*pairs)
+    return m.fit(job["users"], job["items"])
 
 
 # ------------------------------------------------------------------------------ partitions
@@ -127,10 +128,12 @@ def test_sisa_retrains_only_touched_shard_exactly(data):
         else:  # untouched: the very same parameters
             assert _state_equal(new.shards[s], sharded.shards[s])
             assert new.shard_hashes[s] == sharded.shard_hashes[s]
-    # the score is the mean of the shards' scores
+    # compact user tables: a shard holds its users only; the score is the mean of the shards'
+    # scores, 0 from the shards that do not hold the user
+    assert sum(m.n_users for m in new.shards) == ds.n_users
     users = np.arange(7)
-    mean = sum(m.score(users) for m in new.shards) / 4
-    assert torch.allclose(new.score(users), mean, atol=1e-5)
+    own = torch.stack([new.shards[new.assignment[u]].score([new.local[u]])[0] for u in users])
+    assert torch.allclose(new.score(users), own / 4, atol=1e-5)
 
 
 def test_sisa_parallel_processes_equal_in_process(data):
@@ -183,7 +186,7 @@ def test_receraser_exact_shards_and_aggregator(data, tmp_path, unit):
     s = new.agg_settings
     train_aggregator(
         agg, *new.shard_embeddings(), task.train, s["epochs"], s["lr"], s["batch_size"],
-        s["n_neg"], s["reg"], new.seed,
+        s["n_neg"], s["reg"], new.seed, new.membership(),
     )  # fmt: skip
     assert _state_equal(agg, new.aggregator)
     # persistence: scores, hashes and ledger version survive
@@ -202,3 +205,19 @@ def test_receraser_partition_is_balanced(data):
             model, (ds.inter_user[m], ds.inter_item[m])
         )
         assert keys is None and np.bincount(shard, minlength=4).max() == int(np.ceil(n / 4))
+
+
+def test_cache_dir_builds_once_and_any_checkpoint_loads(data, tmp_path):
+    from llmrec.unlearning.sharded import load_any_model
+
+    ds, split, model = data
+    un = SISA(n_shards=3, processes=1, cache_dir=tmp_path / "cache", seed=2)
+    first, rec1 = un.unlearn(model, (ds, split), [user_interactions_request(ds, np.array([0]))])
+    again, rec2 = un.unlearn(model, (ds, split), [user_interactions_request(ds, np.array([0]))])
+    assert rec1.info["initial_built"] and not rec2.info["initial_built"]
+    assert len(list((tmp_path / "cache").glob("sisa-bpr-*.pt"))) == 1
+    for a, b in zip(first.shards, again.shards):
+        assert _state_equal(a, b)
+    assert type(load_any_model(first.save(tmp_path / "s.pt", 1))) is ShardedModel
+    model.save(tmp_path / "m.pt", 0)
+    assert type(load_any_model(tmp_path / "m.pt")) is type(model)

@@ -1,4 +1,5 @@
-"""Embedding unlearners for CF models: Retrain (gold), FineTune, AltEraser, LEGO, reverse BPR.
+"""Embedding unlearners for CF models: Retrain (gold), FineTune, AltEraser, LEGO, reverse BPR,
+UnlearnRec, and the shard-based exact methods SISA and RecEraser.
 
 Every method is an :class:`Unlearner` configured in ``__init__`` and applied with
 ``unlearner.unlearn(model, workspace_or_data, requests) -> (new_model, UnlearnRecord)``.
@@ -15,10 +16,13 @@ from llmrec.unlearning.finetune import FineTune
 from llmrec.unlearning.lego import LEGO
 from llmrec.unlearning.retrain import Retrain
 from llmrec.unlearning.reverse_bpr import ReverseBPR
+from llmrec.unlearning.sharded import SISA, RecEraser, ShardedModel
+from llmrec.unlearning.unlearnrec import UnlearnRec
 
 #: method name (CLI spelling) -> class
 METHODS: dict[str, type[Unlearner]] = {
-    cls.name: cls for cls in (Retrain, FineTune, AltEraser, LEGO, ReverseBPR)
+    cls.name: cls
+    for cls in (Retrain, FineTune, AltEraser, LEGO, ReverseBPR, UnlearnRec, SISA, RecEraser)
 }
 
 
@@ -35,7 +39,11 @@ __all__ = [
     "FineTune",
     "LEGO",
     "Retrain",
+    "RecEraser",
     "ReverseBPR",
+    "SISA",
+    "ShardedModel",
+    "UnlearnRec",
     "UnlearnRecord",
     "UnlearnTask",
     "Unlearner",

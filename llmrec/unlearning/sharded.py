@@ -14,6 +14,11 @@ Aggregation:
 
 * ``mean`` (SISA): the score is the average of the shards' scores. Equivalently, the final
   embeddings are the concatenations ``[U_1 .. U_S] / S`` and ``[I_1 .. I_S]``.
+
+With a *user* partition a sub-model's user table holds only the users of its shard (compact
+tables: a shard costs its share of the users, not a full model), and a shard that does not hold
+a user knows nothing of it: its score (and user embedding) for that user is 0, its attention
+weight 0. The ranking of a user under ``mean`` is then the ranking of the user's own shard.
 * ``attention`` (RecEraser's adaptive aggregation): per side (users, items) every shard
   embedding is mapped by its own transfer matrix (``W_s e``, initialised to the identity; no
   additive bias, so a user without data in any shard keeps no preference, as in the base
@@ -39,6 +44,7 @@ processes cannot be used.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import math
 import multiprocessing
@@ -58,7 +64,8 @@ from llmrec.io import atomic_save
 from llmrec.models import CFModel, NegativeSampler, build_model
 from llmrec.unlearning.base import Monitor, Pairs, Unlearner, UnlearnTask, hyper_parameters
 from llmrec.unlearning.partition import UNITS, balanced_kmeans, random_partition
-from llmrec.unlearning.unlearnrec import off_clock
+from llmrec.unlearning.unlearnrec import model_fingerprint, off_clock
+from llmrec.unlearning.unlearnrec import pairs_hash as train_hash
 
 SHARDED_FORMAT = 1
 
@@ -106,6 +113,29 @@ def _restore(job: dict, out: dict) -> CFModel:
     return model
 
 
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes, kept for later calls (starting a worker means
+    importing torch, which costs more than training a small shard)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        ctx = multiprocessing.get_context("spawn")
+        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    return pool
+
+
+def shutdown_pools() -> None:
+    """Stop every kept worker pool."""
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+atexit.register(shutdown_pools)
+
+
 def run_jobs(jobs: Sequence[dict], processes: int | None = None) -> tuple[list[CFModel], dict]:
     """Train every job; in ``processes`` spawned workers when there are at least two jobs and
     ``processes`` (default: CPU count) allows, else (or if the pool fails) in-process.
@@ -116,14 +146,14 @@ def run_jobs(jobs: Sequence[dict], processes: int | None = None) -> tuple[list[C
     info: dict[str, Any] = {"processes": 1, "fallback": None}
     if procs > 1:
         try:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
-                futures = [pool.submit(train_shard, job) for job in jobs]
-                for k, fut in enumerate(futures):
-                    outs[k] = fut.result()
+            pool = worker_pool(procs)
+            futures = [pool.submit(train_shard, job) for job in jobs]
+            for k, fut in enumerate(futures):
+                outs[k] = fut.result()
             info["processes"] = procs
         except Exception as exc:  # noqa: BLE001  (no pool here: train in-process instead;
             # an error of the training itself recurs there and is raised)
+            shutdown_pools()
             info["fallback"] = f"{type(exc).__name__}: {exc}"
     for k, job in enumerate(jobs):
         if outs[k] is None:
@@ -144,10 +174,22 @@ class _SideAttention(nn.Module):
         self.att = nn.Linear(dim, hidden)
         self.att_out = nn.Linear(hidden, 1, bias=False)
 
-    def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``emb``: ``[n, S, d]`` shard embeddings -> aggregate ``[n, d]`` and weights ``[n, S]``."""
+    def forward(
+        self, emb: torch.Tensor, member: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``emb``: ``[n, S, d]`` shard embeddings (``member``: ``[n, S]`` bool, the shards that
+        hold the row) -> aggregate ``[n, d]`` and attention weights ``[n, S]``."""
+        if member is not None and bool((member.sum(1) == 1).all()):
+            # one shard per row (user partitions): the attention weight is 1 on it
+            own = member.to(torch.int8).argmax(1)
+            own_emb = emb[torch.arange(emb.shape[0]), own]
+            h = torch.bmm(own_emb.unsqueeze(1), self.transfer[own]).squeeze(1)
+            return h, member.to(emb.dtype)
         h = torch.einsum("nsd,sde->nse", emb, self.transfer)
-        weights = torch.softmax(self.att_out(torch.tanh(self.att(h))).squeeze(-1), dim=1)
+        logits = self.att_out(torch.tanh(self.att(h))).squeeze(-1)
+        if member is not None:
+            logits = logits.masked_fill(~member, float("-inf"))
+        weights = torch.softmax(logits, dim=1)
         return (weights.unsqueeze(-1) * h).sum(1), weights
 
 
@@ -162,9 +204,9 @@ class AttentionAggregator(nn.Module):
             self.item = _SideAttention(n_shards, dim, hidden)
 
     def forward(
-        self, users: torch.Tensor, items: torch.Tensor
+        self, users: torch.Tensor, items: torch.Tensor, member: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user(users)[0], self.item(items)[0]
+        return self.user(users, member)[0], self.item(items)[0]
 
 
 def train_aggregator(
@@ -178,9 +220,11 @@ def train_aggregator(
     n_neg: int,
     reg: float,
     seed: int,
+    member: torch.Tensor | None = None,
     dense_limit: int = 1 << 23,
 ) -> list[dict]:
-    """BPR training of the aggregator on ``train`` with frozen shard embeddings ``[n, S, d]``."""
+    """BPR training of the aggregator on ``train`` with frozen shard embeddings ``[n, S, d]``
+    (``member``: which shards hold each user, for user partitions)."""
     n_users, n_items = users_emb.shape[0], items_emb.shape[0]
     u = torch.as_tensor(np.asarray(train[0]), dtype=torch.int64)
     i = torch.as_tensor(np.asarray(train[1]), dtype=torch.int64)
@@ -197,7 +241,7 @@ def train_aggregator(
         total = 0.0
         for s in range(0, u.numel(), batch_size):
             bu, bi, bn = eu[s : s + batch_size], ei[s : s + batch_size], en[s : s + batch_size]
-            pu, qi = agg(users_emb, items_emb)
+            pu, qi = agg(users_emb, items_emb, member)
             if dense:  # one GEMM and 1-d gathers: far faster on CPU than row gathers
                 flat = (pu @ qi.T).reshape(-1)
                 pos = flat[bu * n_items + bi].unsqueeze(1)
@@ -266,8 +310,18 @@ class ShardedModel(nn.Module):
         self.seed = int(seed)
         self.threads = int(threads)
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
-        defaults = {"hidden": 64, "epochs": 20, "lr": 0.01, "batch_size": 32768, "n_neg": 4}
+        defaults = {"hidden": 64, "epochs": 10, "lr": 0.02, "batch_size": 32768, "n_neg": 4}
         self.agg_settings = {**defaults, "reg": 1e-6, **(agg_settings or {})}
+        # a user partition gives each sub-model only its own users (compact tables)
+        self.members: list[np.ndarray] | None = None
+        self.local: np.ndarray | None = None
+        if unit == "user":
+            self.members = [np.flatnonzero(self.assignment == k) for k in range(self.n_shards)]
+            self.local = np.zeros(self.n_users, dtype=np.int64)
+            for m in self.members:
+                self.local[m] = np.arange(len(m))
+            if any(len(m) == 0 for m in self.members):
+                raise ValueError("every shard of a user partition needs at least one user")
         self.shards = nn.ModuleList()
         self.shard_hashes: list[str] = []
         self.shard_sizes: list[int] = []
@@ -328,13 +382,20 @@ class ShardedModel(nn.Module):
             params["batch_size"] = max(1, math.ceil(n_pairs / self.steps_per_epoch))
         return params
 
-    def _job(self, shard: int, pairs: Pairs) -> dict:
+    def shard_users(self, shard: int) -> int:
+        """Rows of a sub-model's user table (a user shard holds only its own users)."""
+        return self.n_users if self.members is None else len(self.members[shard])
+
+    def shard_job(self, shard: int, pairs: Pairs) -> dict:
+        """What trains sub-model ``shard`` from scratch on ``pairs`` (global indices; a user
+        shard's sub-model sees its users' local indices)."""
+        users = pairs[0] if self.local is None else self.local[pairs[0]]
         return {
             "model": self.base,
-            "n_users": self.n_users,
+            "n_users": self.shard_users(shard),
             "n_items": self.n_items,
             "params": self.shard_params(shard, len(pairs[0])),
-            "users": pairs[0],
+            "users": users,
             "items": pairs[1],
             "threads": self.threads,
         }
@@ -347,7 +408,7 @@ class ShardedModel(nn.Module):
         if empty:
             raise ValueError(f"shard(s) {empty} hold no training pair; use fewer shards")
         t0 = time.perf_counter()
-        models, info = run_jobs([self._job(s, p) for s, p in enumerate(parts)], processes)
+        models, info = run_jobs([self.shard_job(s, p) for s, p in enumerate(parts)], processes)
         self.shards = nn.ModuleList(models)
         self.shard_hashes = [pairs_hash(*p) for p in parts]
         self.shard_sizes = [len(p[0]) for p in parts]
@@ -369,15 +430,15 @@ class ShardedModel(nn.Module):
         new = self._copy()
         t0 = time.perf_counter()
         todo = [s for s in shards if len(parts[s][0])]
-        models, info = run_jobs([self._job(s, parts[s]) for s in todo], processes)
+        models, info = run_jobs([self.shard_job(s, parts[s]) for s in todo], processes)
         for s, m in zip(todo, models):
             new.shards[s] = m
         for s in shards:
             if not len(parts[s][0]):  # a shard left without data: its seeded initial model
-                params = self._job(s, parts[s])["params"]
-                m = build_model(self.base, self.n_users, self.n_items, **params)
+                job = self.shard_job(s, parts[s])
+                m = build_model(self.base, job["n_users"], self.n_items, **job["params"])
                 if hasattr(m, "set_graph"):
-                    m.set_graph(parts[s][0], parts[s][1])
+                    m.set_graph(job["users"], job["items"])
                 new.shards[s] = m.eval()
             new.shard_hashes[s] = pairs_hash(*parts[s])
             new.shard_sizes[s] = len(parts[s][0])
@@ -399,7 +460,7 @@ class ShardedModel(nn.Module):
         ue, ie = self.shard_embeddings()
         self.aggregator_history = train_aggregator(
             self.aggregator, ue, ie, train, int(s["epochs"]), float(s["lr"]),
-            int(s["batch_size"]), int(s["n_neg"]), float(s["reg"]), self.seed,
+            int(s["batch_size"]), int(s["n_neg"]), float(s["reg"]), self.seed, self.membership(),
         )  # fmt: skip
 
     def _copy(self) -> ShardedModel:
@@ -416,10 +477,25 @@ class ShardedModel(nn.Module):
         return new
 
     # ------------------------------------------------------------------ scoring
+    def membership(self) -> torch.Tensor | None:
+        """``[n_users, S]`` bool: the shard holding each user (user partitions), else None."""
+        if self.members is None:
+            return None
+        member = torch.zeros(self.n_users, self.n_shards, dtype=torch.bool)
+        member[torch.arange(self.n_users), torch.as_tensor(self.assignment)] = True
+        return member
+
     def shard_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final embeddings of every shard stacked: ``[n_users, S, d]``, ``[n_items, S, d]``."""
+        """Final embeddings of every shard stacked: ``[n_users, S, d]``, ``[n_items, S, d]``
+        (for a user partition, zero where a shard does not hold the user)."""
         us, its = zip(*(m.final_embeddings() for m in self.shards))
-        return torch.stack(us, 1), torch.stack(its, 1)
+        items = torch.stack(its, 1)
+        if self.members is None:
+            return torch.stack(us, 1), items
+        users = torch.zeros(self.n_users, self.n_shards, us[0].shape[1], dtype=us[0].dtype)
+        for k, (m, emb) in enumerate(zip(self.members, us)):
+            users[torch.as_tensor(m), k] = emb
+        return users, items
 
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Aggregated user and item embeddings whose dot product is the score."""
@@ -427,7 +503,7 @@ class ShardedModel(nn.Module):
         if self.aggregation == "mean":
             return ue.reshape(self.n_users, -1) / self.n_shards, ie.reshape(self.n_items, -1)
         with torch.no_grad():
-            u, i = self.aggregator(ue, ie)
+            u, i = self.aggregator(ue, ie, self.membership())
         return u.detach(), i.detach()
 
     def user_embeddings(self) -> torch.Tensor:
@@ -482,6 +558,16 @@ class ShardedModel(nn.Module):
         )
 
 
+def load_any_model(path: str | Path, device: str | None = None) -> CFModel | ShardedModel:
+    """A checkpoint of either kind: :meth:`CFModel.save` or :meth:`ShardedModel.save`."""
+    from llmrec.models import load_model
+
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if isinstance(payload, dict) and payload.get("class") == "ShardedModel":
+        return load_sharded(path)
+    return load_model(path, device=device)
+
+
 def load_sharded(path: str | Path) -> ShardedModel:
     """Load a checkpoint written by :meth:`ShardedModel.save`."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
@@ -500,7 +586,7 @@ def load_sharded(path: str | Path) -> ShardedModel:
     shards = []
     for s, entry in enumerate(payload["shards"]):
         params = model.shard_params(s, int(payload["shard_sizes"][s]))
-        m = build_model(c["base"], c["n_users"], c["n_items"], **params)
+        m = build_model(c["base"], model.shard_users(s), c["n_items"], **params)
         m.load_state_dict(entry["state_dict"])
         m._restore_extra(entry["model_extra"])
         m.history = list(entry["history"])
@@ -529,6 +615,12 @@ class _Sharded(Unlearner):
 
     handles = ("interactions", "user", "item")
 
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        if params.get("cache_dir") is not None:
+            params["cache_dir"] = str(params["cache_dir"])
+        return params
+
     def build(self, model: CFModel, train: Pairs) -> ShardedModel:
         """The sharded model for ``model``'s hyper-parameters, trained on ``train``."""
         raise NotImplementedError
@@ -544,11 +636,32 @@ class _Sharded(Unlearner):
             seed=self.seed, threads=self.threads, steps_per_epoch=steps, **kwargs,
         )  # fmt: skip
 
+    def cached_build(self, model: CFModel, train: Pairs) -> tuple[ShardedModel, bool]:
+        """:meth:`build`, read from / written to ``cache_dir`` when set (keyed by the model's
+        fingerprint, the training pairs and the settings); returns whether it was built."""
+        if self.cache_dir is None:
+            return self.build(model, train), True
+        settings = {
+            k: v for k, v in self.get_params().items() if k not in ("processes", "cache_dir")
+        }
+        key = hashlib.sha256(
+            repr((model_fingerprint(model), train_hash(train), sorted(settings.items()))).encode()
+        ).hexdigest()[:16]
+        path = Path(self.cache_dir) / f"{self.name}-{model.model_name}-{key}.pt"
+        if path.is_file():
+            return load_sharded(path), False
+        sharded = self.build(model, train)
+        sharded.save(path, model.ledger_version or 0, extra={"source_fingerprint": key})
+        return sharded, True
+
     def _unlearn(self, model, task: UnlearnTask, monitor: Monitor) -> tuple[ShardedModel, dict]:
-        initial = 0.0
+        initial, built = 0.0, False
         if not isinstance(model, ShardedModel):
-            # the sharded model of the data before the request: built off the request's clock
-            model, initial = off_clock(monitor, self.build, model, task.train_before)
+            # the sharded model of the data before the request: built (or read from the cache)
+            # off the request's clock
+            (model, built), initial = off_clock(
+                monitor, self.cached_build, model, task.train_before
+            )
             model.ledger_version = task.before.version
         removed = model.shard_of(*task.forget)
         touched = sorted({int(s) for s in np.unique(removed)})
@@ -557,6 +670,7 @@ class _Sharded(Unlearner):
         return new, {
             "iterations": 1,
             "initial_seconds": initial,
+            "initial_built": built,
             "retrained_shards": touched,
             "n_retrained": len(touched),
             "n_shards": model.n_shards,
@@ -578,11 +692,13 @@ class SISA(_Sharded):
         processes: int | None = None,
         threads: int = 1,
         matched_steps: bool = True,
+        cache_dir: str | Path | None = None,
         seed: int = 2020,
     ) -> None:
         self.n_shards = n_shards
         self.processes = processes
         self.matched_steps = matched_steps
+        self.cache_dir = cache_dir
         self.threads = threads
         self.seed = seed
 
@@ -603,11 +719,12 @@ class RecEraser(_Sharded):
         n_shards: int = 10,
         unit: str = "user",
         kmeans_iterations: int = 5,
-        agg_epochs: int = 20,
-        agg_lr: float = 0.01,
+        agg_epochs: int = 10,
+        agg_lr: float = 0.02,
         processes: int | None = None,
         threads: int = 1,
         matched_steps: bool = True,
+        cache_dir: str | Path | None = None,
         seed: int = 2020,
     ) -> None:
         if unit not in UNITS:
@@ -619,6 +736,7 @@ class RecEraser(_Sharded):
         self.agg_lr = agg_lr
         self.processes = processes
         self.matched_steps = matched_steps
+        self.cache_dir = cache_dir
         self.threads = threads
         self.seed = seed
 

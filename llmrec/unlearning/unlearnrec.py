@@ -22,10 +22,13 @@ view (what a few exact AltEraser sweeps approximate). Its minimiser for a simula
 the embedding change the encoder learns to predict.
 
 **Rows.** The encoder updates the *touched* rows: users that lose pairs but keep some, the
-items of forgotten pairs and the sampled negatives of forgotten triples. A user left without any
-retained pair gets exactly what retraining gives it: its seeded initial row (divided by
-``L + 1`` for LightGCN, an isolated node), never a shrunken copy of its old row (a shrunken row
-ranks items as before, which a score-based membership attack detects).
+items of forgotten pairs and the sampled negatives of forgotten triples (rows further away keep
+their values: the objective's second-order effects on them are not modelled). A user left
+without any retained pair is not predicted: with ``empty_rows="zero"`` (default) its row becomes
+0, i.e. no preference at all (every item ties) — the expectation of what retraining gives it (its
+seeded random row, whose ranking is noise); ``"init"`` copies that seeded row (divided by
+``L + 1`` for LightGCN). Never a shrunken copy of the old row: it would rank items as before,
+which a scale-free, score-based membership attack detects.
 
 **Encoder.** One MLP for user rows and one for item rows over per-row features: the current
 embedding, the forget gradient ``g`` (the influence signal), the diagonal-Newton step
@@ -42,10 +45,20 @@ every epoch a checkpoint (encoder, optimiser, history) is written atomically, an
 from the last one. The result is an :class:`EncoderArtifact` recording the ledger version of the
 data it was trained on, the model fingerprint and a hash of the training pairs.
 
-**Request time** (:class:`UnlearnRec`): features of the real request, one forward pass, then
-``finetune_steps`` Adam steps on a copy of the encoder minimising this request's ``J`` (the
-pre-training objective, so the steps refine rather than fight the prediction), then the reset of
-data-less users and the write-back.
+The request-independent statistics (triples, their scores at the trained point, ``G0``, the
+diagonal curvature, per-row sums of counterpart embeddings) are computed once by pre-training and
+stored in the artifact, so a request only pays for its own rows.
+
+**Request time** (:class:`UnlearnRec`): features of the real request, one forward pass of the
+encoder, then ``finetune_steps`` fine-tuning steps on the predicted update: gradient steps on
+this request's ``J`` (the pre-training objective, so the steps refine rather than fight the
+prediction) preconditioned by the diagonal curvature bounds, step ``finetune_eta``; then the
+data-less users' rows and the write-back. Pre-training (or loading) the encoder is excluded from
+the record's clock and reported apart.
+
+Command line: ``python -m llmrec.unlearning.unlearnrec --workspace W --model bpr`` pre-trains (or
+resumes) the encoder of the workspace's trained model into ``W/artifacts/unlearnrec`` (see
+:func:`cmd_pretrain`), where ``UnlearnRec(cache_dir=...)`` and workspace runs find it.
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,7 +549,7 @@ def pretrain_encoder(
     ledger_version: int | None = None,
     checkpoint_dir: str | Path | None = None,
     requests: int = 32,
-    epochs: int = 8,
+    epochs: int = 5,
     hidden: int = 128,
     lr: float = 3e-3,
     damping: float = 30.0,
@@ -712,7 +726,7 @@ class UnlearnRec(Unlearner):
         finetune_steps: int = 2,
         finetune_eta: float = 0.5,
         pretrain_requests: int = 32,
-        pretrain_epochs: int = 8,
+        pretrain_epochs: int = 5,
         hidden: int = 128,
         damping: float = 30.0,
         n_neg: int = 1,
@@ -776,22 +790,9 @@ class UnlearnRec(Unlearner):
                 )
             return enc, False
         path = self.artifact_path(model)
-        wanted = {
-            "requests": int(self.pretrain_requests),
-            "epochs": int(self.pretrain_epochs),
-            "hidden": int(self.hidden),
-            "damping": float(self.damping),
-            "n_neg": int(self.n_neg),
-            "seed": int(self.seed),
-        }
-        if path is not None and path.is_file():
+        if path is not None and path.is_file():  # pre-trained for this model and data: use it
             art = EncoderArtifact.load(path)
-            same = all(art.settings.get(k) == v for k, v in wanted.items())
-            if (
-                same
-                and art.model_fingerprint == fp
-                and art.data_hash == pairs_hash(task.train_before)
-            ):
+            if art.model_fingerprint == fp and art.data_hash == pairs_hash(task.train_before):
                 return art, False
         art = pretrain_encoder(
             model,
@@ -868,19 +869,21 @@ def configure_pretrain_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of the pre-training command (``--workspace``/``--seed`` come from the CLI)."""
     p.add_argument("--model", default="bpr", help="trained model name in the workspace")
     p.add_argument("--requests", type=int, default=32, help="simulated requests")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
 
 
-def cmd_pretrain(args: argparse.Namespace) -> dict:
-    """Pre-train (or resume) the encoder of the workspace's trained ``--model``; returns a
-    summary with the artifact path."""
+def cmd_pretrain(args: argparse.Namespace, ws=None) -> dict:
+    """Pre-train (or resume) the encoder of the workspace's trained ``--model`` into
+    ``artifacts/unlearnrec``; returns a summary with the artifact path. ``ws``: an open
+    :class:`~llmrec.workspace.Workspace` (default: ``args.workspace`` opened)."""
     from llmrec.data.split import TRAIN
     from llmrec.pipelines.cf import load_checkpoint
     from llmrec.workspace import Workspace
 
-    ws = args.workspace if isinstance(args.workspace, Workspace) else Workspace(args.workspace)
+    if ws is None:
+        ws = args.workspace if isinstance(args.workspace, Workspace) else Workspace(args.workspace)
     model = load_checkpoint(ws, args.model)
     view = ws.view(model.ledger_version)
     m = ws.split.mask(TRAIN, view.keep)
@@ -905,7 +908,7 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
         n_neg=un.n_neg,
         seed=args.seed,
         resume=not args.no_resume,
-        log=lambda s: print(s, flush=True),
+        log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     art.save(path)
     return {
@@ -915,3 +918,20 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
         "pretrain_seconds": art.pretrain_seconds,
         "history": art.history,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmrec.unlearning.unlearnrec``: pre-train (resumably) an encoder."""
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--workspace", default="llmrec-workspace")
+    p.add_argument("--seed", type=int, default=2020)
+    configure_pretrain_parser(p)
+    out = cmd_pretrain(p.parse_args(argv))
+    print(json.dumps({k: v for k, v in out.items() if k != "history"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
