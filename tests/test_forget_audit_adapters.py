@@ -37,3 +37,35 @@ def test_adapter_audit_detects_forgotten_training_data(tmp_path, monkeypatch):
     m = json.loads(man.read_text())
     man.write_text(json.dumps(m | {"data_hash": "0" * 64}))
     assert [f["artifact"] for f in audit_adapters(ws, ws.view())] == [f"adapter/shard-{shard:03d}"]
+
+
+def test_served_lists_are_logged_and_scrubbed(tmp_path, capsys):
+    from llmrec.cli.main import main
+    from llmrec.pipelines.audit import run_audit
+    from llmrec.pipelines.cragru import default_lm_dir
+    from llmrec.pipelines.served import read_log
+    from retrieval.store import RetrievalStore
+
+    ws = small_workspace(tmp_path)
+    lm = tiny_lm(ws, default_lm_dir(ws))
+    RetrievalStore.build(ws, encoder="cf", n_candidates=20, seed=3, n_clusters=4)
+    tune_adapters(ws, adapter_config(lm.resolve()))
+    user = str(ws.dataset.user_tokens[1])
+    argv = [
+        "recommend",
+        "--pipeline",
+        "cragru",
+        "--user",
+        user,
+        "--workspace",
+        str(ws.root),
+        "--json",
+    ]
+    assert main(argv) == 0
+    shown = json.loads(capsys.readouterr().out)["items"]
+    (entry,) = read_log(ws)
+    assert entry["user"] == user and entry["items"] == shown
+    fp.forget(ws, [ForgetRequest("item", items=(shown[0],))])
+    assert shown[0] not in read_log(ws)[0]["items"]
+    res = run_audit(ws)
+    assert res["ok"], res["violations"]

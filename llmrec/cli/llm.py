@@ -187,6 +187,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from llmrec.pipelines.cragru import CragruOptions, CragruPipeline
+    from llmrec.pipelines.served import log_served
 
     ws = open_workspace(args)
     ds = ws.dataset
@@ -224,6 +225,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     }
     if rk.report is not None:
         result["parse"] = rk.report.to_dict()
+    # what is shown is user data too: the served log is scrubbed by the "served" forget stage
+    log_served(
+        ws, args.user, result["items"], result["ledger_version"], args.pipeline, mode=args.mode
+    )
     if rk.text is not None:
         result["text"] = rk.text
     prompt = pipe.generator.builder.text(ctx)
