@@ -10,24 +10,32 @@ other shard is kept as it is (byte-identical parameters). Because a shard is tra
 its seed and its data (in a fixed order: the order of the training pairs), the retrained shard is
 the shard a from-scratch build on the retained data produces: the unlearning is exact.
 
-Aggregation:
-
-* ``mean`` (SISA): the score is the average of the shards' scores. Equivalently, the final
-  embeddings are the concatenations ``[U_1 .. U_S] / S`` and ``[I_1 .. I_S]``.
+Sub-model recipe: the base model's hyper-parameters, except that with ``matched_steps`` (default)
+the batch size of a shard is chosen so that it makes as many optimiser steps per epoch as the
+base model does on the whole training data (``steps_per_epoch``, fixed at build time; the batch
+size of a shard is then a function of its own data only, so exactness is kept). With the base
+batch size a shard of a tenth of the data would make a tenth of the steps.
 
 With a *user* partition a sub-model's user table holds only the users of its shard (compact
 tables: a shard costs its share of the users, not a full model), and a shard that does not hold
 a user knows nothing of it: its score (and user embedding) for that user is 0, its attention
-weight 0. The ranking of a user under ``mean`` is then the ranking of the user's own shard.
+weight 0.
+
+Aggregation:
+
+* ``mean`` (SISA): the score is the average of the shards' scores (for a user partition, the
+  user's own shard's score divided by ``S``). Equivalently, the final embeddings are the
+  concatenations ``[U_1 .. U_S] / S`` and ``[I_1 .. I_S]``.
 * ``attention`` (RecEraser's adaptive aggregation): per side (users, items) every shard
   embedding is mapped by its own transfer matrix (``W_s e``, initialised to the identity; no
   additive bias, so a user without data in any shard keeps no preference, as in the base
-  models) into a common space, and the aggregate is the attention-weighted sum ``sum_s a_s h_s`` with
-  ``a = softmax_s(v . tanh(A h_s + c))``; the score is the dot product of the aggregates. The
-  aggregator is trained with the BPR loss on all retained training pairs, the sub-models frozen.
-  Simplifications against the paper: a fixed number of epochs (no validation), uniform negatives,
-  and the aggregator is retrained from its seeded initialisation after every request (it is
-  trained on every shard's data, so it must be; it is small and cheap), which keeps the
+  models) into a common space, and the aggregate is the attention-weighted sum
+  ``sum_s a_s h_s`` with ``a = softmax_s(v . tanh(A h_s + c))`` over the shards holding the
+  row; the score is the dot product of the aggregates. The aggregator is trained with the BPR
+  loss on all retained training pairs, the sub-models frozen. Simplifications against the paper:
+  a fixed number of epochs (no validation), uniform negatives, a plain dot-product prediction
+  layer, and the aggregator is retrained from its seeded initialisation after every request (it
+  is trained on every shard's data, so it must be; it is small and cheap), which keeps the
   exactness: the aggregator after a request equals one trained from scratch on the retained
   data over the same shards.
 
@@ -37,9 +45,10 @@ time, which a strict reading of exact unlearning must accept or avoid (``partiti
 depends on the seed only).
 
 Training a shard always runs with ``threads`` torch threads (default 1) whether in a worker
-process or in-process, so results do not depend on where it ran; workers are spawned
-(``multiprocessing`` ``spawn`` context) and the build falls back to in-process training when
-processes cannot be used.
+process or in-process, so results do not depend on where it ran. Shards train in a pool of
+spawned worker processes (``multiprocessing`` ``spawn`` context), kept for later requests
+because starting a worker (importing torch) costs more than a small shard; a single shard, or a
+pool that cannot start, trains in-process.
 """
 
 from __future__ import annotations
