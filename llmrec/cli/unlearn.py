@@ -73,6 +73,16 @@ def register(sub, common) -> None:
     m.add_argument("--attacker", default="logistic", help="logistic or gbdt")
     m.set_defaults(func=cmd_audit_membership)
 
+    from llmrec.unlearning.unlearnrec import configure_pretrain_parser
+
+    q = sub.add_parser(
+        "unlearnrec-pretrain",
+        parents=[common],
+        help="pre-train (resumably) the UnlearnRec influence encoder of a trained model",
+    )
+    configure_pretrain_parser(q)
+    q.set_defaults(func=cmd_unlearnrec_pretrain)
+
 
 def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
@@ -100,7 +110,7 @@ def unlearned_path(ws, model: str, method: str) -> Path:
 
 
 def _load(path: Path, what: str):
-    from llmrec.models import load_model
+    from llmrec.unlearning.sharded import load_any_model as load_model
 
     if not path.is_file():
         raise ArtifactError(f"no {what} checkpoint at {path}")
@@ -179,6 +189,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         params["seed"] = args.seed
     if args.method == "lego" and "cache_dir" not in params:
         params["cache_dir"] = str(ws.root / "artifacts" / "lego-cache" / args.model)
+    if args.method == "unlearnrec" and "cache_dir" not in params:
+        params["cache_dir"] = str(ws.root / "artifacts" / "unlearnrec")
+    if args.method in ("sisa", "receraser") and "cache_dir" not in params:
+        params["cache_dir"] = str(ws.root / "artifacts" / f"{args.method}-cache" / args.model)
     try:
         unlearner = make_unlearner(args.method, **params)
     except (TypeError, ValueError) as exc:
@@ -390,4 +404,12 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
     atomic_write_text(run / "results.txt", text + "\n")
     result["run_dir"] = str(run)
     emit(args, result, f"{text}\nrun {run}")
+    return 0
+
+
+def cmd_unlearnrec_pretrain(args: argparse.Namespace) -> int:
+    from llmrec.unlearning.unlearnrec import cmd_pretrain
+
+    out = cmd_pretrain(args, open_workspace(args))
+    emit(args, out, f"encoder {out['artifact']} (ledger v{out['ledger_version']})")
     return 0
