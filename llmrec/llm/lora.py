@@ -13,7 +13,6 @@ fixed, so on CPU the same data and seed give byte-identical adapter weights.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +47,6 @@ class LoraSettings:
     vocab_weight: float = 0.5
     history_weight: float = 0.0
     zero_residual: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -293,8 +291,3 @@ def load_adapters(model: torch.nn.Module, adapters: dict[str, str | Path]) -> Pe
         peft_model.load_adapter(str(adapters[name]), adapter_name=name)
     peft_model.eval()
     return peft_model
-
-
-def cpu_threads() -> int:
-    """Threads torch uses here (recorded with timings)."""
-    return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))

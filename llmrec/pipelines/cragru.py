@@ -468,6 +468,7 @@ def _quality(methods: dict[str, dict]) -> dict[str, Any]:
         "candidates_ndcg@10": cand,
         "bpr_retrained_ndcg@10": bpr,
         "llm_beats_candidates": llm > cand,
+        "llm_gain_over_candidates": llm / cand - 1.0 if cand else None,
         "llm_over_bpr": llm / bpr if bpr else None,
         "llm_reaches_0.85_bpr": bool(bpr and llm >= 0.85 * bpr),
     }
@@ -485,7 +486,7 @@ def format_results(summary: dict[str, Any]) -> str:
     q = summary.get("quality", {})
     if q:
         rows.append(
-            f"LLM/candidates {q['llm_ndcg@10'] / q['candidates_ndcg@10']:.3f}  "
+            f"LLM/candidates {q['llm_ndcg@10'] / q['candidates_ndcg@10']:.4f}  "
             f"LLM/BPR-retrained {q['llm_over_bpr']:.3f}"
         )
     return "\n".join(rows)
