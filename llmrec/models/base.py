@@ -23,6 +23,7 @@ best evaluated weights.
 
 from __future__ import annotations
 
+import abc
 import copy
 import os
 import sys
@@ -58,7 +59,7 @@ def _as_index_tensor(x: np.ndarray | torch.Tensor | Sequence[int], name: str) ->
     return t.reshape(-1).to(torch.int64)
 
 
-class CFModel(nn.Module):
+class CFModel(nn.Module, metaclass=abc.ABCMeta):
     """Base class: embeddings + BPR training + scoring + checkpointing.
 
     Subclasses set ``model_name`` and implement :meth:`compute_embeddings`; their ``__init__``
@@ -100,9 +101,9 @@ class CFModel(nn.Module):
                 w = torch.randn(table.weight.shape, generator=g) * std
                 table.weight.copy_(w.to(table.weight.device))
 
+    @abc.abstractmethod
     def compute_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (differentiable) user and item embeddings from the current base tables."""
-        raise NotImplementedError
 
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user and item embeddings, detached (one propagation for both)."""

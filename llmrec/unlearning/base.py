@@ -15,6 +15,7 @@ per-iteration history.
 
 from __future__ import annotations
 
+import abc
 import copy
 import inspect
 import threading
@@ -249,7 +250,7 @@ class Monitor:
             self._cpu_paused += time.process_time() - c
 
 
-class Unlearner:
+class Unlearner(abc.ABC):
     """Base class. Subclasses set ``name`` and ``handles`` and implement :meth:`_unlearn`."""
 
     name: ClassVar[str] = "unlearner"
@@ -318,8 +319,9 @@ class Unlearner:
         )
         return new, record
 
+    @abc.abstractmethod
     def _unlearn(self, model: CFModel, task: UnlearnTask, monitor: Monitor) -> tuple[CFModel, dict]:
-        raise NotImplementedError
+        """The method itself: return the unlearned copy of ``model`` and run details."""
 
 
 # ---------------------------------------------------------------------- shared helpers

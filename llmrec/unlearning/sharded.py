@@ -53,6 +53,7 @@ pool that cannot start, trains in-process.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import hashlib
 import math
@@ -630,9 +631,9 @@ class _Sharded(Unlearner):
             params["cache_dir"] = str(params["cache_dir"])
         return params
 
+    @abc.abstractmethod
     def build(self, model: CFModel, train: Pairs) -> ShardedModel:
         """The sharded model for ``model``'s hyper-parameters, trained on ``train``."""
-        raise NotImplementedError
 
     def _sharded(self, model: CFModel, train: Pairs, **kwargs: Any) -> ShardedModel:
         params = hyper_parameters(model)
