@@ -39,7 +39,8 @@ def register(sub, common) -> None:
         description="Users are split into --shards shards by a seeded hash; one adapter per "
         "shard is tuned (peft, under accelerate) on self-supervised prompts from that shard's "
         "retained train data. Shards whose data did not change are left untouched. Run under "
-        "'accelerate launch' or 'torchrun' to spread shards over processes/GPUs.",
+        "'accelerate launch' (CPU: 'accelerate launch --multi_gpu --num_processes N', gloo) or "
+        "'torchrun' to spread the work over processes/GPUs.",
     )
     t.add_argument("--model", help="base model: hub id or folder (default: the built LM)")
     t.add_argument("--shards", type=int, default=4)
@@ -49,6 +50,14 @@ def register(sub, common) -> None:
     t.add_argument("--template", default="compact")
     t.add_argument("--device", default="cpu")
     t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
+    t.add_argument(
+        "--parallel",
+        choices=["auto", "shards", "data"],
+        default="auto",
+        help="with several processes: one shard per process (shards, byte-identical to one "
+        "process) or every shard by all processes with DDP (data); auto: shards when there are "
+        "at least as many shards as processes",
+    )
     t.set_defaults(func=cmd_tune)
     s = asub.add_parser("status", parents=[common], help="adapters, versions, data hashes")
     s.set_defaults(func=cmd_status)
@@ -141,7 +150,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         device=args.device,
         lora=LoraSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
     )
-    rep = tune_adapters(ws, cfg, force=args.force, progress=_say(args))
+    rep = tune_adapters(ws, cfg, force=args.force, progress=_say(args), parallel=args.parallel)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0  # one report per run, from the main process
     text = (
         f"adapters at ledger version {rep['ledger_version']}: re-tuned shards {rep['retuned']}, "
         f"untouched {rep['untouched']}"

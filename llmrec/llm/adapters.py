@@ -12,9 +12,15 @@ manifest's ``data_hash``. After a forget request a shard is re-tuned from scratc
 that hash changed -- i.e. iff the request touched the shard's retained data -- and otherwise left
 byte-identical. Either way the ledger records the version each adapter reflects.
 
-Shards are spread over processes when run under ``accelerate launch``/``torchrun`` (shard ``s``
-goes to process ``s mod world_size``); each adapter is an independent model, so no gradient is
-shared and results do not depend on the number of processes.
+Distributed tuning (``accelerate launch``/``torchrun``, CPU gloo or GPUs), two layouts:
+
+- ``shards``: shard ``s`` is tuned by process ``s mod world_size`` alone; each adapter is an
+  independent model, so no gradient is shared and the weights are byte-identical to a
+  single-process run (on the same device kind);
+- ``data``: every process tunes every shard together (DDP, each takes a slice of every batch,
+  gradients averaged); the weights equal the single-process ones up to float summation order.
+
+``auto`` (the default) uses ``shards`` when there are at least as many shards as processes.
 """
 
 from __future__ import annotations
@@ -179,12 +185,14 @@ def tune_adapters(
     root: Path | None = None,
     progress: Callable[[str], None] | None = None,
     register: bool = True,
+    parallel: str = "auto",
 ) -> dict[str, Any]:
     """Bring every shard adapter to ``version`` (default: the ledger's newest).
 
     ``config`` is required the first time and must match afterwards (a different config means
     new adapters: use ``force`` or another ``root``). A shard whose training-data hash is
     unchanged is left byte-identical; others are tuned from scratch with the shard's seed.
+    ``parallel``: ``auto|shards|data``, how several processes share the work (module docstring).
     """
     from accelerate import Accelerator
 
@@ -208,8 +216,18 @@ def tune_adapters(
         atomic_write_json(root / CONFIG, config.to_dict())
     acc.wait_for_everyone()
     todo = list(range(config.n_shards)) if shards is None else list(shards)
-    mine = [s for s in todo if s % acc.num_processes == acc.process_index]
-    report: dict[str, Any] = {"ledger_version": version, "shards": {}}
+    layout = resolve_parallel(parallel, acc.num_processes, len(todo))
+    if layout == "shards":
+        mine = [s for s in todo if s % acc.num_processes == acc.process_index]
+    else:
+        mine = todo
+    writer = layout == "shards" or acc.is_main_process
+    report: dict[str, Any] = {
+        "ledger_version": version,
+        "processes": acc.num_processes,
+        "parallel": layout,
+        "shards": {},
+    }
     for s in mine:
         data = ShardTrainingData(ws, config, s, version)
         target = shard_dir(root, s)
@@ -220,7 +238,8 @@ def tune_adapters(
             continue
         say = (lambda m, s=s: progress(f"[shard {s}] {m}")) if progress else None
         tmp = target.with_name(f".{target.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if writer:
+            shutil.rmtree(tmp, ignore_errors=True)
         stats = tune_adapter(
             config.base,
             lambda e, d=data: d.epochs[e],
@@ -233,7 +252,11 @@ def tune_adapters(
             ),
             accelerator=acc,
             progress=say,
+            data_parallel=layout == "data",
         )
+        report["shards"][s] = {"retuned": True, "trained_at": version, "seconds": stats["seconds"]}
+        if not writer:
+            continue
         manifest = {
             "shard": s,
             "n_shards": config.n_shards,
@@ -248,8 +271,12 @@ def tune_adapters(
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
-        report["shards"][s] = {"retuned": True, "trained_at": version, "seconds": stats["seconds"]}
     acc.wait_for_everyone()
+    if acc.num_processes > 1 and layout == "shards":
+        from accelerate.utils import gather_object
+
+        for part in gather_object([report["shards"]]):
+            report["shards"].update(part)
     if register and acc.is_main_process:
         with ws.ledger() as led:
             for s in todo:
@@ -270,6 +297,18 @@ def tune_adapters(
     report["retuned"] = sorted(s for s, r in report["shards"].items() if r["retuned"])
     report["untouched"] = sorted(s for s, r in report["shards"].items() if not r["retuned"])
     return report
+
+
+PARALLEL = ("auto", "shards", "data")
+
+
+def resolve_parallel(parallel: str, processes: int, n_shards: int) -> str:
+    """The layout ``auto`` stands for: ``shards`` when every process gets a shard."""
+    if parallel not in PARALLEL:
+        raise ArtifactError(f"unknown parallel layout {parallel!r}; choose one of {PARALLEL}")
+    if parallel == "auto":
+        return "shards" if n_shards >= processes else "data"
+    return parallel
 
 
 def apply(ws: Workspace, version: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
+from torch.nn.parallel import DistributedDataParallel
 
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
 
@@ -143,6 +144,21 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.T
     return {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
 
 
+@dataclass(frozen=True)
+class LossTotals:
+    """Normalisers of :func:`answer_loss`: examples, answer tokens after the first slot, history
+    targets. Computed on the global batch, they make per-process slices sum to the full loss."""
+
+    examples: int
+    answer_tokens: int
+    history_tokens: int
+
+    @classmethod
+    def of(cls, batch: Sequence[TokenizedExample], history_weight: float = 0.0) -> LossTotals:
+        hist = sum(max(0, len(e.history) - 1) for e in batch) if history_weight > 0 else 0
+        return cls(len(batch), sum(max(0, e.n_answer - 1) for e in batch), hist)
+
+
 def answer_loss(
     model: torch.nn.Module,
     batch: Sequence[TokenizedExample],
@@ -151,6 +167,7 @@ def answer_loss(
     prior_weight: float = 0.0,
     vocab_weight: float = 0.0,
     history_weight: float = 0.0,
+    totals: LossTotals | None = None,
 ) -> torch.Tensor:
     """First-slot multinomial loss over all held-out items + CE on the rest of the answer.
 
@@ -162,7 +179,11 @@ def answer_loss(
     ``history_weight``: next-token CE on every history item token after the first (the history is
     in random order, so each position predicts a held-out member of the user's set from the rest
     before it): dozens of self-supervised targets per prompt for the cost of one forward pass.
+
+    ``totals``: the normalisers (examples, answer tokens, history tokens) of the *global* batch
+    when ``batch`` is one process's slice of it (data parallelism); default: ``batch``'s own.
     """
+    totals = totals or LossTotals.of(batch, history_weight)
     inputs = collate(batch, pad_id)
     dev = next(model.parameters()).device
     inputs = {k: v.to(dev) for k, v in inputs.items()}
@@ -181,10 +202,11 @@ def answer_loss(
                 cols.append(shift + p - 1)
                 tgts.append(e.ids[p])
         h = out.hidden_states[-1][torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]
-        hl = model.get_output_embeddings()(h)
-        hist_loss = F.cross_entropy(hl.float(), torch.tensor(tgts, device=dev))
+        core = model.module if isinstance(model, DistributedDataParallel) else model
+        hl = core.get_output_embeddings()(h)
+        hist_loss = F.cross_entropy(hl.float(), torch.tensor(tgts, device=dev), reduction="sum")
     logp = F.log_softmax(logits.float(), dim=-1)
-    first, rest, n_rest = [], torch.zeros((), device=dev), 0
+    first, rest = [], torch.zeros((), device=dev)
     for b, e in enumerate(batch):
         j0 = keep - e.n_answer - 1  # logit row predicting the first answer token
         if e.candidates:
@@ -202,12 +224,11 @@ def answer_loss(
         if e.n_answer > 1:
             tgt = torch.tensor(e.ids[-e.n_answer + 1 :], device=dev)
             rest = rest - logp[b, j0 + 1 : keep - 1].gather(1, tgt[:, None]).sum()
-            n_rest += len(tgt)
-    loss = torch.stack(first).mean()
-    if n_rest:
-        loss = loss + answer_weight * rest / n_rest
-    if hist_loss is not None:
-        loss = loss + history_weight * hist_loss
+    loss = torch.stack(first).sum() / totals.examples
+    if totals.answer_tokens:
+        loss = loss + answer_weight * rest / totals.answer_tokens
+    if hist_loss is not None and totals.history_tokens:
+        loss = loss + history_weight * hist_loss / totals.history_tokens
     return loss
 
 
@@ -221,24 +242,31 @@ def tune_adapter(
     item_token_ids: Sequence[int] | None = None,
     accelerator: Any = None,
     progress: Callable[[str], None] | None = None,
+    data_parallel: bool = False,
 ) -> dict[str, Any]:
     """Tune one adapter on ``epochs(e)`` (the examples of epoch ``e``) and save it (peft format).
 
-    ``accelerator``: an ``accelerate.Accelerator`` (a CPU one is made if absent). Returns
-    per-epoch losses and timing.
+    ``accelerator``: an ``accelerate.Accelerator`` (a CPU one is made if absent). By default the
+    adapter is tuned by this process alone (processes tune different shards). With
+    ``data_parallel`` every process of the accelerator tunes this adapter together: the model is
+    wrapped in DDP, each process takes every ``world_size``-th example of each (identically
+    ordered) batch, and the loss is normalised by the global batch, so the averaged gradient is
+    the single-process one up to float summation order. Only the main process writes
+    ``out_dir``. Returns per-epoch losses and timing.
     """
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
 
     acc = accelerator or Accelerator(cpu=True)
+    world = acc.num_processes if data_parallel else 1
     seed_everything(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     model = get_peft_model(model, lora_config(model, settings, item_token_ids))
     if settings.zero_residual and item_token_ids is not None and len(item_token_ids):
         center_item_logits(model, item_token_ids)
-    # Each adapter is an independent model: placed on this process's device, never wrapped in
-    # DDP (processes tune different shards and must not average their gradients).
     model.to(acc.device)
+    if world > 1:
+        model = acc.prepare_model(model)  # DDP: gradients averaged over the processes
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in named if "trainable_tokens" not in n], "lr": settings.lr},
@@ -258,29 +286,42 @@ def tune_adapter(
         total, n = 0.0, 0
         for s in range(0, len(order), settings.batch_size):
             batch = [data[k] for k in order[s : s + settings.batch_size]]
+            totals = LossTotals.of(batch, settings.history_weight)
+            mine = batch[acc.process_index :: world] if world > 1 else batch
             loss = answer_loss(
                 model,
-                batch,
+                mine or batch[:1],  # an idle process still takes part in the all-reduce
                 pad_id,
                 settings.answer_weight,
                 settings.prior_weight,
                 settings.vocab_weight,
                 settings.history_weight,
-            )
+                totals,
+            ) * (world if mine else 0.0)  # DDP averages: world x (slice sum / global count)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             opt.step()
-            total += float(loss.detach()) * len(batch)
+            part = loss.detach() / world
+            if world > 1:
+                part = acc.reduce(part, reduction="sum")  # the global batch's loss, for the log
+            total += float(part) * len(batch)
             n += len(batch)
         n_seen += n
         losses.append(total / max(1, n))
         if progress:
             progress(f"epoch {epoch + 1}/{settings.epochs} loss={losses[-1]:.4f}")
+    model = acc.unwrap_model(model) if world > 1 else model
     model.eval()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), save_embedding_layers=False)
-    return {"losses": losses, "examples": n_seen, "seconds": time.perf_counter() - t0}
+    if acc.is_main_process or world == 1:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out), save_embedding_layers=False)
+    return {
+        "losses": losses,
+        "examples": n_seen,
+        "seconds": time.perf_counter() - t0,
+        "processes": world,
+    }
 
 
 def load_adapters(model: torch.nn.Module, adapters: dict[str, str | Path]) -> PeftModel:
