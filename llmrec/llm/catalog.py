@@ -17,6 +17,24 @@ import numpy as np
 from llmrec.data.dataset import Dataset
 
 ITEM_TOKEN_RE = re.compile(r"<i([^<>\s]+)>")
+# markup that a tokenizer may read as one control token: item tokens, ``</s>``, ``<|im_start|>``
+_MARKUP_RE = re.compile(r"<(/?\|?[^<>\s]{1,64}?\|?)>")
+
+
+MAX_FIELD_CHARS = 200  # a longer title/genre is cut (with "…"): one field cannot fill a prompt
+
+
+def _field(text: str) -> str:
+    text = defang(text)
+    return text if len(text) <= MAX_FIELD_CHARS else text[: MAX_FIELD_CHARS - 1] + "…"
+
+
+def defang(text: str) -> str:
+    """Data text (titles, profile values) made inert: token-like markup such as ``<i50>``,
+    ``</s>`` or ``<|im_start|>`` gets ``‹ ›`` instead of ``< >``, so a hostile field cannot inject
+    an item token or a control token into a prompt or the base model's corpus; the rest of the
+    text is kept as written."""
+    return _MARKUP_RE.sub(lambda m: f"‹{m.group(1)}›", str(text))
 
 
 def item_token(token: str) -> str:
@@ -38,9 +56,9 @@ class Catalog:
         n = ds.n_items
         return cls(
             tuple(str(t) for t in ds.item_tokens),
-            tuple(ds.item_title(i) for i in range(n)),
-            tuple(ds.item_year(i) for i in range(n)),
-            tuple(tuple(ds.item_genres(i)) for i in range(n)),
+            tuple(_field(ds.item_title(i)) for i in range(n)),
+            tuple(_field(ds.item_year(i)) for i in range(n)),
+            tuple(tuple(_field(g) for g in ds.item_genres(i)) for i in range(n)),
         )
 
     def __len__(self) -> int:

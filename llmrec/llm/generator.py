@@ -346,8 +346,15 @@ class Generator:
 
     # ------------------------------------------------------------------ internals
     def _encode(self, batch: Sequence[UserContext], reserve: int) -> list[list[int]]:
+        """Token ids of the prompts. The builder drops history entries to fit the model; a prompt
+        still too long (a huge candidate text) keeps its end -- candidates, instruction, answer
+        lead -- rather than overflow the position embeddings."""
         texts = self.builder.texts(batch, self.max_prompt_tokens, reserve)
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if self.max_prompt_tokens:
+            room = max(1, self.max_prompt_tokens - reserve)
+            ids = [i[-room:] for i in ids]
+        return ids
 
     def _forward_last(self, ids: list[list[int]]) -> torch.Tensor:
         inputs = collate([TokenizedExample(i, 0, []) for i in ids], self.tokenizer.pad_token_id)

@@ -4,7 +4,9 @@
 item spelling. The caller passes only retained data: the profile from
 :meth:`RetainedView.visible_attributes` (forgotten attributes already dropped), the retained
 history, the candidates with forgotten items already removed. The same builder makes the prompts
-the adapters are tuned on and the prompts served at inference, so both see one format.
+the adapters are tuned on and the prompts served at inference, so both see one format. Data text
+(titles, profile values) is defanged (:func:`llmrec.llm.catalog.defang`): it cannot inject item or
+control tokens.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.llm.catalog import Catalog, ItemVerbalizer
+from llmrec.llm.catalog import Catalog, ItemVerbalizer, defang
 from prompts import PromptTemplate, load_template
 
 
@@ -65,7 +67,8 @@ class PromptBuilder:
             for k, i in enumerate(items)
         ]
         cands = [self._item(i, rank=k + 1) for k, i in enumerate(ctx.candidates)]
-        return self.template.render(ctx.attributes, history, cands, top_k=self.top_k)
+        profile = {a: defang(v) for a, v in ctx.attributes.items()}
+        return self.template.render(profile, history, cands, top_k=self.top_k)
 
     def text(self, ctx: UserContext, max_tokens: int | None = None, reserve: int = 0) -> str:
         """The model input for ``ctx``.
