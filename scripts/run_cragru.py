@@ -4,9 +4,10 @@
 Builds what the workspace lacks (catalog-only base LM, retrieval store, per-shard LoRA adapters),
 selects a forget set (default: the train interactions of 5% of the users, at random), applies
 it through the forget ledger (retrieval store and adapters are updated exactly), regenerates
-recommendations for the forget users and their neighbours and prints NDCG@10 / Recall@10 of the
-LLM ranking, the candidate generator's order and BPR-MF retrained on the retained data, on the
-same users. Results: WORKSPACE/runs/cragru-TIME/{config,versions,results}.json + rankings.jsonl.
+recommendations for every served user (the forget users and their neighbours are also reported
+as groups) and prints NDCG@10 / Recall@10 of the LLM ranking, the candidate generator's order and
+BPR-MF retrained on the retained data, on the same users, with the paired per-user differences
+and their standard errors. Results: WORKSPACE/runs/cragru-TIME/{config,versions,results}.json + rankings.jsonl.
 
     python scripts/run_cragru.py --workspace ws-cragru
 
@@ -52,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         help="forget the users' train interactions (they stay, evaluated) or the whole users",
     )
     p.add_argument("--neighbours", type=int, default=10, help="neighbours per forget user")
+    p.add_argument(
+        "--eval-users",
+        choices=["affected", "all"],
+        default="all",
+        help="regenerate and evaluate the forget users and their neighbours only, or every "
+        "served user with a test item (default; more users: a tighter paired comparison; the "
+        "forget users and neighbours are also reported as their own groups)",
+    )
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated generation modes")
     p.add_argument(
         "--strategy", choices=["preference", "diversity", "attention"], default="preference"
@@ -68,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         selection=args.selection,
         kind=args.kind,
         neighbours=args.neighbours,
+        eval_users=args.eval_users,
         modes=tuple(m for m in args.modes.split(",") if m),
         strategy=args.strategy,
         encoder=args.encoder,

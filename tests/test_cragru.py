@@ -17,6 +17,7 @@ from llmrec.pipelines.cragru import (
     ScenarioConfig,
     default_lm_dir,
     format_results,
+    paired_difference,
     run_scenario,
 )
 from llmrec.pipelines.forget import forget
@@ -106,6 +107,12 @@ def test_scenario_writes_results_and_never_outputs_forgotten_items(ready):
     ):
         assert s["methods"][m]["all"]["n_users"] == s["users"]["all"] > 0
     assert set(s["quality"]) >= {"llm_ndcg@10", "candidates_ndcg@10", "bpr_retrained_ndcg@10"}
+    paired = s["quality"]["paired_llm_minus_candidates"]
+    assert paired["n_users"] == s["users"]["all"]
+    assert paired["mean_diff"] == pytest.approx(
+        s["quality"]["llm_ndcg@10"] - s["quality"]["candidates_ndcg@10"], abs=1e-9
+    )
+    assert paired["wins"] + paired["losses"] + paired["ties"] == paired["n_users"]
     run = ws.root / s["run_dir"].split(str(ws.root) + "/")[-1]
     for f in ("config.json", "versions.json", "results.json", "rankings.jsonl"):
         assert (run / f).is_file()
@@ -132,3 +139,16 @@ def test_forgotten_users_are_not_served_and_stale_adapters_refused(ready, tmp_pa
         led.record(ForgetRequest("item", items=(str(ws.dataset.item_tokens[5]),)), ["adapters"])
     with pytest.raises(ArtifactError):
         CragruPipeline(ws, store=pipe.store)
+
+
+def test_paired_difference_matches_hand_computation():
+    a = np.array([0.5, 0.2, 0.0, 0.9, 0.4])
+    b = np.array([0.4, 0.2, 0.1, 0.6, 0.1])
+    d = paired_difference(a, b)
+    diff = a - b
+    assert d["mean_diff"] == pytest.approx(diff.mean())
+    assert d["std_err"] == pytest.approx(diff.std(ddof=1) / np.sqrt(5))
+    assert (d["wins"], d["losses"], d["ties"]) == (3, 1, 1)
+    assert 0 < d["t_p_value"] < 1 and 0 < d["wilcoxon_p_value"] <= 1
+    scaled = paired_difference(a, b, 0.5)
+    assert scaled["mean_diff"] == pytest.approx((a - 0.5 * b).mean())

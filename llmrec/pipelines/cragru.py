@@ -12,10 +12,14 @@ generator's order (``logit + beta * prior``, prior ``-log2(2 + rank)``), so the 
 (``adapters/blend.json``) as the served default; without it ``blend = beta``.
 
 Scenario (:func:`run_scenario`): select a forget set, apply it through every stage of the
-ledger (retrieval, adapters, ...), regenerate recommendations for the forget users and their
-neighbours, and compare on the same users, RecBole protocol restricted to the candidate list
-(items outside the candidates rank after them, in the generator's order): the LLM ranking, the
-candidate generator's own order and BPR-MF retrained on the retained data.
+ledger (retrieval, adapters, ...), regenerate recommendations for every served user with a test
+item (``eval_users="all"``; ``"affected"``: the forget users and their neighbours only -- they
+are reported as their own groups either way), and compare on the same users, RecBole protocol
+restricted to the candidate list (items outside the candidates rank after them, in the
+generator's order): the LLM ranking, the candidate generator's own order and BPR-MF retrained on
+the retained data. The quality block gives the three NDCG@10 and the paired per-user differences
+(LLM - candidates, LLM - 0.85 x BPR) with their standard error, a paired t-test and a Wilcoxon
+signed-rank test.
 """
 
 from __future__ import annotations
@@ -234,6 +238,7 @@ class ScenarioConfig:
     selection: str = "random"
     kind: str = "interactions"
     neighbours: int = 10
+    eval_users: str = "all"
     modes: tuple[str, ...] = MODES
     strategy: str = "preference"
     encoder: str = "text"
@@ -357,8 +362,22 @@ def run_scenario(
         eligible=has_test & alive,
     )
     forget_users = sel[alive[sel] & has_test[sel]]
-    users = np.union1d(forget_users, neigh)
-    groups = {"all": users, "forget": forget_users, "neighbours": neigh}
+    affected = np.union1d(forget_users, neigh)
+    groups = {"all": affected, "forget": forget_users, "neighbours": neigh}
+    if cfg.eval_users == "all":
+        # every served user with a test item: more users, less noise in the comparison
+        users = np.flatnonzero(has_test & alive)
+        groups = {
+            "all": users,
+            "affected": affected,
+            "forget": forget_users,
+            "neighbours": neigh,
+            "others": np.setdiff1d(users, affected),
+        }
+    elif cfg.eval_users == "affected":
+        users = affected
+    else:
+        raise ValueError(f"eval_users must be 'affected' or 'all', got {cfg.eval_users!r}")
 
     pipe = CragruPipeline(ws, CragruOptions(device=device, strategy=cfg.strategy))
     ctxs = timed("retrieve", lambda: [pipe.context(int(u)) for u in users])
@@ -404,14 +423,20 @@ def run_scenario(
 
     bpr = timed("bpr_retrain", lambda: train_model(ws, "bpr", seed=cfg.seed, data=data))
     results: dict[str, Any] = {"methods": {}}
-    for name, rk in methods.items():
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, rk in [*methods.items(), ("bpr_retrained", None)]:
+        if rk is None:
+            res = evaluate_model(bpr, data, "test", users, ks=cfg.ks, return_per_user=True)
+        else:
+            fn = _score_fn(rk, base, users, ds.n_items)
+            res = evaluate_model(
+                None, data, "test", users, ks=cfg.ks, score_fn=fn, return_per_user=True
+            )
+        pu = res["per_user"]
+        per_user[name] = (np.asarray(pu["users"]), np.asarray(pu["ndcg@10"]))
         results["methods"][name] = {
-            g: _metrics(evaluate(rk, "test", who), cfg.ks) for g, who in groups.items()
+            g: _metrics(_subset(res, who), cfg.ks) for g, who in groups.items()
         }
-    results["methods"]["bpr_retrained"] = {
-        g: _metrics(evaluate_model(bpr, data, "test", who, ks=cfg.ks), cfg.ks)
-        for g, who in groups.items()
-    }
     fallbacks = {
         m: {
             "fallbacks": int(sum(r.fallback for r in rs)),
@@ -437,7 +462,12 @@ def run_scenario(
         "parse": fallbacks,
         "forgotten_items_output": forgotten_out,
         "timings_s": timings,
-        "quality": _quality(results["methods"]),
+        "quality": _quality(results["methods"], per_user),
+        **(
+            {"quality_affected": _quality(results["methods"], per_user, "affected", affected)}
+            if "affected" in groups
+            else {}
+        ),
         **results,
     }
     run = ws.new_run("cragru", {"scenario": asdict(cfg), "device": device})
@@ -453,16 +483,56 @@ def run_scenario(
     return summary
 
 
-def _quality(methods: dict[str, dict]) -> dict[str, Any]:
-    """Acceptance-2 check on all evaluated users: LLM vs candidate order vs retrained BPR."""
+def _subset(res: dict[str, Any], who: np.ndarray) -> dict[str, Any]:
+    """Metrics of an ``evaluate_ranking(..., return_per_user=True)`` result over ``who``."""
+    pu = res["per_user"]
+    keep = np.isin(pu["users"], who)
+    out: dict[str, Any] = {
+        k: float(np.asarray(v)[keep].mean()) if keep.any() else 0.0
+        for k, v in pu.items()
+        if k != "users"
+    }
+    out["n_users"] = int(keep.sum())
+    return out
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> dict[str, Any]:
+    """Paired comparison of per-user metrics ``a`` and ``scale * b`` (same users, same order):
+    mean difference, its standard error, a two-sided paired t-test and a two-sided Wilcoxon
+    signed-rank test, and the counts of users where ``a`` wins, loses or ties."""
+    from scipy import stats
+
+    d = np.asarray(a, np.float64) - scale * np.asarray(b, np.float64)
+    n = len(d)
+    out: dict[str, Any] = {"n_users": n, "mean_diff": float(d.mean()) if n else 0.0}
+    se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    out["std_err"] = se
+    out["ci95"] = [out["mean_diff"] - 1.96 * se, out["mean_diff"] + 1.96 * se]
+    nz = d[d != 0]
+    out["t_p_value"] = float(stats.ttest_1samp(d, 0.0).pvalue) if n > 1 and se > 0 else 1.0
+    out["wilcoxon_p_value"] = float(stats.wilcoxon(nz).pvalue) if len(nz) else 1.0
+    out["wins"], out["losses"] = int((d > 0).sum()), int((d < 0).sum())
+    out["ties"] = n - out["wins"] - out["losses"]
+    return out
+
+
+def _quality(
+    methods: dict[str, dict],
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    group: str = "all",
+    who: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Acceptance-2 check on one group of evaluated users (default all): LLM vs candidate order
+    vs retrained BPR, with paired per-user differences (same users) and their uncertainty."""
 
     def get(m: str) -> float | None:
-        return methods[m]["all"]["ndcg@10"] if m in methods else None
+        return methods[m][group]["ndcg@10"] if m in methods else None
 
     llm, cand, bpr = get("llm_likelihood"), get("candidates"), get("bpr_retrained")
     if llm is None or cand is None or bpr is None:
         return {}
-    return {
+    out = {
+        "users": group,
         "llm_ndcg@10": llm,
         "llm_pure_ndcg@10": get("llm_likelihood_pure"),
         "candidates_ndcg@10": cand,
@@ -472,6 +542,15 @@ def _quality(methods: dict[str, dict]) -> dict[str, Any]:
         "llm_over_bpr": llm / bpr if bpr else None,
         "llm_reaches_0.85_bpr": bool(bpr and llm >= 0.85 * bpr),
     }
+    if per_user and {"llm_likelihood", "candidates", "bpr_retrained"} <= set(per_user):
+        (u0, llm_u), (u1, cand_u), (u2, bpr_u) = (
+            per_user[m] for m in ("llm_likelihood", "candidates", "bpr_retrained")
+        )
+        if np.array_equal(u0, u1) and np.array_equal(u0, u2):
+            keep = np.ones(len(u0), bool) if who is None else np.isin(u0, who)
+            out["paired_llm_minus_candidates"] = paired_difference(llm_u[keep], cand_u[keep])
+            out["paired_llm_minus_0.85_bpr"] = paired_difference(llm_u[keep], bpr_u[keep], 0.85)
+    return out
 
 
 def format_results(summary: dict[str, Any]) -> str:
@@ -483,10 +562,25 @@ def format_results(summary: dict[str, Any]) -> str:
                 f"{name:34s} {g:11s} {m['n_users']:5d} {m.get('ndcg@10', 0):8.4f} "
                 f"{m.get('recall@10', 0):9.4f}"
             )
-    q = summary.get("quality", {})
-    if q:
+    for qkey in ("quality", "quality_affected"):
+        q = summary.get(qkey, {})
+        if not q:
+            continue
         rows.append(
-            f"LLM/candidates {q['llm_ndcg@10'] / q['candidates_ndcg@10']:.4f}  "
+            f"[{q['users']} users] LLM/candidates "
+            f"{q['llm_ndcg@10'] / q['candidates_ndcg@10']:.4f}  "
             f"LLM/BPR-retrained {q['llm_over_bpr']:.3f}"
         )
+        for key, label in (
+            ("paired_llm_minus_candidates", "LLM - candidates"),
+            ("paired_llm_minus_0.85_bpr", "LLM - 0.85*BPR"),
+        ):
+            d = q.get(key)
+            if d:
+                rows.append(
+                    f"  paired NDCG@10 {label}: {d['mean_diff']:+.4f} +- {d['std_err']:.4f} "
+                    f"(s.e., {d['n_users']} users; t p={d['t_p_value']:.3g}, Wilcoxon "
+                    f"p={d['wilcoxon_p_value']:.3g}; wins/losses/ties "
+                    f"{d['wins']}/{d['losses']}/{d['ties']})"
+                )
     return "\n".join(rows)
