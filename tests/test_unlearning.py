@@ -261,8 +261,9 @@ def test_cli_unlearn_writes_checkpoint_run_and_errors(tmp_path, synth, capsys):
     assert rc != 0 and len(err) == 1 and "bad parameter" in err[0]
 
 
-def _planted(n_users: int = 300, seed: int = 0):
-    """A dataset whose user embeddings carry a planted gender (and random age)."""
+def _planted(n_users: int = 300, seed: int = 0, plant_age: bool = False):
+    """A dataset whose user embeddings carry a planted gender (and a random age, planted along
+    two other directions with ``plant_age``)."""
     import pandas as pd
 
     from llmrec.data.dataset import Dataset
@@ -289,6 +290,9 @@ def _planted(n_users: int = 300, seed: int = 0):
     model = build_model("bpr", n_users, 30, dim=8, seed=1)
     emb = torch.as_tensor(rng.normal(0, 1, (n_users, 8)), dtype=torch.float32)
     emb[torch.as_tensor(gender == "F"), 0] += 1.5
+    if plant_age:
+        emb[torch.as_tensor(age == "30"), 1] += 1.5
+        emb[torch.as_tensor(age == "40"), 2] += 1.5
     with torch.no_grad():
         model.user_emb.weight.copy_(emb)
     model.ledger_version = 0
@@ -331,3 +335,39 @@ def test_lego_reduces_planted_leakage_and_reuses_calibrations(tmp_path):
     assert rec2.info["calibrated"] == []
     with pytest.raises(LlmrecError, match="handles"):
         lego.unlearn(model, (ds, split), [ForgetRequest("user", users=("u1",))])
+
+
+def test_lego_combination_keeps_every_calibration_removal():
+    from llmrec.audit.attributes import attack, attribute_labels
+    from llmrec.unlearning import LEGO
+
+    ds, split, model = _planted(plant_age=True)
+    labels = {a: attribute_labels(ds, a, min_class_size=20)[0] for a in ("age", "gender")}
+    u0 = model.user_embeddings()
+
+    def leak(u):
+        return {a: attack(u, y, "mlp", folds=3)["balanced_accuracy"] for a, y in labels.items()}
+
+    before = leak(u0)
+    assert before["gender"] > 0.7 and before["age"] > 0.55
+    kw = dict(epsilon=1.0, iterations=60, step=0.05, min_class_size=20, workers=1)
+    # alpha = 0 and no refinement: exactly the projected sum of the calibration perturbations
+    plain = LEGO(combine_iterations=0, combine_refine=0, **kw)
+    both = ForgetRequest("attribute", attributes=("age", "gender"))
+    new, rec = plain.unlearn(model, (ds, split), [both])
+    assert rec.info["weights"] == {"age": 1.0, "gender": 1.0}
+    cals, info = plain.calibrations(
+        u0.numpy(), labels, {a: np.ones(ds.n_users, dtype=bool) for a in labels}
+    )
+    assert info["cached"] == ["age", "gender"]
+    x0 = u0.numpy()
+    delta = sum(c["users"] - x0 for c in cals.values())
+    radius = 1.0 * np.linalg.norm(x0, axis=1, keepdims=True)
+    scale = np.minimum(
+        1.0, radius / np.maximum(np.linalg.norm(delta, axis=1, keepdims=True), 1e-12)
+    )
+    np.testing.assert_allclose(new.user_embeddings().numpy(), x0 + delta * scale, atol=1e-5)
+    # the combination keeps both removals: each attribute far below where it started
+    after = leak(LEGO(**kw).unlearn(model, (ds, split), [both])[0].user_embeddings())
+    assert after["gender"] < before["gender"] - 0.15
+    assert after["age"] < before["age"] - 0.1
