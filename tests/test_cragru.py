@@ -113,6 +113,7 @@ def test_scenario_writes_results_and_never_outputs_forgotten_items(ready):
         s["quality"]["llm_ndcg@10"] - s["quality"]["candidates_ndcg@10"], abs=1e-9
     )
     assert paired["wins"] + paired["losses"] + paired["ties"] == paired["n_users"]
+    assert isinstance(s["quality"]["llm_beats_candidates_significant"], bool)
     run = ws.root / s["run_dir"].split(str(ws.root) + "/")[-1]
     for f in ("config.json", "versions.json", "results.json", "rankings.jsonl"):
         assert (run / f).is_file()

@@ -548,8 +548,13 @@ def _quality(
         )
         if np.array_equal(u0, u1) and np.array_equal(u0, u2):
             keep = np.ones(len(u0), bool) if who is None else np.isin(u0, who)
-            out["paired_llm_minus_candidates"] = paired_difference(llm_u[keep], cand_u[keep])
+            vs_cand = paired_difference(llm_u[keep], cand_u[keep])
+            out["paired_llm_minus_candidates"] = vs_cand
             out["paired_llm_minus_0.85_bpr"] = paired_difference(llm_u[keep], bpr_u[keep], 0.85)
+            # one-sided paired t-test at 5%: the LLM's gain is more than noise across users
+            out["llm_beats_candidates_significant"] = bool(
+                vs_cand["mean_diff"] > 0 and vs_cand["t_p_value"] / 2 < 0.05
+            )
     return out
 
 
