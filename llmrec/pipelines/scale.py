@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                             f"{counts_bytes / 2**30:.1f} GiB (x3 while building) for {ds.n_items} "
                             f"items; sparse ones ~{nnz:.2g} non-zeros "
                             f"({nnz / ds.n_items**2:.0%} dense, ~{8 * nnz / 2**30:.0f} GiB as "
-                            f"int32 CSR, about twice that while the product is formed); budget "
+                            f"int32 CSR, plus the working memory of forming the product); budget "
                             f"{budget / 2**30:.1f} GiB",
                             "cooccurrence_nnz_estimate": nnz,
                         }
