@@ -22,7 +22,7 @@ from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, user_ro
 from retrieval.encoders import EmbeddingCache
 from retrieval.forget import store_names
 from retrieval.index import ForgetAwareIndex
-from retrieval.store import RetrievalStore, _cache_dir, _retained_rows
+from retrieval.store import RetrievalStore, _cache_dir, _retained_rows, manifest_degree
 
 
 def _finding(name: str, path: Path | str, problem: str) -> dict:
@@ -104,7 +104,7 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
                 "they hold forgotten interactions or missed an update",
             )
         )
-    if not np.array_equal(np.asarray(man["stats"]["degree"]), fresh.degree):
+    if not np.array_equal(manifest_degree(man["stats"]), fresh.degree):
         out.append(_finding(name, man_path, "item degrees differ from the retained data"))
     return out
 

@@ -40,6 +40,7 @@ Usage (the interface the generation layer codes against)::
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
@@ -94,6 +95,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(n > 0, n, 1.0)
+
+
+def manifest_degree(stats: dict) -> np.ndarray:
+    """Item degrees recorded in a store manifest (``degree_b64``; a JSON list in old ones)."""
+    if "degree_b64" in stats:
+        return np.frombuffer(base64.b64decode(stats["degree_b64"]), dtype="<i8").astype(np.int64)
+    return np.asarray(stats["degree"], dtype=np.int64)
 
 
 class RetrievalStore:
@@ -270,7 +278,7 @@ class RetrievalStore:
                 clusters = ItemClusters(z["labels"], z["centroids"])
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(f"retrieval store {name!r}: unreadable artifact ({exc})") from None
-        gen = CooccurrenceGenerator(gcfg, counts, np.asarray(stats["degree"], dtype=np.int64))
+        gen = CooccurrenceGenerator(gcfg, counts, manifest_degree(stats))
         recounted = gen.checksum != int(stats["checksum"])
         if recounted:  # interrupted in-place update: count again from the retained data
             gen = CooccurrenceGenerator.build(
@@ -442,7 +450,10 @@ class RetrievalStore:
             "files": files,
             "stats": {
                 "checksum": str(self.generator.checksum),
-                "degree": self.generator.degree.tolist(),
+                # base64 of little-endian int64: O(n_items) in C, not a JSON list per request
+                "degree_b64": base64.b64encode(
+                    self.generator.degree.astype("<i8").tobytes()
+                ).decode(),
             },
             "n_items_indexed": int(len(self.embeddings.ids)),
             "saved_at": time.time(),

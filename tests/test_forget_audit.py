@@ -3,6 +3,7 @@ and names the artifact; a clean workspace after ``llmrec forget`` passes."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from llmrec.pipelines.forget import forget
 from llmrec.workspace import Workspace
 from retrieval.encoders import EmbeddingCache
 from retrieval.index import ForgetAwareIndex
-from retrieval.store import RetrievalStore
+from retrieval.store import RetrievalStore, manifest_degree
 from tests.test_retrieval_store import shared_text_cache
 
 
@@ -72,6 +73,19 @@ def test_forgotten_interaction_back_in_counts(forgotten_ws):
     del counts
     v = _violations(ws)
     assert any("co-occurrence counts differ" in f["problem"] for f in v)
+
+
+def test_forgotten_item_degree_back_in_manifest(forgotten_ws):
+    ws = forgotten_ws
+    p, man = _manifest(ws)
+    degree = manifest_degree(man["stats"]).copy()
+    degree[ws.dataset.item_index("50")] = 7  # the forgotten item counted again
+    man["stats"]["degree_b64"] = base64.b64encode(degree.astype("<i8").tobytes()).decode()
+    p.write_text(json.dumps(man))
+    v = _violations(ws)
+    assert any(
+        f["artifact"] == "retrieval:retrieval" and "item degrees differ" in f["problem"] for f in v
+    )
 
 
 def test_old_embedding_cache_entry(forgotten_ws):
