@@ -48,8 +48,10 @@ from collections.abc import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from llmrec.cli.common import parse_overrides  # noqa: E402
 from llmrec.data.dataset import load_dataset  # noqa: E402
 from llmrec.data.split import TEST, TRAIN, VALID, random_split  # noqa: E402
+from llmrec.errors import LlmrecError  # noqa: E402
 from llmrec.evaluation import evaluate_ranking  # noqa: E402
 from llmrec.llm.bench import SUBCOMMANDS as LLM_BENCHES  # noqa: E402
 from llmrec.models import MODEL_REGISTRY, build_model  # noqa: E402
@@ -69,19 +71,6 @@ RECBOLE_ANCHORS = {
 
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
-
-
-def _parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for kv in items:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {kv!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 # ---------------------------------------------------------------------------------- train
@@ -113,7 +102,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     train, valid, test = pairs(TRAIN), pairs(VALID), pairs(TEST)
     seen = pairs(TRAIN, VALID)
-    overrides = _parse_overrides(args.set)
+    try:
+        overrides = parse_overrides(args.set)
+    except LlmrecError as exc:
+        raise SystemExit(str(exc)) from None
 
     for name in args.models:
         rows = []

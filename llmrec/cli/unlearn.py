@@ -10,12 +10,11 @@ version it reflects, registered in the ledger) and a run folder with ``results.j
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from llmrec.cli.common import emit, open_workspace
+from llmrec.cli.common import emit, open_workspace, parse_overrides
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.io import atomic_write_json, atomic_write_text
 
@@ -145,19 +144,6 @@ def _target(ws, args):
     return _trained(ws, args.model, None)
 
 
-def _params(items: list[str]) -> dict:
-    out = {}
-    for kv in items:
-        key, sep, value = kv.partition("=")
-        if not sep or not key:
-            raise LlmrecError(f"--set expects KEY=VALUE, got {kv!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def _table(rows: list[tuple[str, object]]) -> str:
     width = max(len(k) for k, _ in rows)
     lines = []
@@ -184,7 +170,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     for r in requests:
         r.validate(ds)
     model, source = _trained(ws, args.model, args.checkpoint)
-    params = _params(args.set)
+    params = parse_overrides(args.set)
     if "seed" not in params and args.method != "retrain":
         params["seed"] = args.seed
     if args.method == "lego" and "cache_dir" not in params:
