@@ -283,7 +283,7 @@ def tune_adapter(
     for epoch in range(settings.epochs):
         data = epochs(epoch)
         order = torch.randperm(len(data), generator=gen).tolist()
-        total, n = 0.0, 0
+        total, n = torch.zeros((), device=acc.device), 0
         for s in range(0, len(order), settings.batch_size):
             batch = [data[k] for k in order[s : s + settings.batch_size]]
             totals = LossTotals.of(batch, settings.history_weight)
@@ -301,13 +301,12 @@ def tune_adapter(
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             opt.step()
-            part = loss.detach() / world
-            if world > 1:
-                part = acc.reduce(part, reduction="sum")  # the global batch's loss, for the log
-            total += float(part) * len(batch)
+            total += loss.detach() / world * len(batch)  # this process's share
             n += len(batch)
+        if world > 1:  # one all-reduce per epoch for the logged loss, not one per step
+            total = acc.reduce(total, reduction="sum")
         n_seen += n
-        losses.append(total / max(1, n))
+        losses.append(float(total) / max(1, n))
         if progress:
             progress(f"epoch {epoch + 1}/{settings.epochs} loss={losses[-1]:.4f}")
     model = acc.unwrap_model(model) if world > 1 else model
