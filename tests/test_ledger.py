@@ -114,3 +114,31 @@ def test_four_concurrent_writers_lose_nothing(tmp_path):
         versions = [e.version for e in led.entries()]
         assert versions == sorted(set(versions)) and len(versions) == 250
         assert len(led.pending("retrieval")) == 250
+
+
+def _open_at_barrier(path: str, barrier, errors) -> None:
+    barrier.wait()
+    try:
+        with Ledger(path, fingerprint="fp") as led:
+            led.entries()
+    except Exception as exc:  # reported to the parent, which asserts none happened
+        errors.put(repr(exc))
+
+
+def test_processes_racing_to_create_the_ledger_all_open_it(tmp_path):
+    # Regression: two ranks of `accelerate launch` opening a new workspace's ledger at once got
+    # "database is locked" (switching a new file to WAL does not wait for the other process).
+    ctx = mp.get_context("fork")
+    errors = ctx.Queue()
+    for trial in range(10):
+        path = str(tmp_path / f"l{trial}.sqlite")
+        barrier = ctx.Barrier(4)
+        procs = [
+            ctx.Process(target=_open_at_barrier, args=(path, barrier, errors)) for _ in range(4)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    assert errors.empty(), errors.get()

@@ -153,13 +153,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
     rep = tune_adapters(ws, cfg, force=args.force, progress=_say(args), parallel=args.parallel)
     from accelerate import PartialState
 
-    if not PartialState().is_main_process:
-        return 0  # one report per run, from the main process
-    text = (
-        f"adapters at ledger version {rep['ledger_version']}: re-tuned shards {rep['retuned']}, "
-        f"untouched {rep['untouched']}"
-    )
-    emit(args, rep, text)
+    state = PartialState()
+    if state.is_main_process:  # one report per run
+        text = (
+            f"adapters at ledger version {rep['ledger_version']}: re-tuned shards "
+            f"{rep['retuned']}, untouched {rep['untouched']}"
+        )
+        emit(args, rep, text)
+    # Leave the process group together: a rank that exits while gloo's threads still run
+    # aborts ("terminate called without an active exception") and fails the launch.
+    state.wait_for_everyone()
+    state.destroy_process_group()
     return 0
 
 

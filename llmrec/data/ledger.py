@@ -66,14 +66,22 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
+            _retry_locked(self._setup, timeout)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
         if fingerprint is not None:
             self._check_fingerprint(fingerprint)
+
+    def _setup(self) -> None:
+        db = self._db
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        with self._tx():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
 
     def close(self) -> None:
         self._db.close()
@@ -245,6 +253,24 @@ class Ledger:
             }
             for n, k, p, v, t, d in rows
         ]
+
+
+def _retry_locked(setup, timeout: float) -> None:
+    """Run ``setup``, retrying while another process holds a lock SQLite will not wait for.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    at once (no busy handler) when two processes race to do it; both succeed on a retry.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return setup()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 class _Tx:
