@@ -78,10 +78,12 @@ class Ledger:
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
-        with self._tx():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "requests", "stages", "artifacts"} <= tables:
+            with self._tx():  # a new file: create the schema under the write lock
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
 
     def close(self) -> None:
         self._db.close()
