@@ -47,7 +47,11 @@ def register(sub, common) -> None:
     t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=5e-3)
-    t.add_argument("--template", default="compact")
+    t.add_argument(
+        "--template",
+        help="prompt template name or path (default: prompts.DEFAULT_TEMPLATE for the model's "
+        "item spelling); recorded in the adapters and used to serve them",
+    )
     t.add_argument("--device", default="cpu")
     t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
     t.add_argument(

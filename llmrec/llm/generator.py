@@ -31,9 +31,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, S
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.lora import TokenizedExample, collate
 from llmrec.llm.parsing import ParseReport, parse_ranking, scrub
-from llmrec.llm.prompt import PromptBuilder, UserContext
+from llmrec.llm.prompt import PromptBuilder, UserContext, context_limit
 from llmrec.llm.trie import ItemTrie
-from prompts import ANSWER_OPEN, PromptTemplate
+from prompts import ANSWER_OPEN, PromptTemplate, default_template
 
 MODES = ("likelihood", "json", "constrained")
 
@@ -221,13 +221,12 @@ class Generator:
         self.catalog = catalog
         self.verbalizer = ItemVerbalizer(catalog, tokenizer.get_vocab())
         if template is None:
-            template = "compact" if self.verbalizer.single_token else "cragru"
-        self.builder = PromptBuilder(template, catalog, self.verbalizer, tokenizer, top_k)
+            template = default_template(self.verbalizer.single_token)
+        limit = max_prompt_tokens or context_limit(tokenizer, model.config)
+        self.builder = PromptBuilder(template, catalog, self.verbalizer, tokenizer, top_k, limit)
         self.batch_size = batch_size
         self.top_k = top_k
-        cfg = model.config
-        limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-        self.max_prompt_tokens = max_prompt_tokens or limit
+        self.max_prompt_tokens = limit
         self._trie: ItemTrie | None = None
         self._trie_removed: frozenset[int] = frozenset()
         self.stats: dict[str, float] = {"users": 0, "seconds": 0.0, "fallbacks": 0}
@@ -345,16 +344,9 @@ class Generator:
         return out
 
     # ------------------------------------------------------------------ internals
-    def _encode(self, batch: Sequence[UserContext], reserve: int) -> list[list[int]]:
-        """Token ids of the prompts. The builder drops history entries to fit the model; a prompt
-        still too long (a huge candidate text) keeps its end -- candidates, instruction, answer
-        lead -- rather than overflow the position embeddings."""
-        texts = self.builder.texts(batch, self.max_prompt_tokens, reserve)
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        if self.max_prompt_tokens:
-            room = max(1, self.max_prompt_tokens - reserve)
-            ids = [i[-room:] for i in ids]
-        return ids
+    def _encode(self, batch: Sequence[UserContext], reserve: int | None = None) -> list[list[int]]:
+        """Token ids of the prompts under the prompt contract (:meth:`PromptBuilder.encode`)."""
+        return [self.builder.encode(c, reserve).ids for c in batch]
 
     def _forward_last(self, ids: list[list[int]]) -> torch.Tensor:
         inputs = collate([TokenizedExample(i, 0, []) for i in ids], self.tokenizer.pad_token_id)
@@ -363,7 +355,7 @@ class Generator:
         return torch.log_softmax(logits.float(), dim=-1)
 
     def _likelihood(self, batch: Sequence[UserContext]) -> list[Ranking]:
-        ids = self._encode(batch, reserve=8)
+        ids = self._encode(batch)
         if self.verbalizer.single_token:
             logp = self._forward_last(ids).cpu().numpy()
             scores = [logp[k, self.verbalizer.token_ids[c.candidates]] for k, c in enumerate(batch)]
@@ -427,9 +419,8 @@ class Generator:
         constrained: bool,
         scope: str = "candidates",
     ) -> list[Ranking]:
-        per_item = 8 if self.verbalizer.single_token else 16
-        budget = self.top_k * per_item + 4
-        ids = self._encode(batch, reserve=budget)
+        budget = self.builder.answer_reserve()
+        ids = self._encode(batch)
         inputs = collate([TokenizedExample(i, 0, []) for i in ids], self.tokenizer.pad_token_id)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         width = inputs["input_ids"].shape[1]
