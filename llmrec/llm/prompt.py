@@ -259,3 +259,21 @@ def answer_text(verbalized: Sequence[str], scores: Sequence[float] | None = None
         scores = [max(1, 10 - k) for k in range(len(verbalized))]
     body = ', "'.join(f'{v}": {s:g}' for v, s in zip(verbalized, scores))
     return body + "}"
+
+
+def span_tokens(
+    tokenizer: Any, texts: Sequence[str], spans: Sequence[tuple[int, int]]
+) -> list[list[int] | None]:
+    """For each text, the tokens that spell exactly ``text[a:b]`` inside it (offsets of a fast
+    tokenizer); ``None`` where the tokenizer merges the span with its neighbours (no token
+    boundary at ``a`` or ``b``) or cannot report offsets."""
+    try:
+        enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, TypeError, ValueError):
+        return [None] * len(texts)
+    out: list[list[int] | None] = []
+    for ids, offs, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], spans):
+        inside = [t for t, (s, e) in zip(ids, offs) if s >= a and e <= b and e > s]
+        straddle = any(s < a < e or s < b < e for s, e in offs)
+        out.append(None if straddle or not inside else inside)
+    return out
