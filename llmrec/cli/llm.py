@@ -52,6 +52,8 @@ def register(sub, common) -> None:
         help="prompt template name or path (default: prompts.DEFAULT_TEMPLATE for the model's "
         "item spelling); recorded in the adapters and used to serve them",
     )
+    t.add_argument("--history", type=int, default=50, help="history items per training prompt")
+    t.add_argument("--candidates", type=int, default=50, help="candidates per training prompt")
     t.add_argument("--device", default="cpu")
     _load_flags(t)
     t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
@@ -181,6 +183,7 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
     from llmrec.llm.lora import LoraSettings
+    from llmrec.llm.shards import ExampleSettings
     from llmrec.pipelines.cragru import default_lm_dir
 
     ws = open_workspace(args)
@@ -194,6 +197,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         template=args.template,
         device=args.device,
         lora=LoraSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+        examples=ExampleSettings(history=args.history, n_candidates=args.candidates),
         load=_load_options(args),
     )
     rep = tune_adapters(ws, cfg, force=args.force, progress=_say(args), parallel=args.parallel)
