@@ -149,7 +149,7 @@ def test_family_tune_serve_forget_audit(family, dataset, tmp_path, monkeypatch, 
     w = ["--workspace", "ws"]
     code, rep, err = run(
         capsys, "adapters", "tune", *w, "--model", f"models/{family}", "--shards", "2",
-        "--epochs", "1", "--batch-size", "8", "--template", "cragru", "--candidates", "12",
+        "--epochs", "1", "--batch-size", "8", "--template", "cragru", "--candidates", "12", "--history", "10",
     )  # fmt: skip
     assert code == 0 and rep["retuned"] == [0, 1], err
     cfg = load_config(ws)
