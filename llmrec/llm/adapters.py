@@ -54,6 +54,7 @@ from llmrec.llm.loading import (
     load_model_config,
     load_tokenizer,
     resolve_base,
+    snapshot_revision,
     weights_hash,
 )
 from llmrec.llm.lora import LoraSettings, TokenizedExample, tune_adapter
@@ -328,6 +329,7 @@ def tune_adapters(
             "data_hash": data.hash,
             "base": config.base,
             "base_revision": config.load.revision,
+            "base_snapshot": snapshot_revision(config.base, config.load.revision),
             "base_weights_sha256": data.base_hash,
             "prompt_contract": data.contract,
             "adapter_sha256": adapter_files_hash(tmp),

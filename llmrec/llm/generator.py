@@ -79,10 +79,9 @@ def resolve_device(device: str | None) -> torch.device:
 class _StopAtBrace(StoppingCriteria):
     """Stop each row once it has written a token containing ``}``."""
 
-    def __init__(self, tokenizer: Any, prompt_width: int):
-        vocab = tokenizer.get_vocab()
-        ids = [i for t, i in vocab.items() if "}" in tokenizer.convert_tokens_to_string([t])]
-        self.stop_ids = torch.tensor(sorted(ids) or [-1])
+    def __init__(self, vocab: VocabIndex, prompt_width: int):
+        ids = [i for i, t in enumerate(vocab.texts) if t is not None and "}" in t]
+        self.stop_ids = torch.tensor(ids or [-1])
         self.width = prompt_width
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -593,7 +592,7 @@ class Generator:
             kwargs["logits_processor"] = [proc]
             budget += max(len(h) for h in heads)
         else:
-            kwargs["stopping_criteria"] = [_StopAtBrace(self.tokenizer, width)]
+            kwargs["stopping_criteria"] = [_StopAtBrace(self.vocab_index(), width)]
             if self.verbalizer.single_token and forgotten.any():
                 banned = self.verbalizer.token_ids[np.flatnonzero(forgotten)]
                 kwargs["logits_processor"] = [_Suppress(banned)]
