@@ -540,6 +540,16 @@ def format_protocols(res: dict[str, Any]) -> str:
                     f"(s.e., {x['n_users']} users; paired t p={x['t_p_value']:.3g}, Wilcoxon "
                     f"p={x['wilcoxon_p_value']:.3g})"
                 )
+        leak = side.get("test_items_in_prompt_users")
+        if leak:
+            n = max(leak.values())
+            lines.append(
+                f"[{pname}] prompts holding one of the user's test items: {n} of "
+                f"{side['llm_users']} LLM users (history from the re-split)"
+            )
+        if side.get("dp"):
+            r = ", ".join(f"{x:.2f}" for x in side["dp"]["ratios"])
+            lines.append(f"[{pname}] dp ratios fitted on VALID: [{r}]")
         rt = side["retrain"]
         lines.append(
             f"[{pname}] retrain on {rt['split']}: {rt['n_users']} users; served "
