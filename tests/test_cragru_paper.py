@@ -84,7 +84,8 @@ def test_side_by_side_run(tmp_path, llm, monkeypatch):
     assert pp["setup"]["forget_stages"]["candidate-source"]["sources"]["bpr"]["retrained"]
     for side in (tk, pp):
         key = "candidates: bpr-original - bpr"
-        assert set(side["paired_leaky_minus_exact"][key]) == {"hit@10", "ndcg@10"}
+        for group in ("all", "forget users"):
+            assert set(side["paired_leaky_minus_exact"][group][key]) == {"hit@10", "ndcg@10"}
         assert len(side["dp"]["ratios"]) == 3 and sum(side["dp"]["ratios"]) == pytest.approx(1)
         for m in side["methods"].values():
             assert 0 <= m["ndcg@10"] <= m["hit@10"] <= 1

@@ -177,6 +177,7 @@ class _Side:
     valid: list[np.ndarray]
     blocked: sp.csr_matrix | None
     served: np.ndarray
+    forget: np.ndarray
     info: dict = field(default_factory=dict)
 
 
@@ -254,7 +255,7 @@ def _prepare(
         served = np.flatnonzero(alive & (np.array([len(h) for h in items]) > 2))
     else:
         served = np.flatnonzero(alive)
-    return _Side(name, ws, store, srcs, items, ratings, valid, blocked, served, info)
+    return _Side(name, ws, store, srcs, items, ratings, valid, blocked, served, users, info)
 
 
 def _candidates(side: _Side, src, users: np.ndarray, n: int) -> np.ndarray:
@@ -419,7 +420,9 @@ def _retrain(side: _Side, cfg: ProtocolConfig, data, users) -> dict[str, Any]:
     }
 
 
-def _summary(per_user: dict, leaky: str, exact: str) -> dict[str, Any]:
+def _summary(per_user: dict, leaky: str, exact: str, forget: np.ndarray) -> dict[str, Any]:
+    """Mean HR/NDCG@10 per method and the paired leaky - exact differences, over all scored
+    users and over the forget users alone."""
     from llmrec.pipelines.cragru import paired_difference
 
     rows = {
@@ -430,15 +433,17 @@ def _summary(per_user: dict, leaky: str, exact: str) -> dict[str, Any]:
         }
         for m, (u, v) in per_user.items()
     }
-    paired = {}
+    paired: dict[str, dict] = {"all": {}, "forget users": {}}
     for kind in ("candidates", "llm"):
         a, b = f"{kind}[{leaky}]", f"{kind}[{exact}]"
         if a in per_user and b in per_user:
             (ua, va), (ub, vb) = per_user[a], per_user[b]
-            assert np.array_equal(ua, ub)
-            paired[f"{kind}: {leaky} - {exact}"] = {
-                m: paired_difference(va[m], vb[m]) for m in ("hit@10", "ndcg@10")
-            }
+            if not np.array_equal(ua, ub):
+                raise RuntimeError(f"{a} and {b} were scored on different users")
+            for group, keep in (("all", slice(None)), ("forget users", np.isin(ua, forget))):
+                paired[group][f"{kind}: {leaky} - {exact}"] = {
+                    m: paired_difference(va[m][keep], vb[m][keep]) for m in ("hit@10", "ndcg@10")
+                }
     return {"methods": rows, "paired_leaky_minus_exact": paired}
 
 
@@ -464,7 +469,7 @@ def run_protocols(
     for p, side in sides.items():
         got = _run_side(side, cfg, generator, say)
         rt = got.pop("retrain")
-        summ = _summary(got.pop("per_user"), cfg.sources[0], cfg.sources[1])
+        summ = _summary(got.pop("per_user"), cfg.sources[0], cfg.sources[1], side.forget)
         summ["methods"][f"retrain[{cfg.model}]"] = {
             k: rt[k] for k in ("hit@10", "ndcg@10", "n_users")
         }
@@ -532,14 +537,15 @@ def format_protocols(res: dict[str, Any]) -> str:
             lines.append(f"{lab:44s} {'':>13s} {'':>8s} {hr:11.4f} {nd:8.4f}")
     lines.append(f"* {res['leak_note']} (trained before the forget request, never updated)")
     for pname, side in (("toolkit", tk), ("paper", pp)):
-        for key, d in side["paired_leaky_minus_exact"].items():
-            for m in ("hit@10", "ndcg@10"):
-                x = d[m]
-                lines.append(
-                    f"[{pname}] {key} {m.upper()}: {x['mean_diff']:+.4f} +- {x['std_err']:.4f} "
-                    f"(s.e., {x['n_users']} users; paired t p={x['t_p_value']:.3g}, Wilcoxon "
-                    f"p={x['wilcoxon_p_value']:.3g})"
-                )
+        for group, diffs in side["paired_leaky_minus_exact"].items():
+            for key, d in diffs.items():
+                for m in ("hit@10", "ndcg@10"):
+                    x = d[m]
+                    lines.append(
+                        f"[{pname}, {group}] {key} {m.upper()}: {x['mean_diff']:+.4f} +- "
+                        f"{x['std_err']:.4f} (s.e., {x['n_users']} users; paired t "
+                        f"p={x['t_p_value']:.3g}, Wilcoxon p={x['wilcoxon_p_value']:.3g})"
+                    )
         leak = side.get("test_items_in_prompt_users")
         if leak:
             n = max(leak.values())
