@@ -30,7 +30,9 @@ def _ws(root, tiny_dir) -> Workspace:
     return Workspace(root, dataset="tiny", data_dir=tiny_dir)
 
 
-REQUEST = ForgetRequest("interactions", pairs=(("u1", "i1"), ("u1", "i3"), ("u4", "i1"), ("u4", "i3")))
+REQUEST = ForgetRequest(
+    "interactions", pairs=(("u1", "i1"), ("u1", "i3"), ("u4", "i1"), ("u4", "i3"))
+)
 
 
 def _same_weights(a, b) -> bool:
@@ -86,7 +88,7 @@ def test_ease_source_equals_scratch_after_forget(tmp_path, tiny_dir, monkeypatch
 
 
 @pytest.mark.parametrize("name", ["bpr-original", "lightgcn-original"])
-def test_original_source_is_leaky_and_fails_audit(tmp_path, tiny_dir, source_stage, name):
+def test_original_source_is_leaky_and_fails_audit(tmp_path, tiny_dir, source_stage, name, capsys):
     ws = _ws(tmp_path / "ws", tiny_dir)
     src = sources.build_source(ws, name, seed=7, params=FAST)
     assert run_audit(ws)["ok"]  # nothing forgotten yet: nothing leaks
@@ -102,6 +104,11 @@ def test_original_source_is_leaky_and_fails_audit(tmp_path, tiny_dir, source_sta
     assert not res["ok"]
     hits = [v for v in res["violations"] if v["artifact"] == f"{sources.KIND}:{name}"]
     assert hits and sources.LEAK_NOTE in hits[0]["problem"]
+    # the command line reports it and exits 1
+    from llmrec.cli.main import main
+
+    assert main(["audit", "--workspace", str(ws.root)]) == 1
+    assert sources.LEAK_NOTE in capsys.readouterr().out
     # its candidates still never propose a forgotten item or a retained train item
     cands = served.candidates(np.arange(ws.dataset.n_users), 3)
     for u, row in enumerate(cands):
