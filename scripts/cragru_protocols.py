@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["likelihood", "json", "constrained"], default="likelihood")
     p.add_argument("--llm-users", type=int, default=None, help="cap on LLM-ranked users")
     p.add_argument("--lm", default=None, help="LM folder (default: the workspace's built LM)")
+    p.add_argument(
+        "--blend",
+        type=float,
+        default=None,
+        help="weight of the candidate-rank prior in the LM's score (default: tuned on VALID; "
+        "0: the pure LM ranking)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--device", default="cpu")
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder=args.encoder,
         device=args.device,
         lm=args.lm,
+        blend=args.blend,
     )
     say = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     try:

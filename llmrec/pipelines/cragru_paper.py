@@ -45,6 +45,7 @@ from llmrec.io import atomic_write_json
 from llmrec.workspace import Workspace
 
 PROTOCOLS = ("toolkit", "paper")
+BLEND_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 #: Table II of the paper (ml-100k, HR@10 / NDCG@10), as typed in its t-test script.
 TABLE_II = {
@@ -55,7 +56,9 @@ TABLE_II = {
 
 @dataclass
 class ProtocolConfig:
-    """One side-by-side run. ``k``: item clusters; ``H``: history budget (reference: 5, 100)."""
+    """One side-by-side run. ``k``: item clusters; ``H``: history budget (reference: 5, 100).
+    ``blend``: weight of the candidate-rank prior added to the LM's log-likelihood (``None``:
+    tuned on VALID with the exact source, per protocol; 0: the pure LM ranking)."""
 
     fraction: float = 0.1
     model: str = "bpr"
@@ -73,6 +76,7 @@ class ProtocolConfig:
     encoder: str = "text"
     device: str = "cpu"
     lm: str | None = None
+    blend: float | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -344,33 +348,41 @@ def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any
         )
         out["dp"] = {"ratios": ratios.tolist(), "fitted_with": cfg.model, **(dp_info or {})}
         out["timings_s"]["dp_ratios"] = time.perf_counter() - t0
+    cands_of, ranked_of = {}, {}
+    sel = np.isin(served, llm_users)
     for sname, src in side.sources.items():
         t0 = time.perf_counter()
-        base = None
-        cands = _candidates(side, src, served, cfg.n_candidates)
-        lists = {int(u): c[c >= 0][: cfg.list_len] for u, c in zip(served, cands)}
-        methods = {f"candidates[{sname}]": lists}
+        cands_of[sname] = cands = _candidates(side, src, served, cfg.n_candidates)
         if generator is not None:
-            sel = np.isin(served, llm_users)
             h_items, h_ratings = _select_histories(side, served[sel], cands[sel], ratios, cfg)
             ctxs = [
                 UserContext(int(u), view.visible_attributes(int(u)), hi, hr, c[c >= 0])
                 for u, c, hi, hr in zip(served[sel], cands[sel], h_items, h_ratings)
             ]
-            t1 = time.perf_counter()
-            ranked = generator.rank(ctxs, cfg.mode, forgotten=view.forgotten_items)
-            out["timings_s"][f"llm[{sname}]"] = time.perf_counter() - t1
-            llm = {}
-            for r, c in zip(ranked, ctxs):
-                # the reference falls back to the candidate order when the LLM fails
-                llm[r.user] = c.candidates[: cfg.list_len] if r.fallback else r.items
-            methods[f"llm[{sname}]"] = llm
+            ranked_of[sname] = (
+                ctxs,
+                generator.rank(ctxs, cfg.mode, forgotten=view.forgotten_items),
+            )
             if side.name == "paper":
                 leaked = sum(
                     bool(np.isin(hi, truth[int(u)]).any()) for u, hi in zip(served[sel], h_items)
                 )
                 out.setdefault("test_items_in_prompt_users", {})[sname] = int(leaked)
             say(f"[{side.name}] llm over {sname}: {len(ctxs)} users")
+        out["timings_s"][sname] = time.perf_counter() - t0
+    weight = cfg.blend
+    if generator is not None and weight is None:
+        weight, out["blend"] = _tune_blend(side, *ranked_of[cfg.model], cfg)
+    for sname, src in side.sources.items():
+        cands = cands_of[sname]
+        methods = {
+            f"candidates[{sname}]": {
+                int(u): c[c >= 0][: cfg.list_len] for u, c in zip(served, cands)
+            }
+        }
+        if generator is not None:
+            methods[f"llm[{sname}]"] = _llm_lists(*ranked_of[sname], weight, cfg.list_len)
+        base = None
         for mname, lst in methods.items():
             if side.name == "paper":
                 out["per_user"][mname] = (users, list_metrics(lst, truth, users, cfg.list_len))
@@ -379,12 +391,40 @@ def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any
                     base = src.scores(users)
                 out["per_user"][mname] = toolkit_metrics(data, base, lst, users)
         out["sources"][sname] = src.describe()
-        out["timings_s"][sname] = time.perf_counter() - t0
+    out["blend_weight"] = weight
     out["retrain"] = _retrain(side, cfg, data, users)
     out["users"] = int(len(users))
     out["served"] = int(len(served))
     out["llm_users"] = int(len(llm_users)) if generator is not None else 0
     return out
+
+
+def _llm_lists(ctxs, ranked, weight: float | None, list_len: int) -> dict[int, np.ndarray]:
+    """Each user's list: the LM ranking (re-sorted with ``weight`` times the candidate-rank
+    prior, likelihood mode), or the candidate order where generation failed (the reference's
+    fallback)."""
+    from llmrec.pipelines.cragru import blend_ranking
+
+    out = {}
+    for r, c in zip(ranked, ctxs):
+        if r.fallback:
+            out[r.user] = c.candidates[:list_len]
+        else:
+            out[r.user] = blend_ranking(r, c.candidates, float(weight or 0.0)).items[:list_len]
+    return out
+
+
+def _tune_blend(side: _Side, ctxs, ranked, cfg: ProtocolConfig) -> tuple[float, dict]:
+    """The prior weight with the best VALID NDCG@10 of the exact source's LLM lists (the
+    protocol's VALID part: retained valid, or the re-split's valid for the paper)."""
+    users = np.array([c.user for c in ctxs], dtype=np.int64)
+    has = np.array([len(side.valid[u]) > 0 for u in users], dtype=bool)
+    curve = {}
+    for w in BLEND_GRID:
+        lists = _llm_lists(ctxs, ranked, w, cfg.list_len)
+        curve[w] = float(list_metrics(lists, side.valid, users[has], 1)["ndcg@10"].mean())
+    best = max(BLEND_GRID, key=lambda w: (curve[w], -w))
+    return best, {"tuned_on": "valid ndcg@10", "fitted_with": cfg.model, "curve": curve}
 
 
 def _retrain(side: _Side, cfg: ProtocolConfig, data, users) -> dict[str, Any]:
@@ -553,6 +593,8 @@ def format_protocols(res: dict[str, Any]) -> str:
                 f"[{pname}] prompts holding one of the user's test items: {n} of "
                 f"{side['llm_users']} LLM users (history from the re-split)"
             )
+        if side.get("blend_weight") is not None:
+            lines.append(f"[{pname}] LLM prior blend weight: {side['blend_weight']:g}")
         if side.get("dp"):
             r = ", ".join(f"{x:.2f}" for x in side["dp"]["ratios"])
             lines.append(f"[{pname}] dp ratios fitted on VALID: [{r}]")
