@@ -210,11 +210,11 @@ def _prepare(
         cache_dir=root / "embeddings",
     )
     info: dict[str, Any] = {"store_build_s": time.perf_counter() - t0}
-    built = {}
-    for s in cfg.sources:
+    for s in cfg.sources:  # before the request: the originals stay as they are now
         if s != "ease":
-            built[s] = src_mod.build_source(ws, s, seed=cfg.seed, params=cfg.cf_params)
-            info[f"{s}_build_s"] = built[s].cost_s
+            info[f"{s}_build_s"] = src_mod.build_source(
+                ws, s, seed=cfg.seed, params=cfg.cf_params
+            ).cost_s
     users = forget_users(ds.n_users, cfg.fraction, cfg.seed)
     if name == "paper":
         idx = all_but_one(ds, users)
@@ -395,6 +395,7 @@ def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any
     out["retrain"] = _retrain(side, cfg, data, users)
     out["users"] = int(len(users))
     out["served"] = int(len(served))
+    out["users_over_H"] = int(sum(len(side.history[u]) > cfg.H for u in served))
     out["llm_users"] = int(len(llm_users)) if generator is not None else 0
     return out
 
@@ -601,7 +602,8 @@ def format_protocols(res: dict[str, Any]) -> str:
         rt = side["retrain"]
         lines.append(
             f"[{pname}] retrain on {rt['split']}: {rt['n_users']} users; served "
-            f"{side['served']} of {side['users']} scored users"
+            f"{side['served']} of {side['users']} scored users, "
+            f"{side['users_over_H']} with more than H={cfg['H']} history items"
         )
     lines.append(f"total {res['total_s']:.0f}s")
     return "\n".join(lines)
