@@ -58,7 +58,10 @@ def _check(name: str) -> None:
 
 
 def source_dir(ws: Workspace) -> Path:
-    return ws.artifact_path("candidates", "x").parent
+    """``WORKSPACE/artifacts/candidates`` (created)."""
+    path = ws.root / "artifacts" / "candidates"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def record_path(ws: Workspace, name: str) -> Path:
@@ -237,7 +240,12 @@ def apply(ws: Workspace, version: int) -> dict:
             continue
         rec = json.loads(rec_path.read_text())
         if is_leaky(name):
-            out[name] = {"retrained": False, "note": LEAK_NOTE, **rec_version(rec)}
+            trained = int(rec.get("trained_on_ledger_version", 0))
+            out[name] = {
+                "retrained": False,
+                "note": LEAK_NOTE,
+                "trained_on_ledger_version": trained,
+            }
             continue
         if int(a["ledger_version"]) >= version:
             continue
@@ -249,10 +257,6 @@ def apply(ws: Workspace, version: int) -> dict:
         _save(ws, src, int(rec["seed"]), rec["params"])
         out[name] = {"retrained": True, "seconds": round(src.cost_s, 3)}
     return {"sources": out}
-
-
-def rec_version(rec: dict) -> dict:
-    return {"trained_on_ledger_version": int(rec.get("trained_on_ledger_version", 0))}
 
 
 def audit(ws: Workspace, view: RetainedView) -> list[dict]:

@@ -182,6 +182,7 @@ class _Side:
     blocked: sp.csr_matrix | None
     served: np.ndarray
     forget: np.ndarray
+    resplit: np.ndarray | None = None
     info: dict = field(default_factory=dict)
 
 
@@ -240,13 +241,12 @@ def _prepare(
             (np.ones(int(full.sum())), (ds.inter_user[full], ds.inter_item[full])),
             shape=(ds.n_users, ds.n_items),
         )
-        info["resplit"] = part
     else:
         m = split.mask(TRAIN, view.keep)
         history = _by_user(ds.n_users, ds.inter_user[m], np.flatnonzero(m))
         mv = split.mask(VALID, view.keep)
         valid = _by_user(ds.n_users, ds.inter_user[mv], ds.inter_item[mv])
-        blocked = None
+        blocked, part = None, None
     # chronological prompt histories: item indices and ratings
     ts = ds.timestamp if ds.timestamp is not None else np.arange(ds.n_inter, dtype=float)
     items, ratings = [], []
@@ -259,7 +259,7 @@ def _prepare(
         served = np.flatnonzero(alive & (np.array([len(h) for h in items]) > 2))
     else:
         served = np.flatnonzero(alive)
-    return _Side(name, ws, store, srcs, items, ratings, valid, blocked, served, users, info)
+    return _Side(name, ws, store, srcs, items, ratings, valid, blocked, served, users, part, info)
 
 
 def _candidates(side: _Side, src, users: np.ndarray, n: int) -> np.ndarray:
@@ -435,7 +435,7 @@ def _retrain(side: _Side, cfg: ProtocolConfig, data, users) -> dict[str, Any]:
     t0 = time.perf_counter()
     ds = side.ws.dataset
     if side.name == "paper":
-        part = side.info["resplit"]
+        part = side.resplit
 
         def pairs(p):
             m = part == p
@@ -514,7 +514,6 @@ def run_protocols(
         summ["methods"][f"retrain[{cfg.model}]"] = {
             k: rt[k] for k in ("hit@10", "ndcg@10", "n_users")
         }
-        side.info.pop("resplit", None)
         results["protocols"][p] = {
             **summ,
             **got,
