@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--encoder", choices=["text", "cf"], default="text")
     p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument(
+        "--epochs", type=int, default=None, help="adapter epochs (default: the base LM's recipe)"
+    )
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -37,7 +37,8 @@ from llmrec.data.split import TRAIN
 from llmrec.errors import ArtifactError, DataError
 from llmrec.io import atomic_write_json, atomic_write_text
 from llmrec.llm.catalog import Catalog
-from llmrec.llm.generator import MODES, Generator, Ranking
+from llmrec.llm.generator import MODES, RANK_MODES, Generator, Ranking
+from llmrec.llm.loading import LoadOptions, resolve_base, weights_hash
 from llmrec.llm.lora import rank_prior
 from llmrec.llm.prompt import UserContext
 from llmrec.workspace import Workspace
@@ -52,10 +53,17 @@ def default_lm_dir(ws: Workspace) -> Path:
 
 @dataclass
 class CragruOptions:
-    """Serving options. ``model``: hub id or folder (default: the workspace's built LM)."""
+    """Serving options.
+
+    ``model``: hub id or folder (default: the base the workspace's adapters were tuned on, else
+    the workspace's built LM). ``adapters``: ``True`` the workspace's adapters, ``False`` (or
+    ``"none"``) the base model alone, a folder: the adapters tuned there (named explicitly, they
+    may be served with another template or base). ``template``: default the adapters' own.
+    ``load``: dtype, device map, attention implementation, remote code of the base.
+    """
 
     model: str | None = None
-    adapters: bool = True
+    adapters: bool | str = True
     template: str | None = None
     strategy: str = "preference"
     history: int = 50
@@ -65,6 +73,7 @@ class CragruOptions:
     device: str = "cpu"
     blend: float | None = None
     scope: str = "candidates"
+    load: LoadOptions | None = None
 
 
 BLEND_FILE = "blend.json"
@@ -115,44 +124,59 @@ def blend_ranking(r: Ranking, candidates: np.ndarray, weight: float) -> Ranking:
 
 
 class CragruPipeline:
-    """Serve regenerated rankings from a workspace's store, base model and adapters."""
+    """Serve regenerated rankings from a workspace's store, base model and adapters, under the
+    prompt contract the adapters were tuned with (template, chat template, BOS, budget)."""
 
     def __init__(self, ws: Workspace, options: CragruOptions | None = None, store: Any = None):
-        from llmrec.llm.adapters import adapter_paths, load_config, stale_shards
+        from llmrec.llm.adapters import adapters_root, load_config
         from llmrec.llm.shards import shard_of
         from retrieval.store import RetrievalStore
 
         self.ws = ws
         self.opt = options or CragruOptions()
         self.store = store or RetrievalStore.load(ws)
-        model = self.opt.model or str(default_lm_dir(ws))
-        if self.opt.model is None and not Path(model).is_dir():
-            raise ArtifactError(f"no base model in {model}: run 'llmrec build-lm' first")
         ds = ws.dataset
         self.catalog = Catalog.from_dataset(ds)
+        want = self.opt.adapters
+        explicit = isinstance(want, str) and want != "none"
+        root = Path(want) if explicit else adapters_root(ws)
+        cfg = load_config(ws, root) if want and want != "none" else None
+        if explicit and cfg is None:
+            raise ArtifactError(f"no adapters under {root} (config.json missing)")
+        if cfg is not None:
+            model = self.opt.model or cfg.base
+        else:
+            model = self.opt.model or str(default_lm_dir(ws))
+            if self.opt.model is None and not Path(model).is_dir():
+                raise ArtifactError(f"no base model in {model}: run 'llmrec build-lm' first")
+        model = resolve_base(model)
+        template = self.opt.template
         adapters = None
         self.adapter_config = None
-        cfg = load_config(ws) if self.opt.adapters else None
-        if cfg is not None and Path(cfg.base).resolve() == Path(model).resolve():
-            stale = stale_shards(ws)
-            if stale:
-                raise ArtifactError(
-                    f"adapters of shards {stale} do not reflect the newest ledger version; run "
-                    "'llmrec forget' to finish the pending stages"
-                )
-            self.adapter_config, adapters = adapter_paths(ws)
-        self.assignment = (
-            shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters and cfg else None
-        )
+        self.adapter_root = root if cfg is not None else None
+        if cfg is not None:
+            self._check_binding(cfg, model, template, explicit)
+            template = template or cfg.template
+            adapters = self._adapter_paths(cfg, root, explicit)
+            self.adapter_config = cfg
+        self.assignment = shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters else None
+        load = self.opt.load or (cfg.load if cfg is not None else LoadOptions())
         self.generator = Generator.from_pretrained(
             model,
             self.catalog,
             adapters=adapters,
             device=self.opt.device,
-            template=self.opt.template,
+            template=template,
             batch_size=self.opt.batch_size,
             top_k=self.opt.top_k,
+            dtype=None if load.dtype == "auto" else load.dtype,
+            device_map=load.device_map,
+            attn_implementation=load.attn_implementation,
+            trust_remote_code=load.trust_remote_code,
+            revision=load.revision,
         )
+        if cfg is not None and not explicit:
+            self._check_contract(cfg)
         if self.opt.blend is not None:
             self.blend = float(self.opt.blend)
         elif self.adapter_config is None:
@@ -160,6 +184,65 @@ class CragruPipeline:
         else:
             tuned = load_blend(ws)
             self.blend = self.adapter_config.lora.prior_weight if tuned is None else tuned
+
+    def _check_binding(self, cfg: Any, model: str, template: str | None, explicit: bool) -> None:
+        """The base and template asked for are the adapters' own (unless named explicitly)."""
+        from prompts import template_ref
+
+        if explicit:
+            return
+        if model != resolve_base(cfg.base):
+            raise ArtifactError(
+                f"the adapters were tuned on {cfg.base}, not {model}: serve without --model, "
+                "with '--adapters none' for the base model alone, or name adapters with "
+                "'--adapters DIR'"
+            )
+        if template is not None and template_ref(template) != cfg.template:
+            raise ArtifactError(
+                f"the adapters were tuned with template {cfg.template!r}, not {template!r}: "
+                "serve without --template (or '--adapters none' / '--adapters DIR')"
+            )
+
+    def _adapter_paths(self, cfg: Any, root: Path, explicit: bool) -> dict[str, Path]:
+        """Shard adapter folders; for the workspace's own: fresh, and on an unchanged base."""
+        from llmrec.llm.adapters import adapter_paths, read_manifest, shard_dir, stale_shards
+
+        if not explicit:
+            stale = stale_shards(ws=self.ws)
+            if stale:
+                raise ArtifactError(
+                    f"adapters of shards {stale} do not reflect the newest ledger version; run "
+                    "'llmrec forget' to finish the pending stages"
+                )
+            have = weights_hash(cfg.base, cfg.load.revision)
+            for s in range(cfg.n_shards):
+                m = read_manifest(shard_dir(root, s)) or {}
+                if m.get("base_weights_sha256") not in (None, have):
+                    raise ArtifactError(
+                        f"base model {cfg.base} changed since the adapters were tuned (weights "
+                        "hash differs): re-tune with 'llmrec adapters tune --force'"
+                    )
+        return adapter_paths(self.ws, root)[1]
+
+    def _check_contract(self, cfg: Any) -> None:
+        """The tokenizer renders and encodes prompts as it did when the adapters were tuned."""
+        from llmrec.llm.adapters import prompt_contract
+
+        if not cfg.contract:
+            return
+        now = prompt_contract(self.generator.builder)
+        for key in ("template", "template_sha256", "chat_template_sha256", "bos"):
+            if key in cfg.contract and cfg.contract[key] != now[key]:
+                raise ArtifactError(
+                    f"prompt contract broken: {key} is {now[key]!r} now but the adapters were "
+                    f"tuned with {cfg.contract[key]!r}; re-tune with 'llmrec adapters tune --force'"
+                )
+
+    def adapter_for(self, user: int) -> str | None:
+        """Name of the shard adapter serving ``user`` (``None``: the base model alone)."""
+        if self.assignment is None:
+            return None
+        return f"shard-{int(self.assignment[int(user)]):03d}"
 
     @property
     def view(self):
@@ -190,8 +273,8 @@ class CragruPipeline:
         contexts: Sequence[UserContext] | None = None,
     ) -> list[Ranking]:
         """Regenerated rankings for ``users`` (internal indices), in input order."""
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if mode not in RANK_MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(RANK_MODES)}")
         users = [int(u) for u in users]
         for u in users:
             if self.view.forgotten_users[u]:
@@ -243,10 +326,12 @@ class ScenarioConfig:
     strategy: str = "preference"
     encoder: str = "text"
     n_shards: int = 4
-    epochs: int = 4
+    epochs: int | None = None  # None: the base model's recipe (llmrec.llm.recipe)
     seed: int = 2020
     ks: tuple[int, ...] = (5, 10, 20)
     blend_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+    cold_users: int = 10  # subset: users with at most this many retained train interactions
+    cold_items: int = 5  # subset: test items with at most this many retained train interactions
 
 
 def _score_fn(rankings: dict[int, np.ndarray], base: np.ndarray, users: np.ndarray, n: int):
@@ -295,7 +380,7 @@ def run_scenario(
     from llmrec.evaluation.bias import interaction_matrix, neighbours_and_controls
     from llmrec.llm.adapters import AdapterConfig, load_config, tune_adapters
     from llmrec.llm.lm_builder import build_lm
-    from llmrec.llm.lora import LoraSettings
+    from llmrec.llm.recipe import example_settings, lora_settings, serving
     from llmrec.pipelines.cf import evaluate_model, retained_data, train_model
     from llmrec.pipelines.forget import forget
     from retrieval.store import RetrievalStore
@@ -328,13 +413,16 @@ def run_scenario(
             "build_store",
             lambda: RetrievalStore.build(ws, encoder=cfg.encoder, n_candidates=50, seed=cfg.seed),
         )
+    serve = serving(lm_dir)
     if load_config(ws) is None:
         acfg = AdapterConfig(
             base=str(lm_dir.resolve()),
             n_shards=cfg.n_shards,
             seed=cfg.seed,
+            template=serve.template or "compact",
             device=device,
-            lora=LoraSettings(epochs=cfg.epochs),
+            lora=lora_settings(lm_dir, cfg.epochs),
+            examples=example_settings(lm_dir),
         )
         timed("tune_adapters", lambda: tune_adapters(ws, acfg, progress=say))
 
@@ -378,8 +466,19 @@ def run_scenario(
         users = affected
     else:
         raise ValueError(f"eval_users must be 'affected' or 'all', got {cfg.eval_users!r}")
+    groups["cold_users"] = cold_users(data, users, cfg.cold_users)
 
-    pipe = CragruPipeline(ws, CragruOptions(device=device, strategy=cfg.strategy))
+    tuned = load_config(ws)
+    pipe = CragruPipeline(
+        ws,
+        CragruOptions(
+            device=device,
+            strategy=cfg.strategy,
+            template=tuned.template if tuned is not None else serve.template,
+            history=serve.history,
+            n_candidates=serve.n_candidates,
+        ),
+    )
     ctxs = timed("retrieve", lambda: [pipe.context(int(u)) for u in users])
     base = pipe.store.candidate_scores(users)
     methods: dict[str, dict[int, np.ndarray]] = {
@@ -437,6 +536,9 @@ def run_scenario(
         results["methods"][name] = {
             g: _metrics(_subset(res, who), cfg.ks) for g, who in groups.items()
         }
+    subsets = _subset_quality(
+        ws, data, users, methods, bpr, base, cfg, results["methods"], per_user, evaluate_model
+    )
     fallbacks = {
         m: {
             "fallbacks": int(sum(r.fallback for r in rs)),
@@ -468,6 +570,7 @@ def run_scenario(
             if "affected" in groups
             else {}
         ),
+        **subsets,
         **results,
     }
     run = ws.new_run("cragru", {"scenario": asdict(cfg), "device": device})
@@ -481,6 +584,75 @@ def run_scenario(
     atomic_write_text(run / "rankings.jsonl", "\n".join(lines) + "\n")
     summary["run_dir"] = str(run)
     return summary
+
+
+def _subset_quality(
+    ws: Workspace,
+    data: Any,
+    users: np.ndarray,
+    methods: dict[str, dict[int, np.ndarray]],
+    bpr: Any,
+    base: np.ndarray,
+    cfg: ScenarioConfig,
+    table: dict[str, dict],
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]],
+    evaluate_model: Callable[..., dict],
+) -> dict[str, Any]:
+    """The paired comparison on the two subsets where text and profile should matter most:
+
+    * ``quality_cold_users``: users with at most ``cfg.cold_users`` retained train interactions;
+    * ``quality_cold_items``: test items with at most ``cfg.cold_items`` retained train
+      interactions -- each user's test set restricted to those items (their other test items
+      are masked, neither hits nor misses), over the users that have one.
+
+    Adds the subsets' rows to ``table`` (group ``cold_users`` / ``cold_items``)."""
+    from llmrec.pipelines.cf import RetainedData
+
+    cold_u = cold_users(data, users, cfg.cold_users)
+    out: dict[str, Any] = {}
+    if "cold_users" in next(iter(table.values()), {}):
+        out["quality_cold_users"] = _quality(table, per_user, "cold_users", cold_u)
+
+    deg = np.bincount(data.train[1], minlength=ws.dataset.n_items)
+    tu, ti = data.test
+    cold = deg[ti] <= cfg.cold_items
+    shifted = RetainedData(
+        data.view,
+        data.train,
+        (np.concatenate([data.valid[0], tu[~cold]]), np.concatenate([data.valid[1], ti[~cold]])),
+        (tu[cold], ti[cold]),
+    )
+    who = np.intersect1d(users, tu[cold])
+    cold_pu: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, rk in [*methods.items(), ("bpr_retrained", None)]:
+        if not len(who):
+            break
+        if rk is None:
+            res = evaluate_model(bpr, shifted, "test", who, ks=cfg.ks, return_per_user=True)
+        else:
+            fn = _score_fn(rk, base, users, ws.dataset.n_items)
+            res = evaluate_model(
+                None, shifted, "test", who, ks=cfg.ks, score_fn=fn, return_per_user=True
+            )
+        pu = res["per_user"]
+        cold_pu[name] = (np.asarray(pu["users"]), np.asarray(pu["ndcg@10"]))
+        table[name]["cold_items"] = _metrics(res, cfg.ks)
+    out["quality_cold_items"] = _quality(table, cold_pu, "cold_items") if cold_pu else {}
+    out["subsets"] = {
+        "cold_users": {"max_train_interactions": cfg.cold_users, "users": int(len(cold_u))},
+        "cold_items": {
+            "max_train_interactions": cfg.cold_items,
+            "test_pairs": int(cold.sum()),
+            "users": int(len(who)),
+        },
+    }
+    return out
+
+
+def cold_users(data: Any, users: np.ndarray, max_train: int) -> np.ndarray:
+    """The ``users`` with at most ``max_train`` retained train interactions."""
+    n_train = np.bincount(data.train[0], minlength=len(data.view.forgotten_users))
+    return users[n_train[users] <= max_train]
 
 
 def _subset(res: dict[str, Any], who: np.ndarray) -> dict[str, Any]:
@@ -567,14 +739,16 @@ def format_results(summary: dict[str, Any]) -> str:
                 f"{name:34s} {g:11s} {m['n_users']:5d} {m.get('ndcg@10', 0):8.4f} "
                 f"{m.get('recall@10', 0):9.4f}"
             )
-    for qkey in ("quality", "quality_affected"):
+    for qkey in ("quality", "quality_affected", "quality_cold_users", "quality_cold_items"):
         q = summary.get(qkey, {})
         if not q:
             continue
+        ratio = lambda a, b: f"{a / b:.4f}" if b else "n/a"  # noqa: E731
         rows.append(
             f"[{q['users']} users] LLM/candidates "
-            f"{q['llm_ndcg@10'] / q['candidates_ndcg@10']:.4f}  "
-            f"LLM/BPR-retrained {q['llm_over_bpr']:.3f}"
+            f"{ratio(q['llm_ndcg@10'], q['candidates_ndcg@10'])}  "
+            f"LLM alone/candidates {ratio(q['llm_pure_ndcg@10'] or 0, q['candidates_ndcg@10'])}  "
+            f"LLM/BPR-retrained {ratio(q['llm_ndcg@10'], q['bpr_retrained_ndcg@10'])}"
         )
         for key, label in (
             ("paired_llm_minus_candidates", "LLM - candidates"),
