@@ -542,12 +542,15 @@ def _generator(ws: Workspace, cfg: ProtocolConfig, say):
         t0 = time.perf_counter()
         build_lm(ws.dataset, lm_dir, seed=cfg.seed, device=cfg.device)
         say(f"build_lm: {time.perf_counter() - t0:.1f}s")
+    from llmrec.llm.recipe import serving
+
     return Generator.from_pretrained(
         lm_dir,
         Catalog.from_dataset(ws.dataset),
         device=cfg.device,
         top_k=cfg.list_len,
         batch_size=cfg.batch_size,
+        template=serving(lm_dir).template,  # the template the base LM was adapted with
     )
 
 
