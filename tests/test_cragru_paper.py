@@ -98,3 +98,23 @@ def test_side_by_side_run(tmp_path, llm, monkeypatch):
     text = cp.format_protocols(res)
     assert "Table II CRAGRU (paper)" in text and "0.7116" in text
     assert "includes forgotten data" in text
+
+
+def test_run_cragru_protocol_paper_refuses_a_used_root(tmp_path, tiny_dir, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from llmrec.data.requests import ForgetRequest
+    from llmrec.workspace import Workspace
+
+    ws = Workspace(tmp_path / "root" / "toolkit", dataset="tiny", data_dir=tiny_dir)
+    with ws.ledger() as led:
+        led.record(ForgetRequest("user", users=("u1",)))
+    path = Path(__file__).resolve().parents[1] / "scripts" / "run_cragru.py"
+    spec = importlib.util.spec_from_file_location("run_cragru_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--protocol", "paper", "--workspace", str(tmp_path / "root"), "--dataset", "tiny"]
+    code = mod.main([*argv, "--data-dir", str(tiny_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "already holds forget requests" in err[0]
