@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llm-users", type=int, default=None, help="cap on LLM-ranked users")
     p.add_argument("--lm", default=None, help="LM folder (default: the workspace's built LM)")
     p.add_argument(
+        "--lm-init",
+        choices=["scratch", "minilm"],
+        default="scratch",
+        help="starting point of the LM built without --lm (scratch: 512 positions, fits the "
+        "paper's 50 candidates; minilm: 232 positions, needs --candidates 20)",
+    )
+    p.add_argument(
         "--blend",
         type=float,
         default=None,
@@ -77,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder=args.encoder,
         device=args.device,
         lm=args.lm,
+        lm_init=args.lm_init,
         blend=args.blend,
     )
     say = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))

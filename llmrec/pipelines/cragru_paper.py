@@ -58,7 +58,9 @@ TABLE_II = {
 class ProtocolConfig:
     """One side-by-side run. ``k``: item clusters; ``H``: history budget (reference: 5, 100).
     ``blend``: weight of the candidate-rank prior added to the LM's log-likelihood (``None``:
-    tuned on VALID with the exact source, per protocol; 0: the pure LM ranking)."""
+    tuned on VALID with the exact source, per protocol; 0: the pure LM ranking). ``lm_init``:
+    starting point of the catalogue LM built when ``lm`` is not given (``scratch``: the GPT-2
+    with 512 positions, which holds the paper's 50-candidate prompt; ``minilm`` takes 232)."""
 
     fraction: float = 0.1
     model: str = "bpr"
@@ -76,6 +78,7 @@ class ProtocolConfig:
     encoder: str = "text"
     device: str = "cpu"
     lm: str | None = None
+    lm_init: str = "scratch"
     blend: float | None = None
 
     @property
@@ -534,13 +537,13 @@ def _generator(ws: Workspace, cfg: ProtocolConfig, say):
     holds no user data, so both protocols share it)."""
     from llmrec.llm.catalog import Catalog
     from llmrec.llm.generator import Generator
-    from llmrec.llm.lm_builder import build_lm
+    from llmrec.llm.lm_builder import LMConfig, build_lm
     from llmrec.pipelines.cragru import default_lm_dir
 
     lm_dir = Path(cfg.lm) if cfg.lm else default_lm_dir(ws)
     if cfg.lm is None and not (lm_dir / "config.json").is_file():
         t0 = time.perf_counter()
-        build_lm(ws.dataset, lm_dir, seed=cfg.seed, device=cfg.device)
+        build_lm(ws.dataset, lm_dir, LMConfig(init=cfg.lm_init), seed=cfg.seed, device=cfg.device)
         say(f"build_lm: {time.perf_counter() - t0:.1f}s")
     from llmrec.llm.recipe import serving
 
