@@ -67,11 +67,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--encoder", choices=["text", "cf"], default="text")
     p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument(
+        "--epochs", type=int, default=None, help="adapter epochs (default: the base LM's recipe)"
+    )
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--protocol",
+        choices=["toolkit", "paper"],
+        default="toolkit",
+        help="toolkit: this leak-free scenario; paper: the CRAGRU reference's accounting beside "
+        "the toolkit's on one run (scripts/cragru_protocols.py, --workspace as its root)",
+    )
     args = p.parse_args(argv)
+    if args.protocol == "paper":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from cragru_protocols import main as protocols
+
+        extra = ["--dataset", args.dataset] if args.dataset else []
+        extra += ["--data-dir", args.data_dir] if args.data_dir else []
+        extra += ["--json"] if args.json else []
+        base = ["--root", args.workspace, "--seed", str(args.seed), "--device", args.device]
+        return protocols([*base, "--llm", "--encoder", args.encoder, *extra])
     cfg = ScenarioConfig(
         fraction=args.fraction,
         selection=args.selection,

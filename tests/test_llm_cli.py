@@ -21,7 +21,19 @@ def test_build_lm_tune_status_and_errors(tmp_path, capsys):
     code, _, err = run(capsys, "adapters", "tune", *w)
     assert code != 0 and "build-lm" in err
     code, res, _ = run(
-        capsys, "build-lm", *w, "--layers", "1", "--dim", "32", "--heads", "2", "--epochs", "1"
+        capsys,
+        "build-lm",
+        *w,
+        "--init",
+        "scratch",
+        "--layers",
+        "1",
+        "--dim",
+        "32",
+        "--heads",
+        "2",
+        "--epochs",
+        "1",
     )
     assert code == 0 and res["holds_user_data"] is False and res["n_items"] == 80
     with ws.ledger() as led:

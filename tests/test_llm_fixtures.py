@@ -15,6 +15,7 @@ from llmrec.llm.shards import ExampleSettings
 from llmrec.workspace import Workspace
 
 TINY_LM = LMConfig(
+    init="scratch",
     n_layer=1,
     n_embd=32,
     n_head=2,
@@ -23,6 +24,7 @@ TINY_LM = LMConfig(
     block_size=64,
     epochs=1,
     sessions=40,
+    template="compact",
 )
 
 

@@ -14,19 +14,26 @@ def register(sub, common) -> None:
     b = sub.add_parser(
         "build-lm",
         parents=[common],
-        help="train the offline default LM (tokenizer + small GPT-2) on catalogue text only",
-        description="Train a byte-level BPE tokenizer with one token per item and a small "
-        "GPT-2-architecture causal LM on the catalogue text (titles, years, genres; no user "
-        "data). Saved as a normal Hugging Face model folder.",
+        help="build the offline base LM (pretrained MiniLM by default) on catalogue text only",
+        description="Build the base causal LM and adapt it on the catalogue text (titles, years, "
+        "genres, catalogue-only prompt sessions; no user data). --init minilm (default) starts "
+        "from the packaged all-MiniLM-L6-v2 weights as a decoder-mode BERT with one token per "
+        "item initialised from the item text; --init scratch trains a byte-level BPE tokenizer "
+        "and a small GPT-2 from nothing. Saved as a normal Hugging Face model folder.",
     )
     b.add_argument("--out", help="model folder (default: WORKSPACE/artifacts/lm)")
-    b.add_argument("--layers", type=int, default=2)
-    b.add_argument("--dim", type=int, default=128)
-    b.add_argument("--heads", type=int, default=4)
-    b.add_argument("--epochs", type=int, default=3)
+    b.add_argument("--init", choices=["minilm", "scratch"], default="minilm")
     b.add_argument(
-        "--sessions", type=int, default=1000, help="catalogue-only prompt sessions to train on"
+        "--layers", type=int, help="transformer layers (minilm: the first N of 6; default 2)"
     )
+    b.add_argument(
+        "--positions", type=int, help="position limit = prompt budget (minilm default 256)"
+    )
+    b.add_argument("--dim", type=int, default=128, help="width (scratch only)")
+    b.add_argument("--heads", type=int, default=4, help="attention heads (scratch only)")
+    b.add_argument("--epochs", type=int, help="adaptation epochs (minilm 1, scratch 3)")
+    b.add_argument("--sessions", type=int, help="catalogue-only prompt sessions to adapt on")
+    b.add_argument("--template", help="prompt template the model is adapted with")
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=cmd_build_lm)
 
@@ -149,11 +156,14 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     out = Path(args.out) if args.out else default_lm_dir(ws)
     cfg = LMConfig(
+        init=args.init,
         n_layer=args.layers,
+        n_positions=args.positions,
         n_embd=args.dim,
         n_head=args.heads,
         epochs=args.epochs,
         sessions=args.sessions,
+        template=args.template,
     )
     man = build_lm(
         ws.dataset, out, cfg, seed=args.seed, device=args.device, progress=progress_enabled(args)
@@ -172,7 +182,8 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
         )
     man["path"] = str(out)
     text = (
-        f"built {out}: {man['parameters']:,} parameters, vocab {man['vocab_size']} "
+        f"built {out} ({man['init']}): {man['parameters']:,} parameters, vocab "
+        f"{man['vocab_size']} "
         f"({man['n_items']} item tokens), catalogue text only (holds_user_data=false), "
         f"loss {man['train_loss'][-1]:.3f}, {man['seconds']:.1f}s"
     )

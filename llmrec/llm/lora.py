@@ -37,6 +37,7 @@ class LoraSettings:
     r: int = 8
     alpha_ratio: float = 2.0
     item_tokens: bool = True
+    item_token_layers: str = "both"  # "output": only the head's item rows (no backward below)
     dropout: float = 0.0
     target_modules: list[str] | str | None = None
     epochs: int = 4
@@ -83,6 +84,8 @@ def lora_config(
     if s.item_tokens and item_token_ids is not None and len(item_token_ids):
         ids = sorted(int(i) for i in item_token_ids)
         names = _embedding_names(model)
+        if s.item_token_layers == "output" and len(names) > 1:
+            names = names[1:]
         tokens = {n: ids for n in names}
     return LoraConfig(
         r=s.r,

@@ -3,7 +3,10 @@
 A *session* is a prompt in the serving format whose "user" is made up from the catalogue alone:
 one or two genres are drawn, the history is a random set of items of those genres, the candidate
 list mixes held-out items of those genres with random other items, and the answer names the
-held-out ones. No interaction, rating or profile of any real user is involved (ratings are
+held-out ones, best first. The held-out items sit near the top of the candidate list more often
+than not (drawn with weight ``1 / (1 + rank / rank_scale)``), as they would in a candidate
+generator's ranking, and half of the other candidates share the session's genres, so neither
+position nor genre alone gives the answer away. No interaction, rating or profile of any real user is involved (ratings are
 random, the profile is empty), so a model trained on sessions still holds no user data. What it
 learns is the routing the adapters need -- reading the history and candidates and writing items
 like them into the answer -- so the per-shard adapters only have to learn the collaborative
@@ -26,8 +29,11 @@ def catalog_sessions(
     history: tuple[int, int] = (5, 40),
     n_candidates: int = 50,
     n_targets: int = 3,
+    rank_scale: float = 5.0,
+    max_tokens: int | None = None,
 ) -> list[str]:
-    """``n`` session texts (prompt + answer), deterministic for a seed."""
+    """``n`` session texts (prompt + answer), deterministic for a seed. ``max_tokens``: the
+    prompt plus answer fit in that many tokens (history entries are dropped to fit)."""
     rng = np.random.default_rng([seed, 7])
     by_genre: dict[str, list[int]] = {}
     for i, gs in enumerate(catalog.genres):
@@ -49,12 +55,24 @@ def catalog_sessions(
         k_t = int(min(n_targets, max(1, len(pool) // 4)))
         h = int(min(len(pool) - k_t, rng.integers(history[0], history[1] + 1)))
         targets, hist = pool[:k_t], pool[k_t : k_t + h]
-        others = np.setdiff1d(np.arange(n_items), np.concatenate([targets, hist]))
-        fill = rng.choice(others, size=min(len(others), n_candidates - k_t), replace=False)
-        cands = rng.permutation(np.concatenate([targets, fill]))
+        n_fill = n_candidates - k_t
+        near = pool[k_t + h :][: n_fill // 2]
+        others = np.setdiff1d(np.arange(n_items), np.concatenate([targets, hist, near]))
+        far = rng.choice(others, size=min(len(others), n_fill - len(near)), replace=False)
+        fill = list(rng.permutation(np.concatenate([near, far])))
+        size = len(fill) + k_t
+        w = 1.0 / (1.0 + np.arange(size) / rank_scale)
+        slots = np.sort(rng.choice(size, size=k_t, replace=False, p=w / w.sum()))
+        cands = np.empty(size, dtype=np.int64)
+        mask = np.zeros(size, dtype=bool)
+        mask[slots] = True
+        cands[mask], cands[~mask] = targets, np.asarray(fill, dtype=np.int64)
         ctx = UserContext(-1, {}, hist, rng.integers(1, 6, size=len(hist)).astype(float), cands)
-        text = builder.template.model_input(None, *builder.parts(ctx))
-        out.append(
-            text + answer_text([builder.verbalize(int(t)) for t in rng.permutation(targets)])
-        )
+        answer = answer_text([builder.verbalize(int(t)) for t in cands[mask]])
+        if max_tokens is None:
+            text = builder.template.model_input(None, *builder.parts(ctx))
+        else:
+            reserve = len(builder.tokenizer(answer, add_special_tokens=False)["input_ids"])
+            text = builder.text(ctx, max_tokens, reserve)
+        out.append(text + answer)
     return out

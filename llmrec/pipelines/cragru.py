@@ -326,10 +326,12 @@ class ScenarioConfig:
     strategy: str = "preference"
     encoder: str = "text"
     n_shards: int = 4
-    epochs: int = 4
+    epochs: int | None = None  # None: the base model's recipe (llmrec.llm.recipe)
     seed: int = 2020
     ks: tuple[int, ...] = (5, 10, 20)
     blend_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+    cold_users: int = 10  # subset: users with at most this many retained train interactions
+    cold_items: int = 5  # subset: test items with at most this many retained train interactions
 
 
 def _score_fn(rankings: dict[int, np.ndarray], base: np.ndarray, users: np.ndarray, n: int):
@@ -378,7 +380,7 @@ def run_scenario(
     from llmrec.evaluation.bias import interaction_matrix, neighbours_and_controls
     from llmrec.llm.adapters import AdapterConfig, load_config, tune_adapters
     from llmrec.llm.lm_builder import build_lm
-    from llmrec.llm.lora import LoraSettings
+    from llmrec.llm.recipe import example_settings, lora_settings, serving
     from llmrec.pipelines.cf import evaluate_model, retained_data, train_model
     from llmrec.pipelines.forget import forget
     from retrieval.store import RetrievalStore
@@ -411,13 +413,16 @@ def run_scenario(
             "build_store",
             lambda: RetrievalStore.build(ws, encoder=cfg.encoder, n_candidates=50, seed=cfg.seed),
         )
+    serve = serving(lm_dir)
     if load_config(ws) is None:
         acfg = AdapterConfig(
             base=str(lm_dir.resolve()),
             n_shards=cfg.n_shards,
             seed=cfg.seed,
+            template=serve.template or "compact",
             device=device,
-            lora=LoraSettings(epochs=cfg.epochs),
+            lora=lora_settings(lm_dir, cfg.epochs),
+            examples=example_settings(lm_dir),
         )
         timed("tune_adapters", lambda: tune_adapters(ws, acfg, progress=say))
 
@@ -461,8 +466,19 @@ def run_scenario(
         users = affected
     else:
         raise ValueError(f"eval_users must be 'affected' or 'all', got {cfg.eval_users!r}")
+    groups["cold_users"] = cold_users(data, users, cfg.cold_users)
 
-    pipe = CragruPipeline(ws, CragruOptions(device=device, strategy=cfg.strategy))
+    tuned = load_config(ws)
+    pipe = CragruPipeline(
+        ws,
+        CragruOptions(
+            device=device,
+            strategy=cfg.strategy,
+            template=tuned.template if tuned is not None else serve.template,
+            history=serve.history,
+            n_candidates=serve.n_candidates,
+        ),
+    )
     ctxs = timed("retrieve", lambda: [pipe.context(int(u)) for u in users])
     base = pipe.store.candidate_scores(users)
     methods: dict[str, dict[int, np.ndarray]] = {
@@ -520,6 +536,9 @@ def run_scenario(
         results["methods"][name] = {
             g: _metrics(_subset(res, who), cfg.ks) for g, who in groups.items()
         }
+    subsets = _subset_quality(
+        ws, data, users, methods, bpr, base, cfg, results["methods"], per_user, evaluate_model
+    )
     fallbacks = {
         m: {
             "fallbacks": int(sum(r.fallback for r in rs)),
@@ -551,6 +570,7 @@ def run_scenario(
             if "affected" in groups
             else {}
         ),
+        **subsets,
         **results,
     }
     run = ws.new_run("cragru", {"scenario": asdict(cfg), "device": device})
@@ -564,6 +584,75 @@ def run_scenario(
     atomic_write_text(run / "rankings.jsonl", "\n".join(lines) + "\n")
     summary["run_dir"] = str(run)
     return summary
+
+
+def _subset_quality(
+    ws: Workspace,
+    data: Any,
+    users: np.ndarray,
+    methods: dict[str, dict[int, np.ndarray]],
+    bpr: Any,
+    base: np.ndarray,
+    cfg: ScenarioConfig,
+    table: dict[str, dict],
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]],
+    evaluate_model: Callable[..., dict],
+) -> dict[str, Any]:
+    """The paired comparison on the two subsets where text and profile should matter most:
+
+    * ``quality_cold_users``: users with at most ``cfg.cold_users`` retained train interactions;
+    * ``quality_cold_items``: test items with at most ``cfg.cold_items`` retained train
+      interactions -- each user's test set restricted to those items (their other test items
+      are masked, neither hits nor misses), over the users that have one.
+
+    Adds the subsets' rows to ``table`` (group ``cold_users`` / ``cold_items``)."""
+    from llmrec.pipelines.cf import RetainedData
+
+    cold_u = cold_users(data, users, cfg.cold_users)
+    out: dict[str, Any] = {}
+    if "cold_users" in next(iter(table.values()), {}):
+        out["quality_cold_users"] = _quality(table, per_user, "cold_users", cold_u)
+
+    deg = np.bincount(data.train[1], minlength=ws.dataset.n_items)
+    tu, ti = data.test
+    cold = deg[ti] <= cfg.cold_items
+    shifted = RetainedData(
+        data.view,
+        data.train,
+        (np.concatenate([data.valid[0], tu[~cold]]), np.concatenate([data.valid[1], ti[~cold]])),
+        (tu[cold], ti[cold]),
+    )
+    who = np.intersect1d(users, tu[cold])
+    cold_pu: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, rk in [*methods.items(), ("bpr_retrained", None)]:
+        if not len(who):
+            break
+        if rk is None:
+            res = evaluate_model(bpr, shifted, "test", who, ks=cfg.ks, return_per_user=True)
+        else:
+            fn = _score_fn(rk, base, users, ws.dataset.n_items)
+            res = evaluate_model(
+                None, shifted, "test", who, ks=cfg.ks, score_fn=fn, return_per_user=True
+            )
+        pu = res["per_user"]
+        cold_pu[name] = (np.asarray(pu["users"]), np.asarray(pu["ndcg@10"]))
+        table[name]["cold_items"] = _metrics(res, cfg.ks)
+    out["quality_cold_items"] = _quality(table, cold_pu, "cold_items") if cold_pu else {}
+    out["subsets"] = {
+        "cold_users": {"max_train_interactions": cfg.cold_users, "users": int(len(cold_u))},
+        "cold_items": {
+            "max_train_interactions": cfg.cold_items,
+            "test_pairs": int(cold.sum()),
+            "users": int(len(who)),
+        },
+    }
+    return out
+
+
+def cold_users(data: Any, users: np.ndarray, max_train: int) -> np.ndarray:
+    """The ``users`` with at most ``max_train`` retained train interactions."""
+    n_train = np.bincount(data.train[0], minlength=len(data.view.forgotten_users))
+    return users[n_train[users] <= max_train]
 
 
 def _subset(res: dict[str, Any], who: np.ndarray) -> dict[str, Any]:
@@ -650,14 +739,16 @@ def format_results(summary: dict[str, Any]) -> str:
                 f"{name:34s} {g:11s} {m['n_users']:5d} {m.get('ndcg@10', 0):8.4f} "
                 f"{m.get('recall@10', 0):9.4f}"
             )
-    for qkey in ("quality", "quality_affected"):
+    for qkey in ("quality", "quality_affected", "quality_cold_users", "quality_cold_items"):
         q = summary.get(qkey, {})
         if not q:
             continue
+        ratio = lambda a, b: f"{a / b:.4f}" if b else "n/a"  # noqa: E731
         rows.append(
             f"[{q['users']} users] LLM/candidates "
-            f"{q['llm_ndcg@10'] / q['candidates_ndcg@10']:.4f}  "
-            f"LLM/BPR-retrained {q['llm_over_bpr']:.3f}"
+            f"{ratio(q['llm_ndcg@10'], q['candidates_ndcg@10'])}  "
+            f"LLM alone/candidates {ratio(q['llm_pure_ndcg@10'] or 0, q['candidates_ndcg@10'])}  "
+            f"LLM/BPR-retrained {ratio(q['llm_ndcg@10'], q['bpr_retrained_ndcg@10'])}"
         )
         for key, label in (
             ("paired_llm_minus_candidates", "LLM - candidates"),

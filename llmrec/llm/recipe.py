@@ -1,0 +1,80 @@
+"""How a toolkit-built base LM is tuned and served: one recipe per starting point.
+
+The base model's manifest names its starting point (``init``) and the template it was adapted
+with; :func:`adapter_config` and :func:`serving` turn that into the adapter settings and the
+serving options the default path uses, so ``build-lm``, ``adapters tune`` and serving agree on
+one prompt format and one budget. Any other model (a hub LLM) gets the library defaults.
+
+The MiniLM recipe (measured in ``docs/default_lm.md``) keeps the CPU budget: the LoRA adapter
+sits on the last transformer layer and the LM-head transform, and the per-item rows are trained
+in the output head only, so the backward pass never runs through the lower layers; item rows
+start from the base model's (text-initialised) rows instead of a common mean, and the adapter
+learns the whole preference (no candidate prior inside the loss) -- the served score is blended
+with the candidate order afterwards, with a weight tuned on VALID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmrec.llm.lm_builder import read_manifest
+from llmrec.llm.lora import LoraSettings
+from llmrec.llm.shards import ExampleSettings
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Prompt material served per user: template, history entries offered to the token budget,
+    candidates ranked by the LM."""
+
+    template: str | None = None
+    history: int = 50
+    n_candidates: int = 50
+
+
+def _init(base: str | Path) -> str | None:
+    man = read_manifest(base) if Path(base).is_dir() else None
+    return None if man is None else man.get("init", "scratch")
+
+
+def serving(base: str | Path) -> Serving:
+    """Serving options for the base model at ``base``."""
+    man = read_manifest(base) if Path(base).is_dir() else None
+    if man is None:
+        return Serving()
+    if man.get("init") == "minilm":
+        return Serving(template=man["template"], history=50, n_candidates=20)
+    return Serving(template=man.get("template") or man.get("config", {}).get("template"))
+
+
+def lora_settings(
+    base: str | Path, epochs: int | None = None, n_layer: int | None = None
+) -> LoraSettings:
+    """Adapter settings for the base model at ``base`` (library defaults for other models)."""
+    if _init(base) != "minilm":
+        return LoraSettings() if epochs is None else LoraSettings(epochs=epochs)
+    if n_layer is None:
+        from transformers import AutoConfig
+
+        n_layer = AutoConfig.from_pretrained(str(base)).num_hidden_layers
+    top = n_layer - 1
+    return LoraSettings(
+        r=8,
+        target_modules=rf".*encoder\.layer\.{top}\.attention\.self\.(query|value)|.*transform\.dense",
+        item_token_layers="output",
+        epochs=1 if epochs is None else epochs,
+        batch_size=16,
+        lr=2e-3,
+        item_lr=3e-3,
+        prior_weight=0.0,
+        zero_residual=False,
+        answer_weight=0.5,
+        vocab_weight=0.5,
+    )
+
+
+def example_settings(base: str | Path) -> ExampleSettings:
+    """Training-example settings matching :func:`serving` (candidate-list length)."""
+    s = serving(base)
+    return ExampleSettings(history=s.history, n_candidates=s.n_candidates)

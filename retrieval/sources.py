@@ -1,0 +1,303 @@
+"""Candidate sources for the LLM path: who proposes the items the LLM re-ranks.
+
+* ``ease`` (default) — the retrieval store's exactly unlearnable co-occurrence generator
+  (:mod:`retrieval.candidates`), updated incrementally by the ``retrieval`` forget stage.
+* ``bpr`` / ``lightgcn`` — a CF model trained on the retained train part; the
+  ``candidate-source`` forget stage (:func:`apply`) retrains it from scratch on the retained data
+  of the new ledger version (same seed and recipe), so after a forget it is bit-identical to a
+  model built from scratch; the retraining time is reported as the stage's cost.
+* ``bpr-original`` / ``lightgcn-original`` — the CRAGRU reference's choice: a model trained
+  before the forget request and never updated. Leaky by construction: its scores are shaped by
+  the forgotten interactions. Every description says :data:`LEAK_NOTE`, and :func:`audit`
+  reports a violation on a workspace serving one after any forget request.
+
+A source built in a workspace is saved under ``artifacts/candidates/<name>.pt`` plus
+``<name>.json`` (its record) and registered in the ledger's artifact table (kind
+:data:`KIND`), which is how the forget stage and the audit find it.
+
+Registration (until the two lines live in :mod:`llmrec.pipelines.forget` and
+:mod:`llmrec.pipelines.audit`): :func:`register` adds the stage ``candidate-source`` ->
+``retrieval.sources:apply`` and the auditor ``candidate-source`` -> ``retrieval.sources:audit``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from llmrec.data.retained import RetainedView
+from llmrec.errors import ArtifactError
+from llmrec.io import atomic_write_json
+from llmrec.workspace import Workspace
+from retrieval.candidates import top_n, user_rows
+
+SOURCES = ("ease", "bpr", "lightgcn", "bpr-original", "lightgcn-original")
+KIND = "candidate-source"
+LEAK_NOTE = "includes forgotten data"
+
+
+def is_leaky(name: str) -> bool:
+    """A source trained before the forget requests and never updated."""
+    return name.endswith("-original")
+
+
+def model_of(name: str) -> str | None:
+    """The CF model behind a source (``None`` for ``ease``)."""
+    return None if name == "ease" else name.removesuffix("-original")
+
+
+def _check(name: str) -> None:
+    if name not in SOURCES:
+        raise ValueError(f"candidate source must be one of {', '.join(SOURCES)}, got {name!r}")
+
+
+def source_dir(ws: Workspace) -> Path:
+    """``WORKSPACE/artifacts/candidates`` (created)."""
+    path = ws.root / "artifacts" / "candidates"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record_path(ws: Workspace, name: str) -> Path:
+    return source_dir(ws) / f"{name}.json"
+
+
+@dataclass
+class CandidateSource:
+    """One source: scores and top-n candidates for users (internal indices).
+
+    ``trained_version``: the ledger version of the data its model was trained on;
+    ``view``: the retained view the source serves under (forgotten items are never proposed,
+    the user's retained train items are blocked).
+    """
+
+    name: str
+    ws: Workspace
+    view: RetainedView
+    trained_version: int
+    model: Any = None
+    store: Any = None
+    cost_s: float = 0.0
+    _rows: list[np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def leaky(self) -> bool:
+        return is_leaky(self.name)
+
+    @property
+    def includes_forgotten_data(self) -> bool:
+        """True when the model was trained before requests the ledger now holds."""
+        return self.leaky and self.view.version > self.trained_version
+
+    def describe(self) -> dict[str, Any]:
+        out = {
+            "source": self.name,
+            "exact": not self.leaky,
+            "trained_on_ledger_version": int(self.trained_version),
+            "ledger_version": int(self.view.version),
+            "build_seconds": round(float(self.cost_s), 3),
+        }
+        if self.leaky:
+            out["note"] = LEAK_NOTE
+        return out
+
+    def label(self) -> str:
+        """Name for reports; leaky sources always carry the note."""
+        return f"{self.name} ({LEAK_NOTE})" if self.leaky else self.name
+
+    def train_rows(self) -> list[np.ndarray]:
+        """Each user's retained train items (blocked from their candidates)."""
+        if self._rows is None:
+            from llmrec.pipelines.cf import retained_data
+
+            tu, ti = retained_data(self.ws, self.view).train
+            n_users = self.ws.dataset.n_users
+            order = np.argsort(tu, kind="stable")
+            ptr = np.searchsorted(tu[order], np.arange(n_users + 1))
+            self._rows = [np.unique(ti[order[ptr[u] : ptr[u + 1]]]) for u in range(n_users)]
+        return self._rows
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """Scores ``[len(users), n_items]`` (float64); forgotten items are ``-inf``."""
+        import torch
+
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        if self.store is not None:
+            return self.store.candidate_scores(users)
+        with torch.no_grad():
+            s = self.model.score(users).cpu().numpy().astype(np.float64)
+        s[:, self.view.forgotten_items] = -np.inf
+        return s
+
+    def candidates(
+        self, users: np.ndarray, n: int = 50, blocked: sp.csr_matrix | None = None
+    ) -> np.ndarray:
+        """Top-``n`` items per user ``[len(users), n]``, best first, padded with -1; never a
+        forgotten item, never an item in ``blocked`` (default: the user's retained train
+        items)."""
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        if blocked is None:
+            rows = self.train_rows()
+            blocked = user_rows(self.ws.dataset.n_items, [rows[u] for u in users])
+        return top_n(self.scores(users), n, blocked)
+
+
+def _train(ws: Workspace, model: str, seed: int, view: RetainedView, params: dict):
+    from llmrec.pipelines.cf import retained_data, train_model
+
+    return train_model(ws, model, seed=seed, data=retained_data(ws, view), **params)
+
+
+def build_source(
+    ws: Workspace,
+    name: str,
+    seed: int = 2020,
+    params: dict | None = None,
+    save: bool = True,
+) -> CandidateSource:
+    """Build ``name`` on the workspace's newest retained data. ``ease`` loads the retrieval
+    store (build it with ``llmrec index build``); CF sources train their model from scratch
+    and (``save``) are saved and registered so that the forget stage and the audit see them."""
+    _check(name)
+    view = ws.view()
+    t0 = time.perf_counter()
+    if name == "ease":
+        from retrieval.store import RetrievalStore
+
+        store = RetrievalStore.load(ws)
+        return CandidateSource(name, ws, view, store.ledger_version, store=store)
+    params = dict(params or {})
+    model = _train(ws, model_of(name), seed, view, params)
+    src = CandidateSource(
+        name, ws, view, view.version, model=model, cost_s=time.perf_counter() - t0
+    )
+    if save:
+        _save(ws, src, seed, params)
+    return src
+
+
+def _save(ws: Workspace, src: CandidateSource, seed: int, params: dict) -> None:
+    path = source_dir(ws) / f"{src.name}.pt"
+    src.model.save(path, src.trained_version, {"source": src.name, "seed": seed})
+    record = {
+        "kind": KIND,
+        **src.describe(),
+        "model": model_of(src.name),
+        "seed": int(seed),
+        "params": params,
+        "checkpoint": str(path),
+    }
+    atomic_write_json(record_path(ws, src.name), record)
+    with ws.ledger() as led:
+        led.register_artifact(
+            f"{KIND}:{src.name}", KIND, path, src.trained_version, {"source": src.name}
+        )
+
+
+def load_source(ws: Workspace, name: str) -> CandidateSource:
+    """A source saved in the workspace; ArtifactError if absent or (exact CF sources) stale."""
+    _check(name)
+    view = ws.view()
+    if name == "ease":
+        return build_source(ws, name)
+    from llmrec.models import load_model
+
+    rec_path = record_path(ws, name)
+    if not rec_path.is_file():
+        raise ArtifactError(f"no candidate source {name!r} in {ws.root}: build it first")
+    rec = json.loads(rec_path.read_text())
+    model = load_model(rec["checkpoint"])
+    if not is_leaky(name) and model.ledger_version != view.version:
+        raise ArtifactError(
+            f"candidate source {name!r} reflects ledger v{model.ledger_version}, the ledger is at "
+            f"v{view.version}: run 'llmrec forget' to finish the pending stages"
+        )
+    return CandidateSource(name, ws, view, model.ledger_version, model=model)
+
+
+def _registered(ws: Workspace) -> list[dict]:
+    if not ws.ledger_path.exists():
+        return []
+    with ws.ledger() as led:
+        return [a for a in led.artifacts() if a["kind"] == KIND]
+
+
+def apply(ws: Workspace, version: int) -> dict:
+    """The ``candidate-source`` forget stage: retrain every exact CF source from scratch on the
+    retained data of ``version`` (same seed and recipe); leaky sources are left as they are
+    and reported."""
+    out: dict[str, Any] = {}
+    for a in _registered(ws):
+        name = a["detail"].get("source", "")
+        rec_path = record_path(ws, name)
+        if name not in SOURCES or not rec_path.is_file():
+            continue
+        rec = json.loads(rec_path.read_text())
+        if is_leaky(name):
+            trained = int(rec.get("trained_on_ledger_version", 0))
+            out[name] = {
+                "retrained": False,
+                "note": LEAK_NOTE,
+                "trained_on_ledger_version": trained,
+            }
+            continue
+        if int(a["ledger_version"]) >= version:
+            continue
+        t0 = time.perf_counter()
+        model = _train(ws, rec["model"], int(rec["seed"]), ws.view(version), rec["params"])
+        src = CandidateSource(
+            name, ws, ws.view(version), version, model=model, cost_s=time.perf_counter() - t0
+        )
+        _save(ws, src, int(rec["seed"]), rec["params"])
+        out[name] = {"retrained": True, "seconds": round(src.cost_s, 3)}
+    return {"sources": out}
+
+
+def audit(ws: Workspace, view: RetainedView) -> list[dict]:
+    """Forget audit of the candidate sources: a leaky (``-original``) source trained before
+    requests the ledger holds is a violation (it includes forgotten data); an exact source
+    must reflect the newest ledger version and its checkpoint must agree with the registry."""
+    from llmrec.models import load_model
+
+    findings = []
+    for a in _registered(ws):
+        name, path = a["detail"].get("source", a["name"]), a["path"]
+        art = f"{KIND}:{name}"
+        try:
+            m = load_model(path)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            findings.append({"artifact": art, "path": path, "problem": f"unreadable ({exc})"})
+            continue
+        if m.ledger_version != int(a["ledger_version"]):
+            findings.append(
+                {
+                    "artifact": art,
+                    "path": path,
+                    "problem": f"file says ledger v{m.ledger_version}, registry says "
+                    f"v{a['ledger_version']}",
+                }
+            )
+        if m.ledger_version < view.version:
+            problem = (
+                f"{LEAK_NOTE}: trained at ledger v{m.ledger_version}, never updated for the "
+                f"requests up to v{view.version} (the reference's original-model candidates)"
+                if is_leaky(name)
+                else f"stale: reflects ledger v{m.ledger_version}, ledger is at v{view.version}"
+            )
+            findings.append({"artifact": art, "path": path, "problem": problem})
+    return findings
+
+
+def register() -> None:
+    """Register the forget stage and the auditor (idempotent)."""
+    from llmrec.pipelines.audit import register_auditor
+    from llmrec.pipelines.forget import register_stage
+
+    register_stage(KIND, "retrieval.sources:apply")
+    register_auditor(KIND, "retrieval.sources:audit")
