@@ -6,7 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmrec.cli.common import emit, open_workspace, progress_enabled
+from llmrec.cli.common import (
+    device_name,
+    emit,
+    nonneg_float,
+    nonneg_int,
+    open_workspace,
+    positive_float,
+    positive_int,
+    progress_enabled,
+)
 from llmrec.errors import LlmrecError
 
 
@@ -20,14 +29,17 @@ def register(sub, common) -> None:
         "data). Saved as a normal Hugging Face model folder.",
     )
     b.add_argument("--out", help="model folder (default: WORKSPACE/artifacts/lm)")
-    b.add_argument("--layers", type=int, default=2)
-    b.add_argument("--dim", type=int, default=128)
-    b.add_argument("--heads", type=int, default=4)
-    b.add_argument("--epochs", type=int, default=3)
+    b.add_argument("--layers", type=positive_int, default=2)
+    b.add_argument("--dim", type=positive_int, default=128)
+    b.add_argument("--heads", type=positive_int, default=4)
+    b.add_argument("--epochs", type=positive_int, default=3)
     b.add_argument(
-        "--sessions", type=int, default=1000, help="catalogue-only prompt sessions to train on"
+        "--sessions",
+        type=positive_int,
+        default=1000,
+        help="catalogue-only prompt sessions to train on",
     )
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", type=device_name, default="cpu")
     b.set_defaults(func=cmd_build_lm)
 
     a = sub.add_parser("adapters", help="per-shard LoRA adapters (tune, status)")
@@ -43,12 +55,12 @@ def register(sub, common) -> None:
         "'torchrun' to spread the work over processes/GPUs.",
     )
     t.add_argument("--model", help="base model: hub id or folder (default: the built LM)")
-    t.add_argument("--shards", type=int, default=4)
-    t.add_argument("--epochs", type=int, default=4)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=5e-3)
+    t.add_argument("--shards", type=positive_int, default=4)
+    t.add_argument("--epochs", type=positive_int, default=4)
+    t.add_argument("--batch-size", type=positive_int, default=16)
+    t.add_argument("--lr", type=positive_float, default=5e-3)
     t.add_argument("--template", default="compact")
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", type=device_name, default="cpu")
     t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
     t.add_argument(
         "--parallel",
@@ -78,13 +90,13 @@ def register(sub, common) -> None:
     r.add_argument("--model", help="hub id or folder (default: the built LM + adapters)")
     r.add_argument("--no-adapters", action="store_true", help="serve the base model only")
     r.add_argument("--template", help="prompt template name or path (default: by model)")
-    r.add_argument("--history", type=int, default=50, help="H: history items in the prompt")
-    r.add_argument("--candidates", type=int, default=50)
-    r.add_argument("--top-k", type=int, default=10)
+    r.add_argument("--history", type=nonneg_int, default=50, help="H: history items in the prompt")
+    r.add_argument("--candidates", type=positive_int, default=50)
+    r.add_argument("--top-k", type=positive_int, default=10)
     r.add_argument(
-        "--blend", type=float, help="weight of the candidate prior (default: the adapters')"
+        "--blend", type=nonneg_float, help="weight of the candidate prior (default: the adapters')"
     )
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--device", type=device_name, default="cpu")
     r.add_argument("--show-prompt", action="store_true", help="also print the prompt")
     r.set_defaults(func=cmd_recommend)
 
