@@ -200,6 +200,12 @@ class RetrievalStore:
         }
         t0 = time.perf_counter()
         view = ws.view()
+        n_retained = int((~view.forgotten_items).sum())
+        if int(n_clusters) > n_retained:
+            raise ValueError(
+                f"{n_clusters} clusters for {n_retained} retained items: use at most "
+                f"{n_retained} (--clusters)"
+            )
         emb = _embed(ws, config, view)
         store = cls(
             ws,

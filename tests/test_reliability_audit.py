@@ -255,3 +255,42 @@ def test_ease_weights_do_not_depend_on_thread_count():
             gen = CooccurrenceGenerator.build(GeneratorConfig(), x, n_users)
             out.append(gen._ease_weights())
     assert all(np.array_equal(out[0], w) for w in out[1:])
+
+
+def test_adapters_unwritable_forget_fails_and_recommend_refuses(ws, monkeypatch, capsys):
+    """Acceptance 5: with the adapters folder read-only, ``forget`` fails with one line and
+    ``recommend`` refuses to serve until the stage is done (as root, whom permissions do not
+    stop, the folder's writes are made to fail the way they would)."""
+    import llmrec.llm.adapters as adapters
+
+    root = adapters_root(ws)
+    user = str(ws.dataset.user_tokens[2])
+    serve = ["recommend", "--user", user, "--workspace", str(ws.root), "--json"]
+    assert main(serve) == 0
+    capsys.readouterr()
+    real = adapters.atomic_write_json
+
+    def read_only(path, obj):
+        if Path(path).resolve().is_relative_to(root.resolve()):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, obj)
+
+    monkeypatch.setattr(adapters, "atomic_write_json", read_only)
+    os.chmod(root, 0o555)
+    try:
+        req = ws.root.parent / "r.jsonl"
+        req.write_text(json.dumps({"kind": "user", "users": [str(ws.dataset.user_tokens[3])]}))
+        assert main(["forget", "--workspace", str(ws.root), "--request", str(req)]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "Permission denied" in err[0], err
+        assert main(serve) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "llmrec forget" in err[0] and "adapters" in err[0], err
+    finally:
+        os.chmod(root, 0o755)
+    monkeypatch.setattr(adapters, "atomic_write_json", real)
+    assert main(["forget", "--workspace", str(ws.root)]) == 0
+    assert main(serve) == 0
+    # everything is applied; only the CF checkpoint (not a forget stage) awaits retraining
+    res = run_audit(ws)
+    assert [v["artifact"] for v in res["violations"]] == ["model:bpr"], res["violations"]

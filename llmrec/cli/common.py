@@ -71,9 +71,10 @@ def float_in(
     return parse
 
 
+MAX_FLOAT = 1e6  # no rate or weight beyond this is meaningful
 finite_float = float_in()
-positive_float = float_in(0.0, lo_open=True)
-nonneg_float = float_in(0.0)
+positive_float = float_in(0.0, MAX_FLOAT, lo_open=True)
+nonneg_float = float_in(0.0, MAX_FLOAT)
 unit_float = float_in(0.0, 1.0)
 
 

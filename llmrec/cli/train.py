@@ -15,7 +15,7 @@ from llmrec.cli.common import (
     positive_int,
     progress_enabled,
 )
-from llmrec.errors import LlmrecError
+from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.models import MODEL_REGISTRY
 from llmrec.pipelines.cf import (
     checkpoint_path,
@@ -147,9 +147,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_trained(ws, name: str):
+    """The workspace's trained checkpoint of ``name``; one clear error if it is unreadable."""
+    try:
+        return load_checkpoint(ws, name)
+    except LlmrecError:
+        raise
+    except Exception as exc:  # an untrusted file: torch.load may fail in any way
+        path = checkpoint_path(ws, name)
+        why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(
+            f"unreadable checkpoint {path} ({why}); retrain it with 'llmrec train --model {name}'"
+        ) from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    model = load_checkpoint(ws, args.model)
+    model = load_trained(ws, args.model)
     with ws.ledger() as led:
         current = led.version
     data = retained_data(ws)

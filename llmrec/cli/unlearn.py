@@ -11,8 +11,6 @@ version it reflects, registered in the ledger) and a run folder with ``results.j
 from __future__ import annotations
 
 import argparse
-import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -136,27 +134,18 @@ def _load(path: Path, what: str):
         raise ArtifactError(f"no {what} checkpoint at {path}")
     try:
         return load_model(path)
-    except (
-        OSError,
-        RuntimeError,
-        KeyError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as exc:
+    except Exception as exc:  # an untrusted file: torch.load may fail in any way
         msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"unreadable checkpoint {path}: {msg}") from None
 
 
 def _trained(ws, name: str, checkpoint: str | None):
-    from llmrec.pipelines.cf import checkpoint_path, load_checkpoint
+    from llmrec.cli.train import load_trained
+    from llmrec.pipelines.cf import checkpoint_path
 
     if checkpoint:
         return _load(Path(checkpoint), "model"), Path(checkpoint)
-    return load_checkpoint(ws, name), checkpoint_path(ws, name)
+    return load_trained(ws, name), checkpoint_path(ws, name)
 
 
 def _target(ws, args):
