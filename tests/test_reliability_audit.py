@@ -294,3 +294,10 @@ def test_adapters_unwritable_forget_fails_and_recommend_refuses(ws, monkeypatch,
     # everything is applied; only the CF checkpoint (not a forget stage) awaits retraining
     res = run_audit(ws)
     assert [v["artifact"] for v in res["violations"]] == ["model:bpr"], res["violations"]
+
+
+def test_shard_left_over_from_a_larger_tuning(ws):
+    cfg_path = adapters_root(ws) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "n_shards": 2}))
+    _named(ws, "adapter/shard-002", "left over")

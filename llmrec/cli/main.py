@@ -85,6 +85,7 @@ def _quiet_libraries() -> None:
         warnings.simplefilter("ignore")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars too
     for name in ("transformers", "accelerate", "peft", "torch", "sentence_transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from llmrec.data.dataset import Dataset
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
-from llmrec.errors import LedgerError
+from llmrec.errors import LedgerError, LlmrecError
 from llmrec.integrity import digest as content_digest
 from llmrec.integrity import relative_to_root, resolve_in
 
@@ -75,7 +75,13 @@ class Ledger:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             _retry_locked(self._setup, timeout)
         except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
+            hint = (
+                "make it and its folder writable"
+                if "readonly" in str(exc)
+                else "restore it from a backup (if it is lost, every artifact must be rebuilt: "
+                "see 'llmrec audit')"
+            )
+            raise LedgerError(f"cannot open ledger {self.path}: {exc}; {hint}") from None
         if fingerprint is not None:
             self._check_fingerprint(fingerprint)
 
@@ -179,10 +185,15 @@ class Ledger:
             "SELECT version, payload, created_at FROM requests WHERE version > ? AND version <= ? ORDER BY version",
             (after, upto),
         ).fetchall()
-        return [
-            LedgerEntry(int(v), ForgetRequest.from_dict(json.loads(p)), float(t))
-            for v, p, t in rows
-        ]
+        out = []
+        for v, p, t in rows:
+            try:
+                out.append(LedgerEntry(int(v), ForgetRequest.from_dict(json.loads(p)), float(t)))
+            except (ValueError, TypeError, RecursionError, LlmrecError):
+                raise LedgerError(
+                    f"ledger {self.path}: request v{v} is corrupt; restore the ledger from a backup"
+                ) from None
+        return out
 
     def retained_view(self, ds: Dataset, version: int | None = None) -> RetainedView:
         """The dataset as it must look at ``version`` (default: newest)."""

@@ -207,6 +207,20 @@ def consistency(ws: Workspace, deep: bool = True) -> tuple[list[dict], list[str]
     shards = [f for f in found if f.kind == "lora-adapter"] or [
         a for a in registry if a["kind"] == "lora-adapter" and Path(a["path"]).exists()
     ]
+    cfg = _json(adapters / "config.json")
+    n_shards = _int(cfg.get("n_shards")) if cfg else None
+    for f in found:
+        if f.kind == "lora-adapter" and n_shards is not None:
+            idx = f.path.name.removeprefix("shard-")
+            if idx.isdigit() and int(idx) >= n_shards:
+                findings.append(
+                    _finding(
+                        f.name,
+                        f.path,
+                        f"left over from an earlier tuning (the adapters "
+                        f"have {n_shards} shards now): no forget updates it; delete it",
+                    )
+                )
     if shards and not (adapters / "config.json").is_file():
         findings.append(
             _finding(
