@@ -112,3 +112,17 @@ def test_ids_with_spaces_load_and_can_be_forgotten(tmp_path):
     out = forget(ws, [ForgetRequest.from_dict({"kind": "user", "users": [" u1"]})])
     assert out["requests"][0]["created"]
     assert ws.view().forgotten_users[ws.dataset.user_index("u1")]
+
+
+def test_unlearn_records_and_applies_through_the_stage_runner(ws, tmp_path, capsys):
+    """``llmrec unlearn`` leaves no stage pending: the store is forgotten in at once."""
+    root = ["--workspace", str(ws.root)]
+    assert main(["train", "--model", "bpr", "--epochs", "2", *root]) == 0
+    req = tmp_path / "r.jsonl"
+    req.write_text(json.dumps({"kind": "item", "items": ["i3"]}) + "\n")
+    assert main(["unlearn", "--method", "retrain", "--request", str(req), *root]) == 0
+    capsys.readouterr()
+    with ws.ledger() as led:
+        assert led.version == 1 and led.unfinished() == {}
+    store = RetrievalStore.load(ws)
+    assert store.ledger_version == 1 and ws.dataset.item_index("i3") not in store.index.ids
