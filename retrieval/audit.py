@@ -125,6 +125,8 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
                 )
             )
     out += _audit_clusters(name, root / files["clusters"], view, index)
+    if emb is not None and not out:
+        out += _recluster(name, root / files["clusters"], man["config"], emb, view)
     try:
         counts = np.load(root / files["counts"], mmap_mode="r")
         fresh = CooccurrenceGenerator.build(
@@ -160,6 +162,22 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
     if degree is None or not np.array_equal(degree, fresh.degree):
         out.append(_finding(name, man_path, "item degrees differ from the retained data"))
     return out
+
+
+def _recluster(name: str, path: Path, config: dict, emb: dict, view: RetainedView) -> list[dict]:
+    """The clusters equal a fresh k-means (seeded, one thread) of the stored embeddings."""
+    from retrieval.store import _cluster, _Embeddings
+
+    fresh = _cluster(
+        config, _Embeddings(emb["ids"], emb["items"], None, path), view.dataset.n_items
+    )
+    with np.load(path) as z:
+        same = np.array_equal(z["labels"], fresh.labels) and np.array_equal(
+            z["centroids"], fresh.centroids
+        )
+    if same:
+        return []
+    return [_finding(name, path, "clusters differ from a fresh clustering of the retained items")]
 
 
 def _audit_clusters(

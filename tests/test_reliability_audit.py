@@ -301,3 +301,22 @@ def test_shard_left_over_from_a_larger_tuning(ws):
     cfg = json.loads(cfg_path.read_text())
     cfg_path.write_text(json.dumps({**cfg, "n_shards": 2}))
     _named(ws, "adapter/shard-002", "left over")
+
+
+def test_clusters_recomputed_from_the_retained_items(ws):
+    """Labels swapped between two retained items (hash re-recorded, so only the recomputation
+    can tell) are caught."""
+    from llmrec.integrity import file_sha256
+
+    root, man = _store(ws)
+    path = root / man["files"]["clusters"]
+    with np.load(path) as z:
+        labels, centroids = z["labels"].copy(), z["centroids"]
+    a, b = np.flatnonzero(labels >= 0)[:1][0], np.flatnonzero(labels != labels[labels >= 0][0])
+    b = b[labels[b] >= 0][0]
+    labels[a], labels[b] = labels[b], labels[a]
+    with open(path, "wb") as fh:
+        np.savez(fh, labels=labels, centroids=centroids)
+    man["sha256"][man["files"]["clusters"]] = file_sha256(path)
+    (root / "manifest.json").write_text(json.dumps(man))
+    _named(ws, "retrieval:retrieval", "fresh clustering")
