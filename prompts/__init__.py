@@ -23,6 +23,12 @@ import yaml
 from llmrec.errors import LlmrecError
 
 ANSWER_OPEN = '{"'
+# The one template choice shared by tuning (``llmrec adapters tune``) and serving: adapters
+# record the template they were tuned with and serving reads it from there; without adapters
+# serving uses this default. ``compact`` only suits single-token item ids (the toolkit's own
+# model); models that spell ids as text fall back to ``TEXT_TEMPLATE``.
+DEFAULT_TEMPLATE = "compact"
+TEXT_TEMPLATE = "cragru"
 SECTIONS = ("profile", "history", "candidates", "instruction")
 
 
@@ -157,6 +163,21 @@ def list_templates() -> list[str]:
     return sorted(p.stem for p in templates_dir().glob("*.yaml"))
 
 
+def default_template(single_token_items: bool = True) -> str:
+    """The template used when none is named: :data:`DEFAULT_TEMPLATE`, unless it needs
+    single-token item ids the model lacks (then :data:`TEXT_TEMPLATE`)."""
+    if DEFAULT_TEMPLATE == "compact" and not single_token_items:
+        return TEXT_TEMPLATE
+    return DEFAULT_TEMPLATE
+
+
+def template_ref(name_or_path: str | Path) -> str:
+    """How a template is recorded (adapter config): a shipped name as is, a file as an absolute
+    path, so the reference means the same file from any working directory."""
+    p = Path(name_or_path)
+    return str(name_or_path) if not p.suffix else str(p.resolve())
+
+
 def load_template(name_or_path: str | Path) -> PromptTemplate:
     """Load a template by shipped name (``compact``, ``cragru``) or by file path."""
     p = Path(name_or_path)
@@ -203,6 +224,10 @@ def _check(tpl: PromptTemplate, path: Path) -> None:
 
 __all__ = [
     "ANSWER_OPEN",
+    "DEFAULT_TEMPLATE",
+    "TEXT_TEMPLATE",
+    "default_template",
+    "template_ref",
     "PromptTemplate",
     "TemplateError",
     "list_templates",

@@ -20,6 +20,7 @@ from llmrec.llm.adapters import (
     stale_shards,
     tune_adapters,
 )
+from llmrec.llm.catalog import Catalog
 from llmrec.llm.shards import shard_of
 from llmrec.pipelines.forget import forget
 from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
@@ -59,7 +60,10 @@ def test_adapters_are_standard_peft_folders(tuned):
     assert PeftConfig.from_pretrained(str(d)).peft_type.value == "LORA"
     size = (d / WEIGHTS).stat().st_size
     assert size < 200_000  # deltas and low-rank factors only, no copy of the base embeddings
-    assert load_config(ws).to_dict() == cfg.to_dict()
+    stored = load_config(ws)  # the template is named and the prompt contract recorded
+    assert stored.pinned() == cfg.resolved(Catalog.from_dataset(ws.dataset)).pinned()
+    assert stored.template == "compact" and stored.contract["template"] == "compact"
+    assert read_manifest(d)["prompt_contract"] == stored.contract
 
 
 def test_user_forget_retunes_only_its_shard_and_matches_scratch(tuned):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,15 +22,17 @@ import pytest
 from llmrec.cli.main import main
 from llmrec.data.requests import parse_requests
 from llmrec.data.synthetic import SyntheticSpec, write_synthetic
+from llmrec.errors import ArtifactError
 from llmrec.llm.adapters import tune_adapters
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.generator import MODES
+from llmrec.llm.lm_builder import build_lm
 from llmrec.llm.parsing import parse_ranking
 from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir
 from llmrec.pipelines.forget import forget
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.test_llm_fixtures import adapter_config, tiny_lm
+from tests.test_llm_fixtures import TINY_LM, adapter_config
 
 FORGOTTEN = ("3", "7", "12")  # item tokens forgotten below; the hostile text names them
 VICTIM = "5"  # the user whose (hostile) gender is forgotten
@@ -69,7 +72,8 @@ def hostile(tmp_path_factory):
     ws = Workspace(root / "ws", dataset="syn", data_dir=root / "data")
     ds = ws.dataset
     assert ds.item_title(ds.item_index(FORGOTTEN[0])) is not None
-    lm = tiny_lm(ws, default_lm_dir(ws))
+    lm = default_lm_dir(ws)
+    build_lm(ws.dataset, lm, replace(TINY_LM, n_positions=1024), seed=1)
     RetrievalStore.build(ws, encoder="cf", n_candidates=20, seed=3, n_clusters=4)
     tune_adapters(ws, adapter_config(lm.resolve()))
     reqs = parse_requests(
@@ -85,6 +89,16 @@ def forgotten_mask(ws) -> np.ndarray:
     return ws.view().forgotten_items
 
 
+def serving(template: str) -> CragruOptions:
+    """The adapters were tuned with ``compact``: another template is served by the base model
+    alone (the prompt contract forbids serving the adapters with it)."""
+    if template == "compact":
+        return CragruOptions(template=template, top_k=10)
+    # 200-character hostile titles: four candidates fill most of the 1024 positions (a prompt
+    # that cannot fit instruction, profile and candidates is an error, never cut silently)
+    return CragruOptions(template=template, top_k=10, adapters=False, n_candidates=4)
+
+
 ENTRY = re.compile(r"^- (\S+):", re.M)
 
 
@@ -92,7 +106,7 @@ ENTRY = re.compile(r"^- (\S+):", re.M)
 def test_prompts_list_no_forgotten_item_or_attribute(hostile, template):
     ws = hostile
     ds = ws.dataset
-    pipe = CragruPipeline(ws, CragruOptions(template=template))
+    pipe = CragruPipeline(ws, serving(template))
     forgotten = set(np.flatnonzero(forgotten_mask(ws)).tolist())
     assert len(forgotten) == len(FORGOTTEN)
     victim = ds.user_index(VICTIM)
@@ -122,7 +136,7 @@ def test_prompts_list_no_forgotten_item_or_attribute(hostile, template):
 @pytest.mark.parametrize("mode", MODES)
 def test_served_rankings_keep_their_schema_and_never_a_forgotten_item(hostile, template, mode):
     ws = hostile
-    pipe = CragruPipeline(ws, CragruOptions(template=template, top_k=10))
+    pipe = CragruPipeline(ws, serving(template))
     forgotten = forgotten_mask(ws)
     users = np.flatnonzero(~ws.view().forgotten_users)
     out = pipe.recommend(users, mode)
@@ -139,6 +153,11 @@ def test_served_rankings_keep_their_schema_and_never_a_forgotten_item(hostile, t
             )
             assert rep.fallback == (rep.valid == 0)
     assert pipe.generator.stats["users"] == len(users)
+
+
+def test_adapters_are_not_served_with_another_template(hostile):
+    with pytest.raises(ArtifactError, match="tuned with template 'compact'"):
+        CragruPipeline(hostile, CragruOptions(template="cragru"))
 
 
 def test_parser_drops_every_forgotten_id_in_the_hostile_text(hostile):
@@ -159,9 +178,10 @@ def test_cli_recommend_with_hostile_catalog(hostile, capsys):
     user = str(ws.dataset.user_tokens[1])
     code = main(
         ["recommend", "--user", user, "--mode", "json", "--template", "cragru", "--show-prompt"]
-        + ["--workspace", str(ws.root), "--json"]
+        + ["--adapters", "none", "--candidates", "4", "--workspace", str(ws.root), "--json"]
     )
     res = json.loads(capsys.readouterr().out)
-    assert code == 0 and len(res["items"]) == 10
+    assert code == 0 and len(res["items"]) == 4
+    assert res["template"] == "cragru" and res["adapter"] is None and res["prompt"]
     assert not set(res["items"]) & set(FORGOTTEN)
     assert set(res["items"]) <= set(res["candidates"])

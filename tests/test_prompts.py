@@ -87,9 +87,12 @@ def test_user_templates_by_path_and_errors(tmp_path):
 def test_builder_truncates_history_to_fit(tiny):
     from transformers import AutoTokenizer  # noqa: F401  (only the interface is used)
 
-    class CharTok(PlainTok):
+    class CharTok(PlainTok):  # one token per character (batch interface, as HF tokenizers)
+        bos_token_id = None
+
         def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": list(range(len(text)))}
+            ids = lambda t: list(range(len(t)))  # noqa: E731
+            return {"input_ids": [ids(t) for t in text] if isinstance(text, list) else ids(text)}
 
     cat = Catalog.from_dataset(tiny)
     b = PromptBuilder("cragru", cat, ItemVerbalizer(cat), CharTok())
@@ -98,6 +101,9 @@ def test_builder_truncates_history_to_fit(tiny):
     short = b.text(ctx, max_tokens=len(full) - 50)
     assert len(short) <= len(full) - 50 and short.endswith(ANSWER_OPEN)
     assert "Candidate movies" in short  # history is shortened, candidates never
+    # exactly the greedy fill: the longest history prefix that fits, not a coarse guess
+    n = max(k for k in range(9) if len(b.render(ctx, k)) <= len(full) - 50)
+    assert short == b.render(ctx, n) and 0 < n < 8
 
 
 def test_answer_text():

@@ -59,8 +59,19 @@ def register(sub, common) -> None:
     t.add_argument("--epochs", type=positive_int, default=4)
     t.add_argument("--batch-size", type=positive_int, default=16)
     t.add_argument("--lr", type=positive_float, default=5e-3)
-    t.add_argument("--template", default="compact")
+    t.add_argument(
+        "--template",
+        help="prompt template name or path (default: prompts.DEFAULT_TEMPLATE for the model's "
+        "item spelling); recorded in the adapters and used to serve them",
+    )
+    t.add_argument(
+        "--history", type=nonneg_int, default=50, help="history items per training prompt"
+    )
+    t.add_argument(
+        "--candidates", type=positive_int, default=50, help="candidates per training prompt"
+    )
     t.add_argument("--device", type=device_name, default="cpu")
+    _load_flags(t)
     t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
     t.add_argument(
         "--parallel",
@@ -86,10 +97,23 @@ def register(sub, common) -> None:
     r.add_argument(
         "--strategy", choices=["preference", "diversity", "attention"], default="preference"
     )
-    r.add_argument("--mode", choices=["likelihood", "json", "constrained"], default="likelihood")
-    r.add_argument("--model", help="hub id or folder (default: the built LM + adapters)")
-    r.add_argument("--no-adapters", action="store_true", help="serve the base model only")
-    r.add_argument("--template", help="prompt template name or path (default: by model)")
+    r.add_argument(
+        "--mode",
+        choices=["likelihood", "json", "constrained", "verbalizer"],
+        default="likelihood",
+        help="verbalizer: candidates under index labels, ranked from one next-token distribution",
+    )
+    r.add_argument(
+        "--model",
+        help="hub id or folder (default: the base the adapters were tuned on, else the built LM)",
+    )
+    r.add_argument(
+        "--adapters",
+        default=None,
+        help="'none': the base model alone; DIR: adapters tuned there (default: the workspace's)",
+    )
+    r.add_argument("--no-adapters", action="store_true", help="same as '--adapters none'")
+    r.add_argument("--template", help="prompt template name or path (default: the adapters' own)")
     r.add_argument("--history", type=nonneg_int, default=50, help="H: history items in the prompt")
     r.add_argument("--candidates", type=positive_int, default=50)
     r.add_argument("--top-k", type=positive_int, default=10)
@@ -97,8 +121,35 @@ def register(sub, common) -> None:
         "--blend", type=nonneg_float, help="weight of the candidate prior (default: the adapters')"
     )
     r.add_argument("--device", type=device_name, default="cpu")
-    r.add_argument("--show-prompt", action="store_true", help="also print the prompt")
+    _load_flags(r)
+    r.add_argument(
+        "--show-prompt",
+        action="store_true",
+        help="also print the prompt (with --json: prompt, template and adapter)",
+    )
     r.set_defaults(func=cmd_recommend)
+
+
+def _load_flags(p: argparse.ArgumentParser) -> None:
+    from llmrec.llm.loading import DTYPES
+
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="base model weights dtype")
+    p.add_argument("--device-map", help="from_pretrained device map, e.g. 'auto'")
+    p.add_argument("--attn-implementation", help="e.g. eager, sdpa, flash_attention_2")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--revision", help="hub revision of the base model")
+
+
+def _load_options(args: argparse.Namespace):
+    from llmrec.llm.loading import LoadOptions
+
+    return LoadOptions(
+        dtype=args.dtype,
+        device_map=args.device_map,
+        attn_implementation=args.attn_implementation,
+        trust_remote_code=args.trust_remote_code,
+        revision=args.revision,
+    )
 
 
 def _say(args: argparse.Namespace):
@@ -148,6 +199,7 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
     from llmrec.llm.lora import LoraSettings
+    from llmrec.llm.shards import ExampleSettings
     from llmrec.pipelines.cragru import default_lm_dir
 
     ws = open_workspace(args)
@@ -161,6 +213,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         template=args.template,
         device=args.device,
         lora=LoraSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+        examples=ExampleSettings(history=args.history, n_candidates=args.candidates),
+        load=_load_options(args),
     )
     rep = tune_adapters(ws, cfg, force=args.force, progress=_say(args), parallel=args.parallel)
     from accelerate import PartialState
@@ -221,11 +275,20 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     ds = ws.dataset
     user = ds.user_index(args.user)
+    adapters: bool | str = True
+    if args.no_adapters or args.adapters == "none":
+        adapters = False
+    elif args.adapters:
+        adapters = str(Path(args.adapters).resolve())
+    explicit_load = args.dtype != "auto" or any(
+        (args.device_map, args.attn_implementation, args.trust_remote_code, args.revision)
+    )
     pipe = CragruPipeline(
         ws,
         CragruOptions(
             model=args.model,
-            adapters=not args.no_adapters,
+            adapters=adapters,
+            load=_load_options(args) if explicit_load else None,
             template=args.template,
             strategy=args.strategy,
             history=args.history,
@@ -260,9 +323,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     )
     if rk.text is not None:
         result["text"] = rk.text
-    prompt = pipe.generator.builder.text(ctx)
+    prompt = pipe.generator.prompt(ctx, args.mode).text
     if args.show_prompt:
         result["prompt"] = prompt
+        result["template"] = pipe.generator.builder.template.name
+        result["adapter"] = pipe.adapter_for(user)
     lines = [f"user {args.user} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
     if args.show_prompt:
         lines += ["--- prompt ---", prompt, "--------------"]

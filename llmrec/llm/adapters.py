@@ -2,9 +2,18 @@
 
 Layout::
 
-    WS/artifacts/adapters/config.json          base model, shard count, seeds, schedules
+    WS/artifacts/adapters/config.json          base model, shard count, seeds, schedules,
+                                               prompt contract (template, chat template, BOS)
     WS/artifacts/adapters/shard-003/            peft folder (adapter_model.safetensors, ...)
-    WS/artifacts/adapters/shard-003/llmrec_shard.json   ledger version, training-data hash
+    WS/artifacts/adapters/shard-003/llmrec_shard.json   ledger version, training-data hash,
+                                               base weights hash, adapter files hash
+
+The prompt contract: prompts are rendered and encoded by :class:`PromptBuilder` (token budget
+from the model's true context length, answers tokenised in context) with the template recorded
+in ``config.json``; serving reads the same record, so an adapter is served the prompts it was
+tuned on. The base model is a local folder stored as an absolute path, or a hub id read from the
+local cache (never downloaded by a forget stage); its weights hash is part of every shard's
+training-data hash.
 
 An adapter's *training data* is the exact token stream it is tuned on (every epoch's examples,
 see :mod:`llmrec.llm.shards`) plus the base weights, template and settings; its sha256 is the
@@ -25,6 +34,7 @@ Distributed tuning (``accelerate launch``/``torchrun``, CPU gloo or GPUs), two l
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -38,12 +48,20 @@ import numpy as np
 from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_json
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
-from llmrec.llm.lm_builder import weights_hash
+from llmrec.llm.loading import (
+    LoadOptions,
+    ensure_pad,
+    load_model_config,
+    load_tokenizer,
+    resolve_base,
+    snapshot_revision,
+    weights_hash,
+)
 from llmrec.llm.lora import LoraSettings, TokenizedExample, tune_adapter
-from llmrec.llm.prompt import PromptBuilder, UserContext, answer_text
+from llmrec.llm.prompt import PromptBuilder, UserContext, answer_text, context_limit
 from llmrec.llm.shards import ExampleSettings, epoch_examples, shard_data, shard_of
 from llmrec.workspace import Workspace
-from prompts import load_template
+from prompts import default_template, load_template, template_ref
 
 CONFIG = "config.json"
 SHARD_MANIFEST = "llmrec_shard.json"
@@ -56,25 +74,67 @@ class AdapterConfig:
     base: str
     n_shards: int = 4
     seed: int = 2020
-    template: str = "compact"
+    template: str | None = None  # None: prompts.default_template (resolved when tuned)
     answer_items: int = 3
     device: str = "cpu"
     lora: LoraSettings = field(default_factory=LoraSettings)
     examples: ExampleSettings = field(default_factory=ExampleSettings)
+    load: LoadOptions = field(default_factory=LoadOptions)
+    contract: dict[str, Any] | None = None  # the prompt contract, recorded when tuned
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-normalised settings (what ``config.json`` holds and comparisons use)."""
         d = asdict(self)
         d["lora"] = self.lora.to_dict()
         d["examples"] = asdict(self.examples)
+        d["load"] = self.load.to_dict()
         return json.loads(json.dumps(d))
+
+    def pinned(self) -> dict[str, Any]:
+        """The settings two tunings must share (no device, no derived contract)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("device", "contract")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AdapterConfig:
         d = dict(d)
         d["lora"] = LoraSettings(**d.get("lora", {}))
         d["examples"] = ExampleSettings(**d.get("examples", {}))
+        d["load"] = LoadOptions(**d.get("load", {}))
         return cls(**d)
+
+    def resolved(self, catalog: Catalog) -> AdapterConfig:
+        """Base as an absolute path (local folders) and the template named explicitly
+        (:func:`prompts.default_template` for the model's item spelling when none is given)."""
+        base = resolve_base(self.base)
+        template = self.template
+        if template is None:
+            vocab = load_tokenizer(base, self.load).get_vocab()
+            template = default_template(ItemVerbalizer(catalog, vocab).single_token)
+        return dataclasses.replace(self, base=base, template=template_ref(template))
+
+
+def prompt_contract(builder: PromptBuilder) -> dict[str, Any]:
+    """What serving must reproduce: template (and its file hash), chat template, BOS, budget."""
+    tok = builder.tokenizer
+    chat = getattr(tok, "chat_template", None)
+    return {
+        "template": builder.template.name,
+        "template_sha256": hashlib.sha256(Path(builder.template.source).read_bytes()).hexdigest(),
+        "chat_template_sha256": hashlib.sha256(str(chat).encode()).hexdigest() if chat else None,
+        "bos": builder.bos_id is not None,
+        "context_limit": builder.limit,
+        "answer_reserve": builder.answer_reserve(),
+    }
+
+
+def adapter_files_hash(folder: Path) -> str:
+    """sha256 over an adapter folder's peft files (everything but the llmrec manifest)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != SHARD_MANIFEST)
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def adapters_root(ws: Workspace) -> Path:
@@ -101,26 +161,30 @@ class ShardTrainingData:
     """Tokenised training stream of one shard at one ledger version, and its hash."""
 
     def __init__(self, ws: Workspace, cfg: AdapterConfig, shard: int, version: int | None):
-        from transformers import AutoTokenizer
-
         ds = ws.dataset
         self.view = ws.view(version)
         self.shard = shard
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = ensure_pad(load_tokenizer(cfg.base, cfg.load))
+        model_config = load_model_config(cfg.base, cfg.load)
         catalog = Catalog.from_dataset(ds)
         self.verbalizer = ItemVerbalizer(catalog, self.tokenizer.get_vocab())
-        template = load_template(cfg.template)
-        self.builder = PromptBuilder(template, catalog, self.verbalizer, self.tokenizer)
+        template = load_template(cfg.template or default_template(self.verbalizer.single_token))
+        self.builder = PromptBuilder(
+            template,
+            catalog,
+            self.verbalizer,
+            self.tokenizer,
+            limit=context_limit(self.tokenizer, model_config),
+        )
+        self.contract = prompt_contract(self.builder)
+        self.base_hash = weights_hash(cfg.base, cfg.load.revision)
         assignment = shard_of(ds.user_tokens, cfg.n_shards, cfg.seed)
         self.data = shard_data(ds, ws.split, self.view, assignment, shard)
         self.cfg = cfg
         self.epochs = [self._tokenize(e) for e in range(cfg.lora.epochs)]
         h = hashlib.sha256()
-        settings = {k: v for k, v in cfg.to_dict().items() if k != "device"}
-        h.update(json.dumps(settings, sort_keys=True).encode())
-        h.update(weights_hash(cfg.base).encode())
+        h.update(json.dumps(cfg.pinned(), sort_keys=True).encode())
+        h.update(self.base_hash.encode())
         h.update(Path(template.source).read_bytes())
         for ep in self.epochs:
             for ex in ep:
@@ -128,43 +192,38 @@ class ShardTrainingData:
                 h.update(np.asarray([ex.n_answer, *ex.targets], np.int64).tobytes())
         self.hash = h.hexdigest()
 
-    def _first_token(self, idx: int) -> int:
-        if self.verbalizer.single_token:
-            return int(self.verbalizer.token_ids[idx])
-        return self.tokenizer(self.verbalizer(idx), add_special_tokens=False)["input_ids"][0]
+    def example(self, e: Any) -> TokenizedExample:
+        """One training example under the prompt contract: the prompt as served
+        (:meth:`PromptBuilder.encode`), the answer tokenised in context after it; first-slot
+        targets are each held-out item's first in-context token."""
+        ctx = UserContext(e.user, e.attributes, e.history_items, e.history_ratings, e.candidates)
+        enc = self.builder.encode(ctx)
+        answer = answer_text(
+            [self.verbalizer(int(t)) for t in e.answer_items(self.cfg.answer_items)]
+        )
+        single = self.verbalizer.single_token
+        suffixes = [answer] + ([] if single else [self.verbalizer(int(t)) + '"' for t in e.targets])
+        cut, tails = self.builder.continuations(enc, suffixes)
+        ids = enc.ids[:cut] + tails[0]
+        if single:
+            targets = self.verbalizer.token_ids[e.targets].tolist()
+            seen = set(self.verbalizer.token_ids[e.history_items].tolist())
+            hist = [k for k, t in enumerate(ids[:cut]) if t in seen]
+            cands = self.verbalizer.token_ids[e.candidates].tolist()
+        else:
+            targets, hist, cands = [t[0] for t in tails[1:] if t], [], []
+        return TokenizedExample(ids, len(ids) - cut, targets, cands, hist)
 
     def _tokenize(self, epoch: int) -> list[TokenizedExample]:
         exs = epoch_examples(self.data, self.cfg.examples, self.cfg.seed, epoch)
-        if not exs:
-            return []
-        ctxs = [
-            UserContext(e.user, e.attributes, e.history_items, e.history_ratings, e.candidates)
-            for e in exs
-        ]
-        max_len = getattr(self.tokenizer, "model_max_length", None)
-        prompts = self.builder.texts(ctxs, None if (max_len or 0) > 1 << 20 else max_len)
-        answers = [
-            answer_text([self.verbalizer(int(t)) for t in e.answer_items(self.cfg.answer_items)])
-            for e in exs
-        ]
-        p_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        a_ids = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
-        single = self.verbalizer.single_token
-        out = []
-        for p, a, e in zip(p_ids, a_ids, exs):
-            hist: list[int] = []
-            if single:
-                seen = set(self.verbalizer.token_ids[e.history_items].tolist())
-                hist = [k for k, t in enumerate(p) if t in seen]
-            out.append(
-                TokenizedExample(
-                    p + a,
-                    len(a),
-                    [self._first_token(int(t)) for t in e.targets],
-                    self.verbalizer.token_ids[e.candidates].tolist() if single else [],
-                    hist,
+        out = [self.example(e) for e in exs]
+        limit = self.builder.limit
+        for x in out:
+            if limit is not None and len(x.ids) > limit:
+                raise ArtifactError(
+                    f"a tuning example of shard {self.shard} has {len(x.ids)} tokens, over the "
+                    f"model's {limit} positions (answer longer than the prompt contract reserves)"
                 )
-            )
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -202,7 +261,9 @@ def tune_adapters(
         if existing is None:
             raise ArtifactError(f"no adapters under {root}: run 'llmrec adapters tune' first")
         config = existing
-    elif existing is not None and existing.to_dict() != config.to_dict() and not force:
+    else:
+        config = config.resolved(Catalog.from_dataset(ws.dataset))
+    if existing is not None and existing.pinned() != config.pinned() and not force:
         raise ArtifactError(
             f"adapters under {root} were tuned with another configuration; pass --force to "
             "re-tune them all"
@@ -211,11 +272,14 @@ def tune_adapters(
         with ws.ledger() as led:
             version = led.version
     acc = Accelerator(cpu=config.device == "cpu")
+    todo = list(range(config.n_shards)) if shards is None else list(shards)
+    # the contract (template, chat template, BOS, budget) as the tokenizer gives it now
+    probe = ShardTrainingData(ws, config, todo[0] if todo else 0, version)
+    config = dataclasses.replace(config, contract=probe.contract)
     if acc.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(root / CONFIG, config.to_dict())
     acc.wait_for_everyone()
-    todo = list(range(config.n_shards)) if shards is None else list(shards)
     layout = resolve_parallel(parallel, acc.num_processes, len(todo))
     if layout == "shards":
         mine = [s for s in todo if s % acc.num_processes == acc.process_index]
@@ -229,7 +293,7 @@ def tune_adapters(
         "shards": {},
     }
     for s in mine:
-        data = ShardTrainingData(ws, config, s, version)
+        data = probe if s == probe.shard else ShardTrainingData(ws, config, s, version)
         target = shard_dir(root, s)
         old = read_manifest(target)
         weights = target / "adapter_model.safetensors"
@@ -253,6 +317,7 @@ def tune_adapters(
             accelerator=acc,
             progress=say,
             data_parallel=layout == "data",
+            load=config.load,
         )
         report["shards"][s] = {"retuned": True, "trained_at": version, "seconds": stats["seconds"]}
         if not writer:
@@ -263,7 +328,11 @@ def tune_adapters(
             "trained_at": version,
             "data_hash": data.hash,
             "base": config.base,
-            "base_weights_sha256": weights_hash(config.base),
+            "base_revision": config.load.revision,
+            "base_snapshot": snapshot_revision(config.base, config.load.revision),
+            "base_weights_sha256": data.base_hash,
+            "prompt_contract": data.contract,
+            "adapter_sha256": adapter_files_hash(tmp),
             **data.summary(),
             **stats,
         }

@@ -1,61 +1,82 @@
 """Forget audit of the LoRA adapters (registered in :mod:`llmrec.pipelines.audit`).
 
-Each shard's manifest records the hash of the exact token stream it was tuned on. The audit
-rebuilds that stream from the retained data at the ledger's newest version: a different hash
-means the adapter was tuned on data that has been forgotten since (or on anything else than the
-retained data); an adapter registered at an older ledger version is stale.
+Each shard's manifest records the hash of the exact token stream it was tuned on, the hash of
+the adapter files written and the hash of the base model's weights. The audit checks, per shard:
+
+* the adapter files are the ones written (a garbled, truncated or replaced adapter fails);
+* the base model is there and unchanged (a missing or edited base fails, naming it);
+* the training stream rebuilt from the retained data at the ledger's newest version has the
+  recorded hash (otherwise the adapter was tuned on data forgotten since);
+* the adapter is registered at the newest ledger version (else it is stale).
+
+Adapters registered in the ledger whose ``config.json`` is gone are reported too.
 """
 
 from __future__ import annotations
 
 from llmrec.data.retained import RetainedView
+from llmrec.errors import ArtifactError
 from llmrec.llm.adapters import (
     ShardTrainingData,
+    adapter_files_hash,
     adapters_root,
     load_config,
     read_manifest,
     shard_dir,
     stale_shards,
 )
+from llmrec.llm.loading import weights_hash
 from llmrec.workspace import Workspace
 
 
 def audit(ws: Workspace, view: RetainedView) -> list[dict]:
+    root = adapters_root(ws)
     cfg = load_config(ws)
     if cfg is None:
-        return []
-    root = adapters_root(ws)
+        with ws.ledger() as led:
+            names = [a["name"] for a in led.artifacts() if a["name"].startswith("adapter/")]
+        if not names:
+            return []
+        return [
+            {
+                "artifact": "adapter/config",
+                "path": str(root / "config.json"),
+                "problem": f"adapters {', '.join(sorted(names))} are registered but their "
+                "config.json is missing: their training data cannot be verified",
+            }
+        ]
     findings = []
     stale = set(stale_shards(ws))
+    try:
+        base_hash: str | None = weights_hash(cfg.base, cfg.load.revision)
+        base_problem = None
+    except ArtifactError as exc:
+        base_hash, base_problem = None, str(exc)
     for s in range(cfg.n_shards):
         d = shard_dir(root, s)
         name = f"adapter/shard-{s:03d}"
+
+        def report(problem: str, name: str = name, d=d) -> None:
+            findings.append({"artifact": name, "path": str(d), "problem": problem})
+
         m = read_manifest(d)
-        if m is None:
-            findings.append(
-                {
-                    "artifact": name,
-                    "path": str(d),
-                    "problem": "adapter or its training manifest is missing",
-                }
-            )
+        if m is None or not (d / "adapter_model.safetensors").is_file():
+            report("adapter or its training manifest is missing")
             continue
+        if m.get("adapter_sha256") and adapter_files_hash(d) != m["adapter_sha256"]:
+            report("adapter files differ from those written when it was tuned (content hash)")
         if s in stale:
-            findings.append(
-                {
-                    "artifact": name,
-                    "path": str(d),
-                    "problem": f"stale: tuned at ledger v{m['trained_at']}, ledger is at v{view.version}",
-                }
-            )
+            report(f"stale: tuned at ledger v{m['trained_at']}, ledger is at v{view.version}")
+        if base_problem is not None:
+            report(f"{base_problem}: the adapter's training data cannot be verified")
+            continue
+        if m.get("base_weights_sha256") not in (None, base_hash):
+            report(f"base model {cfg.base} changed since the adapter was tuned (weights hash)")
+            continue
         expected = ShardTrainingData(ws, cfg, s, view.version).hash
         if m["data_hash"] != expected:
-            findings.append(
-                {
-                    "artifact": name,
-                    "path": str(d),
-                    "problem": "tuned on other data than the retained data (its training-data hash "
-                    "differs): it may hold forgotten records",
-                }
+            report(
+                "tuned on other data than the retained data (its training-data hash differs): "
+                "it may hold forgotten records"
             )
     return findings

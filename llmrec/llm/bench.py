@@ -5,6 +5,11 @@ prompt material of ``--users`` users once (timed separately), then times
 :meth:`Generator.rank` per mode -- prompt rendering, tokenisation and the model -- after one
 warm-up batch. With tuned adapters in the workspace the users' shard adapters are used. One JSON
 line per mode on stdout.
+
+``--kv-ratio``: likelihood scoring of 50 multi-token candidates after a 512-token prompt on a
+tiny random Llama (built in a temporary folder, tokenizer trained locally), users/second with
+the prompt's KV cache reused for every candidate and with the prompt recomputed per candidate,
+and their ratio, from one run.
 """
 
 from __future__ import annotations
@@ -29,10 +34,108 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-adapters", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=2020)
+    p.add_argument(
+        "--kv-ratio",
+        action="store_true",
+        help="tiny-Llama likelihood scoring, KV-cache reuse vs recomputation (no workspace)",
+    )
+    p.add_argument("--prompt-tokens", type=int, default=512, help="with --kv-ratio")
+    p.add_argument("--n-candidates", type=int, default=50, help="with --kv-ratio")
+    p.add_argument("--hidden", type=int, default=128, help="with --kv-ratio: model width")
+
+
+def kv_ratio(args: argparse.Namespace) -> dict:
+    """Users/second of likelihood scoring with and without KV-cache reuse (see module doc)."""
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from llmrec.data.synthetic import SyntheticSpec, write_synthetic
+    from llmrec.llm.catalog import Catalog
+    from llmrec.llm.generator import Generator
+    from llmrec.llm.prompt import UserContext
+    from llmrec.llm.tiny_models import build_tiny, catalog_corpus_text
+    from llmrec.workspace import Workspace
+    from prompts import load_template
+
+    torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = write_synthetic(
+            SyntheticSpec(4000, users=40, items=400, seed=args.seed), root / "data", "syn"
+        )
+        ws = Workspace(root / "ws", dataset="syn", data_dir=data)
+        cat = Catalog.from_dataset(ws.dataset)
+        tpl = load_template("cragru")
+        fields = {f: getattr(tpl, f) for f in ("system", "profile", "history", "instruction")}
+        fields |= {
+            "name": "bench-kv",
+            "history_item": tpl.history_item,
+            "candidates": "Candidate ids: {items}",
+            "candidate_item": "{item}",
+            "candidate_separator": ", ",
+            "answer_lead": tpl.answer_lead,
+        }
+        (root / "bench-kv.yaml").write_text(yaml.safe_dump(fields))
+        reserve = 64
+        model_dir = build_tiny(
+            "llama",
+            root / "llama",
+            catalog_corpus_text(cat),
+            positions=args.prompt_tokens + reserve,
+            hidden=args.hidden,
+            vocab_size=2000,
+            seed=args.seed,
+        )
+        gen = Generator.from_pretrained(
+            model_dir, cat, template=str(root / "bench-kv.yaml"), device=args.device
+        )
+        gen.builder._reserve = reserve  # the prompt takes exactly the positions left
+        ds = ws.dataset
+        rng = np.random.default_rng(args.seed)
+        ctxs = []
+        for u in range(min(args.users, ds.n_users)):
+            items = ds.inter_item[ds.inter_user == u]
+            hist = np.concatenate([items, rng.permutation(ds.n_items)])[: 4 * args.prompt_tokens]
+            pool = np.setdiff1d(np.arange(ds.n_items), items)
+            ctxs.append(
+                UserContext(
+                    u, {"age": "25"}, hist, np.full(len(hist), 4.0),
+                    rng.permutation(pool)[: args.n_candidates],
+                )
+            )  # fmt: skip
+        enc = gen.builder.encode(ctxs[0])
+        tails = gen.builder.continuations(
+            enc, [gen.verbalizer(int(i)) + '"' for i in ctxs[0].candidates]
+        )[1]
+        out = {"bench": "llm-kv", "prompt_tokens": len(enc.ids), "users": len(ctxs)}
+        out["candidate_tokens_mean"] = float(np.mean([len(t) for t in tails]))
+        with torch.no_grad():
+            for kv in (True, False):
+                gen.kv_cache = kv
+                gen.rank(ctxs[:1], "likelihood")  # warm-up
+                t0 = time.perf_counter()
+                ranked = gen.rank(ctxs, "likelihood")
+                sec = time.perf_counter() - t0
+                out[f"{'kv' if kv else 'recompute'}_users_per_second"] = round(len(ctxs) / sec, 3)
+                out[f"{'kv' if kv else 'recompute'}_top1"] = [int(r.items[0]) for r in ranked]
+        out["same_rankings"] = out.pop("kv_top1") == out.pop("recompute_top1")
+        out["ratio"] = round(out["kv_users_per_second"] / out["recompute_users_per_second"], 2)
+        out |= {
+            "model": f"llama hidden={args.hidden} layers=2",
+            "n_candidates": args.n_candidates,
+            "device": args.device,
+            "torch_threads": torch.get_num_threads(),
+        }
+        return out
 
 
 def run(args: argparse.Namespace) -> int:
     """Users/second of the CRAGRU generator per mode (default model, CPU)."""
+    if args.kv_ratio:
+        print(json.dumps(kv_ratio(args)), flush=True)
+        return 0
     from llmrec.errors import ArtifactError
     from llmrec.llm.lm_builder import build_lm
     from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir

@@ -1,15 +1,23 @@
-"""Ranking candidates with any Hugging Face causal LM, in three modes.
+"""Ranking candidates with any Hugging Face causal LM, in four modes.
+
+Prompts follow the prompt contract of :class:`llmrec.llm.prompt.PromptBuilder` (the template
+and chat template the adapters were tuned with, BOS where the tokenizer adds it, history filled
+to the model's true context length); answers are tokenised in context.
 
 * ``likelihood`` -- candidates ranked by the model's log-likelihood of writing them as the first
   answer entry. With single-token item ids (the toolkit's model) this is one forward pass per
   user: the next-token distribution restricted to the candidate tokens. Otherwise each
-  candidate's spelling is scored (batched, one sequence per candidate).
+  candidate's spelling is scored as it tokenises inside the full prompt+answer, on copies of
+  the prompt's KV cache (the prompt runs once per user, not once per candidate).
+* ``verbalizer`` -- LlamaRec style: the candidates are listed under index labels (``A``, ``B``,
+  ...) and ranked from one next-token distribution over the labels.
 * ``json`` -- the model writes ``{item_id: score}`` freely (greedy); :func:`parse_ranking`
   validates it (unknown ids, duplicates, forgotten items dropped; fallback to the candidate
   order counted).
-* ``constrained`` -- greedy decoding where every item slot is restricted to a prefix trie of the
-  catalogue with forgotten items removed (and, by default, to the candidate list); the JSON
-  scaffold between items is forced, so the answer always parses.
+* ``constrained`` -- greedy decoding restricted to valid answers over the candidates (or the
+  catalogue) minus forgotten items: item slots follow a token trie for single-token ids and a
+  text-level constraint (:mod:`llmrec.llm.constrained`) for ids spelled as text, with the JSON
+  scaffold forced, so the answer always parses to exact ids.
 
 Whatever the mode and whatever the model prefers, a forgotten item is never returned: it is
 removed from the candidates, from the trie and from the parsed answer.
@@ -26,16 +34,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, StoppingCriteria
+from transformers import LogitsProcessor, StoppingCriteria
 
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
+from llmrec.llm.constrained import TextConstraint, VocabIndex
+from llmrec.llm.loading import LoadOptions, ensure_pad, load_model, load_tokenizer, resolve_base
 from llmrec.llm.lora import TokenizedExample, collate
 from llmrec.llm.parsing import ParseReport, parse_ranking, scrub
-from llmrec.llm.prompt import PromptBuilder, UserContext
+from llmrec.llm.prompt import EncodedPrompt, PromptBuilder, UserContext, context_limit, span_tokens
 from llmrec.llm.trie import ItemTrie
-from prompts import ANSWER_OPEN, PromptTemplate
+from prompts import ANSWER_OPEN, PromptTemplate, default_template
 
 MODES = ("likelihood", "json", "constrained")
+RANK_MODES = MODES + ("verbalizer",)  # verbalizer: candidates under index labels (LlamaRec)
 
 
 @dataclass
@@ -76,10 +87,9 @@ def resolve_device(device: str | None) -> torch.device:
 class _StopAtBrace(StoppingCriteria):
     """Stop each row once it has written a token containing ``}``."""
 
-    def __init__(self, tokenizer: Any, prompt_width: int):
-        vocab = tokenizer.get_vocab()
-        ids = [i for t, i in vocab.items() if "}" in tokenizer.convert_tokens_to_string([t])]
-        self.stop_ids = torch.tensor(sorted(ids) or [-1])
+    def __init__(self, vocab: VocabIndex, prompt_width: int):
+        ids = [i for i, t in enumerate(vocab.texts) if t is not None and "}" in t]
+        self.stop_ids = torch.tensor(ids or [-1])
         self.width = prompt_width
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -121,19 +131,19 @@ class AnswerConstraint(LogitsProcessor):
         self,
         trie: ItemTrie,
         allowed: Sequence[set[int] | None],
-        tokenizer: Any,
+        scaffolds: tuple[list[list[int]], list[list[int]]],
         prompt_width: int,
         k_items: int,
         eos_id: int,
     ):
+        """``scaffolds``: the in-context tokens between item ``j`` and the next one
+        (``": 10, "``) and after the last one (``": 10}``), for ``j < k_items``."""
         self.trie = trie
         self.allowed = [None if a is None else set(a) for a in allowed]
         self.width = prompt_width
         self.k = k_items
         self.eos = eos_id
-        enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-        self.mid = [enc(f'": {max(1, 10 - j)}, "') for j in range(k_items)]
-        self.final = [enc(f'": {max(1, 10 - j)}}}') for j in range(k_items)]
+        self.mid, self.final = scaffolds
         self.states = [_RowState() for _ in allowed]
 
     def _remaining(self, row: int, st: _RowState) -> set[int] | None:
@@ -197,7 +207,12 @@ class AnswerConstraint(LogitsProcessor):
 
 
 class Generator:
-    """A causal LM (any ``AutoModelForCausalLM``), optionally with LoRA adapters, as a ranker."""
+    """A causal LM (any ``AutoModelForCausalLM``), optionally with LoRA adapters, as a ranker.
+
+    ``kv_cache`` (likelihood with multi-token ids): run the prompt once and score every
+    candidate's continuation on copies of its KV cache (default) instead of recomputing the
+    prompt for each candidate.
+    """
 
     def __init__(
         self,
@@ -210,26 +225,33 @@ class Generator:
         top_k: int = 10,
         max_prompt_tokens: int | None = None,
         merged: dict[str, Any] | None = None,
+        kv_cache: bool = True,
     ):
-        self.device = resolve_device(str(device) if device is not None else None)
-        self.model = model.to(self.device).eval()
+        placed = getattr(model, "hf_device_map", None) is not None
+        if placed:  # dispatched by a device map: leave it where it is
+            self.device = next(model.parameters()).device
+            self.model = model.eval()
+        else:
+            self.device = resolve_device(str(device) if device is not None else None)
+            self.model = model.to(self.device).eval()
         self.merged = {k: m.to(self.device).eval() for k, m in (merged or {}).items()}
         self.active = self.model
-        self.tokenizer = tokenizer
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = ensure_pad(tokenizer)
         self.catalog = catalog
         self.verbalizer = ItemVerbalizer(catalog, tokenizer.get_vocab())
         if template is None:
-            template = "compact" if self.verbalizer.single_token else "cragru"
-        self.builder = PromptBuilder(template, catalog, self.verbalizer, tokenizer, top_k)
+            template = default_template(self.verbalizer.single_token)
+        limit = max_prompt_tokens or context_limit(tokenizer, model.config)
+        self.builder = PromptBuilder(template, catalog, self.verbalizer, tokenizer, top_k, limit)
         self.batch_size = batch_size
         self.top_k = top_k
-        cfg = model.config
-        limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-        self.max_prompt_tokens = max_prompt_tokens or limit
+        self.max_prompt_tokens = limit
+        self.kv_cache = kv_cache
         self._trie: ItemTrie | None = None
         self._trie_removed: frozenset[int] = frozenset()
+        self._item_seqs: list[list[int]] | None = None
+        self._scaffolds: tuple[list[list[int]], list[list[int]]] | None = None
+        self._vocab: VocabIndex | None = None
         self.stats: dict[str, float] = {"users": 0, "seconds": 0.0, "fallbacks": 0}
 
     # ------------------------------------------------------------------ construction
@@ -242,25 +264,43 @@ class Generator:
         device: str | None = None,
         dtype: torch.dtype | str | None = None,
         merge: bool | None = None,
+        device_map: str | dict | None = None,
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
         **kwargs: Any,
     ) -> Generator:
-        """Load a hub id or local folder (and named peft adapters) onto ``device``.
+        """Load a local folder or a cached hub id (and named peft adapters), from local files.
 
-        ``merge``: serve one merged copy of the model per adapter (no adapter arithmetic per
-        step: several times faster for small models); default: merge when the base model has
-        fewer than 100M parameters, otherwise switch adapters on one peft model.
+        ``dtype``: a ``torch.dtype`` or ``auto|float32|bfloat16|float16`` (default: bfloat16 on
+        CUDA, float32 on CPU); ``device_map`` (e.g. ``"auto"``), ``attn_implementation`` and
+        ``trust_remote_code`` go to ``from_pretrained``. ``merge``: serve one merged copy of
+        the model per adapter (no adapter arithmetic per step: several times faster for small
+        models); default: merge when the base model has fewer than 100M parameters and no
+        device map is used, otherwise switch adapters on one peft model.
         """
-        dev = resolve_device(device)
+        dev = resolve_device(device) if device_map is None else None
         if dtype is None:
-            dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        tok = AutoTokenizer.from_pretrained(str(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+            dtype = "bfloat16" if dev is not None and dev.type == "cuda" else "float32"
+        if isinstance(dtype, torch.dtype):
+            dtype = str(dtype).removeprefix("torch.")
+        opts = LoadOptions(
+            dtype=dtype,
+            device_map=device_map if isinstance(device_map, str) or device_map is None else None,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+        )
+        base = resolve_base(name_or_path)
+        tok = load_tokenizer(base, opts)
+        model = load_model(base, opts, device=None if dev is None else str(dev))
         if not adapters:
             return cls(model, tok, catalog, device=dev, **kwargs)
         from peft import PeftModel
 
         if merge is None:
-            merge = sum(p.numel() for p in model.parameters()) < 100_000_000
+            small = sum(p.numel() for p in model.parameters()) < 100_000_000
+            merge = small and device_map is None
         if merge:
             merged = {
                 name: PeftModel.from_pretrained(copy.deepcopy(model), str(path)).merge_and_unload()
@@ -305,9 +345,11 @@ class Generator:
 
         ``scope`` (constrained mode): ``candidates`` restricts item slots to the candidate list,
         ``catalog`` to the whole catalogue minus forgotten items and the user's history.
+        ``mode`` ``verbalizer``: candidates are written under index labels and ranked from the
+        next-token distribution over the labels (LlamaRec).
         """
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if mode not in RANK_MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(RANK_MODES)}")
         forgotten = (
             np.zeros(len(self.catalog), dtype=bool)
             if forgotten is None
@@ -332,6 +374,8 @@ class Generator:
                 batch = clean[s : s + self.batch_size]
                 if mode == "likelihood":
                     out += self._likelihood(batch)
+                elif mode == "verbalizer":
+                    out += [self._verbalized(c) for c in batch]
                 elif mode == "json":
                     out += self._generate(batch, forgotten, constrained=False)
                 else:
@@ -344,18 +388,13 @@ class Generator:
         self.stats["fallbacks"] += sum(r.fallback for r in out)
         return out
 
-    # ------------------------------------------------------------------ internals
-    def _encode(self, batch: Sequence[UserContext], reserve: int) -> list[list[int]]:
-        """Token ids of the prompts. The builder drops history entries to fit the model; a prompt
-        still too long (a huge candidate text) keeps its end -- candidates, instruction, answer
-        lead -- rather than overflow the position embeddings."""
-        texts = self.builder.texts(batch, self.max_prompt_tokens, reserve)
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        if self.max_prompt_tokens:
-            room = max(1, self.max_prompt_tokens - reserve)
-            ids = [i[-room:] for i in ids]
-        return ids
+    def prompt(self, ctx: UserContext, mode: str = "likelihood") -> EncodedPrompt:
+        """The prompt served for ``ctx`` in ``mode`` (text and token ids)."""
+        if mode == "verbalizer":
+            return self.builder.encode(ctx, labels=self.labels(len(ctx.candidates)))
+        return self.builder.encode(ctx)
 
+    # ------------------------------------------------------------------ likelihood
     def _forward_last(self, ids: list[list[int]]) -> torch.Tensor:
         inputs = collate([TokenizedExample(i, 0, []) for i in ids], self.tokenizer.pad_token_id)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -363,32 +402,74 @@ class Generator:
         return torch.log_softmax(logits.float(), dim=-1)
 
     def _likelihood(self, batch: Sequence[UserContext]) -> list[Ranking]:
-        ids = self._encode(batch, reserve=8)
+        encs = [self.builder.encode(c) for c in batch]
         if self.verbalizer.single_token:
-            logp = self._forward_last(ids).cpu().numpy()
+            logp = self._forward_last([e.ids for e in encs]).cpu().numpy()
             scores = [logp[k, self.verbalizer.token_ids[c.candidates]] for k, c in enumerate(batch)]
         else:
-            scores = [self._sequence_scores(p, c.candidates) for p, c in zip(ids, batch)]
-        out = []
-        for c, sc in zip(batch, scores):
-            order = np.argsort(-sc, kind="stable")
-            out.append(
-                Ranking(c.user, c.candidates[order], sc[order].astype(np.float64), "likelihood")
-            )
-        return out
+            scores = [
+                self.continuation_scores(e, [self.verbalizer(int(i)) + '"' for i in c.candidates])
+                for e, c in zip(encs, batch)
+            ]
+        return [_ranked(c, sc, "likelihood") for c, sc in zip(batch, scores)]
 
-    def _item_ids(self, idx: int) -> list[int]:
-        """Token ids of an item's spelling as the first answer entry (closing quote included)."""
-        text = self.verbalizer(int(idx)) + '"'
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def continuation_scores(self, prompt: EncodedPrompt, suffixes: Sequence[str]) -> np.ndarray:
+        """Log-likelihood of ``prompt.text + s`` after the shared prefix, for every suffix,
+        with the suffixes tokenised in context (:meth:`PromptBuilder.continuations`)."""
+        if not suffixes:
+            return np.zeros(0)
+        cut, tails = self.builder.continuations(prompt, suffixes)
+        prefix = prompt.ids[:cut]
+        if self.kv_cache and prefix:
+            return self._scores_cached(prefix, tails)
+        return self._scores_recomputed(prefix, tails)
 
-    def _sequence_scores(self, prompt: list[int], candidates: np.ndarray) -> np.ndarray:
-        """Sum of log-probabilities of each candidate's spelling after ``prompt``."""
-        conts = [self._item_ids(int(c)) for c in candidates]
-        scores = np.zeros(len(candidates))
-        for s in range(0, len(conts), self.batch_size):
-            chunk = conts[s : s + self.batch_size]
-            exs = [TokenizedExample(prompt + c, len(c), []) for c in chunk]
+    def _scores_cached(self, prefix: list[int], tails: list[list[int]]) -> np.ndarray:
+        """The prompt once; every continuation on a copy of its KV cache."""
+        ids = torch.tensor([prefix], device=self.device)
+        out = self.active(input_ids=ids, use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)
+        cache_arg = _cache_argument(self.active)
+        cache = out[cache_arg]
+        n = len(prefix)
+        scores = np.zeros(len(tails))
+        chunk = max(1, self.batch_size * 4)
+        pad = self.tokenizer.pad_token_id
+        for s in range(0, len(tails), chunk):
+            part = tails[s : s + chunk]
+            b, width = len(part), max(len(t) for t in part)
+            total = torch.tensor([float(first[t[0]]) for t in part])
+            if width > 1:
+                cont = torch.full((b, width - 1), pad, dtype=torch.long)
+                mask = torch.zeros((b, n + width - 1), dtype=torch.long)
+                mask[:, :n] = 1
+                for k, t in enumerate(part):
+                    cont[k, : len(t) - 1] = torch.tensor(t[:-1])
+                    mask[k, n : n + len(t) - 1] = 1
+                kv = copy.deepcopy(cache)
+                kv.batch_repeat_interleave(b)
+                pos = torch.arange(n, n + width - 1)[None].expand(b, -1)
+                logits = self.active(
+                    input_ids=cont.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=pos.to(self.device),
+                    use_cache=True,
+                    **{cache_arg: kv},
+                ).logits
+                logp = torch.log_softmax(logits.float(), -1).cpu()
+                for k, t in enumerate(part):
+                    if len(t) > 1:
+                        tgt = torch.tensor(t[1:])
+                        total[k] += logp[k, : len(t) - 1].gather(1, tgt[:, None]).sum()
+            scores[s : s + b] = total.numpy()
+        return scores
+
+    def _scores_recomputed(self, prefix: list[int], tails: list[list[int]]) -> np.ndarray:
+        """Every continuation with the whole prompt recomputed (reference path)."""
+        scores = np.zeros(len(tails))
+        for s in range(0, len(tails), self.batch_size):
+            chunk = tails[s : s + self.batch_size]
+            exs = [TokenizedExample(prefix + c, len(c), []) for c in chunk]
             inputs = collate(exs, self.tokenizer.pad_token_id)
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             keep = max(len(c) for c in chunk) + 1
@@ -400,25 +481,78 @@ class Generator:
                 )
         return scores
 
+    # ------------------------------------------------------------------ verbalizer
+    def labels(self, n: int) -> list[str]:
+        """Index labels of ``n`` candidates: ``A``..``Z``, ``a``..``z``, then numbers."""
+        letters = [chr(c) for c in range(65, 91)] + [chr(c) for c in range(97, 123)]
+        return [letters[k] if k < len(letters) else str(k + 1) for k in range(n)]
+
+    def _verbalized(self, ctx: UserContext) -> Ranking:
+        labels = self.labels(len(ctx.candidates))
+        enc = self.builder.encode(ctx, labels=labels)
+        cut, tails = self.builder.continuations(enc, [lab + '"' for lab in labels])
+        firsts = [t[0] for t in tails if t]
+        if cut == len(enc.ids) and len(firsts) == len(tails) and len(set(firsts)) == len(tails):
+            logp = self._forward_last([enc.ids])[0].cpu().numpy()
+            scores = logp[np.asarray(firsts, dtype=np.int64)].astype(np.float64)
+        else:  # a label is not one distinct token here: score the labels' spellings
+            scores = self.continuation_scores(enc, [lab + '"' for lab in labels])
+        return _ranked(ctx, scores, "verbalizer")
+
+    # ------------------------------------------------------------------ constrained decoding
+    def item_sequences(self) -> list[list[int]]:
+        """Every item's token ids as written inside an answer (after ``{"``, before ``"``),
+        from the tokenised answer text itself; an item the tokenizer merges with the quotes
+        falls back to its own tokenisation."""
+        if self._item_seqs is None:
+            if self.verbalizer.single_token:
+                self._item_seqs = [[int(t)] for t in self.verbalizer.token_ids]
+            else:
+                words = [self.verbalizer(i) for i in range(len(self.catalog))]
+                lead = self.builder.template.answer_prefix
+                texts = [f'{lead}{w}": 10}}' for w in words]
+                spans = [(len(lead), len(lead) + len(w)) for w in words]
+                got = span_tokens(self.tokenizer, texts, spans)
+                alone = self.tokenizer(words, add_special_tokens=False)["input_ids"]
+                self._item_seqs = [g if g else list(a) for g, a in zip(got, alone)]
+        return self._item_seqs
+
+    def scaffolds(self, k: int) -> tuple[list[list[int]], list[list[int]]]:
+        """In-context tokens of ``": 10, "`` (between items) and ``": 10}`` (closing)."""
+        if self._scaffolds is None or len(self._scaffolds[0]) < k:
+            a, b = self.verbalizer(0), self.verbalizer(min(1, len(self.catalog) - 1))
+            lead = self.builder.template.answer_prefix
+            mids, finals = [], []
+            for j in range(k):
+                score = max(1, 10 - j)
+                mid, fin = f'": {score}, "', f'": {score}}}'
+                t_mid, t_fin = lead + a + mid + b + '"', lead + a + fin
+                s0 = len(lead) + len(a)
+                got = span_tokens(
+                    self.tokenizer, [t_mid, t_fin], [(s0, s0 + len(mid)), (s0, s0 + len(fin))]
+                )
+                enc = lambda x: self.tokenizer(x, add_special_tokens=False)["input_ids"]  # noqa: E731
+                mids.append(got[0] or enc(mid))
+                finals.append(got[1] or enc(fin))
+            self._scaffolds = (mids, finals)
+        return self._scaffolds[0][:k], self._scaffolds[1][:k]
+
     def trie(self, forgotten: np.ndarray) -> ItemTrie:
         """Catalogue trie with ``forgotten`` items removed (cached per forgotten set)."""
         removed = frozenset(np.flatnonzero(forgotten).tolist())
         if self._trie is None:
-            seqs = {
-                i: (
-                    [int(self.verbalizer.token_ids[i])]
-                    if self.verbalizer.single_token
-                    else self._item_ids(i)[:-1] or self._item_ids(i)
-                )
-                for i in range(len(self.catalog))
-            }
-            self._trie = ItemTrie(seqs)
+            self._trie = ItemTrie(dict(enumerate(self.item_sequences())))
         if not self._trie_removed <= removed:  # the cached trie lacks items now allowed
             self._trie, self._trie_removed = None, frozenset()
             return self.trie(forgotten)
         self._trie.remove_many(removed - self._trie_removed)
         self._trie_removed = removed
         return self._trie
+
+    def vocab_index(self) -> VocabIndex:
+        if self._vocab is None:
+            self._vocab = VocabIndex(self.tokenizer)
+        return self._vocab
 
     def _generate(
         self,
@@ -427,14 +561,26 @@ class Generator:
         constrained: bool,
         scope: str = "candidates",
     ) -> list[Ranking]:
-        per_item = 8 if self.verbalizer.single_token else 16
-        budget = self.top_k * per_item + 4
-        ids = self._encode(batch, reserve=budget)
+        budget = self.builder.answer_reserve()
+        encs = [self.builder.encode(c) for c in batch]
+        ids = [e.ids for e in encs]
+        heads = [""] * len(batch)
+        textual = constrained and not self.verbalizer.single_token
+        if textual:  # heal: start where every candidate's in-context spelling parts
+            for k, (e, c) in enumerate(zip(encs, batch)):
+                words = [self.verbalizer(int(i)) + '"' for i in c.candidates]
+                cut, _ = self.builder.continuations(e, words) if words else (len(e.ids), [])
+                if 0 < cut < len(e.ids):
+                    heads[k] = self._decode_after(e.ids[:cut], e.ids[cut:])
+                    ids[k] = e.ids[:cut]
         inputs = collate([TokenizedExample(i, 0, []) for i in ids], self.tokenizer.pad_token_id)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         width = inputs["input_ids"].shape[1]
         kwargs: dict[str, Any] = {}
         mode = "constrained" if constrained else "json"
+        eos = self.tokenizer.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.pad_token_id
         if constrained:
             if scope == "candidates":
                 allowed = [set(c.candidates.tolist()) for c in batch]
@@ -444,12 +590,17 @@ class Generator:
                     for c in batch
                 ]
             k = max(1, min(self.top_k, max(len(a) for a in allowed)))
-            proc = AnswerConstraint(
-                self.trie(forgotten), allowed, self.tokenizer, width, k, self.tokenizer.eos_token_id
-            )
+            if textual:
+                words = [{i: self.verbalizer(i) for i in sorted(a)} for a in allowed]
+                proc: Any = TextConstraint(self.vocab_index(), words, heads, width, k, eos)
+            else:
+                proc = AnswerConstraint(
+                    self.trie(forgotten), allowed, self.scaffolds(k), width, k, eos
+                )
             kwargs["logits_processor"] = [proc]
+            budget += max(len(h) for h in heads)
         else:
-            kwargs["stopping_criteria"] = [_StopAtBrace(self.tokenizer, width)]
+            kwargs["stopping_criteria"] = [_StopAtBrace(self.vocab_index(), width)]
             if self.verbalizer.single_token and forgotten.any():
                 banned = self.verbalizer.token_ids[np.flatnonzero(forgotten)]
                 kwargs["logits_processor"] = [_Suppress(banned)]
@@ -459,20 +610,48 @@ class Generator:
             max_new_tokens=budget,
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=eos,
             **kwargs,
         )
         out = []
         for k, c in enumerate(batch):
-            text = ANSWER_OPEN + self.tokenizer.decode(gen[k, width:], skip_special_tokens=True)
+            written = self._decode_after(ids[k], gen[k, width:].tolist())
+            if heads[k] and written.startswith(heads[k]):
+                written = written[len(heads[k]) :]
+            text = ANSWER_OPEN + written
             cands = c.candidates
             if constrained and scope == "catalog":
+                chosen = proc.written(k) if textual else proc.states[k].items
                 cands = np.array(
-                    proc.states[k].items
-                    + [int(i) for i in c.candidates if int(i) not in proc.states[k].items],
+                    chosen + [int(i) for i in c.candidates if int(i) not in chosen],
                     dtype=np.int64,
                 )
             items, scores, rep = parse_ranking(text, cands, self.verbalizer.lookup, forgotten)
             text = scrub(text, self.verbalizer.lookup, forgotten) if rep.forgotten else text
             out.append(Ranking(c.user, items, scores, mode, rep.fallback, rep, text))
         return out
+
+    def _decode_after(self, prompt: list[int], new: list[int]) -> str:
+        """The text the new tokens add after the prompt (decoded in context, so a tokenizer
+        that drops a word's leading space when decoding a fragment spells it as written)."""
+        special = set(self.tokenizer.all_special_ids)
+        new = [t for t in new if t not in special]
+        tail = prompt[-8:]
+        before = self.tokenizer.decode(tail, skip_special_tokens=False)
+        both = self.tokenizer.decode(tail + new, skip_special_tokens=False)
+        return both[len(before) :] if both.startswith(before) else self.tokenizer.decode(new)
+
+
+def _cache_argument(model: Any) -> str:
+    """The name under which this transformers version passes and returns the KV cache
+    (``cache`` from 5.x, ``past_key_values`` before)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _ranked(ctx: UserContext, scores: np.ndarray, mode: str) -> Ranking:
+    order = np.argsort(-scores, kind="stable")
+    return Ranking(ctx.user, ctx.candidates[order], scores[order].astype(np.float64), mode)

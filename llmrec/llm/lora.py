@@ -13,6 +13,7 @@ fixed, so on CPU the same data and seed give byte-identical adapter weights.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -243,6 +244,7 @@ def tune_adapter(
     accelerator: Any = None,
     progress: Callable[[str], None] | None = None,
     data_parallel: bool = False,
+    load: Any = None,
 ) -> dict[str, Any]:
     """Tune one adapter on ``epochs(e)`` (the examples of epoch ``e``) and save it (peft format).
 
@@ -253,18 +255,37 @@ def tune_adapter(
     ordered) batch, and the loss is normalised by the global batch, so the averaged gradient is
     the single-process one up to float summation order. Only the main process writes
     ``out_dir``. Returns per-epoch losses and timing.
+
+    ``load`` (:class:`llmrec.llm.loading.LoadOptions`): dtype, device map, attention
+    implementation, remote code of the base. The LoRA weights stay float32 whatever the base
+    dtype; on a GPU the forward passes run under bfloat16 autocast.
     """
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM
+
+    from llmrec.llm.loading import LoadOptions, load_model
 
     acc = accelerator or Accelerator(cpu=True)
     world = acc.num_processes if data_parallel else 1
     seed_everything(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    opts = load or LoadOptions()
+    if opts.dtype == "auto":  # fp32 master weights; speed comes from autocast below
+        import dataclasses
+
+        opts = dataclasses.replace(opts, dtype="float32")
+    model = load_model(str(base), opts, device=str(acc.device))
     model = get_peft_model(model, lora_config(model, settings, item_token_ids))
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
     if settings.zero_residual and item_token_ids is not None and len(item_token_ids):
         center_item_logits(model, item_token_ids)
-    model.to(acc.device)
+    if opts.device_map is None:
+        model.to(acc.device)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if acc.device.type == "cuda"
+        else contextlib.nullcontext()
+    )
     if world > 1:
         model = acc.prepare_model(model)  # DDP: gradients averaged over the processes
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -288,16 +309,17 @@ def tune_adapter(
             batch = [data[k] for k in order[s : s + settings.batch_size]]
             totals = LossTotals.of(batch, settings.history_weight)
             mine = batch[acc.process_index :: world] if world > 1 else batch
-            loss = answer_loss(
-                model,
-                mine or batch[:1],  # an idle process still takes part in the all-reduce
-                pad_id,
-                settings.answer_weight,
-                settings.prior_weight,
-                settings.vocab_weight,
-                settings.history_weight,
-                totals,
-            ) * (world if mine else 0.0)  # DDP averages: world x (slice sum / global count)
+            with autocast:
+                loss = answer_loss(
+                    model,
+                    mine or batch[:1],  # an idle process still takes part in the all-reduce
+                    pad_id,
+                    settings.answer_weight,
+                    settings.prior_weight,
+                    settings.vocab_weight,
+                    settings.history_weight,
+                    totals,
+                ) * (world if mine else 0.0)  # DDP averages: world x (slice sum / global count)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             opt.step()

@@ -37,7 +37,8 @@ from llmrec.data.split import TRAIN
 from llmrec.errors import ArtifactError, DataError
 from llmrec.io import atomic_write_json, atomic_write_text
 from llmrec.llm.catalog import Catalog
-from llmrec.llm.generator import MODES, Generator, Ranking
+from llmrec.llm.generator import MODES, RANK_MODES, Generator, Ranking
+from llmrec.llm.loading import LoadOptions, resolve_base, weights_hash
 from llmrec.llm.lora import rank_prior
 from llmrec.llm.prompt import UserContext
 from llmrec.workspace import Workspace
@@ -52,10 +53,17 @@ def default_lm_dir(ws: Workspace) -> Path:
 
 @dataclass
 class CragruOptions:
-    """Serving options. ``model``: hub id or folder (default: the workspace's built LM)."""
+    """Serving options.
+
+    ``model``: hub id or folder (default: the base the workspace's adapters were tuned on, else
+    the workspace's built LM). ``adapters``: ``True`` the workspace's adapters, ``False`` (or
+    ``"none"``) the base model alone, a folder: the adapters tuned there (named explicitly, they
+    may be served with another template or base). ``template``: default the adapters' own.
+    ``load``: dtype, device map, attention implementation, remote code of the base.
+    """
 
     model: str | None = None
-    adapters: bool = True
+    adapters: bool | str = True
     template: str | None = None
     strategy: str = "preference"
     history: int = 50
@@ -65,6 +73,7 @@ class CragruOptions:
     device: str = "cpu"
     blend: float | None = None
     scope: str = "candidates"
+    load: LoadOptions | None = None
 
 
 BLEND_FILE = "blend.json"
@@ -115,44 +124,59 @@ def blend_ranking(r: Ranking, candidates: np.ndarray, weight: float) -> Ranking:
 
 
 class CragruPipeline:
-    """Serve regenerated rankings from a workspace's store, base model and adapters."""
+    """Serve regenerated rankings from a workspace's store, base model and adapters, under the
+    prompt contract the adapters were tuned with (template, chat template, BOS, budget)."""
 
     def __init__(self, ws: Workspace, options: CragruOptions | None = None, store: Any = None):
-        from llmrec.llm.adapters import adapter_paths, load_config, stale_shards
+        from llmrec.llm.adapters import adapters_root, load_config
         from llmrec.llm.shards import shard_of
         from retrieval.store import RetrievalStore
 
         self.ws = ws
         self.opt = options or CragruOptions()
         self.store = store or RetrievalStore.load(ws)
-        model = self.opt.model or str(default_lm_dir(ws))
-        if self.opt.model is None and not Path(model).is_dir():
-            raise ArtifactError(f"no base model in {model}: run 'llmrec build-lm' first")
         ds = ws.dataset
         self.catalog = Catalog.from_dataset(ds)
+        want = self.opt.adapters
+        explicit = isinstance(want, str) and want != "none"
+        root = Path(want) if explicit else adapters_root(ws)
+        cfg = load_config(ws, root) if want and want != "none" else None
+        if explicit and cfg is None:
+            raise ArtifactError(f"no adapters under {root} (config.json missing)")
+        if cfg is not None:
+            model = self.opt.model or cfg.base
+        else:
+            model = self.opt.model or str(default_lm_dir(ws))
+            if self.opt.model is None and not Path(model).is_dir():
+                raise ArtifactError(f"no base model in {model}: run 'llmrec build-lm' first")
+        model = resolve_base(model)
+        template = self.opt.template
         adapters = None
         self.adapter_config = None
-        cfg = load_config(ws) if self.opt.adapters else None
-        if cfg is not None and Path(cfg.base).resolve() == Path(model).resolve():
-            stale = stale_shards(ws)
-            if stale:
-                raise ArtifactError(
-                    f"adapters of shards {stale} do not reflect the newest ledger version; run "
-                    "'llmrec forget' to finish the pending stages"
-                )
-            self.adapter_config, adapters = adapter_paths(ws)
-        self.assignment = (
-            shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters and cfg else None
-        )
+        self.adapter_root = root if cfg is not None else None
+        if cfg is not None:
+            self._check_binding(cfg, model, template, explicit)
+            template = template or cfg.template
+            adapters = self._adapter_paths(cfg, root, explicit)
+            self.adapter_config = cfg
+        self.assignment = shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters else None
+        load = self.opt.load or (cfg.load if cfg is not None else LoadOptions())
         self.generator = Generator.from_pretrained(
             model,
             self.catalog,
             adapters=adapters,
             device=self.opt.device,
-            template=self.opt.template,
+            template=template,
             batch_size=self.opt.batch_size,
             top_k=self.opt.top_k,
+            dtype=None if load.dtype == "auto" else load.dtype,
+            device_map=load.device_map,
+            attn_implementation=load.attn_implementation,
+            trust_remote_code=load.trust_remote_code,
+            revision=load.revision,
         )
+        if cfg is not None and not explicit:
+            self._check_contract(cfg)
         if self.opt.blend is not None:
             self.blend = float(self.opt.blend)
         elif self.adapter_config is None:
@@ -160,6 +184,65 @@ class CragruPipeline:
         else:
             tuned = load_blend(ws)
             self.blend = self.adapter_config.lora.prior_weight if tuned is None else tuned
+
+    def _check_binding(self, cfg: Any, model: str, template: str | None, explicit: bool) -> None:
+        """The base and template asked for are the adapters' own (unless named explicitly)."""
+        from prompts import template_ref
+
+        if explicit:
+            return
+        if model != resolve_base(cfg.base):
+            raise ArtifactError(
+                f"the adapters were tuned on {cfg.base}, not {model}: serve without --model, "
+                "with '--adapters none' for the base model alone, or name adapters with "
+                "'--adapters DIR'"
+            )
+        if template is not None and template_ref(template) != cfg.template:
+            raise ArtifactError(
+                f"the adapters were tuned with template {cfg.template!r}, not {template!r}: "
+                "serve without --template (or '--adapters none' / '--adapters DIR')"
+            )
+
+    def _adapter_paths(self, cfg: Any, root: Path, explicit: bool) -> dict[str, Path]:
+        """Shard adapter folders; for the workspace's own: fresh, and on an unchanged base."""
+        from llmrec.llm.adapters import adapter_paths, read_manifest, shard_dir, stale_shards
+
+        if not explicit:
+            stale = stale_shards(ws=self.ws)
+            if stale:
+                raise ArtifactError(
+                    f"adapters of shards {stale} do not reflect the newest ledger version; run "
+                    "'llmrec forget' to finish the pending stages"
+                )
+            have = weights_hash(cfg.base, cfg.load.revision)
+            for s in range(cfg.n_shards):
+                m = read_manifest(shard_dir(root, s)) or {}
+                if m.get("base_weights_sha256") not in (None, have):
+                    raise ArtifactError(
+                        f"base model {cfg.base} changed since the adapters were tuned (weights "
+                        "hash differs): re-tune with 'llmrec adapters tune --force'"
+                    )
+        return adapter_paths(self.ws, root)[1]
+
+    def _check_contract(self, cfg: Any) -> None:
+        """The tokenizer renders and encodes prompts as it did when the adapters were tuned."""
+        from llmrec.llm.adapters import prompt_contract
+
+        if not cfg.contract:
+            return
+        now = prompt_contract(self.generator.builder)
+        for key in ("template", "template_sha256", "chat_template_sha256", "bos"):
+            if key in cfg.contract and cfg.contract[key] != now[key]:
+                raise ArtifactError(
+                    f"prompt contract broken: {key} is {now[key]!r} now but the adapters were "
+                    f"tuned with {cfg.contract[key]!r}; re-tune with 'llmrec adapters tune --force'"
+                )
+
+    def adapter_for(self, user: int) -> str | None:
+        """Name of the shard adapter serving ``user`` (``None``: the base model alone)."""
+        if self.assignment is None:
+            return None
+        return f"shard-{int(self.assignment[int(user)]):03d}"
 
     @property
     def view(self):
@@ -190,8 +273,8 @@ class CragruPipeline:
         contexts: Sequence[UserContext] | None = None,
     ) -> list[Ranking]:
         """Regenerated rankings for ``users`` (internal indices), in input order."""
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if mode not in RANK_MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(RANK_MODES)}")
         users = [int(u) for u in users]
         for u in users:
             if self.view.forgotten_users[u]:
