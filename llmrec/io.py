@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -40,7 +41,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: object) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """Strict JSON (non-finite floats written as ``null``), atomically."""
+    text = json.dumps(finite(obj), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def atomic_save(path: str | Path, writer: Callable[[Path], None]) -> None:
@@ -66,7 +69,31 @@ def _jsonable(o: object):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def to_json(obj: object, indent: int | None = None) -> str:
+def finite(obj: object) -> object:
+    """``obj`` with every NaN/Infinity float (Python or NumPy, nested anywhere) replaced by
+    ``None``, so that the JSON written is strict (RFC 8259 has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [finite(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.floating):
+            return float(obj) if np.isfinite(obj) else None
+        if isinstance(obj, np.ndarray):
+            return finite(obj.tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    return obj
+
+
+def to_json(obj: object, indent: int | None = None, strict: bool = False) -> str:
+    """JSON text; ``strict``: non-finite floats become ``null`` (what the CLI prints)."""
+    if strict:
+        return json.dumps(finite(obj), indent=indent, default=_jsonable, allow_nan=False)
     return json.dumps(obj, indent=indent, default=_jsonable)
 
 

@@ -24,6 +24,46 @@ from llmrec.io import atomic_write_json, versions
 
 DEFAULT_WORKSPACE = "llmrec-workspace"
 DEFAULT_SPLIT = {"method": "random", "seed": 2020, "ratios": [0.8, 0.1, 0.1]}
+# what "forgotten interaction" means for serving (DESIGN §2): ``retrain`` -- its item may be
+# recommended to its user again exactly when a from-scratch build would; ``suppress`` -- never
+# show a user an item whose interaction they had forgotten
+POLICIES = ("retrain", "suppress")
+DEFAULT_POLICY = "retrain"
+RECOVER = "restore it from a backup, or move the workspace aside and start a new one"
+
+
+def check_config(cfg: object, path: Path | str) -> dict:
+    """Validate a ``workspace.json`` object; :class:`LlmrecError` naming the defect."""
+
+    def bad(what: str) -> LlmrecError:
+        return LlmrecError(f"{path}: corrupt workspace config ({what}); {RECOVER}")
+
+    if not isinstance(cfg, dict):
+        raise bad(f"expected a JSON object, got {type(cfg).__name__}")
+    missing = {"dataset", "split"} - set(cfg)
+    if missing:
+        raise bad(f"missing key(s) {', '.join(sorted(missing))}")
+    if not isinstance(cfg["dataset"], str) or not cfg["dataset"]:
+        raise bad("'dataset' must be a non-empty string")
+    if cfg.get("data_dir") is not None and not isinstance(cfg["data_dir"], str):
+        raise bad("'data_dir' must be a string or null")
+    split = cfg["split"]
+    if not isinstance(split, dict) or split.get("method") not in ("random", "loo"):
+        raise bad("'split' must be an object with method 'random' or 'loo'")
+    seed = split.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise bad("split 'seed' must be an integer in [0, 2**32)")
+    ratios = split.get("ratios", [0.8, 0.1, 0.1])
+    if (
+        not isinstance(ratios, list)
+        or len(ratios) != 3
+        or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in ratios)
+        or not all(0 <= r <= 1 for r in ratios)
+    ):
+        raise bad("split 'ratios' must be three numbers in [0, 1]")
+    if cfg.get("forget_policy", DEFAULT_POLICY) not in POLICIES:
+        raise bad(f"'forget_policy' must be one of {', '.join(POLICIES)}")
+    return cfg
 
 
 class Workspace:
@@ -36,13 +76,21 @@ class Workspace:
         data_dir: str | Path | None = None,
         split: dict | None = None,
     ):
+        if not str(root).strip():
+            raise LlmrecError("--workspace must name a folder (got an empty path)")
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise LlmrecError(f"workspace {self.root} is not a folder")
         cfg_path = self.root / "workspace.json"
-        if cfg_path.is_file():
+        if cfg_path.exists():
             try:
-                cfg = json.loads(cfg_path.read_text())
-            except (json.JSONDecodeError, OSError) as exc:
-                raise LlmrecError(f"{cfg_path}: unreadable workspace config ({exc})") from None
+                cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except (ValueError, OSError, RecursionError) as exc:
+                msg = getattr(exc, "strerror", None) or str(exc)[:200]
+                raise LlmrecError(
+                    f"{cfg_path}: unreadable workspace config ({msg}); {RECOVER}"
+                ) from None
+            check_config(cfg, cfg_path)
             if dataset is not None and dataset != cfg["dataset"]:
                 raise LlmrecError(
                     f"workspace {self.root} holds dataset {cfg['dataset']!r}, not {dataset!r}; "
@@ -71,6 +119,19 @@ class Workspace:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.root / "workspace.json", self.config)
             self._persisted = True
+
+    @property
+    def policy(self) -> str:
+        """The workspace's forget policy for serving: ``retrain`` (default) or ``suppress``."""
+        return self.config.get("forget_policy", DEFAULT_POLICY)
+
+    def set_policy(self, policy: str) -> None:
+        """Fix the forget policy in ``workspace.json``."""
+        if policy not in POLICIES:
+            raise LlmrecError(f"forget policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        self.config = {**self.config, "forget_policy": policy}
+        self._persisted = False
+        self._persist()
 
     @cached_property
     def dataset(self) -> Dataset:

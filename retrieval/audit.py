@@ -6,23 +6,45 @@ For every retrieval store of the workspace, against the ledger's newest retained
 * no forgotten item is in the FAISS index ids, the stored embeddings or any embedding-cache
   entry on disk (older cache entries must have been purged);
 * the co-occurrence statistics equal a fresh count of the retained train interactions (a
-  forgotten interaction left in the counts, or a missed decrement, shows up as a difference).
+  forgotten interaction left in the counts, or a missed decrement, shows up as a difference);
+* every file the manifest names has the content hash recorded when it was written, and the
+  clusters label exactly the indexed items (a forgotten item's label restored is caught even
+  with a matching hash);
+* the manifest's ledger version and history exist in the ledger (else it was lost or replaced).
+
+A file that cannot be read is a finding naming it, never a crash.
 """
 
 from __future__ import annotations
 
-import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from llmrec.data.retained import RetainedView
+from llmrec.errors import ArtifactError
+from llmrec.integrity import resolve_in, verify
 from llmrec.workspace import Workspace
-from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, user_rows
+from retrieval.candidates import (
+    CooccurrenceGenerator,
+    GeneratorConfig,
+    counts_checksum,
+    user_rows,
+)
 from retrieval.encoders import EmbeddingCache
 from retrieval.forget import store_names
 from retrieval.index import ForgetAwareIndex
-from retrieval.store import RetrievalStore, _cache_dir, _retained_rows, manifest_degree
+from retrieval.store import (
+    RetrievalStore,
+    _cache_dir,
+    _retained_rows,
+    check_ledger,
+    manifest_degree,
+    read_manifest,
+)
+
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, ArtifactError)
 
 
 def _finding(name: str, path: Path | str, problem: str) -> dict:
@@ -42,9 +64,17 @@ def _tokens(view: RetainedView, idx: np.ndarray) -> str:
 def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
     out: list[dict] = []
     man_path = RetrievalStore.manifest_path(ws, name)
-    man = json.loads(man_path.read_text())
+    try:
+        man = read_manifest(man_path)
+    except ArtifactError as exc:
+        return [_finding(name, man_path, str(exc))]
     root = man_path.parent
-    if int(man["ledger_version"]) != view.version:
+    version = int(man["ledger_version"])
+    try:
+        check_ledger(ws, f"retrieval store {name!r}", version, man.get("ledger_head"))
+    except ArtifactError as exc:
+        out.append(_finding(name, man_path, str(exc)))
+    if version != view.version:
         out.append(
             _finding(
                 name,
@@ -53,22 +83,32 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
             )
         )
     files = man["files"]
-    index = ForgetAwareIndex.load(root / f"{files['index']}.json")
-    bad = _forgotten_in(index.ids, view)
-    if len(bad):
-        out.append(
-            _finding(
-                name, root / files["index"], f"index holds forgotten item(s) {_tokens(view, bad)}"
+    for problem in verify(root, man.get("sha256", {})):
+        out.append(_finding(name, root, problem))
+    try:
+        index = ForgetAwareIndex.load(root / f"{files['index']}.json")
+    except _UNREADABLE as exc:
+        out.append(_finding(name, root / files["index"], f"unreadable index ({exc})"))
+        index = None
+    if index is not None:
+        bad = _forgotten_in(index.ids, view)
+        if len(bad):
+            out.append(
+                _finding(
+                    name,
+                    root / files["index"],
+                    f"index holds forgotten item(s) {_tokens(view, bad)}",
+                )
             )
-        )
-    emb = EmbeddingCache._read(Path(files["embeddings"]))
+    emb_path = resolve_in(ws.root, files["embeddings"])
+    emb = EmbeddingCache._read(emb_path)
     if emb is not None:
         bad = _forgotten_in(emb["ids"], view)
         if len(bad):
             out.append(
                 _finding(
                     name,
-                    files["embeddings"],
+                    emb_path,
                     f"embeddings hold forgotten item(s) {_tokens(view, bad)}",
                 )
             )
@@ -84,12 +124,19 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
                     f"{_tokens(view, _forgotten_in(got['ids'], view))}",
                 )
             )
-    counts = np.load(root / files["counts"], mmap_mode="r")
-    fresh = CooccurrenceGenerator.build(
-        GeneratorConfig.from_dict(man["config"]["generator"]),
-        user_rows(view.dataset.n_items, _retained_rows(ws, view)),
-        view.dataset.n_users,
-    )
+    out += _audit_clusters(name, root / files["clusters"], view, index)
+    if emb is not None and not out:
+        out += _recluster(name, root / files["clusters"], man["config"], emb, view)
+    try:
+        counts = np.load(root / files["counts"], mmap_mode="r")
+        fresh = CooccurrenceGenerator.build(
+            GeneratorConfig.from_dict(man["config"]["generator"]),
+            user_rows(view.dataset.n_items, _retained_rows(ws, view)),
+            view.dataset.n_users,
+        )
+    except _UNREADABLE as exc:
+        out.append(_finding(name, root / files["counts"], f"unreadable counts ({exc})"))
+        return out
     if counts.shape != fresh.counts.shape or not np.array_equal(counts, fresh.counts):
         diff = (
             int(np.count_nonzero(np.asarray(counts) != fresh.counts))
@@ -104,8 +151,57 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
                 "they hold forgotten interactions or missed an update",
             )
         )
-    if not np.array_equal(manifest_degree(man["stats"]), fresh.degree):
+    elif str(counts_checksum(np.asarray(counts))) != str(man["stats"]["checksum"]):
+        out.append(
+            _finding(name, man_path, "counts checksum differs from the manifest's (edited?)")
+        )
+    try:
+        degree = manifest_degree(man["stats"])
+    except (ValueError, KeyError, TypeError):
+        degree = None
+    if degree is None or not np.array_equal(degree, fresh.degree):
         out.append(_finding(name, man_path, "item degrees differ from the retained data"))
+    return out
+
+
+def _recluster(name: str, path: Path, config: dict, emb: dict, view: RetainedView) -> list[dict]:
+    """The clusters equal a fresh k-means (seeded, one thread) of the stored embeddings."""
+    from retrieval.store import _cluster, _Embeddings
+
+    fresh = _cluster(
+        config, _Embeddings(emb["ids"], emb["items"], None, path), view.dataset.n_items
+    )
+    with np.load(path) as z:
+        same = np.array_equal(z["labels"], fresh.labels) and np.array_equal(
+            z["centroids"], fresh.centroids
+        )
+    if same:
+        return []
+    return [_finding(name, path, "clusters differ from a fresh clustering of the retained items")]
+
+
+def _audit_clusters(
+    name: str, path: Path, view: RetainedView, index: ForgetAwareIndex | None
+) -> list[dict]:
+    """Clusters label the indexed (retained) items and nothing else."""
+    try:
+        with np.load(path) as z:
+            labels, centroids = z["labels"], z["centroids"]
+    except _UNREADABLE as exc:
+        return [_finding(name, path, f"unreadable clusters ({str(exc)[:200]})")]
+    n = view.dataset.n_items
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        return [_finding(name, path, f"clusters hold {labels.shape} labels for {n} items")]
+    bad = np.flatnonzero(view.forgotten_items & (labels >= 0))
+    out = []
+    if len(bad):
+        out.append(_finding(name, path, f"clusters label forgotten item(s) {_tokens(view, bad)}"))
+    if index is not None:
+        labelled = np.flatnonzero(labels >= 0)
+        if not np.array_equal(labelled, index.ids) and not len(bad):
+            out.append(_finding(name, path, "clusters label other items than the index holds"))
+    if len(labels) and labels.max(initial=-1) >= len(centroids):
+        out.append(_finding(name, path, "cluster labels point past the centroids"))
     return out
 
 

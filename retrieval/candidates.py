@@ -41,6 +41,8 @@ import numpy as np
 import scipy.linalg.lapack as lapack
 import scipy.sparse as sp
 
+from retrieval.threads import single_blas_thread
+
 POPULARITY_TIEBREAK = 1e-6
 MODELS = ("ease", "knn")
 
@@ -198,10 +200,14 @@ class CooccurrenceGenerator:
             trace = float(np.trace(counts))
             g = counts * (float(self.degree.sum()) / trace) if trace > 0 else counts
             g[np.diag_indices_from(g)] += self.config.l2
-            chol, info = lapack.dpotrf(g, lower=0, overwrite_a=1, clean=0)
-            if info != 0:
-                raise ArithmeticError(f"EASE: Cholesky failed (info={info}); raise l2")
-            inv, info = lapack.dpotri(chol, lower=0, overwrite_c=1)
+            # one BLAS thread: a threaded factorisation splits its reductions by thread count,
+            # so the weights (and every candidate list, adapter training stream and audit hash
+            # derived from them) would differ between OMP_NUM_THREADS=1 and 2
+            with single_blas_thread():
+                chol, info = lapack.dpotrf(g, lower=0, overwrite_a=1, clean=0)
+                if info != 0:
+                    raise ArithmeticError(f"EASE: Cholesky failed (info={info}); raise l2")
+                inv, info = lapack.dpotri(chol, lower=0, overwrite_c=1)
             if info != 0:
                 raise ArithmeticError(f"EASE: inverse failed (info={info}); raise l2")
             upper = np.triu(inv)

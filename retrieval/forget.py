@@ -1,9 +1,10 @@
 """The ``retrieval`` forget stage: apply the ledger's requests to every retrieval store.
 
 Registered in :mod:`llmrec.pipelines.forget`; ``llmrec forget`` calls :func:`apply` after recording
-requests (and again on resume). Stores are found through the ledger's artifact table, so a
-workspace may hold several (e.g. a text and a CF store). A workspace without a store has nothing
-to forget here.
+requests (and again on resume). Stores are found through the ledger's artifact table *and* the
+workspace's files (a store whose registry row was lost is still forgotten in), so a workspace may
+hold several (e.g. a text and a CF store). A workspace without a store has nothing to forget
+here.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from retrieval.store import STORE_KIND, RetrievalStore
 
 
 def store_names(ws: Workspace) -> list[str]:
-    """Names of the retrieval stores registered in the workspace's ledger that still exist."""
-    if not ws.ledger_path.exists():
-        return []
-    with ws.ledger() as led:
-        arts = [a for a in led.artifacts() if a["kind"] == STORE_KIND]
-    names = [a["detail"].get("name", "") for a in arts]
-    return [n for n in names if n and RetrievalStore.manifest_path(ws, n).is_file()]
+    """Names of the retrieval stores of the workspace (registered in its ledger or found on
+    disk) whose manifest exists."""
+    names: set[str] = set()
+    if ws.ledger_path.exists():
+        with ws.ledger() as led:
+            arts = [a for a in led.artifacts() if a["kind"] == STORE_KIND]
+        names |= {str(a["detail"].get("name", "")) for a in arts}
+    art = ws.root / "artifacts"
+    if art.is_dir():
+        names |= {p.parent.name for p in art.glob("*/manifest.json")}
+    return sorted(n for n in names if n and RetrievalStore.manifest_path(ws, n).is_file())
 
 
 def apply(ws: Workspace, version: int) -> dict:

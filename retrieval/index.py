@@ -181,7 +181,13 @@ class ForgetAwareIndex:
                 if train_size is not None and train_size < len(vectors):
                     pick = np.random.default_rng(0).choice(len(vectors), train_size, replace=False)
                     train = vectors[np.sort(pick)]
-                self.index.train(train)
+                try:
+                    self.index.train(train)
+                except RuntimeError as exc:  # e.g. IVF4096 trained on 1,682 vectors
+                    raise ValueError(
+                        f"FAISS cannot train {self.factory!r} on {len(train)} vectors: "
+                        f"{_reason(exc)}"
+                    ) from None
             self.index.add_with_ids(vectors, ids)
 
     # ------------------------------------------------------------------ contents

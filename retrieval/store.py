@@ -46,6 +46,7 @@ import json
 import os
 import re
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.data.split import TRAIN, VALID
 from llmrec.errors import ArtifactError, DataError
+from llmrec.integrity import file_sha256, relative_to_root, resolve_in, verify
 from llmrec.io import atomic_path, atomic_write_json
 from llmrec.workspace import Workspace
 from retrieval import strategies as strat
@@ -119,6 +121,7 @@ class RetrievalStore:
         generator: CooccurrenceGenerator,
         clusters: ItemClusters,
         files: dict[str, str] | None = None,
+        hashes: dict[str, str] | None = None,
     ) -> None:
         self.ws = ws
         self.name = name
@@ -129,6 +132,7 @@ class RetrievalStore:
         self.generator = generator
         self.clusters = clusters
         self.files = dict(files or {})
+        self._hashes: dict[str, str] = dict(hashes or {})
         self._dirty: set[str] = set()
         self._changed: list[tuple[np.ndarray, np.ndarray]] = []
         self._train_order, self._train_ptr = _train_by_user(ws)
@@ -192,10 +196,16 @@ class RetrievalStore:
             "seed": int(seed),
             "n_clusters": int(n_clusters),
             "generator": (generator or GeneratorConfig()).to_dict(),
-            "cache_dir": None if cache_dir is None else str(Path(cache_dir).resolve()),
+            "cache_dir": None if cache_dir is None else relative_to_root(ws.root, cache_dir),
         }
         t0 = time.perf_counter()
         view = ws.view()
+        n_retained = int((~view.forgotten_items).sum())
+        if int(n_clusters) > n_retained:
+            raise ValueError(
+                f"{n_clusters} clusters for {n_retained} retained items: use at most "
+                f"{n_retained} (--clusters)"
+            )
         emb = _embed(ws, config, view)
         store = cls(
             ws,
@@ -233,33 +243,27 @@ class RetrievalStore:
             raise ArtifactError(
                 f"no retrieval store {name!r} in {ws.root}: run 'llmrec index build' first"
             )
-        try:
-            man = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{path}: unreadable manifest ({exc})") from None
-        if man.get("format") != FORMAT:
-            raise ArtifactError(f"{path}: unknown retrieval manifest format")
+        man = read_manifest(path)
         ds = ws.dataset
         if man["dataset"] != ds.fingerprint or man["split"] != ws.split.config():
             raise ArtifactError(
                 f"retrieval store {name!r} was built for another dataset or split: rebuild it"
             )
         version = int(man["ledger_version"])
-        latest = _ledger_version(ws)
-        if version > latest:
-            raise ArtifactError(
-                f"retrieval store {name!r} reflects ledger version {version} but the ledger "
-                f"is at {latest}: the workspace ledger was replaced; rebuild the store"
-            )
-        if version != latest and not allow_stale:
-            raise ArtifactError(
-                f"retrieval store {name!r} is stale: it reflects ledger version {version}, the "
-                f"ledger is at {latest}; run 'llmrec forget' to apply the pending requests"
-            )
+        check_ledger(ws, f"retrieval store {name!r}", version, man.get("ledger_head"))
+        if not allow_stale:
+            from llmrec.pipelines.forget import require_applied
+
+            require_applied(ws, f"retrieval store {name!r}", version)
         config, files = man["config"], man["files"]
         root = path.parent
+        problems = verify(root, man.get("sha256", {}))
+        if problems:
+            raise ArtifactError(
+                f"retrieval store {name!r}: {problems[0]}; rebuild it with 'llmrec index build'"
+            )
         view = ws.view(version)
-        emb_path = Path(files["embeddings"])
+        emb_path = resolve_in(ws.root, files["embeddings"])
         got = EmbeddingCache._read(emb_path)
         if got is not None and np.array_equal(got["ids"], np.flatnonzero(~view.forgotten_items)):
             emb = _Embeddings(got["ids"], got["items"], got.get("users"), emb_path)
@@ -276,8 +280,11 @@ class RetrievalStore:
             counts = np.load(root / files["counts"])
             with np.load(root / files["clusters"]) as z:
                 clusters = ItemClusters(z["labels"], z["centroids"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactError(f"retrieval store {name!r}: unreadable artifact ({exc})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ArtifactError(
+                f"retrieval store {name!r}: unreadable artifact ({str(exc)[:200]}); rebuild it "
+                "with 'llmrec index build'"
+            ) from None
         gen = CooccurrenceGenerator(gcfg, counts, manifest_degree(stats))
         recounted = gen.checksum != int(stats["checksum"])
         if recounted:  # interrupted in-place update: count again from the retained data
@@ -288,9 +295,21 @@ class RetrievalStore:
             emb.ids, np.flatnonzero(~view.forgotten_items)
         ):
             raise ArtifactError(f"retrieval store {name!r}: artifacts disagree; rebuild it")
-        store = cls(ws, name, config, view, emb, index, gen, clusters, files=files)
+        recorded = man.get("sha256", {})
+        hashes = {
+            "clusters": recorded.get(files["clusters"]),
+            "index": recorded.get(files["index"]),
+            "index.json": recorded.get(files["index"] + ".json"),
+        }
+        if None in hashes.values():  # a store written before hashes were recorded
+            hashes = {
+                "clusters": file_sha256(root / files["clusters"]),
+                "index": file_sha256(root / files["index"]),
+                "index.json": file_sha256(root / (files["index"] + ".json")),
+            }
+        store = cls(ws, name, config, view, emb, index, gen, clusters, files=files, hashes=hashes)
         if recounted:  # replace the torn file now (it may hold forgotten contributions)
-            with atomic_path(root / files["counts"]) as tmp, open(tmp, "wb") as fh:
+            with store._lock(), atomic_path(root / files["counts"]) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, gen.counts)
         return store
 
@@ -409,7 +428,7 @@ class RetrievalStore:
         path = self.manifest_path(self.ws, self.name)
         try:
             saved = json.loads(path.read_text())["ledger_version"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return
         if int(saved) != self.ledger_version:
             fresh = type(self).load(self.ws, self.name, allow_stale=True)
@@ -429,21 +448,38 @@ class RetrievalStore:
         root = self.root
         root.mkdir(parents=True, exist_ok=True)
         files = dict(self.files)
+        hashes = dict(self._hashes)
         self._write_counts(files)
         if "clusters" in self._dirty or "clusters" not in files:
             files["clusters"] = f"clusters.v{v}.npz"
             c = self.clusters
             with atomic_path(root / files["clusters"]) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, labels=c.labels, centroids=c.centroids)
+            hashes["clusters"] = file_sha256(root / files["clusters"])
         if "index" in self._dirty or "index" not in files:
             files["index"] = f"index.v{v}.faiss"
             files["index_version"] = self.index.ledger_version
             self.index.save(root / files["index"])
-        files["embeddings"] = str(self._write_embeddings())
+            hashes["index"] = file_sha256(root / files["index"])
+            hashes["index.json"] = file_sha256(root / (files["index"] + ".json"))
+        files["embeddings"] = relative_to_root(self.ws.root, self._write_embeddings())
+        if led is None:
+            with self.ws.ledger() as own:
+                ledger_head = own.head(v)
+        else:
+            ledger_head = led.head(v)
         man = {
             "format": FORMAT,
             "name": self.name,
             "ledger_version": v,
+            "ledger_head": ledger_head,
+            # content hashes taken when each file was written (the counts are covered by
+            # stats.checksum, kept up to date by every in-place update), verified by load/audit
+            "sha256": {
+                files["clusters"]: hashes["clusters"],
+                files["index"]: hashes["index"],
+                files["index"] + ".json": hashes["index.json"],
+            },
             "dataset": self.ws.dataset.fingerprint,
             "split": self.ws.split.config(),
             "config": self.config,
@@ -458,16 +494,20 @@ class RetrievalStore:
             "n_items_indexed": int(len(self.embeddings.ids)),
             "saved_at": time.time(),
         }
-        atomic_write_json(self.manifest_path(self.ws, self.name), man)
+        man_path = self.manifest_path(self.ws, self.name)
+        atomic_write_json(man_path, man)
         self.files = files
+        self._hashes = hashes
         self._dirty.clear()
         self._collect_garbage()
         detail = {"name": self.name, "encoder": self.config["encoder"]}
+        digest = {"manifest.json": file_sha256(man_path)}
+        args = (f"{STORE_KIND}:{self.name}", STORE_KIND, root, v, detail, digest)
         if led is None:
             with self.ws.ledger() as own:
-                own.register_artifact(f"{STORE_KIND}:{self.name}", STORE_KIND, root, v, detail)
+                own.register_artifact(*args)
         else:
-            led.register_artifact(f"{STORE_KIND}:{self.name}", STORE_KIND, root, v, detail)
+            led.register_artifact(*args)
 
     def _write_counts(self, files: dict) -> None:
         counts = self.generator.counts
@@ -589,7 +629,8 @@ class RetrievalStore:
     ) -> np.ndarray:
         """Top-``n`` candidate items ``[len(users), n]`` per user, best first.
 
-        Never an item of the user's retained train history, never a forgotten item
+        Never an item of the user's retained train history, never a forgotten item, and under
+        the workspace policy ``suppress`` never an item of the user's forgotten interactions
         (``exclude_valid`` also drops the user's retained validation items). Rows are padded
         with ``-1`` if fewer items are rankable.
         """
@@ -598,7 +639,16 @@ class RetrievalStore:
         blocked = user_rows(self.n_items, [self._rows[u] for u in users])
         if exclude_valid:
             blocked = blocked + self._valid_rows(users)
+        if self.ws.policy == "suppress":
+            blocked = blocked + self._suppressed_rows(users)
         return top_n(self.candidate_scores(users), n, blocked)
+
+    def _suppressed_rows(self, users: np.ndarray) -> sp.csr_matrix:
+        """Per user, the items of its forgotten interactions (policy ``suppress``)."""
+        keys, n = self.view.forgotten_pairs(), self.n_items
+        lo = np.searchsorted(keys, users * n)
+        hi = np.searchsorted(keys, (users + 1) * n)
+        return user_rows(n, [keys[a:b] % n for a, b in zip(lo, hi)])
 
     def _valid_rows(self, users: np.ndarray) -> sp.csr_matrix:
         ds = self.ws.dataset
@@ -755,7 +805,65 @@ def _data_key(ws: Workspace, config: dict) -> str:
 
 def _cache_dir(ws: Workspace, config: dict) -> Path:
     d = config.get("cache_dir")
-    return Path(d) if d else ws.root / "artifacts" / "embeddings"
+    return resolve_in(ws.root, d) if d else ws.root / "artifacts" / "embeddings"
+
+
+_MANIFEST_KEYS = {
+    "format": int,
+    "ledger_version": int,
+    "dataset": str,
+    "split": dict,
+    "config": dict,
+    "files": dict,
+    "stats": dict,
+}
+_REBUILD = "rebuild it with 'llmrec index build'"
+
+
+def read_manifest(path: Path) -> dict:
+    """A store manifest, checked for shape; :class:`ArtifactError` naming the file if corrupt."""
+    try:
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ArtifactError(f"{path}: unreadable retrieval manifest ({why}); {_REBUILD}") from None
+    if not isinstance(man, dict):
+        raise ArtifactError(f"{path}: corrupt retrieval manifest (not an object); {_REBUILD}")
+    for key, typ in _MANIFEST_KEYS.items():
+        if not isinstance(man.get(key), typ) or isinstance(man.get(key), bool):
+            raise ArtifactError(
+                f"{path}: corrupt retrieval manifest (missing or bad {key!r}); {_REBUILD}"
+            )
+    if man["format"] != FORMAT:
+        raise ArtifactError(f"{path}: unknown retrieval manifest format; {_REBUILD}")
+    files = man["files"]
+    if not all(
+        isinstance(files.get(k), str) for k in ("index", "counts", "clusters", "embeddings")
+    ):
+        raise ArtifactError(f"{path}: corrupt retrieval manifest (bad 'files'); {_REBUILD}")
+    if not isinstance(files.get("index_version"), int) or "checksum" not in man["stats"]:
+        raise ArtifactError(f"{path}: corrupt retrieval manifest (bad 'files'); {_REBUILD}")
+    if any(Path(files[k]).name != files[k] for k in ("index", "counts", "clusters")):
+        raise ArtifactError(f"{path}: corrupt retrieval manifest (file outside the store)")
+    return man
+
+
+def check_ledger(ws: Workspace, what: str, version: int, head: str | None) -> None:
+    """:class:`ArtifactError` unless the ledger holds ``version`` with the same history the
+    artifact was built from (``head``: :meth:`Ledger.head` recorded at write time)."""
+    if not ws.ledger_path.exists():
+        latest, have = 0, None
+    else:
+        with ws.ledger() as led:
+            latest = led.version
+            have = led.head(version) if head is not None and version <= latest else None
+    if version > latest or (head is not None and have is not None and have != head):
+        claim = f"reflects ledger version {version}"
+        found = f"the ledger is at {latest}" if version > latest else "the ledger's history differs"
+        raise ArtifactError(
+            f"{what} {claim} but {found}: the ledger was lost or replaced; restore "
+            f"{ws.ledger_path} from a backup, or rebuild every artifact"
+        )
 
 
 def _train_by_user(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:

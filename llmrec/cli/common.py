@@ -4,11 +4,107 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from llmrec.errors import LlmrecError
 from llmrec.io import to_json
 from llmrec.workspace import DEFAULT_WORKSPACE, Workspace
+
+# ------------------------------------------------------------------ validated option types
+MAX_INT = 2**31 - 1  # no count, size or epoch number beyond this is meaningful
+
+
+def _int(text: str) -> int:
+    s = str(text).strip()
+    if len(s) > 20:
+        raise argparse.ArgumentTypeError(f"{s[:20]}... is not an integer in range")
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+
+
+def int_in(lo: int | None = None, hi: int | None = MAX_INT, what: str = "") -> callable:
+    """argparse ``type=``: an integer in ``[lo, hi]``."""
+
+    def parse(text: str) -> int:
+        v = _int(text)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            lo_s = "-inf" if lo is None else str(lo)
+            hi_s = "inf" if hi is None else str(hi)
+            raise argparse.ArgumentTypeError(f"{v} is outside [{lo_s}, {hi_s}]{what}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+positive_int = int_in(1)
+nonneg_int = int_in(0)
+seed_int = int_in(0, 2**32 - 1)
+
+
+def float_in(
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> callable:
+    """argparse ``type=``: a finite float in the interval (``*_open``: bound excluded)."""
+
+    def parse(text: str) -> float:
+        s = str(text).strip()
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s[:30]!r} is not a number") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{s[:30]} is not a finite number")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise argparse.ArgumentTypeError(f"{v:g} must be {'>' if lo_open else '>='} {lo:g}")
+        if hi is not None and (v > hi or (hi_open and v == hi)):
+            raise argparse.ArgumentTypeError(f"{v:g} must be {'<' if hi_open else '<='} {hi:g}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+MAX_FLOAT = 1e6  # no rate or weight beyond this is meaningful
+finite_float = float_in()
+positive_float = float_in(0.0, MAX_FLOAT, lo_open=True)
+nonneg_float = float_in(0.0, MAX_FLOAT)
+unit_float = float_in(0.0, 1.0)
+
+
+def nonempty(text: str) -> str:
+    """argparse ``type=``: a non-blank string (paths, names)."""
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return str(text)
+
+
+def device_name(text: str) -> str:
+    """argparse ``type=``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, and available here."""
+    s = str(text).strip()
+    kind, _, num = s.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (num and (kind != "cuda" or not num.isdigit())):
+        raise argparse.ArgumentTypeError(f"{s[:30]!r} is not a device (cpu, cuda, cuda:N, mps)")
+    if kind == "cpu":
+        return s
+    import torch
+
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{s}: this torch build has no usable CUDA device")
+        if num and int(num) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{s}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    elif not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"{s}: MPS is not available here")
+    return s
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -16,7 +112,10 @@ def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options")
     g.add_argument(
-        "--workspace", default=DEFAULT_WORKSPACE, help="workspace folder (default: %(default)s)"
+        "--workspace",
+        default=DEFAULT_WORKSPACE,
+        type=nonempty,
+        help="workspace folder (default: %(default)s)",
     )
     g.add_argument(
         "--dataset", default=None, help="atomic dataset name (default: ml-100k, or the workspace's)"
@@ -26,7 +125,12 @@ def common_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder holding NAME.inter/.user/.item (default: recbole's examples)",
     )
-    g.add_argument("--seed", type=int, default=2020, help="random seed (default: %(default)s)")
+    g.add_argument(
+        "--seed",
+        type=seed_int,
+        default=2020,
+        help="random seed in [0, 2**32) (default: %(default)s)",
+    )
     g.add_argument(
         "--json", action="store_true", help="print a machine-readable JSON result on stdout"
     )
@@ -40,9 +144,10 @@ def open_workspace(args: argparse.Namespace, split: dict | None = None) -> Works
 def emit(args: argparse.Namespace, result: dict, text: str | None = None) -> None:
     """Print ``result`` as JSON with ``--json``, else ``text`` (or an indented JSON fallback)."""
     if args.json:
-        sys.stdout.write(to_json(result) + "\n")
+        sys.stdout.write(to_json(result, strict=True) + "\n")
     else:
-        sys.stdout.write((text if text is not None else to_json(result, indent=2)) + "\n")
+        text = text if text is not None else to_json(result, indent=2, strict=True)
+        sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -54,10 +159,39 @@ def parse_overrides(items: list[str]) -> dict:
         if not sep or not key:
             raise LlmrecError(f"--set expects KEY=VALUE, got {kv!r}")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key] = json.loads(value, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
             out[key] = value
+        if isinstance(out[key], float) and not math.isfinite(out[key]):
+            raise LlmrecError(f"--set {key}: {value!r} is not a finite number")
     return out
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def check_override_types(params: dict, defaults: dict, what: str) -> None:
+    """Each ``--set`` value must have the type of the default it replaces (numbers for
+    numbers, finite), so that ``lr=abc`` fails here and not deep inside training."""
+    for k, v in params.items():
+        if k not in defaults or defaults[k] is None:
+            continue
+        d = defaults[k]
+        if isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, (int, float)):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if ok and isinstance(d, int) and not isinstance(v, int):
+                ok = float(v).is_integer()
+        elif isinstance(d, str):
+            ok = isinstance(v, str)
+        else:
+            ok = True
+        if not ok:
+            raise LlmrecError(
+                f"--set {k}={v!r}: {what} expects a {type(d).__name__} (default {d!r})"
+            )
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llmrec.cli.common import emit, open_workspace, parse_overrides
+from llmrec.cli.common import emit, open_workspace, parse_overrides, positive_int
 from llmrec.errors import LlmrecError
 
 DEFAULT_METHODS = "retrain,finetune,alteraser,reverse-bpr,cragru,lego"
@@ -34,12 +34,17 @@ def register(sub, common) -> None:
             "methods that cannot honour a scenario's request kind are skipped for it",
         )
         p.add_argument("--base", choices=["bpr", "lightgcn"], default="bpr", help="CF base model")
-        p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...)")
         p.add_argument(
-            "--neighbours", type=int, default=10, help="top-k similar users per forgotten user"
+            "--seeds", type=positive_int, default=1, help="number of seeds (seed, seed+1, ...)"
         )
         p.add_argument(
-            "--k", type=int, default=10, help="cut-off K of ΔNDCG@K and top-K divergence"
+            "--neighbours",
+            type=positive_int,
+            default=10,
+            help="top-k similar users per forgotten user",
+        )
+        p.add_argument(
+            "--k", type=positive_int, default=10, help="cut-off K of ΔNDCG@K and top-K divergence"
         )
         p.add_argument(
             "--set",

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from llmrec.cli.common import emit, open_workspace
+from llmrec.cli.common import emit, int_in, nonempty, open_workspace, positive_int, unit_float
 from llmrec.data.split import PART_NAMES
 
 
@@ -17,7 +17,10 @@ def register(sub, common) -> None:
         "info", parents=[common], help="counts, density, attribute distributions"
     )
     info.add_argument(
-        "--top", type=int, default=8, help="values shown per attribute (default: %(default)s)"
+        "--top",
+        type=positive_int,
+        default=8,
+        help="values shown per attribute (default: %(default)s)",
     )
     info.set_defaults(func=cmd_info)
     sp = dsub.add_parser(
@@ -27,7 +30,11 @@ def register(sub, common) -> None:
     )
     sp.add_argument("--method", choices=["random", "loo"], default="random")
     sp.add_argument(
-        "--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST")
+        "--ratios",
+        type=unit_float,
+        nargs=3,
+        default=[0.8, 0.1, 0.1],
+        metavar=("TRAIN", "VALID", "TEST"),
     )
     sp.set_defaults(func=cmd_split)
     sy = dsub.add_parser(
@@ -35,11 +42,20 @@ def register(sub, common) -> None:
         parents=[common],
         help="write a synthetic atomic dataset (power-law activity, attribute-driven tastes)",
     )
-    sy.add_argument("--interactions", type=int, default=100_000)
-    sy.add_argument("--users", type=int, default=None, help="default: interactions / 50")
-    sy.add_argument("--items", type=int, default=None, help="default: interactions / 100")
-    sy.add_argument("--out", required=True, help="folder to write NAME/NAME.inter|.user|.item into")
-    sy.add_argument("--name", default="synthetic")
+    sy.add_argument("--interactions", type=int_in(100, 10**9), default=100_000)
+    sy.add_argument(
+        "--users", type=int_in(2, 10**8), default=None, help="default: interactions / 50"
+    )
+    sy.add_argument(
+        "--items", type=int_in(2, 10**8), default=None, help="default: interactions / 100"
+    )
+    sy.add_argument(
+        "--out",
+        type=nonempty,
+        required=True,
+        help="folder to write NAME/NAME.inter|.user|.item into",
+    )
+    sy.add_argument("--name", type=nonempty, default="synthetic")
     sy.set_defaults(func=cmd_synth)
 
 
@@ -108,6 +124,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from llmrec.errors import LlmrecError
+
+    if args.method == "random" and (args.ratios[0] <= 0 or args.ratios[1] + args.ratios[2] >= 1):
+        raise LlmrecError("--ratios: TRAIN must be positive and VALID + TEST below 1")
     split_cfg = {
         "method": args.method,
         "seed": args.seed,

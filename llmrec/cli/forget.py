@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from llmrec.cli.common import emit, open_workspace
+from llmrec.cli.common import emit, nonempty, open_workspace
 from llmrec.data.requests import load_requests
 from llmrec.pipelines.audit import run_audit
 from llmrec.pipelines.forget import forget, resume
+from llmrec.workspace import POLICIES
 
 
 def register(sub, common) -> None:
@@ -19,7 +20,18 @@ def register(sub, common) -> None:
         "(once each, by content hash) and bring every artifact stage up to date. Without "
         "--request, finishes stages left unfinished by an interrupted run.",
     )
-    p.add_argument("--request", help="request file: JSON lines, one request per line")
+    p.add_argument(
+        "--request", type=nonempty, help="request file: JSON lines, one request per line"
+    )
+    p.add_argument(
+        "--policy",
+        choices=POLICIES,
+        default=None,
+        help="fix the workspace's forget policy for serving: retrain (default; a forgotten "
+        "interaction's item may be recommended again exactly when a from-scratch build would) or "
+        "suppress (never show a user an item whose interaction they had forgotten); the served "
+        "log is scrubbed to the new policy",
+    )
     p.set_defaults(func=cmd_forget)
     a = sub.add_parser(
         "audit",
@@ -31,12 +43,19 @@ def register(sub, common) -> None:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    if args.request:
-        requests = load_requests(args.request)
+    requests = load_requests(args.request) if args.request else None
+    lines = []
+    if args.policy is not None and args.policy != ws.policy:
+        from llmrec.pipelines import served
+
+        ws.set_policy(args.policy)
+        rescrub = served.apply(ws, ws.view().version)
+        lines.append(f"forget policy {args.policy}: served log scrubbed ({rescrub['scrubbed']})")
+    if requests is not None:
         result = forget(ws, requests)
     else:
         result = {"requests": [], **resume(ws)}
-    lines = []
+    result["policy"] = ws.policy
     for r in result["requests"]:
         state = "recorded" if r["created"] else "already recorded"
         lines.append(f"v{r['version']}: {r['description']} ({state})")

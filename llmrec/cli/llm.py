@@ -6,7 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmrec.cli.common import emit, open_workspace, progress_enabled
+from llmrec.cli.common import (
+    device_name,
+    emit,
+    nonneg_float,
+    nonneg_int,
+    open_workspace,
+    positive_float,
+    positive_int,
+    progress_enabled,
+)
 from llmrec.errors import LlmrecError
 
 
@@ -24,17 +33,17 @@ def register(sub, common) -> None:
     b.add_argument("--out", help="model folder (default: WORKSPACE/artifacts/lm)")
     b.add_argument("--init", choices=["minilm", "scratch"], default="minilm")
     b.add_argument(
-        "--layers", type=int, help="transformer layers (minilm: the first N of 6; default 2)"
+        "--layers", type=positive_int, help="transformer layers (minilm: the first N of 6; default 2)"
     )
     b.add_argument(
-        "--positions", type=int, help="position limit = prompt budget (minilm default 256)"
+        "--positions", type=positive_int, help="position limit = prompt budget (minilm default 256)"
     )
-    b.add_argument("--dim", type=int, default=128, help="width (scratch only)")
-    b.add_argument("--heads", type=int, default=4, help="attention heads (scratch only)")
-    b.add_argument("--epochs", type=int, help="adaptation epochs (minilm 1, scratch 3)")
-    b.add_argument("--sessions", type=int, help="catalogue-only prompt sessions to adapt on")
+    b.add_argument("--dim", type=positive_int, default=128, help="width (scratch only)")
+    b.add_argument("--heads", type=positive_int, default=4, help="attention heads (scratch only)")
+    b.add_argument("--epochs", type=positive_int, help="adaptation epochs (minilm 1, scratch 3)")
+    b.add_argument("--sessions", type=positive_int, help="catalogue-only prompt sessions to adapt on")
     b.add_argument("--template", help="prompt template the model is adapted with")
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", type=device_name, default="cpu")
     b.set_defaults(func=cmd_build_lm)
 
     a = sub.add_parser("adapters", help="per-shard LoRA adapters (tune, status)")
@@ -50,18 +59,22 @@ def register(sub, common) -> None:
         "'torchrun' to spread the work over processes/GPUs.",
     )
     t.add_argument("--model", help="base model: hub id or folder (default: the built LM)")
-    t.add_argument("--shards", type=int, default=4)
-    t.add_argument("--epochs", type=int, default=4)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=5e-3)
+    t.add_argument("--shards", type=positive_int, default=4)
+    t.add_argument("--epochs", type=positive_int, default=4)
+    t.add_argument("--batch-size", type=positive_int, default=16)
+    t.add_argument("--lr", type=positive_float, default=5e-3)
     t.add_argument(
         "--template",
         help="prompt template name or path (default: prompts.DEFAULT_TEMPLATE for the model's "
         "item spelling); recorded in the adapters and used to serve them",
     )
-    t.add_argument("--history", type=int, default=50, help="history items per training prompt")
-    t.add_argument("--candidates", type=int, default=50, help="candidates per training prompt")
-    t.add_argument("--device", default="cpu")
+    t.add_argument(
+        "--history", type=nonneg_int, default=50, help="history items per training prompt"
+    )
+    t.add_argument(
+        "--candidates", type=positive_int, default=50, help="candidates per training prompt"
+    )
+    t.add_argument("--device", type=device_name, default="cpu")
     _load_flags(t)
     t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
     t.add_argument(
@@ -105,13 +118,13 @@ def register(sub, common) -> None:
     )
     r.add_argument("--no-adapters", action="store_true", help="same as '--adapters none'")
     r.add_argument("--template", help="prompt template name or path (default: the adapters' own)")
-    r.add_argument("--history", type=int, default=50, help="H: history items in the prompt")
-    r.add_argument("--candidates", type=int, default=50)
-    r.add_argument("--top-k", type=int, default=10)
+    r.add_argument("--history", type=nonneg_int, default=50, help="H: history items in the prompt")
+    r.add_argument("--candidates", type=positive_int, default=50)
+    r.add_argument("--top-k", type=positive_int, default=10)
     r.add_argument(
-        "--blend", type=float, help="weight of the candidate prior (default: the adapters')"
+        "--blend", type=nonneg_float, help="weight of the candidate prior (default: the adapters')"
     )
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--device", type=device_name, default="cpu")
     _load_flags(r)
     r.add_argument(
         "--show-prompt",

@@ -1,19 +1,25 @@
 """The ``llmrec`` command: one entry point, one module per subcommand group.
 
 Each module in :data:`COMMAND_MODULES` has ``register(subparsers, common)`` which adds its
-subcommands and sets ``func(args) -> int``. Errors from bad input (:class:`LlmrecError`) print one
-line on stderr and exit non-zero with no traceback.
+subcommands and sets ``func(args) -> int``. Errors from bad input (:class:`LlmrecError`), an
+unusable ledger (SQLite errors) or the environment print one line on stderr and exit non-zero
+with no traceback; anything else unexpected does too, saying so (``LLMREC_DEBUG=1`` re-raises it
+with its traceback). Library warnings are silenced so that an error is the only thing on stderr
+(``PYTHONWARNINGS`` still takes effect).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
+import sqlite3
 import sys
+import warnings
 
 from llmrec import __version__
-from llmrec.cli.common import common_parser
+from llmrec.cli.common import common_parser, finite_float, int_in
 from llmrec.errors import LlmrecError
 
 COMMAND_MODULES = [
@@ -28,22 +34,73 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llmrec",
         description="Recommendation unlearning: forget-aware retrieval + LLM regeneration and "
         "embedding unlearners on one data model.",
     )
     parser.add_argument("--version", action="version", version=f"llmrec {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = common_parser()
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub, common)
+    _bound_plain_numbers(parser)
     return parser
+
+
+_ANY_INT = int_in(None)
+
+
+def _bound_plain_numbers(parser: argparse.ArgumentParser) -> None:
+    """Options still declared ``type=int``/``type=float`` get at least bounded integers and
+    finite floats (no 5,000-digit or NaN value reaches a command); their own ranges are checked
+    where they are declared (:mod:`llmrec.cli.common`)."""
+    for action in parser._actions:
+        if action.type is int:
+            action.type = _ANY_INT
+        elif action.type is float:
+            action.type = finite_float
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _bound_plain_numbers(child)
+
+
+MAX_MESSAGE = 500  # an error line quoting a 1 MB id is cut, not printed whole
+
+
+def _line(msg: object) -> str:
+    """One line of at most :data:`MAX_MESSAGE` characters."""
+    text = " ".join(str(msg).split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _error(msg: object, code: int) -> int:
+    sys.stdout.flush()
+    print(f"llmrec: error: {_line(msg)}", file=sys.stderr, flush=True)
+    return code
+
+
+def _quiet_libraries() -> None:
+    if not sys.warnoptions and not os.environ.get("PYTHONWARNINGS"):
+        warnings.simplefilter("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars too
+    for name in ("transformers", "accelerate", "peft", "torch", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (no usage block before them)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {_line(message)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -52,14 +109,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LlmrecError as exc:
-        print(f"llmrec: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _error(exc, exc.exit_code)
     except KeyboardInterrupt:
         print("llmrec: interrupted", file=sys.stderr)
         return 130
+    except sqlite3.Error as exc:
+        ledger = os.path.join(getattr(args, "workspace", "."), "ledger.sqlite")
+        hint = (
+            "make it (and its folder) writable"
+            if "readonly" in str(exc) or "read-only" in str(exc)
+            else "restore it from a backup (if it is lost, rebuild every artifact: see "
+            "'llmrec audit')"
+        )
+        return _error(f"forget ledger {ledger}: {exc}; {hint}", 2)
     except (OSError, MemoryError) as exc:
-        print(f"llmrec: error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc, 1)
+    except RecursionError:
+        return _error("input nested too deeply", 2)
+    except Exception as exc:  # last resort: one line, never a traceback (LLMREC_DEBUG re-raises)
+        if os.environ.get("LLMREC_DEBUG"):
+            raise
+        return _error(f"unexpected {type(exc).__name__}: {exc} (LLMREC_DEBUG=1 shows where)", 1)
 
 
 if __name__ == "__main__":

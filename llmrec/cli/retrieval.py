@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from llmrec.cli.common import emit, open_workspace
+from llmrec.cli.common import emit, nonempty, nonneg_int, open_workspace, positive_int
 from llmrec.errors import LlmrecError
 
 
@@ -31,10 +31,11 @@ def register(sub, common) -> None:
     )
     b.add_argument(
         "--factory",
+        type=nonempty,
         default="Flat",
         help="FAISS index-factory string, e.g. Flat, IVF64,Flat, HNSW32 (default: %(default)s)",
     )
-    b.add_argument("--candidates", type=int, default=50, help="candidate list length")
+    b.add_argument("--candidates", type=positive_int, default=50, help="candidate list length")
     b.add_argument(
         "--generator",
         choices=["ease", "knn"],
@@ -42,16 +43,25 @@ def register(sub, common) -> None:
         help="candidate generator on the co-occurrence statistics: EASE (strongest) or item "
         "KNN (no matrix inverse, for very large catalogues) (default: %(default)s)",
     )
-    b.add_argument("--clusters", type=int, default=20, help="item clusters for the strategies")
     b.add_argument(
-        "--cf-epochs", type=int, default=None, help="CF encoder epochs (default: model's recipe)"
+        "--clusters", type=positive_int, default=20, help="item clusters for the strategies"
+    )
+    b.add_argument(
+        "--cf-epochs",
+        type=positive_int,
+        default=None,
+        help="CF encoder epochs (default: model's recipe)",
     )
     b.add_argument("--cache-dir", default=None, help="embedding cache (default: in workspace)")
-    b.add_argument("--name", default="retrieval", help="store name (default: %(default)s)")
+    b.add_argument(
+        "--name", type=nonempty, default="retrieval", help="store name (default: %(default)s)"
+    )
     b.set_defaults(func=cmd_build)
 
     i = isub.add_parser("info", parents=[common], help="what a retrieval store holds")
-    i.add_argument("--name", default="retrieval", help="store name (default: %(default)s)")
+    i.add_argument(
+        "--name", type=nonempty, default="retrieval", help="store name (default: %(default)s)"
+    )
     i.set_defaults(func=cmd_info)
 
     r = sub.add_parser(
@@ -63,9 +73,13 @@ def register(sub, common) -> None:
     r.add_argument(
         "--strategy", choices=["preference", "diversity", "attention"], default="preference"
     )
-    r.add_argument("--H", type=int, default=50, help="history budget (default: %(default)s)")
-    r.add_argument("--candidates", type=int, default=None, help="candidates (default: store's)")
-    r.add_argument("--name", default="retrieval", help="store name (default: %(default)s)")
+    r.add_argument("--H", type=nonneg_int, default=50, help="history budget (default: %(default)s)")
+    r.add_argument(
+        "--candidates", type=positive_int, default=None, help="candidates (default: store's)"
+    )
+    r.add_argument(
+        "--name", type=nonempty, default="retrieval", help="store name (default: %(default)s)"
+    )
     r.set_defaults(func=cmd_retrieve)
 
 
@@ -80,12 +94,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     from retrieval.candidates import GeneratorConfig
     from retrieval.store import RetrievalStore
 
-    if (
-        args.candidates < 1
-        or args.clusters < 1
-        or (args.cf_epochs is not None and args.cf_epochs < 1)
-    ):
-        raise LlmrecError("--candidates, --clusters and --cf-epochs must be positive")
     ws = open_workspace(args)
     try:
         store = RetrievalStore.build(
@@ -148,10 +156,6 @@ def _info_text(r: dict) -> str:
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
-    if args.H < 0:
-        raise LlmrecError("--H must be >= 0")
-    if args.candidates is not None and args.candidates < 1:
-        raise LlmrecError("--candidates must be positive")
     ws, store = _load(args)
     ds = ws.dataset
     user = ds.user_index(args.user)

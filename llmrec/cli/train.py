@@ -6,8 +6,16 @@ import argparse
 import json
 import time
 
-from llmrec.cli.common import emit, fmt_metrics, open_workspace, parse_overrides, progress_enabled
-from llmrec.errors import LlmrecError
+from llmrec.cli.common import (
+    check_override_types,
+    emit,
+    fmt_metrics,
+    open_workspace,
+    parse_overrides,
+    positive_int,
+    progress_enabled,
+)
+from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.models import MODEL_REGISTRY
 from llmrec.pipelines.cf import (
     checkpoint_path,
@@ -23,8 +31,10 @@ def register(sub, common) -> None:
         "train", parents=[common], help="train a CF model (bpr, lightgcn) on the retained data"
     )
     p.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="bpr")
-    p.add_argument("--epochs", type=int, default=None, help="override the tuned number of epochs")
-    p.add_argument("--dim", type=int, default=None, help="embedding size")
+    p.add_argument(
+        "--epochs", type=positive_int, default=None, help="override the tuned number of epochs"
+    )
+    p.add_argument("--dim", type=positive_int, default=None, help="embedding size")
     p.add_argument(
         "--set",
         action="append",
@@ -49,13 +59,48 @@ def _overrides(args: argparse.Namespace) -> dict:
     if args.dim is not None:
         out["dim"] = args.dim
     out.update(parse_overrides(args.set))
+    check_hparams(args.model, out)
     return out
 
 
+def check_hparams(model: str, params: dict) -> None:
+    """``--set`` values of a CF model: known names, the defaults' types, sensible ranges."""
+    import inspect
+
+    sig = inspect.signature(MODEL_REGISTRY[model].__init__)
+    defaults = {
+        k: p.default
+        for k, p in sig.parameters.items()
+        if p.default is not inspect.Parameter.empty and k not in ("seed", "device")
+    }
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise LlmrecError(
+            f"unknown hyper-parameter(s) for {model}: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(defaults))})"
+        )
+    check_override_types(params, defaults, model)
+    for k, v in params.items():
+        d = defaults[k]
+        if isinstance(d, bool) or not isinstance(d, (int, float)):
+            continue
+        if isinstance(d, int) and d > 0 and not 1 <= v <= 2**31 - 1:
+            raise LlmrecError(f"--set {k}={v}: must be a positive integer")
+        if isinstance(d, float) and not 0 <= v < 1e6:
+            raise LlmrecError(f"--set {k}={v}: must be in [0, 1e6)")
+        if k == "lr" and v <= 0:
+            raise LlmrecError(f"--set lr={v}: must be positive")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    overrides = _overrides(args)
     ws = open_workspace(args)
     data = retained_data(ws)
-    overrides = _overrides(args)
+    if len(data.train[0]) == 0:
+        raise LlmrecError(
+            f"no retained training interaction in {ws.root} (every one was forgotten): "
+            "nothing to train on"
+        )
     t0 = time.perf_counter()
     try:
         model = train_model(
@@ -67,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             early_stop=args.early_stop,
             **overrides,
         )
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise LlmrecError(f"bad hyper-parameter for {args.model}: {exc}") from None
     seconds = time.perf_counter() - t0
     path = checkpoint_path(ws, args.model)
@@ -102,9 +147,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_trained(ws, name: str):
+    """The workspace's trained checkpoint of ``name``; one clear error if it is unreadable."""
+    try:
+        return load_checkpoint(ws, name)
+    except LlmrecError:
+        raise
+    except Exception as exc:  # an untrusted file: torch.load may fail in any way
+        path = checkpoint_path(ws, name)
+        why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(
+            f"unreadable checkpoint {path} ({why}); retrain it with 'llmrec train --model {name}'"
+        ) from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
-    model = load_checkpoint(ws, args.model)
+    model = load_trained(ws, args.model)
     with ws.ledger() as led:
         current = led.version
     data = retained_data(ws)

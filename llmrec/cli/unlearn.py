@@ -1,7 +1,8 @@
 """``llmrec unlearn``, ``llmrec audit-attributes``, ``llmrec audit-membership``.
 
-``unlearn`` records the requests in the ledger (once each, like ``llmrec forget``; other stages
-stay pending until ``llmrec forget`` runs), loads the trained checkpoint, applies the method and
+``unlearn`` records the requests and applies them to every artifact stage through the same
+runner as ``llmrec forget`` (so nothing is left pending), loads the trained checkpoint, applies
+the method and
 writes the unlearned checkpoint (``artifacts/unlearned/MODEL-METHOD.pt``, carrying the ledger
 version it reflects, registered in the ledger) and a run folder with ``results.json``, a readable
 ``results.txt`` table and the resolved settings (``config.json``).
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.cli.common import emit, open_workspace, parse_overrides
+from llmrec.cli.common import (
+    emit,
+    int_in,
+    nonempty,
+    nonneg_int,
+    open_workspace,
+    parse_overrides,
+    positive_int,
+)
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.io import atomic_write_json, atomic_write_text
 
@@ -31,9 +40,11 @@ def register(sub, common) -> None:
         "checkpoint plus a run folder (results.json, results.txt, config.json).",
     )
     p.add_argument("--method", required=True, help="retrain|finetune|alteraser|lego|reverse-bpr")
-    p.add_argument("--request", required=True, help="request file (JSON lines)")
+    p.add_argument("--request", type=nonempty, required=True, help="request file (JSON lines)")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
-    p.add_argument("--checkpoint", default=None, help="unlearn this checkpoint instead")
+    p.add_argument(
+        "--checkpoint", type=nonempty, default=None, help="unlearn this checkpoint instead"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -51,9 +62,14 @@ def register(sub, common) -> None:
     _target_args(a)
     a.add_argument("--attributes", nargs="+", default=["gender", "age", "occupation"])
     a.add_argument("--attackers", nargs="+", default=["mlp", "gbdt"], help="mlp and/or gbdt")
-    a.add_argument("--folds", type=int, default=5)
-    a.add_argument("--repeats", type=int, default=1, help="independent balanced down-samplings")
-    a.add_argument("--min-class-size", type=int, default=50)
+    a.add_argument("--folds", type=int_in(2, 100), default=5)
+    a.add_argument(
+        "--repeats",
+        type=int_in(1, 1000),
+        default=1,
+        help="independent balanced down-samplings",
+    )
+    a.add_argument("--min-class-size", type=positive_int, default=50)
     a.set_defaults(func=cmd_audit_attributes)
 
     m = sub.add_parser(
@@ -64,7 +80,7 @@ def register(sub, common) -> None:
     _target_args(m)
     m.add_argument(
         "--since",
-        type=int,
+        type=nonneg_int,
         default=None,
         help="forgotten pairs are those removed after this ledger version "
         "(default: the trained checkpoint's version)",
@@ -80,6 +96,9 @@ def register(sub, common) -> None:
         help="pre-train (resumably) the UnlearnRec influence encoder of a trained model",
     )
     configure_pretrain_parser(q)
+    for action in q._actions:  # its counts (requests, epochs, sizes) are all positive
+        if action.type is int:
+            action.type = positive_int
     q.set_defaults(func=cmd_unlearnrec_pretrain)
 
 
@@ -88,7 +107,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method", default=None, help="audit the checkpoint unlearned by METHOD (default: trained)"
     )
-    p.add_argument("--checkpoint", default=None, help="audit this checkpoint file")
+    p.add_argument("--checkpoint", type=nonempty, default=None, help="audit this checkpoint file")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -115,16 +134,18 @@ def _load(path: Path, what: str):
         raise ArtifactError(f"no {what} checkpoint at {path}")
     try:
         return load_model(path)
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:
-        raise ArtifactError(f"unreadable checkpoint {path}: {exc}") from None
+    except Exception as exc:  # an untrusted file: torch.load may fail in any way
+        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"unreadable checkpoint {path}: {msg}") from None
 
 
 def _trained(ws, name: str, checkpoint: str | None):
-    from llmrec.pipelines.cf import checkpoint_path, load_checkpoint
+    from llmrec.cli.train import load_trained
+    from llmrec.pipelines.cf import checkpoint_path
 
     if checkpoint:
         return _load(Path(checkpoint), "model"), Path(checkpoint)
-    return load_checkpoint(ws, name), checkpoint_path(ws, name)
+    return load_trained(ws, name), checkpoint_path(ws, name)
 
 
 def _target(ws, args):
@@ -183,8 +204,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         unlearner = make_unlearner(args.method, **params)
     except (TypeError, ValueError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
-    with ws.ledger() as led:
-        recorded = led.record_many(requests, stages=list(forget_pipeline.STAGES))
+    # the same runner as `llmrec forget`: record once, then bring every artifact stage up to date
+    summary = forget_pipeline.forget(ws, requests)
+    recorded = [(r["version"], r["created"]) for r in summary["requests"]]
     version = max(v for v, _ in recorded)
     task = make_task(ws, requests, model)
     if task.version is None or task.version < version:

@@ -2,7 +2,9 @@
 
 Users and items are remapped to ``0..n-1`` in order of first appearance in the ``.inter`` file,
 then any extra users/items of the ``.user``/``.item`` files. Tokens (the dataset's own ids,
-strings) are what users and request files speak; internal indices are what models use.
+strings) are what users and request files speak; internal indices are what models use. Ids are
+normalised once, here and in request files alike: surrounding whitespace is stripped; an empty
+id is an error naming its file.
 """
 
 from __future__ import annotations
@@ -112,24 +114,26 @@ class Dataset:
         return {t: i for i, t in enumerate(self.item_tokens)}
 
     def user_index(self, token: str) -> int:
-        """Internal index of a user token; :class:`DataError` if unknown."""
+        """Internal index of a user token (surrounding spaces ignored); :class:`DataError` if
+        unknown."""
         try:
-            return self._user_index[str(token)]
+            return self._user_index[str(token).strip()]
         except KeyError:
-            raise DataError(f"unknown user id {token!r} in dataset {self.name}") from None
+            raise DataError(f"unknown user id {_short(token)} in dataset {self.name}") from None
 
     def item_index(self, token: str) -> int:
-        """Internal index of an item token; :class:`DataError` if unknown."""
+        """Internal index of an item token (surrounding spaces ignored); :class:`DataError` if
+        unknown."""
         try:
-            return self._item_index[str(token)]
+            return self._item_index[str(token).strip()]
         except KeyError:
-            raise DataError(f"unknown item id {token!r} in dataset {self.name}") from None
+            raise DataError(f"unknown item id {_short(token)} in dataset {self.name}") from None
 
     def has_user(self, token: str) -> bool:
-        return str(token) in self._user_index
+        return str(token).strip() in self._user_index
 
     def has_item(self, token: str) -> bool:
-        return str(token) in self._item_index
+        return str(token).strip() in self._item_index
 
     @cached_property
     def pair_keys(self) -> np.ndarray:
@@ -170,6 +174,20 @@ class Dataset:
         return df
 
 
+def _short(v: object, limit: int = 40) -> str:
+    r = repr(str(v)[: limit + 1])
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _ids(df: pd.DataFrame, field: str, path: Path) -> None:
+    """Normalise the id column ``field`` in place: strip whitespace; empty ids are an error."""
+    col = pd.Series(df[field], dtype=object).map(lambda t: str(t).strip())
+    if (col == "").any():
+        row = int(np.flatnonzero((col == "").to_numpy())[0])
+        raise DataError(f"{path}: data row {row + 1} has an empty {field!r}")
+    df[field] = col.to_numpy(dtype=object)
+
+
 def _first_value(frame: pd.DataFrame, names: tuple[str, ...], idx: int):
     for n in names:
         if n in frame.columns:
@@ -198,6 +216,8 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None
             raise DataError(f"{inter_path}: missing required field {f!r}")
     if len(inter) == 0:
         raise DataError(f"{inter_path}: no interactions")
+    for f in (USER_FIELD, ITEM_FIELD):
+        _ids(inter, f, inter_path)
     ftypes = {"inter": inter.attrs["field_types"]}
 
     def _optional(suffix: str, id_field: str) -> pd.DataFrame | None:
@@ -207,6 +227,7 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None
         df = read_atomic(p)
         if id_field not in df.columns:
             raise DataError(f"{p}: missing required field {id_field!r}")
+        _ids(df, id_field, p)
         if df[id_field].duplicated().any():
             dup = df[id_field][df[id_field].duplicated()].iloc[0]
             raise DataError(f"{p}: duplicate id {dup!r}")

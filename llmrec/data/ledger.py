@@ -6,11 +6,16 @@
   recording leaves either the whole entry or nothing.
 * Each stage (``retrieval``, ``adapters`` ...) marks itself done per request; a restart finds the
   unfinished ones with :meth:`Ledger.pending`.
-* Artifacts register the ledger version they reflect with :meth:`Ledger.register_artifact`.
+* Artifacts register the ledger version they reflect with :meth:`Ledger.register_artifact`,
+  with their path relative to the workspace (the ledger's folder) and a content digest of their
+  files taken at write time (:mod:`llmrec.integrity`), which ``llmrec audit`` verifies.
+* :meth:`Ledger.head` is a hash chain over the requests up to a version: artifacts record it so
+  that a ledger lost or replaced by another one is detected, not silently trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -21,7 +26,9 @@ from pathlib import Path
 from llmrec.data.dataset import Dataset
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
-from llmrec.errors import LedgerError
+from llmrec.errors import LedgerError, LlmrecError
+from llmrec.integrity import digest as content_digest
+from llmrec.integrity import relative_to_root, resolve_in
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,7 +75,13 @@ class Ledger:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             _retry_locked(self._setup, timeout)
         except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
+            hint = (
+                "make it and its folder writable"
+                if "readonly" in str(exc)
+                else "restore it from a backup (if it is lost, every artifact must be rebuilt: "
+                "see 'llmrec audit')"
+            )
+            raise LedgerError(f"cannot open ledger {self.path}: {exc}; {hint}") from None
         if fingerprint is not None:
             self._check_fingerprint(fingerprint)
 
@@ -172,10 +185,15 @@ class Ledger:
             "SELECT version, payload, created_at FROM requests WHERE version > ? AND version <= ? ORDER BY version",
             (after, upto),
         ).fetchall()
-        return [
-            LedgerEntry(int(v), ForgetRequest.from_dict(json.loads(p)), float(t))
-            for v, p, t in rows
-        ]
+        out = []
+        for v, p, t in rows:
+            try:
+                out.append(LedgerEntry(int(v), ForgetRequest.from_dict(json.loads(p)), float(t)))
+            except (ValueError, TypeError, RecursionError, LlmrecError):
+                raise LedgerError(
+                    f"ledger {self.path}: request v{v} is corrupt; restore the ledger from a backup"
+                ) from None
+        return out
 
     def retained_view(self, ds: Dataset, version: int | None = None) -> RetainedView:
         """The dataset as it must look at ``version`` (default: newest)."""
@@ -221,6 +239,27 @@ class Ledger:
         ).fetchall()
         return dict(rows)
 
+    def unfinished(self) -> dict[str, list[int]]:
+        """``{stage: versions}`` of every stage row not yet done (empty: nothing pending)."""
+        rows = self._db.execute(
+            "SELECT stage, version FROM stages WHERE status!='done' ORDER BY stage, version"
+        ).fetchall()
+        out: dict[str, list[int]] = {}
+        for stage, v in rows:
+            out.setdefault(stage, []).append(int(v))
+        return out
+
+    def head(self, version: int | None = None) -> str:
+        """Hash chain over the content hashes of the requests up to ``version`` (default:
+        newest), in version order: two ledgers agree up to a version iff their heads do."""
+        version = self.version if version is None else int(version)
+        h = hashlib.sha256(b"llmrec-ledger")
+        for v, c in self._db.execute(
+            "SELECT version, hash FROM requests WHERE version <= ? ORDER BY version", (version,)
+        ):
+            h.update(f"{v}:{c};".encode())
+        return h.hexdigest()
+
     def pending(self, stage: str) -> list[int]:
         """Versions whose ``stage`` is not done, oldest first."""
         rows = self._db.execute(
@@ -229,32 +268,59 @@ class Ledger:
         return [int(r[0]) for r in rows]
 
     # --------------------------------------------------------------- artifacts
+    @property
+    def root(self) -> Path:
+        """The workspace folder (the ledger's): registered paths are relative to it."""
+        return self.path.parent
+
     def register_artifact(
-        self, name: str, kind: str, path: str | Path, version: int, detail: dict | None = None
+        self,
+        name: str,
+        kind: str,
+        path: str | Path,
+        version: int,
+        detail: dict | None = None,
+        digest: dict[str, str] | None = None,
     ) -> None:
+        """Record that artifact ``name`` at ``path`` reflects ledger ``version``.
+
+        ``digest``: the content hashes of its files (default: every visible file under
+        ``path``, hashed now, right after it was written); kept in ``detail["sha256"]``.
+        """
+        detail = dict(detail or {})
+        detail["sha256"] = content_digest(path) if digest is None else dict(digest)
+        detail["ledger_head"] = self.head(int(version))
+        stored = relative_to_root(self.root, path)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO artifacts(name, kind, path, ledger_version, updated_at, detail) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, path=excluded.path, "
                 "ledger_version=excluded.ledger_version, updated_at=excluded.updated_at, detail=excluded.detail",
-                (name, kind, str(path), int(version), time.time(), json.dumps(detail or {})),
+                (name, kind, stored, int(version), time.time(), json.dumps(detail)),
             )
 
     def artifacts(self) -> list[dict]:
+        """Registered artifacts; ``path`` is resolved against the workspace folder."""
         rows = self._db.execute(
             "SELECT name, kind, path, ledger_version, updated_at, detail FROM artifacts ORDER BY name"
         ).fetchall()
-        return [
-            {
-                "name": n,
-                "kind": k,
-                "path": p,
-                "ledger_version": v,
-                "updated_at": t,
-                "detail": json.loads(d or "{}"),
-            }
-            for n, k, p, v, t, d in rows
-        ]
+        out = []
+        for n, k, p, v, t, d in rows:
+            try:
+                det = json.loads(d or "{}")
+            except ValueError:
+                det = {"unreadable": True}
+            out.append(
+                {
+                    "name": n,
+                    "kind": k,
+                    "path": str(resolve_in(self.root, p)),
+                    "ledger_version": int(v),
+                    "updated_at": t,
+                    "detail": det if isinstance(det, dict) else {"unreadable": True},
+                }
+            )
+        return out
 
 
 def _retry_locked(setup, timeout: float) -> None:

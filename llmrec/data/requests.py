@@ -7,8 +7,12 @@ File format (JSON object per line, or one JSON object / array)::
     {"kind": "item", "items": ["50"]}
     {"kind": "attribute", "attributes": ["gender", "age"], "users": ["7"]}  # users optional
 
-Ids are the dataset's tokens (strings). A request is normalised (ids as strings, sorted,
-de-duplicated) so that its content hash identifies it: the ledger stores each request once.
+Ids are the dataset's tokens (strings). A request is normalised (ids as strings without
+surrounding whitespace -- the dataset loader strips them the same way --, sorted, de-duplicated)
+so that its content hash identifies it: the ledger stores each request once.
+
+Files are parsed with bounds (:data:`MAX_FILE_BYTES`, :data:`MAX_DEPTH`, :data:`MAX_ID_LENGTH`):
+hostile input is a :class:`RequestError`, never a recursion or memory failure.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from llmrec.data.dataset import Dataset
 from llmrec.errors import RequestError
 
 KINDS = ("interactions", "user", "item", "attribute")
+MAX_FILE_BYTES = 256 * 2**20
+MAX_DEPTH = 8  # deepest valid request: object > "pairs" list > pair list > id
+MAX_ID_LENGTH = 256
 _FIELDS = {
     "interactions": {"pairs"},
     "user": {"users"},
@@ -81,11 +88,11 @@ class ForgetRequest:
             raise RequestError(f"a request must be a JSON object, got {type(obj).__name__}")
         kind = obj.get("kind")
         if kind not in KINDS:
-            raise RequestError(f"request kind must be one of {', '.join(KINDS)}, got {kind!r}")
+            raise RequestError(f"request kind must be one of {', '.join(KINDS)}, got {short(kind)}")
         extra = set(obj) - _FIELDS[kind] - {"kind"}
         if extra:
             raise RequestError(
-                f"{kind} request has unexpected field(s): {', '.join(sorted(extra))}"
+                f"{kind} request has unexpected field(s): {short(', '.join(sorted(map(str, extra))), 80)}"
             )
         req = _REQUIRED[kind]
         if req not in obj:
@@ -95,7 +102,7 @@ class ForgetRequest:
             pairs = set()
             for p in raw:
                 if not isinstance(p, (list, tuple)) or len(p) != 2:
-                    raise RequestError(f"each pair must be [user, item], got {p!r}")
+                    raise RequestError(f"each pair must be [user, item], got {short(p)}")
                 pairs.add((_token(p[0], "user"), _token(p[1], "item")))
             return cls(kind, pairs=tuple(sorted(pairs)))
         if kind == "user":
@@ -113,24 +120,26 @@ class ForgetRequest:
             items = np.array([ds.item_index(i) if ds.has_item(i) else -1 for _, i in self.pairs])
             for (u, i), ui, ii in zip(self.pairs, users, items):
                 if ui < 0:
-                    raise RequestError(f"unknown user id {u!r} in dataset {ds.name}")
+                    raise RequestError(f"unknown user id {short(u)} in dataset {ds.name}")
                 if ii < 0:
-                    raise RequestError(f"unknown item id {i!r} in dataset {ds.name}")
+                    raise RequestError(f"unknown item id {short(i)} in dataset {ds.name}")
             keys = users.astype(np.int64) * ds.n_items + items
             present = np.isin(keys, ds.pair_keys)
             if not present.all():
                 u, i = self.pairs[int(np.flatnonzero(~present)[0])]
-                raise RequestError(f"user {u!r} has no interaction with item {i!r} in {ds.name}")
+                raise RequestError(
+                    f"user {short(u)} has no interaction with item {short(i)} in {ds.name}"
+                )
         for u in self.users or ():
             if not ds.has_user(u):
-                raise RequestError(f"unknown user id {u!r} in dataset {ds.name}")
+                raise RequestError(f"unknown user id {short(u)} in dataset {ds.name}")
         for i in self.items:
             if not ds.has_item(i):
-                raise RequestError(f"unknown item id {i!r} in dataset {ds.name}")
+                raise RequestError(f"unknown item id {short(i)} in dataset {ds.name}")
         for a in self.attributes:
             if a not in ds.user_attributes:
                 known = ", ".join(ds.user_attributes) or "none"
-                raise RequestError(f"unknown user attribute {a!r} (dataset has: {known})")
+                raise RequestError(f"unknown user attribute {short(a)} (dataset has: {known})")
 
 
 def _list(obj: dict, key: str) -> list:
@@ -140,13 +149,29 @@ def _list(obj: dict, key: str) -> list:
     return v
 
 
-def _token(v: object, what: str) -> str:
+def short(v: object, limit: int = 40) -> str:
+    """``repr(v)`` cut to ``limit`` characters (error messages never quote a huge input)."""
+    r = repr(v) if not isinstance(v, str) else repr(v[: limit + 1])
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def normalise_id(v: object, what: str = "id") -> str:
+    """The canonical form of an id: a string without surrounding whitespace (the dataset
+    loader applies the same rule to the atomic files' ids)."""
     if isinstance(v, bool) or not isinstance(v, (str, int)):
-        raise RequestError(f"{what} id must be a string (or integer), got {v!r}")
-    s = str(v)
-    if not s or s != s.strip():
-        raise RequestError(f"{what} id {s!r} is empty or has surrounding spaces")
+        raise RequestError(f"{what} id must be a string (or integer), got {short(v)}")
+    if isinstance(v, int) and abs(v) >= 10**MAX_ID_LENGTH:
+        raise RequestError(f"{what} id is longer than {MAX_ID_LENGTH} characters")
+    s = str(v).strip()
+    if not s:
+        raise RequestError(f"{what} id is empty")
+    if len(s) > MAX_ID_LENGTH:
+        raise RequestError(f"{what} id {short(s)} is longer than {MAX_ID_LENGTH} characters")
     return s
+
+
+def _token(v: object, what: str) -> str:
+    return normalise_id(v, what)
 
 
 def _tokens(obj: dict, key: str) -> tuple[str, ...]:
@@ -155,12 +180,14 @@ def _tokens(obj: dict, key: str) -> tuple[str, ...]:
 
 def parse_requests(text: str, source: str = "<requests>") -> list[ForgetRequest]:
     """Parse a request file: JSON lines, or a single JSON object or array of objects."""
+    if len(text) > MAX_FILE_BYTES:
+        raise RequestError(f"{source}: larger than {MAX_FILE_BYTES >> 20} MiB; split it")
     stripped = text.strip()
     if not stripped:
         raise RequestError(f"{source}: no request found (empty file)")
     objs: list = []
     try:
-        whole = json.loads(stripped)
+        whole = _loads(stripped, source)
         objs = whole if isinstance(whole, list) else [whole]
     except json.JSONDecodeError:
         for n, line in enumerate(text.splitlines(), start=1):
@@ -168,7 +195,7 @@ def parse_requests(text: str, source: str = "<requests>") -> list[ForgetRequest]
             if not line or line.startswith("#"):
                 continue
             try:
-                objs.append(json.loads(line))
+                objs.append(_loads(line, f"{source}:{n}"))
             except json.JSONDecodeError as exc:
                 raise RequestError(f"{source}:{n}: invalid JSON ({exc.msg})") from None
     if not objs:
@@ -182,14 +209,62 @@ def parse_requests(text: str, source: str = "<requests>") -> list[ForgetRequest]
     return out
 
 
+def _depth_ok(text: str, limit: int) -> bool:
+    """Whether JSON ``text`` nests brackets at most ``limit`` deep (strings skipped)."""
+    depth, in_str, esc = 0, False, False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _loads(text: str, where: str) -> object:
+    """``json.loads`` with bounded nesting, no NaN/Infinity and bounded integer literals."""
+    if ("[" in text or "{" in text) and not _depth_ok(text, MAX_DEPTH + 1):
+        raise RequestError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(f"{where}: {str(exc)[:120]}") from None
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _bounded_int(s: str) -> int:
+    if len(s) > MAX_ID_LENGTH:
+        raise ValueError(f"integer literal of {len(s)} digits (ids are at most {MAX_ID_LENGTH})")
+    return int(s)
+
+
 def load_requests(path: str | Path) -> list[ForgetRequest]:
     p = Path(path)
     if not p.is_file():
         raise RequestError(f"request file not found: {p}")
     try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise RequestError(f"{p}: larger than {MAX_FILE_BYTES >> 20} MiB; split it")
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise RequestError(f"{p}: not UTF-8 text") from None
+    except OSError as exc:
+        raise RequestError(f"{p}: cannot read ({exc.strerror or exc})") from None
     return parse_requests(text, str(p))
 
 

@@ -118,6 +118,21 @@ class RetainedView:
             out[a] = v
         return out
 
+    def forgotten_pairs(self) -> np.ndarray:
+        """Sorted distinct ``user * n_items + item`` keys of forgotten interactions whose user and
+        item both still exist (the pairs the ``suppress`` policy never shows again)."""
+        ds = self.dataset
+        gone = ~self.keep
+        gone &= ~self.forgotten_users[ds.inter_user] & ~self.forgotten_items[ds.inter_item]
+        return np.unique(ds.pair_keys[gone])
+
+    def suppressed_items(self, user: int) -> np.ndarray:
+        """Items of ``user``'s forgotten interactions (ascending internal indices)."""
+        keys = self.forgotten_pairs()
+        n = self.dataset.n_items
+        lo, hi = np.searchsorted(keys, [int(user) * n, (int(user) + 1) * n])
+        return (keys[lo:hi] % n).astype(np.int64)
+
     def attribute_hidden(self, attr: str) -> np.ndarray:
         """Per-user mask of profiles where ``attr`` is forgotten."""
         return self.hidden.get(attr, np.zeros(self.dataset.n_users, dtype=bool)).copy()

@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - non-POSIX: single-process use
     fcntl = None
 
 from llmrec.data.requests import ForgetRequest
+from llmrec.errors import ArtifactError
 from llmrec.workspace import Workspace
 
 # name -> "module:function"; order is the order stages run in
@@ -46,10 +47,19 @@ def _resolve(target: str) -> Callable[[Workspace, int], dict]:
 
 
 def forget(ws: Workspace, requests: Sequence[ForgetRequest]) -> dict:
-    """Validate, record and apply ``requests``; returns a summary for the CLI."""
+    """Validate, record and apply ``requests``; returns a summary for the CLI.
+
+    Before anything is recorded the workspace's artifacts are checked against the ledger
+    (:func:`llmrec.pipelines.audit.preflight`): a registered artifact whose files are gone, an
+    artifact the registry does not know, or one claiming ledger versions the ledger does not
+    have would be skipped or mis-applied by the stages, so the request is refused instead.
+    """
+    from llmrec.pipelines.audit import preflight
+
     ds = ws.dataset
     for r in requests:
         r.validate(ds)
+    preflight(ws)
     with ws.ledger() as led:
         recorded = led.record_many(requests, stages=list(STAGES))
     summary = {
@@ -75,6 +85,28 @@ def stage_lock(ws: Workspace):
         finally:
             if fcntl is not None:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def require_applied(ws: Workspace, what: str, version: int | None = None) -> None:
+    """Readers call this before serving: :class:`ArtifactError` (one line, saying to run
+    ``llmrec forget``) if any stage of any request is unfinished, or if ``version`` (the
+    artifact's) lags the ledger's newest."""
+    if not ws.ledger_path.exists():
+        return
+    with ws.ledger() as led:
+        pending = led.unfinished()
+        latest = led.version
+    if pending:
+        stage, versions = next(iter(sorted(pending.items())))
+        raise ArtifactError(
+            f"{what} is stale: forget request(s) {versions[:5]} are not yet applied to stage "
+            f"{stage!r}; run 'llmrec forget' to finish them"
+        )
+    if version is not None and version < latest:
+        raise ArtifactError(
+            f"{what} is stale: it reflects ledger version {version}, the ledger is at {latest}; "
+            "run 'llmrec forget' to apply the pending requests"
+        )
 
 
 def resume(ws: Workspace) -> dict:
