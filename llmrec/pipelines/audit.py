@@ -35,6 +35,7 @@ from llmrec.workspace import Workspace
 AUDITORS: dict[str, str] = {
     "retrieval": "retrieval.audit:audit",
     "adapters": "llmrec.llm.audit:audit",
+    "candidate-source": "retrieval.sources:audit",
     "served-log": "llmrec.pipelines.served:audit",
     "checkpoints": "llmrec.pipelines.audit:audit_checkpoints",
 }

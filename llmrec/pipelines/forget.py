@@ -37,6 +37,8 @@ def register_stage(name: str, target: str) -> None:
 
 register_stage("retrieval", "retrieval.forget:apply")
 register_stage("adapters", "llmrec.llm.adapters:apply")
+# CF candidate sources of the LLM path (retrieval.sources): exact ones are retrained
+register_stage("candidate-source", "retrieval.sources:apply")
 # the served-recommendation log is scrubbed last, after every artifact that serves lists
 register_stage("served", "llmrec.pipelines.served:apply")
 
