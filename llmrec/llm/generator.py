@@ -1,15 +1,23 @@
-"""Ranking candidates with any Hugging Face causal LM, in three modes.
+"""Ranking candidates with any Hugging Face causal LM, in four modes.
+
+Prompts follow the prompt contract of :class:`llmrec.llm.prompt.PromptBuilder` (the template
+and chat template the adapters were tuned with, BOS where the tokenizer adds it, history filled
+to the model's true context length); answers are tokenised in context.
 
 * ``likelihood`` -- candidates ranked by the model's log-likelihood of writing them as the first
   answer entry. With single-token item ids (the toolkit's model) this is one forward pass per
   user: the next-token distribution restricted to the candidate tokens. Otherwise each
-  candidate's spelling is scored (batched, one sequence per candidate).
+  candidate's spelling is scored as it tokenises inside the full prompt+answer, on copies of
+  the prompt's KV cache (the prompt runs once per user, not once per candidate).
+* ``verbalizer`` -- LlamaRec style: the candidates are listed under index labels (``A``, ``B``,
+  ...) and ranked from one next-token distribution over the labels.
 * ``json`` -- the model writes ``{item_id: score}`` freely (greedy); :func:`parse_ranking`
   validates it (unknown ids, duplicates, forgotten items dropped; fallback to the candidate
   order counted).
-* ``constrained`` -- greedy decoding where every item slot is restricted to a prefix trie of the
-  catalogue with forgotten items removed (and, by default, to the candidate list); the JSON
-  scaffold between items is forced, so the answer always parses.
+* ``constrained`` -- greedy decoding restricted to valid answers over the candidates (or the
+  catalogue) minus forgotten items: item slots follow a token trie for single-token ids and a
+  text-level constraint (:mod:`llmrec.llm.constrained`) for ids spelled as text, with the JSON
+  scaffold forced, so the answer always parses to exact ids.
 
 Whatever the mode and whatever the model prefers, a forgotten item is never returned: it is
 removed from the candidates, from the trie and from the parsed answer.
