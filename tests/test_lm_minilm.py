@@ -4,6 +4,7 @@ corpus, item tokens initialised from the item text, and the recipe that tunes an
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -150,7 +151,7 @@ def test_recipe_tunes_and_serves_the_minilm_model(built, tmp_path):
         seed=5,
         template=s.template,
         lora=lora,
-        examples=example_settings(out),
+        examples=replace(example_settings(out), history=10, n_candidates=10),
     )
     rep = tune_adapters(ws, cfg)
     assert rep["retuned"] == [0, 1]
@@ -161,7 +162,7 @@ def test_recipe_tunes_and_serves_the_minilm_model(built, tmp_path):
         model=str(out.resolve()),
         template=s.template,
         history=s.history,
-        n_candidates=s.n_candidates,
+        n_candidates=10,
     )
     pipe = CragruPipeline(ws, opts)
     users = np.arange(4)

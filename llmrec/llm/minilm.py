@@ -57,7 +57,6 @@ def minilm_path() -> Path:
     return path
 
 
-ANSWER_RESERVE = 24  # tokens kept free after a tuning prompt for its answer
 _NUMBER = re.compile(r"(##)?\d{1,3}")
 
 
@@ -88,7 +87,7 @@ def minilm_tokenizer(
 
     ``[CLS]`` is the BOS token (the only special token ``add_special_tokens`` adds: a prompt
     never ends in ``[SEP]``), ``[SEP]`` the EOS token, ``[PAD]`` the padding token.
-    ``model_max_length`` is the prompt budget: the positions minus :data:`ANSWER_RESERVE`.
+    ``model_max_length`` is the model's position limit.
     A word whose pieces were dropped is spelled with the kept pieces (single characters at
     worst), never as ``[UNK]``.
     """
@@ -122,7 +121,7 @@ def minilm_tokenizer(
         sep_token=sep,
         mask_token=bert.mask_token,
     )
-    tok.model_max_length = max_positions - ANSWER_RESERVE
+    tok.model_max_length = max_positions
     return tok
 
 

@@ -3,7 +3,8 @@
 A *session* is a prompt in the serving format whose "user" is made up from the catalogue alone:
 one or two genres are drawn, the history is a random set of items of those genres, the candidate
 list mixes held-out items of those genres with random other items, and the answer names the
-held-out ones, best first. The held-out items sit near the top of the candidate list more often
+held-out ones, best first, followed by the other candidates in list order (an answer ranks the
+candidate list). The held-out items sit near the top of the candidate list more often
 than not (drawn with weight ``1 / (1 + rank / rank_scale)``), as they would in a candidate
 generator's ranking, and half of the other candidates share the session's genres, so neither
 position nor genre alone gives the answer away. No interaction, rating or profile of any real user is involved (ratings are
@@ -31,6 +32,7 @@ def catalog_sessions(
     n_targets: int = 3,
     rank_scale: float = 5.0,
     max_tokens: int | None = None,
+    answer_items: int = 10,
 ) -> list[str]:
     """``n`` session texts (prompt + answer), deterministic for a seed. ``max_tokens``: the
     prompt plus answer fit in that many tokens (history entries are dropped to fit)."""
@@ -68,7 +70,10 @@ def catalog_sessions(
         mask[slots] = True
         cands[mask], cands[~mask] = targets, np.asarray(fill, dtype=np.int64)
         ctx = UserContext(-1, {}, hist, rng.integers(1, 6, size=len(hist)).astype(float), cands)
-        answer = answer_text([builder.verbalize(int(t)) for t in cands[mask]])
+        # the answer ranks the candidate list: the held-out items first, then the others in
+        # list order, so the model learns to write candidates (and the JSON) at length
+        ranked = np.concatenate([cands[mask], cands[~mask]])[:answer_items]
+        answer = answer_text([builder.verbalize(int(t)) for t in ranked])
         if max_tokens is None:
             text = builder.template.model_input(None, *builder.parts(ctx))
         else:

@@ -26,11 +26,12 @@ from llmrec.llm.shards import ExampleSettings
 @dataclass(frozen=True)
 class Serving:
     """Prompt material served per user: template, history entries offered to the token budget,
-    candidates ranked by the LM."""
+    candidates ranked by the LM, held-out items written in a tuning answer."""
 
     template: str | None = None
     history: int = 50
     n_candidates: int = 50
+    answer_items: int = 3
 
 
 def _init(base: str | Path) -> str | None:
@@ -44,7 +45,7 @@ def serving(base: str | Path) -> Serving:
     if man is None:
         return Serving()
     if man.get("init") == "minilm":
-        return Serving(template=man["template"], history=50, n_candidates=20)
+        return Serving(template=man["template"], history=50, n_candidates=20, answer_items=10)
     return Serving(template=man.get("template") or man.get("config", {}).get("template"))
 
 

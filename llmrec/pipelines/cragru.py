@@ -420,6 +420,7 @@ def run_scenario(
             n_shards=cfg.n_shards,
             seed=cfg.seed,
             template=serve.template or "compact",
+            answer_items=serve.answer_items,
             device=device,
             lora=lora_settings(lm_dir, cfg.epochs),
             examples=example_settings(lm_dir),
