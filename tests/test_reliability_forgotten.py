@@ -126,3 +126,22 @@ def test_unlearn_records_and_applies_through_the_stage_runner(ws, tmp_path, caps
         assert led.version == 1 and led.unfinished() == {}
     store = RetrievalStore.load(ws)
     assert store.ledger_version == 1 and ws.dataset.item_index("i3") not in store.index.ids
+
+
+def test_served_llm_ranking_follows_the_policy(ws):
+    """A catalogue-scope LLM answer can name items outside the (already filtered) candidate
+    list: CRAGRU serving filters the final ranking by the policy too."""
+    from llmrec.llm.generator import Ranking
+    from llmrec.pipelines.cragru import _apply_policy
+
+    user, item = _train_pair(ws)
+    forget(ws, [ForgetRequest("interactions", pairs=((user, item),))])
+    ds = ws.dataset
+    u, i = ds.user_index(user), ds.item_index(item)
+    other = next(j for j in range(ds.n_items) if j != i)
+    r = Ranking(u, np.array([i, other]), np.array([2.0, 1.0]), "json")
+    assert _apply_policy(ws, ws.view(), u, r).items.tolist() == [i, other]  # retrain semantics
+    assert main(["forget", "--workspace", str(ws.root), "--policy", "suppress"]) == 0
+    ws = Workspace(ws.root)
+    kept = _apply_policy(ws, ws.view(), u, r)
+    assert kept.items.tolist() == [other] and kept.scores.tolist() == [1.0]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from llmrec.llm.generator import MODES, RANK_MODES, Generator, Ranking
 from llmrec.llm.loading import LoadOptions, resolve_base, weights_hash
 from llmrec.llm.lora import rank_prior
 from llmrec.llm.prompt import UserContext
+from llmrec.pipelines.served import suppress_filter
 from llmrec.workspace import Workspace
 
 LM_DIR = ("artifacts", "lm")
@@ -301,8 +302,20 @@ class CragruPipeline:
             )
             for k, r in zip(idx, ranked):
                 cands = ctxs[k].candidates[~self.view.forgotten_items[ctxs[k].candidates]]
-                out[k] = blend_ranking(r, cands, weight)
+                out[k] = _apply_policy(
+                    self.ws, self.view, users[k], blend_ranking(r, cands, weight)
+                )
         return [out[k] for k in range(len(users))]
+
+
+def _apply_policy(ws: Workspace, view: Any, user: int, r: Ranking) -> Ranking:
+    """Drop what the workspace's forget policy never shows ``user`` (under ``suppress``: items of
+    their forgotten interactions; a catalogue-scope answer can name items outside the already
+    filtered candidate list, so the served ranking is filtered too)."""
+    keep = np.isin(r.items, suppress_filter(ws, view, user, r.items))
+    if keep.all():
+        return r
+    return replace(r, items=r.items[keep], scores=r.scores[keep])
 
 
 def _group(labels: np.ndarray) -> dict[int, list[int]]:
