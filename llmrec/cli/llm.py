@@ -33,7 +33,9 @@ def register(sub, common) -> None:
     b.add_argument("--out", help="model folder (default: WORKSPACE/artifacts/lm)")
     b.add_argument("--init", choices=["minilm", "scratch"], default="minilm")
     b.add_argument(
-        "--layers", type=positive_int, help="transformer layers (minilm: the first N of 6; default 2)"
+        "--layers",
+        type=positive_int,
+        help="transformer layers (minilm: the first N of 6; default 2)",
     )
     b.add_argument(
         "--positions", type=positive_int, help="position limit = prompt budget (minilm default 256)"
@@ -41,7 +43,9 @@ def register(sub, common) -> None:
     b.add_argument("--dim", type=positive_int, default=128, help="width (scratch only)")
     b.add_argument("--heads", type=positive_int, default=4, help="attention heads (scratch only)")
     b.add_argument("--epochs", type=positive_int, help="adaptation epochs (minilm 1, scratch 3)")
-    b.add_argument("--sessions", type=positive_int, help="catalogue-only prompt sessions to adapt on")
+    b.add_argument(
+        "--sessions", type=positive_int, help="catalogue-only prompt sessions to adapt on"
+    )
     b.add_argument("--template", help="prompt template the model is adapted with")
     b.add_argument("--device", type=device_name, default="cpu")
     b.set_defaults(func=cmd_build_lm)
@@ -60,19 +64,20 @@ def register(sub, common) -> None:
     )
     t.add_argument("--model", help="base model: hub id or folder (default: the built LM)")
     t.add_argument("--shards", type=positive_int, default=4)
-    t.add_argument("--epochs", type=positive_int, default=4)
-    t.add_argument("--batch-size", type=positive_int, default=16)
-    t.add_argument("--lr", type=positive_float, default=5e-3)
+    t.add_argument("--epochs", type=positive_int, help="default: the base model's recipe")
+    t.add_argument("--batch-size", type=positive_int, help="default: the base model's recipe")
+    t.add_argument("--lr", type=positive_float, help="default: the base model's recipe")
     t.add_argument(
         "--template",
-        help="prompt template name or path (default: prompts.DEFAULT_TEMPLATE for the model's "
-        "item spelling); recorded in the adapters and used to serve them",
+        help="prompt template name or path (default: the template a toolkit-built base was "
+        "adapted with, else prompts.DEFAULT_TEMPLATE for the model's item spelling); recorded in "
+        "the adapters and used to serve them",
     )
     t.add_argument(
-        "--history", type=nonneg_int, default=50, help="history items per training prompt"
+        "--history", type=nonneg_int, help="history items per training prompt (default: recipe)"
     )
     t.add_argument(
-        "--candidates", type=positive_int, default=50, help="candidates per training prompt"
+        "--candidates", type=positive_int, help="candidates per training prompt (default: recipe)"
     )
     t.add_argument("--device", type=device_name, default="cpu")
     _load_flags(t)
@@ -118,8 +123,12 @@ def register(sub, common) -> None:
     )
     r.add_argument("--no-adapters", action="store_true", help="same as '--adapters none'")
     r.add_argument("--template", help="prompt template name or path (default: the adapters' own)")
-    r.add_argument("--history", type=nonneg_int, default=50, help="H: history items in the prompt")
-    r.add_argument("--candidates", type=positive_int, default=50)
+    r.add_argument(
+        "--history", type=nonneg_int, help="H: history items in the prompt (default: adapters')"
+    )
+    r.add_argument(
+        "--candidates", type=positive_int, help="candidates to rank (default: the adapters')"
+    )
     r.add_argument("--top-k", type=positive_int, default=10)
     r.add_argument(
         "--blend", type=nonneg_float, help="weight of the candidate prior (default: the adapters')"
@@ -205,23 +214,39 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
-    from llmrec.llm.lora import LoraSettings
-    from llmrec.llm.shards import ExampleSettings
+    from llmrec.llm.recipe import example_settings, lora_settings, serving
     from llmrec.pipelines.cragru import default_lm_dir
 
     ws = open_workspace(args)
     base = args.model or str(default_lm_dir(ws).resolve())
     if args.model is None and not Path(base).is_dir():
         raise LlmrecError(f"no base model in {base}: run 'llmrec build-lm' first")
+    # the base model's recipe (llmrec.llm.recipe) unless an option overrides it
+    serve = serving(base)
+    lora = lora_settings(base, args.epochs)
+    lora = dataclasses.replace(
+        lora,
+        batch_size=args.batch_size or lora.batch_size,
+        lr=args.lr or lora.lr,
+    )
+    examples = example_settings(base)
+    examples = dataclasses.replace(
+        examples,
+        history=examples.history if args.history is None else args.history,
+        n_candidates=args.candidates or examples.n_candidates,
+    )
     cfg = AdapterConfig(
         base=base,
         n_shards=args.shards,
         seed=args.seed,
-        template=args.template,
+        template=args.template or serve.template,
+        answer_items=serve.answer_items,
         device=args.device,
-        lora=LoraSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
-        examples=ExampleSettings(history=args.history, n_candidates=args.candidates),
+        lora=lora,
+        examples=examples,
         load=_load_options(args),
     )
     rep = tune_adapters(ws, cfg, force=args.force, progress=_say(args), parallel=args.parallel)

@@ -103,10 +103,15 @@ class AdapterConfig:
         return cls(**d)
 
     def resolved(self, catalog: Catalog) -> AdapterConfig:
-        """Base as an absolute path (local folders) and the template named explicitly
-        (:func:`prompts.default_template` for the model's item spelling when none is given)."""
+        """Base as an absolute path (local folders) and the template named explicitly (when none
+        is given: the one a toolkit-built base was adapted with, else
+        :func:`prompts.default_template` for the model's item spelling)."""
         base = resolve_base(self.base)
         template = self.template
+        if template is None:  # a toolkit-built base names the template it was adapted with
+            from llmrec.llm.recipe import serving
+
+            template = serving(base).template
         if template is None:
             vocab = load_tokenizer(base, self.load).get_vocab()
             template = default_template(ItemVerbalizer(catalog, vocab).single_token)

@@ -41,6 +41,7 @@ from llmrec.llm.generator import MODES, RANK_MODES, Generator, Ranking
 from llmrec.llm.loading import LoadOptions, resolve_base, weights_hash
 from llmrec.llm.lora import rank_prior
 from llmrec.llm.prompt import UserContext
+from llmrec.llm.recipe import serving
 from llmrec.pipelines.served import suppress_filter
 from llmrec.workspace import Workspace
 
@@ -59,16 +60,17 @@ class CragruOptions:
     ``model``: hub id or folder (default: the base the workspace's adapters were tuned on, else
     the workspace's built LM). ``adapters``: ``True`` the workspace's adapters, ``False`` (or
     ``"none"``) the base model alone, a folder: the adapters tuned there (named explicitly, they
-    may be served with another template or base). ``template``: default the adapters' own.
-    ``load``: dtype, device map, attention implementation, remote code of the base.
+    may be served with another template or base). ``template``, ``history``, ``n_candidates``:
+    default the adapters' own (the shape they were tuned on), else the base model's recipe
+    (:func:`llmrec.llm.recipe.serving`). ``load``: dtype, device map, attention implementation, remote code of the base.
     """
 
     model: str | None = None
     adapters: bool | str = True
     template: str | None = None
     strategy: str = "preference"
-    history: int = 50
-    n_candidates: int = 50
+    history: int | None = None
+    n_candidates: int | None = None
     top_k: int = 10
     batch_size: int = 32
     device: str = "cpu"
@@ -155,11 +157,21 @@ class CragruPipeline:
         adapters = None
         self.adapter_config = None
         self.adapter_root = root if cfg is not None else None
+        recipe = serving(model)
+        self.history = self.opt.history
+        self.n_candidates = self.opt.n_candidates
         if cfg is not None:
             self._check_binding(cfg, model, template, explicit)
             template = template or cfg.template
             adapters = self._adapter_paths(cfg, root, explicit)
             self.adapter_config = cfg
+            self.history = self.history if self.history is not None else cfg.examples.history
+            if self.n_candidates is None:
+                self.n_candidates = cfg.examples.n_candidates
+        else:
+            template = template or recipe.template
+        self.history = recipe.history if self.history is None else self.history
+        self.n_candidates = recipe.n_candidates if self.n_candidates is None else self.n_candidates
         self.assignment = shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters else None
         load = self.opt.load or (cfg.load if cfg is not None else LoadOptions())
         self.generator = Generator.from_pretrained(
@@ -254,8 +266,8 @@ class CragruPipeline:
         got = self.store.retrieve(
             int(user),
             strategy or self.opt.strategy,
-            H=self.opt.history,
-            n_candidates=self.opt.n_candidates,
+            H=self.history,
+            n_candidates=self.n_candidates,
         )
         return UserContext(
             int(user),
@@ -393,7 +405,7 @@ def run_scenario(
     from llmrec.evaluation.bias import interaction_matrix, neighbours_and_controls
     from llmrec.llm.adapters import AdapterConfig, load_config, tune_adapters
     from llmrec.llm.lm_builder import build_lm
-    from llmrec.llm.recipe import example_settings, lora_settings, serving
+    from llmrec.llm.recipe import example_settings, lora_settings
     from llmrec.pipelines.cf import evaluate_model, retained_data, train_model
     from llmrec.pipelines.forget import forget
     from retrieval.store import RetrievalStore
