@@ -69,6 +69,7 @@ def run(ws):
             seeds=[5],
             model_overrides=HP,
             fairness_ndcg="cure",
+            completeness=False,
         )
     finally:
         compare.METHOD_RUNNERS.pop("fake-llm", None)
@@ -180,7 +181,11 @@ def test_cli_no_exact_check_and_set_reach_the_harness(ws, capsys):
 
 def test_stream_scenario_records_every_request(ws):
     res = run_compare(
-        ws, ["stream:3"], ["retrain", "alteraser", "sisa"], seeds=[5], model_overrides=HP
+        ws,
+        ["stream:3"],
+        ["retrain", "alteraser", "sisa"],
+        seeds=[5],
+        model_overrides={**HP, "epochs": 5},
     )
     seed = res["scenarios"]["stream:3"][0]
     assert seed["stream"] and len(seed["stream_users"]) == 3
@@ -194,3 +199,10 @@ def test_stream_scenario_records_every_request(ws):
     assert seed["methods"]["sisa"]["initial_seconds"] > 0
     assert any(p.endswith("stream_3_cumulative_seconds.png") for p in res["images"])
     assert "seconds per request" in open(res["run_dir"] + "/results.md").read()
+
+
+def test_cli_rejects_an_unknown_set_key(ws, capsys):
+    rc = main(["compare", "--workspace", str(ws.root), "--scenario", "random:10%users",
+               "--methods", "retrain", "--set", "no_such_option=1"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "no_such_option" in err[0]

@@ -512,6 +512,16 @@ def _leakage(ctx: Context, emb: np.ndarray, attributes: Sequence[str], seed: int
     return res
 
 
+def _check_overrides(base: str, overrides: dict) -> None:
+    """Reject an unknown or invalid base-model hyper-parameter before anything runs."""
+    from llmrec.models import build_model
+
+    try:
+        build_model(base, 1, 1, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise LlmrecError(f"--set for {base}: {exc}") from None
+
+
 def run_compare(
     ws: Workspace,
     scenarios: Sequence[str],
@@ -537,6 +547,7 @@ def run_compare(
 
     if fairness_ndcg not in ("recbole", "cure"):
         raise LlmrecError(f"fairness NDCG must be 'recbole' or 'cure', got {fairness_ndcg!r}")
+    _check_overrides(base, model_overrides or {})
     parsed = [Scenario.parse(s) for s in scenarios]
     plan = {}
     for sc in parsed:
