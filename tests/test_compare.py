@@ -76,7 +76,7 @@ def _community_dataset(folder):
     return folder
 
 
-HP = ["dim=16", "epochs=150", "batch_size=256", "lr=0.02", "n_neg=4"]
+HP = ["dim=16", "epochs=60", "batch_size=512", "lr=0.05", "n_neg=4"]
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +118,8 @@ def test_set_reaches_the_base_model(finetune_run):
     """--set / model_overrides train the original (and so every method) with those values."""
     seed = next(iter(finetune_run["scenarios"].values()))[0]
     cfg = seed["original_config"]
-    assert (cfg["dim"], cfg["epochs"], cfg["batch_size"], cfg["n_neg"]) == (16, 150, 256, 4)
-    assert cfg["lr"] == 0.02
+    assert (cfg["dim"], cfg["epochs"], cfg["batch_size"], cfg["n_neg"]) == (16, 60, 512, 4)
+    assert cfg["lr"] == 0.05
 
 
 def test_report_figures_match_per_user_data(finetune_run):
