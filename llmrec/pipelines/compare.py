@@ -7,12 +7,18 @@ request from the scenario, run every method on it, and measure per method
   pairs: lower is more forgotten, compare with retrain), neighbours and controls;
 * completeness: forgotten-pair rank and membership-inference AUC (embedding methods), the
   exact-equivalence status (LLM path);
-* propagation bias against the retrained gold and against the original (DESIGN §5);
+* propagation bias against the method's *own* gold and original (DESIGN §5): for an embedding
+  unlearner the retrained and the trained base model, for the LLM path its from-scratch rebuild
+  and its pre-forget serving (:attr:`MethodOutput.gold_fn`, :attr:`MethodOutput.original_fn`),
+  and the collateral change on the users it re-fitted (e.g. the re-tuned shards' users);
+* CURE4Rec's A-IGF and shardGF (:mod:`llmrec.evaluation.fairness`);
+* a check that the retrained gold is trustworthy (VALID NDCG against the original's);
 * attribute leakage when attributes are forgotten;
 * wall seconds, peak memory and the speed-up over retraining in the same run.
 
 Methods are looked up in :data:`METHOD_RUNNERS` by name; a runner returns a :class:`MethodOutput`
-whose ``score_fn`` ranks all items for a batch of users.
+whose ``score_fn`` ranks all items for a batch of users. ``stream:N`` scenarios are run by
+:mod:`llmrec.pipelines.compare_stream`.
 """
 
 from __future__ import annotations
