@@ -402,12 +402,11 @@ def run_seed(
     train_counts = np.bincount(task.train[0], minlength=ds.n_users)
     fallback_shards = default_shards(ds.n_users, seed)
 
-    def own(o: MethodOutput, fn, fallback: PerUser) -> PerUser | None:
-        """A method's own reference on the reference users; an embedding unlearner's are the
-        base model's; ``None`` when the method has none (the LLM path without its rebuild)."""
+    def own(o: MethodOutput, fn, fallback: PerUser, users: np.ndarray) -> PerUser | None:
+        """A method's own reference on ``users``; an embedding unlearner's are the base
+        model's; ``None`` when the method has none (the LLM path without its rebuild)."""
         if fn is None:
             return fallback if o.family == "embedding" else None
-        users = np.intersect1d(reference_users, alive)
         return PerUser.from_eval(_evaluate(fn, ws, after.keep, users, excl, k), k)
 
     results: dict[str, dict] = {}
@@ -442,8 +441,11 @@ def run_seed(
             entry["utility"]["forget"] = _summary(fe)
         if len(neighbours):
             pu = PerUser.from_eval(ev, k)
-            gold = own(o, o.gold_fn, base_gold)
-            orig = own(o, o.original_fn, base_orig)
+            # the gold on the same users as the method (same serving batches, so an exact
+            # path gives bit-identical scores); the original only exists for the reference
+            # users (ranked before the request was applied)
+            gold = own(o, o.gold_fn, base_gold, alive)
+            orig = own(o, o.original_fn, base_orig, np.intersect1d(reference_users, alive))
             entry["bias"] = {}
             if gold is not None:
                 entry["bias"]["vs_gold"] = propagation_bias(pu, gold, neighbours, controls, k)
