@@ -62,7 +62,7 @@ def run_recbole(python: str, folder: Path, name: str, epochs: int, seed: int) ->
     out = subprocess.run(
         [python, str(REPO / "scripts/recbole_side.py"), str(folder), name,
          "--epochs", str(epochs), "--seed", str(seed)],
-        capture_output=True, text=True, env=env, timeout=3600,
+        capture_output=True, text=True, env=env, timeout=3600, cwd=folder,  # its logs stay there
     )  # fmt: skip
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
