@@ -15,7 +15,8 @@ from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def patched(tmp_path_factory):
+    """A small workspace, its tiny LM, and the LLM path built with tiny settings."""
     root = tmp_path_factory.mktemp("cmp-llm")
     ws = small_workspace(root)
     lm = tiny_lm(ws, default_lm_dir(ws))
@@ -31,16 +32,24 @@ def run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(compare_methods, "_build_llm_path", small_build)
     try:
-        yield run_compare(
-            ws,
-            ["random:10%users"],
-            ["retrain", "cragru", "cragru-zeroshot"],
-            seeds=[3],
-            completeness=False,
-            model_overrides={"dim": 8, "epochs": 10, "batch_size": 256, "n_neg": 4},
-        )
+        yield ws
     finally:
         mp.undo()
+
+
+HP = {"dim": 8, "epochs": 10, "batch_size": 256, "n_neg": 4}
+
+
+@pytest.fixture(scope="module")
+def run(patched):
+    return run_compare(
+        patched,
+        ["random:10%users"],
+        ["retrain", "cragru", "cragru-zeroshot"],
+        seeds=[3],
+        completeness=False,
+        model_overrides=HP,
+    )
 
 
 def test_llm_path_is_exact_and_unbiased_against_its_own_gold(run):
@@ -60,3 +69,14 @@ def test_llm_path_is_exact_and_unbiased_against_its_own_gold(run):
     assert seed["methods"]["cragru"]["fairness"]["shard_gf"]["own_shards"]
     md = open(run["run_dir"] + "/results.md").read()
     assert "adapters vs zero-shot" in md
+
+
+def test_llm_path_answers_a_request_stream(patched):
+    res = run_compare(patched, ["stream:2"], ["cragru", "sisa"], seeds=[3], model_overrides=HP)
+    seed = res["scenarios"]["stream:2"][0]
+    llm = seed["methods"]["cragru"]
+    assert llm["family"] == "llm" and len(llm["requests"]) == 2
+    assert llm["initial_seconds"] > 0 and all(r["seconds"] > 0 for r in llm["requests"])
+    assert llm["requests"][1]["cumulative_seconds"] == pytest.approx(
+        sum(r["seconds"] for r in llm["requests"])
+    )
