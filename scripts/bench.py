@@ -22,6 +22,9 @@ membership-inference AUC, forgotten-pair rank, time to Retrain-consistency) and 
 age and occupation (attackers before/after, NDCG, withdraw/add vs recompute); see
 :mod:`llmrec.unlearning.benchmark`.
 
+``retrain-gold``: retrain vs the original vs RecBole's BPR on the retained split of
+``--scenario`` (default ``core:5%users``), from one run; see :mod:`llmrec.pipelines.compare_bench`.
+
 ``unlearn-extra``: UnlearnRec (pre-training apart, per-request seconds, speed-up, NDCG@10 and
 membership-inference AUC against Retrain), SISA and RecEraser (initial training, per-request
 seconds, shards retrained, NDCG@10 beside Retrain) on a 5%-random-users request; see
@@ -55,6 +58,7 @@ from llmrec.errors import LlmrecError  # noqa: E402
 from llmrec.evaluation import evaluate_ranking  # noqa: E402
 from llmrec.llm.bench import SUBCOMMANDS as LLM_BENCHES  # noqa: E402
 from llmrec.models import MODEL_REGISTRY, build_model  # noqa: E402
+from llmrec.pipelines.compare_bench import SUBCOMMANDS as COMPARE_BENCHES  # noqa: E402
 from llmrec.pipelines.scale import SUBCOMMANDS as SCALE_BENCHES  # noqa: E402
 from llmrec.unlearning.benchmark import SUBCOMMANDS as UNLEARN_BENCHES  # noqa: E402
 from llmrec.unlearning.benchmark_extra import (  # noqa: E402
@@ -166,6 +170,7 @@ SUBCOMMANDS: dict[
     **SCALE_BENCHES,
     **UNLEARN_BENCHES,
     **UNLEARN_EXTRA_BENCHES,
+    **COMPARE_BENCHES,
 }
 
 

@@ -76,7 +76,7 @@ def _community_dataset(folder):
     return folder
 
 
-HP = ["dim=16", "epochs=150", "batch_size=256", "lr=0.02", "n_neg=4"]
+HP = ["dim=16", "epochs=60", "batch_size=512", "lr=0.05", "n_neg=4"]
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +108,18 @@ def test_finetune_damages_neighbours_beyond_controls(finetune_run):
     assert ft["excess"]["divergence"] > 0.05
     rt = seed["methods"]["retrain"]["bias"]["vs_gold"]
     assert rt["excess"]["divergence"] == 0 and rt["neighbours"]["delta_ndcg"] == 0
+    flags = json.loads(open(finetune_run["results"]).read())["scenarios"]
+    flags = next(iter(flags.values()))["bias_flags"]
+    assert flags["finetune"]["biased"] and not flags["retrain"]["biased"]
+    assert flags["retrain"]["p_divergence"] == 1.0
+
+
+def test_set_reaches_the_base_model(finetune_run):
+    """--set / model_overrides train the original (and so every method) with those values."""
+    seed = next(iter(finetune_run["scenarios"].values()))[0]
+    cfg = seed["original_config"]
+    assert (cfg["dim"], cfg["epochs"], cfg["batch_size"], cfg["n_neg"]) == (16, 60, 512, 4)
+    assert cfg["lr"] == 0.05
 
 
 def test_report_figures_match_per_user_data(finetune_run):
@@ -120,7 +132,8 @@ def test_report_figures_match_per_user_data(finetune_run):
     assert agg["D_neigh"]["mean"] == pytest.approx(recomputed_n)
     assert agg["excess_D"]["mean"] == pytest.approx(recomputed_n - recomputed_c)
     md = open(os.path.join(finetune_run["run_dir"], "results.md")).read()
-    row = next(line for line in md.splitlines() if line.startswith("| finetune |"))
+    bias_table = md[md.index("## Propagation bias") :]
+    row = next(line for line in bias_table.splitlines() if line.startswith("| finetune |"))
     assert f"{recomputed_n - recomputed_c:.4f}" in row
     csv = open(os.path.join(finetune_run["run_dir"], "results.csv")).read().splitlines()
     assert csv[0].startswith("scenario,method,seed") and len(csv) == 3

@@ -57,7 +57,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def artifact(data):
     _, _, train, models, _ = data
-    return pretrain_encoder(models["bpr"], train, ledger_version=0, epochs=3, **PRE)
+    return pretrain_encoder(models["bpr"], train, ledger_version=0, epochs=4, **PRE)
 
 
 def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -8,7 +8,7 @@ import sys
 from llmrec.cli.common import emit, open_workspace, parse_overrides, positive_int
 from llmrec.errors import LlmrecError
 
-DEFAULT_METHODS = "retrain,finetune,alteraser,reverse-bpr,cragru,lego"
+DEFAULT_METHODS = "retrain,finetune,alteraser,reverse-bpr,cragru,cragru-zeroshot,lego"
 
 
 def register(sub, common) -> None:
@@ -24,8 +24,9 @@ def register(sub, common) -> None:
             "--scenario",
             action="append",
             required=True,
-            help="random|core|edge:N%%users, random|core|edge:N%%interactions, attribute:a,b or a request "
-            "file; repeat for several scenarios in one report",
+            help="random|core|edge:N%%users, random|core|edge:N%%interactions, attribute:a,b, "
+            "stream:N (N single-user requests one at a time) or a request file; repeat for several "
+            "scenarios in one report",
         )
         p.add_argument(
             "--methods",
@@ -56,7 +57,15 @@ def register(sub, common) -> None:
         p.add_argument(
             "--no-exact-check",
             action="store_true",
-            help="skip the LLM path's from-scratch rebuild that verifies exact unlearning",
+            help="skip the LLM path's from-scratch rebuild that verifies exact unlearning (it is "
+            "also the LLM path's gold: without it, its bias against its gold is not reported)",
+        )
+        p.add_argument(
+            "--fairness-ndcg",
+            choices=["recbole", "cure"],
+            default="recbole",
+            help="NDCG of CURE4Rec's A-IGF and shardGF: RecBole's (IDCG over min(|test|, K)) or "
+            "CURE4Rec's (IDCG over every test item)",
         )
         p.set_defaults(func=cmd_compare, harness=name)
 
@@ -89,6 +98,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         completeness=args.harness == "compare",
         model_overrides=parse_overrides(args.set),
         verify_exact=not args.no_exact_check,
+        fairness_ndcg=args.fairness_ndcg,
     )
     md = (ws.root / "runs").joinpath(res["run_dir"]).joinpath("results.md")
     text = md.read_text() if md.is_file() else ""
@@ -101,5 +111,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _aggregate(res: dict, spec: str) -> dict:
     from llmrec.evaluation.report import aggregate
+    from llmrec.evaluation.stream_report import stream_table
 
-    return aggregate(res["scenarios"][spec])
+    seeds = res["scenarios"][spec]
+    return stream_table(seeds) if seeds and seeds[0].get("stream") else aggregate(seeds)

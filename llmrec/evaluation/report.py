@@ -33,6 +33,10 @@ COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("excess_D", ("bias", "vs_gold", "excess", "divergence")),
     ("excess_dNDCG_vs_orig", ("bias", "vs_original", "excess", "delta_ndcg")),
     ("excess_D_vs_orig", ("bias", "vs_original", "excess", "divergence")),
+    ("D_collateral_vs_orig", ("collateral", "divergence")),
+    ("dNDCG_collateral_vs_orig", ("collateral", "delta_ndcg")),
+    ("A-IGF", ("fairness", "a_igf", "value")),
+    ("shardGF", ("fairness", "shard_gf", "value")),
     ("forgotten_rank_median", ("completeness", "forgotten_rank", "median_rank")),
     ("mia_auc", ("completeness", "mia_auc")),
 ]
@@ -127,47 +131,141 @@ def _cell(stat: dict, digits: int = 4) -> str:
     return s + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
 
 
-MD_COLUMNS = [
-    "seconds",
-    "speedup",
-    "ndcg@10_all",
-    "ndcg@10_forget",
+#: against each method's own references (gold: the same method from scratch on the retained
+#: data; original: the same method before the request)
+MD_BIAS_COLUMNS = [
     "dNDCG_neigh",
     "dNDCG_ctrl",
     "excess_dNDCG",
     "D_neigh",
     "D_ctrl",
     "excess_D",
+    "excess_D_vs_orig",
+    "D_collateral_vs_orig",
     "forgotten_rank_median",
     "mia_auc",
 ]
+#: across families, on the same users
+MD_UTILITY_COLUMNS = [
+    "seconds",
+    "speedup",
+    "ndcg@10_all",
+    "recall@10_all",
+    "ndcg@10_forget",
+    "ndcg@10_neigh",
+    "ndcg@10_ctrl",
+    "A-IGF",
+    "shardGF",
+]
+MD_COLUMNS = MD_UTILITY_COLUMNS + MD_BIAS_COLUMNS
+#: a method is flagged as biased when neighbours and controls differ at this level
+#: (two-sided Mann-Whitney U on per-user ΔNDCG and on divergence vs its own gold, Bonferroni)
+BIAS_ALPHA = 0.05
 
 
-def markdown(agg: dict, sig: list[dict], title: str) -> str:
-    lines = [
-        f"# {title}",
-        "",
-        "| method | " + " | ".join(MD_COLUMNS) + " |",
-        "|---" * (len(MD_COLUMNS) + 1) + "|",
-    ]
+def bias_flags(seeds: list[dict]) -> dict[str, dict]:
+    """Per method: do its neighbours' per-user ΔNDCG / divergence against its *own* gold differ
+    from its controls'? (pooled over seeds; a method equal to its gold is never flagged)."""
+    from scipy import stats
+
+    out = {}
+    for m in methods_of(seeds):
+        groups = {"neighbours": {"delta_ndcg": [], "divergence": []}}
+        groups["controls"] = {"delta_ndcg": [], "divergence": []}
+        for s in seeds:
+            pu = s["methods"][m].get("bias", {}).get("vs_gold", {}).get("per_user")
+            for g in groups if pu else ():
+                for key in groups[g]:
+                    groups[g][key] += list(pu[g][key])
+        if not groups["neighbours"]["divergence"] or not groups["controls"]["divergence"]:
+            continue
+        ps = {}
+        for key in ("delta_ndcg", "divergence"):
+            a, b = np.asarray(groups["neighbours"][key]), np.asarray(groups["controls"][key])
+            same = np.all(a == a[0]) and np.all(b == a[0])
+            ps[key] = 1.0 if same else float(stats.mannwhitneyu(a, b).pvalue)
+        p = min(ps.values())
+        out[m] = {**{f"p_{k}": v for k, v in ps.items()}, "biased": p < BIAS_ALPHA / len(ps)}
+    return out
+
+
+def _table(agg: dict, columns: list[str], flags: dict | None = None) -> list[str]:
+    head = columns + (["biased (p)"] if flags is not None else [])
+    lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for m, cols in agg.items():
-        lines.append(
-            f"| {m} | "
-            + " | ".join(
-                _cell(cols[c], 2 if c in ("seconds", "speedup", "forgotten_rank_median") else 4)
-                for c in MD_COLUMNS
+        cells = [
+            _cell(cols[c], 2 if c in ("seconds", "speedup", "forgotten_rank_median") else 4)
+            for c in columns
+        ]
+        if flags is not None:
+            f = flags.get(m)
+            cells.append(
+                "–"
+                if f is None
+                else f"{'yes' if f['biased'] else 'no'} ({min(f['p_delta_ndcg'], f['p_divergence']):.3g})"
             )
-            + " |"
-        )
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(
+    agg: dict,
+    sig: list[dict],
+    title: str,
+    seeds: list[dict] | None = None,
+) -> str:
+    lines = [f"# {title}", ""]
+    checks = [s.get("retrain_check") for s in seeds or [] if s.get("retrain_check")]
+    for c in checks:
+        if not c["ok"]:
+            lines += [f"WARNING: {c['warning']}", ""]
+    if checks:
+        c = checks[0]
+        lines += [
+            f"Retrain check: VALID NDCG@10 of retrain {c['retrain_valid_ndcg@10']:.4f} vs original "
+            f"{c['original_valid_ndcg@10']:.4f} on {c['n_users']} retained users (tolerance "
+            f"{c['tolerance']:.0%}): {'ok' if all(x['ok'] for x in checks) else 'FAILED'}.",
+            "",
+        ]
+    lines += ["## Utility on the same users, across families", ""]
+    lines += _table(agg, MD_UTILITY_COLUMNS)
     lines += [
         "",
-        "ΔNDCG and D (top-10 divergence) are against the retrained gold; excess = neighbours − controls "
-        "(damage on users similar to the forgotten beyond global drift).",
+        "A-IGF: NDCG@10 of the 5% most active users minus the others; shardGF: variance of the "
+        "per-shard NDCG@10 (own shards of a sharded method, else a fixed random partition) "
+        "(CURE4Rec).",
+        "",
+        "## Propagation bias, each method against its own references",
+        "",
     ]
+    flags = bias_flags(seeds) if seeds else {}
+    lines += _table(agg, MD_BIAS_COLUMNS, flags)
+    lines += [
+        "",
+        "ΔNDCG and D (top-10 divergence) are against the method's own gold; excess = neighbours − "
+        "controls (damage on users similar to the forgotten beyond global drift); collateral: "
+        "divergence from the method's own original on the reference users it re-fitted (the "
+        "shard-mates for a sharded method).",
+    ]
+    if "cragru" in agg and "cragru-zeroshot" in agg:
+        a, z = agg["cragru"], agg["cragru-zeroshot"]
+        gain = a["ndcg@10_all"]["mean"] - z["ndcg@10_all"]["mean"]
+        lines += [
+            "",
+            f"LLM path, adapters vs zero-shot: utility gain of the adapters (NDCG@10, all users) "
+            f"{gain:+.4f}; collateral top-10 divergence from its own original on the re-tuned "
+            f"shards' users {_cell(a['D_collateral_vs_orig'])} (zero-shot, nothing to re-tune: "
+            f"{_cell(z['D_collateral_vs_orig'])}).",
+        ]
+    refs = {m: e.get("references") for m, e in (seeds or [{}])[0].get("methods", {}).items()}
+    refs = {m: r for m, r in refs.items() if r and not m.startswith("_")}
+    if refs:
+        lines += ["", "| method | gold | original |", "|---|---|---|"]
+        lines += [f"| {m} | {r['gold']} | {r['original']} |" for m, r in refs.items()]
     if sig:
         lines += [
             "",
-            "## Paired tests (neighbours' per-user ΔNDCG vs gold)",
+            "## Paired tests (neighbours' per-user ΔNDCG vs each method's own gold)",
             "",
             "| a | b | pairs | mean(a−b) | Wilcoxon p | t-test p (excess, seeds) |",
             "|---|---|---|---|---|---|",
@@ -206,8 +304,8 @@ def plot_bias(agg: dict, path: Path, seeds: list[dict]) -> None:
     for ax, (a, b, label) in zip(
         axes,
         [
-            ("dNDCG_neigh", "dNDCG_ctrl", "mean ΔNDCG@10 vs retrain"),
-            ("D_neigh", "D_ctrl", "mean top-10 divergence vs retrain"),
+            ("dNDCG_neigh", "dNDCG_ctrl", "mean ΔNDCG@10 vs own gold"),
+            ("D_neigh", "D_ctrl", "mean top-10 divergence vs own gold"),
         ],
     ):
         for off, key, name in ((-0.2, a, "neighbours"), (0.2, b, "controls")):
@@ -277,7 +375,7 @@ def plot_delta_distribution(seeds: list[dict], path: Path) -> None:
         body.set_alpha(0.5)
     ax.set_xticks(range(len(methods)), methods, rotation=20)
     ax.axhline(0, color="black", lw=0.6)
-    ax.set_ylabel("per-user ΔNDCG@10 vs retrain")
+    ax.set_ylabel("per-user ΔNDCG@10 vs own gold")
     ax.set_title("Per-user ΔNDCG@10: neighbours (red), controls (blue)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -368,10 +466,23 @@ def write_report(by_scenario: dict[str, list[dict]], run_dir: Path, config: dict
     sections, images, results, leak_all = [], [], {"config": config, "scenarios": {}}, {}
     csv_rows = []
     for spec, seeds in by_scenario.items():
+        if seeds and seeds[0].get("stream"):
+            from llmrec.evaluation.stream_report import stream_section, stream_table
+
+            md_s, imgs = stream_section(seeds, run_dir, spec, _slug(spec))
+            sections.append(md_s)
+            images += imgs
+            results["scenarios"][spec] = {"stream": stream_table(seeds), "seeds": seeds}
+            continue
         agg = aggregate(seeds)
         sig = significance(seeds)
-        sections.append(markdown(agg, sig, f"Scenario {spec}"))
-        results["scenarios"][spec] = {"aggregate": agg, "significance": sig, "seeds": seeds}
+        sections.append(markdown(agg, sig, f"Scenario {spec}", seeds))
+        results["scenarios"][spec] = {
+            "aggregate": agg,
+            "significance": sig,
+            "bias_flags": bias_flags(seeds),
+            "seeds": seeds,
+        }
         slug = _slug(spec)
         if any(agg[m]["dNDCG_neigh"]["n"] for m in agg):
             plot_bias(agg, run_dir / f"{slug}_propagation_bias.png", seeds)

@@ -59,6 +59,19 @@ def _as_index_tensor(x: np.ndarray | torch.Tensor | Sequence[int], name: str) ->
     return t.reshape(-1).to(torch.int64)
 
 
+def even_batches(n: int, batch_size: int) -> list[int]:
+    """Boundaries of ``ceil(n / batch_size)`` batches of (nearly) equal size covering ``0..n``.
+
+    Slicing ``n`` pairs into ``batch_size`` chunks leaves a last batch of ``n mod batch_size``
+    pairs; when that is tiny (65,633 retained pairs at 32,768 per batch leave 97) Adam, which
+    normalises each step's size, takes a full-size step on a gradient estimated from a handful
+    of pairs once per epoch, and training degrades badly (NDCG@10 0.287 -> 0.179 on core:5%users).
+    Equal batches make every step's gradient as reliable as the others, whatever ``n`` is.
+    """
+    k = max(1, -(-int(n) // max(1, int(batch_size))))
+    return [int(round(j * n / k)) for j in range(k + 1)]
+
+
 class CFModel(nn.Module, metaclass=abc.ABCMeta):
     """Base class: embeddings + BPR training + scoring + checkpointing.
 
@@ -235,6 +248,7 @@ class CFModel(nn.Module, metaclass=abc.ABCMeta):
         opt = torch.optim.Adam(self.parameters(), lr=float(cfg["lr"]))
         n, bs, n_neg = u.numel(), int(cfg["batch_size"]), int(cfg["n_neg"])
         patience, eval_every = int(cfg["patience"]), max(1, int(cfg["eval_every"]))
+        bounds = even_batches(n, bs)
 
         self.history = []
         best, best_state, bad = -np.inf, None, 0
@@ -253,8 +267,8 @@ class CFModel(nn.Module, metaclass=abc.ABCMeta):
             eu, ei = u[perm], i[perm]
             en = sampler.sample(eu, n_neg, gen)
             total = torch.zeros((), device=dev)
-            for s in range(0, n, bs):
-                bu, bi, bn = eu[s : s + bs], ei[s : s + bs], en[s : s + bs]
+            for s, e in zip(bounds[:-1], bounds[1:]):
+                bu, bi, bn = eu[s:e], ei[s:e], en[s:e]
                 loss = self._batch_loss(bu, bi, bn)
                 opt.zero_grad()
                 loss.backward()

@@ -7,12 +7,18 @@ request from the scenario, run every method on it, and measure per method
   pairs: lower is more forgotten, compare with retrain), neighbours and controls;
 * completeness: forgotten-pair rank and membership-inference AUC (embedding methods), the
   exact-equivalence status (LLM path);
-* propagation bias against the retrained gold and against the original (DESIGN §5);
+* propagation bias against the method's *own* gold and original (DESIGN §5): for an embedding
+  unlearner the retrained and the trained base model, for the LLM path its from-scratch rebuild
+  and its pre-forget serving (:attr:`MethodOutput.gold_fn`, :attr:`MethodOutput.original_fn`),
+  and the collateral change on the users it re-fitted (e.g. the re-tuned shards' users);
+* CURE4Rec's A-IGF and shardGF (:mod:`llmrec.evaluation.fairness`);
+* a check that the retrained gold is trustworthy (VALID NDCG against the original's);
 * attribute leakage when attributes are forgotten;
 * wall seconds, peak memory and the speed-up over retraining in the same run.
 
 Methods are looked up in :data:`METHOD_RUNNERS` by name; a runner returns a :class:`MethodOutput`
-whose ``score_fn`` ranks all items for a batch of users.
+whose ``score_fn`` ranks all items for a batch of users. ``stream:N`` scenarios are run by
+:mod:`llmrec.pipelines.compare_stream`.
 """
 
 from __future__ import annotations
@@ -47,12 +53,13 @@ from llmrec.evaluation.bias import (
 from llmrec.workspace import Workspace
 
 _SCENARIO = re.compile(r"^(random|core|edge):(\d+(?:\.\d+)?)%(users|interactions)$")
+_STREAM = re.compile(r"^stream:(\d+)$")
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A forget scenario: ``random:5%users``, ``core:10%interactions``, ``attribute:gender,age``
-    or the path of a request file."""
+    """A forget scenario: ``random:5%users``, ``core:10%interactions``, ``attribute:gender,age``,
+    ``stream:N`` (N single-user requests arriving one at a time) or the path of a request file."""
 
     spec: str
     kind: str
@@ -60,9 +67,15 @@ class Scenario:
     fraction: float = 0.0
     attributes: tuple[str, ...] = ()
     path: str | None = None
+    count: int = 0
 
     @classmethod
     def parse(cls, spec: str) -> Scenario:
+        st = _STREAM.match(spec.strip())
+        if st:
+            if int(st.group(1)) < 1:
+                raise LlmrecError(f"scenario {spec!r}: a stream needs at least one request")
+            return cls(spec, "stream", "random", count=int(st.group(1)))
         m = _SCENARIO.match(spec.strip())
         if m:
             frac = float(m.group(2)) / 100
@@ -78,7 +91,7 @@ class Scenario:
             return cls(spec, "file", path=spec)
         raise LlmrecError(
             f"unknown scenario {spec!r}: expected random|core|edge:N%users, random|core|edge:N%interactions, "
-            "attribute:a,b or a request file"
+            "attribute:a,b, stream:N or a request file"
         )
 
     def build(
@@ -138,6 +151,18 @@ class MethodOutput:
     model: object | None = None
     exact: bool | None = None
     info: dict = field(default_factory=dict)
+    #: the method's own gold (the same method rebuilt from scratch on the retained data) and
+    #: original (the same method before the request), as score functions; ``None``: for an
+    #: embedding unlearner the harness's retrained / trained base CF model, for the LLM path
+    #: not available (no bias against it is reported)
+    gold_fn: Callable[[np.ndarray], object] | None = None
+    original_fn: Callable[[np.ndarray], object] | None = None
+    #: what the two references are, in words (shown in the report)
+    references: dict = field(default_factory=dict)
+    #: shard per user (shardGF over the method's own shards); ``None``: the default partition
+    user_shards: np.ndarray | None = None
+    #: bool per user: served by a part of the model the request re-fitted (collateral group)
+    touched_users: np.ndarray | None = None
 
 
 # name -> "module:function(ctx) -> MethodOutput"
@@ -151,6 +176,7 @@ METHOD_RUNNERS: dict[str, str] = {
     "sisa": "llmrec.pipelines.compare_methods:run_embedding",
     "receraser": "llmrec.pipelines.compare_methods:run_embedding",
     "cragru": "llmrec.pipelines.compare_methods:run_cragru",
+    "cragru-zeroshot": "llmrec.pipelines.compare_methods:run_cragru",
 }
 
 
@@ -170,6 +196,7 @@ def method_handles(name: str, kind: str) -> bool:
             raise LlmrecError(f"method {name!r} is not available in llmrec.unlearning")
         req_kind = {
             "users": "interactions",
+            "stream": "interactions",
             "interactions": "interactions",
             "attribute": "attribute",
         }.get(kind)
@@ -227,6 +254,49 @@ def _group_metrics(per: dict, users: np.ndarray, k: int = 10) -> dict:
     }
 
 
+#: retrain is trusted as the gold only if its VALID NDCG@10 on the retained users is at least
+#: this fraction of the original model's on the same users (checked on every run)
+RETRAIN_TOLERANCE = 0.10
+
+
+def _valid_ndcg(score_fn, ws: Workspace, keep: np.ndarray, users: np.ndarray, excl, k: int):
+    """Mean VALID NDCG@k over ``users`` (train items masked), as in early stopping."""
+    tr, va = _pairs(ws, keep, TRAIN), _pairs(ws, keep, VALID)
+    res = evaluate_ranking(
+        score_fn, ws.dataset.n_items, *tr, *va, ks=(k,), users=users, exclude_items=excl
+    )
+    return float(res[f"ndcg@{k}"]), int(res["n_users"])
+
+
+def retrain_check(ws: Workspace, after, retrain_fn, original_fn, users, excl, k: int = 10) -> dict:
+    """Is the retrained gold trustworthy? Its VALID NDCG@k on ``users`` against the original's."""
+    r, n = _valid_ndcg(retrain_fn, ws, after.keep, users, excl, k)
+    o, _ = _valid_ndcg(original_fn, ws, after.keep, users, excl, k)
+    ok = r >= (1 - RETRAIN_TOLERANCE) * o
+    out = {
+        f"retrain_valid_ndcg@{k}": r,
+        f"original_valid_ndcg@{k}": o,
+        "n_users": n,
+        "tolerance": RETRAIN_TOLERANCE,
+        "ok": bool(ok),
+    }
+    if not ok:
+        out["warning"] = (
+            f"retrain's VALID NDCG@{k} {r:.4f} is more than {RETRAIN_TOLERANCE:.0%} below the "
+            f"original's {o:.4f} on the same {n} users: the gold may be undertrained"
+        )
+    return out
+
+
+def _references(o: MethodOutput, base: str) -> dict:
+    if o.references:
+        return o.references
+    return {
+        "gold": f"retrain: {base} from scratch on the retained data",
+        "original": f"{base} trained before the request",
+    }
+
+
 def run_seed(
     ws: Workspace,
     scenario: Scenario,
@@ -240,11 +310,23 @@ def run_seed(
     completeness: bool = True,
     model_overrides: dict | None = None,
     verify_exact: bool = True,
+    fairness_ndcg: str = "recbole",
 ) -> dict:
-    """All methods on one seed. Returns the per-method results (with per-user data)."""
+    """All methods on one seed. Returns the per-method results (with per-user data).
+
+    Every method is judged against its own references (:attr:`MethodOutput.gold_fn`,
+    :attr:`MethodOutput.original_fn`); utility is compared across families on the same users.
+    """
+    from llmrec.evaluation.fairness import default_shards, fairness
     from llmrec.pipelines.cf import RetainedData, train_model
     from llmrec.unlearning.base import make_task
 
+    if scenario.kind == "stream":
+        from llmrec.pipelines.compare_stream import run_stream_seed
+
+        return run_stream_seed(
+            ws, scenario, methods, base, seed, run_dir, k, log, model_overrides or {}
+        )
     ds = ws.dataset
     before = ws.view()
     requests, forget_users = scenario.build(ws, before, seed)
@@ -258,24 +340,12 @@ def run_seed(
         data=RetainedData(
             before, task.train_before, _pairs(ws, before.keep, VALID), _pairs(ws, before.keep, TEST)
         ),
+        **(model_overrides or {}),
     )
     original.ledger_version = before.version
     log(
         f"seed {seed}: original {base} trained in {time.perf_counter() - t0:.1f}s; {requests[0].describe()}"
     )
-    ctx = Context(
-        ws,
-        base,
-        seed,
-        requests,
-        before,
-        after,
-        original,
-        task,
-        run_dir,
-        {"verify_exact": verify_exact},
-    )
-
     excl = after.forgotten_items if after.forgotten_items.any() else None
     alive = np.flatnonzero(~after.forgotten_users)
     te_after = _pairs(ws, after.keep, TEST)
@@ -289,12 +359,25 @@ def run_seed(
         )
     else:
         neighbours = controls = np.zeros(0, dtype=np.int64)
+    reference_users = np.union1d(neighbours, controls)
+    ctx = Context(
+        ws,
+        base,
+        seed,
+        requests,
+        before,
+        after,
+        original,
+        task,
+        run_dir,
+        {"verify_exact": verify_exact, "reference_users": reference_users},
+    )
 
     outputs: dict[str, MethodOutput] = {}
     attribute_only = scenario.kind == "attribute"
     order = [m for m in methods if m != "retrain"]
     if not attribute_only:
-        order = ["retrain", *order]  # the gold, always run first
+        order = ["retrain", *order]  # the embedding unlearners' gold, always run first
     for name in order:
         t = time.perf_counter()
         outputs[name] = _runner(name)(ctx, name)
@@ -305,10 +388,26 @@ def run_seed(
     }
     # the original model, on the same retained users, for the "versus original" bias
     eval_original = _evaluate(original.score, ws, after.keep, alive, excl, k)
-    orig = PerUser.from_eval(eval_original, k)
+    base_orig = PerUser.from_eval(eval_original, k)
     # an attribute request removes no interaction: retraining would reproduce the original
-    gold = orig if attribute_only else PerUser.from_eval(eval_after["retrain"], k)
+    base_gold = base_orig if attribute_only else PerUser.from_eval(eval_after["retrain"], k)
     retrain_seconds = float("nan") if attribute_only else outputs["retrain"].seconds
+    check = (
+        None
+        if attribute_only
+        else retrain_check(ws, after, outputs["retrain"].score_fn, original.score, alive, excl, k)
+    )
+    if check is not None and not check["ok"]:
+        log(f"  WARNING: {check['warning']}")
+    train_counts = np.bincount(task.train[0], minlength=ds.n_users)
+    fallback_shards = default_shards(ds.n_users, seed)
+
+    def own(o: MethodOutput, fn, fallback: PerUser, users: np.ndarray) -> PerUser | None:
+        """A method's own reference on ``users``; an embedding unlearner's are the base
+        model's; ``None`` when the method has none (the LLM path without its rebuild)."""
+        if fn is None:
+            return fallback if o.family == "embedding" else None
+        return PerUser.from_eval(_evaluate(fn, ws, after.keep, users, excl, k), k)
 
     results: dict[str, dict] = {}
     for name in [m for m in methods if m in outputs]:
@@ -317,6 +416,7 @@ def run_seed(
         per = ev["per_user"]
         entry: dict = {
             "family": o.family,
+            "references": _references(o, base),
             "seconds": o.seconds,
             "peak_memory_mb": o.peak_memory_mb,
             "speedup_vs_retrain": retrain_seconds / o.seconds if o.seconds > 0 else float("nan"),
@@ -325,6 +425,15 @@ def run_seed(
                 "neighbours": _group_metrics(per, neighbours, k),
                 "controls": _group_metrics(per, controls, k),
             },
+            "fairness": fairness(
+                ev,
+                te_after,
+                train_counts,
+                fallback_shards if o.user_shards is None else o.user_shards,
+                k,
+                fairness_ndcg,
+                own_shards=o.user_shards is not None,
+            ),
             "info": o.info,
         }
         if len(forget_users):
@@ -332,10 +441,17 @@ def run_seed(
             entry["utility"]["forget"] = _summary(fe)
         if len(neighbours):
             pu = PerUser.from_eval(ev, k)
-            entry["bias"] = {
-                "vs_gold": propagation_bias(pu, gold, neighbours, controls, k),
-                "vs_original": propagation_bias(pu, orig, neighbours, controls, k),
-            }
+            # the gold on the same users as the method (same serving batches, so an exact
+            # path gives bit-identical scores); the original only exists for the reference
+            # users (ranked before the request was applied)
+            gold = own(o, o.gold_fn, base_gold, alive)
+            orig = own(o, o.original_fn, base_orig, np.intersect1d(reference_users, alive))
+            entry["bias"] = {}
+            if gold is not None:
+                entry["bias"]["vs_gold"] = propagation_bias(pu, gold, neighbours, controls, k)
+            if orig is not None:
+                entry["bias"]["vs_original"] = propagation_bias(pu, orig, neighbours, controls, k)
+                entry["collateral"] = _collateral(pu, orig, o, reference_users, after, k)
         entry["completeness"] = _completeness(ctx, o) if completeness else {"exact": o.exact}
         if scenario.kind == "attribute" and o.user_embeddings is not None:
             entry["attribute_leakage"] = _leakage(ctx, o.user_embeddings, scenario.attributes, seed)
@@ -351,8 +467,30 @@ def run_seed(
         "neighbours": neighbours.tolist(),
         "controls": controls.tolist(),
         "original_utility": _summary(eval_original),
+        "original_config": {k_: v for k_, v in original.config.items() if k_ != "device"},
         "retrain_seconds": retrain_seconds,
+        "retrain_check": check,
         "methods": results,
+    }
+
+
+def _collateral(
+    pu: PerUser, orig: PerUser, o: MethodOutput, users: np.ndarray, after, k: int
+) -> dict:
+    """Change against the method's own original on the reference users it re-fitted (for a
+    sharded method: the shard-mates of the forgotten users), the collateral cost of the re-fit."""
+    from llmrec.evaluation.bias import per_user_deltas
+
+    touched = (
+        np.ones(len(after.forgotten_users), bool) if o.touched_users is None else o.touched_users
+    )
+    group = users[touched[users] & ~after.forgotten_users[users]]
+    d = per_user_deltas(pu, orig, group, k)
+    n = len(d["users"])
+    return {
+        "n_users": n,
+        "divergence": float(np.mean(d["divergence"])) if n else float("nan"),
+        "delta_ndcg": float(np.mean(d["delta_ndcg"])) if n else float("nan"),
     }
 
 
@@ -382,6 +520,16 @@ def _leakage(ctx: Context, emb: np.ndarray, attributes: Sequence[str], seed: int
     return res
 
 
+def _check_overrides(base: str, overrides: dict) -> None:
+    """Reject an unknown or invalid base-model hyper-parameter before anything runs."""
+    from llmrec.models import build_model
+
+    try:
+        build_model(base, 1, 1, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise LlmrecError(f"--set for {base}: {exc}") from None
+
+
 def run_compare(
     ws: Workspace,
     scenarios: Sequence[str],
@@ -395,10 +543,19 @@ def run_compare(
     completeness: bool = True,
     model_overrides: dict | None = None,
     verify_exact: bool = True,
+    fairness_ndcg: str = "recbole",
 ) -> dict:
-    """Run every scenario × seed × applicable method; write the report into a new run folder."""
+    """Run every scenario × seed × applicable method; write the report into a new run folder.
+
+    ``model_overrides``: base-model hyper-parameters (``--set``), used by the original and so by
+    every method built from it; ``verify_exact=False`` skips the LLM path's from-scratch rebuild
+    (its bias against its own gold is then not reported); ``fairness_ndcg``: ``recbole`` or
+    ``cure`` (CURE4Rec's normalisation) for A-IGF and shardGF."""
     from llmrec.evaluation.report import write_report
 
+    if fairness_ndcg not in ("recbole", "cure"):
+        raise LlmrecError(f"fairness NDCG must be 'recbole' or 'cure', got {fairness_ndcg!r}")
+    _check_overrides(base, model_overrides or {})
     parsed = [Scenario.parse(s) for s in scenarios]
     plan = {}
     for sc in parsed:
@@ -421,6 +578,8 @@ def run_compare(
         "k": k,
         "model_overrides": model_overrides or {},
         "verify_exact": verify_exact,
+        "fairness_ndcg": fairness_ndcg,
+        "retrain_tolerance": RETRAIN_TOLERANCE,
         "dataset": ws.dataset.name,
         "split": ws.split.config(),
     }
@@ -442,6 +601,8 @@ def run_compare(
                 log,
                 completeness,
                 model_overrides,
+                verify_exact,
+                fairness_ndcg,
             )
             for seed in seeds
         ]

@@ -45,6 +45,7 @@ def run_embedding(ctx: Context, name: str) -> MethodOutput:
     model, record = unlearner.unlearn(ctx.original, data, ctx.requests)
     wall = time.perf_counter() - t0
     emb = model.user_embeddings().detach().cpu().numpy()
+    shards, touched = _shards_of(model, record.info.get("retrained_shards"))
     return MethodOutput(
         name=name,
         family="embedding",
@@ -58,8 +59,19 @@ def run_embedding(ctx: Context, name: str) -> MethodOutput:
             "converged": record.converged,
             "wall_seconds": wall,
             "settings": _plain(record.settings),
+            **{k: v for k, v in record.info.items() if k in ("n_retrained", "n_shards")},
         },
+        user_shards=shards,
+        touched_users=touched,
     )
+
+
+def _shards_of(model, retrained) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A user-sharded model's shard per user and the users of the shards it retrained."""
+    if getattr(model, "unit", None) != "user" or getattr(model, "assignment", None) is None:
+        return None, None
+    shards = np.asarray(model.assignment, dtype=np.int64)
+    return shards, np.isin(shards, list(retrained or []))
 
 
 def _params(cls: type) -> set[str]:
@@ -114,13 +126,16 @@ def _base_lm(ctx: Context):
     return shared
 
 
-def _build_llm_path(sub, lm, seed: int) -> None:
+def _build_llm_path(sub, lm, seed: int, adapters: bool = True) -> None:
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
     from llmrec.llm.lora import LoraSettings
     from retrieval.store import RetrievalStore
 
     RetrievalStore.build(sub, encoder="text", n_candidates=50, seed=seed)
-    tune_adapters(sub, AdapterConfig(base=str(Path(lm).resolve()), seed=seed, lora=LoraSettings()))
+    if adapters:
+        tune_adapters(
+            sub, AdapterConfig(base=str(Path(lm).resolve()), seed=seed, lora=LoraSettings())
+        )
 
 
 def _adapter_bytes(ws) -> dict[str, bytes]:
@@ -130,33 +145,11 @@ def _adapter_bytes(ws) -> dict[str, bytes]:
     return {k: (p / "adapter_model.safetensors").read_bytes() for k, p in paths.items()}
 
 
-def run_cragru(ctx: Context, name: str) -> MethodOutput:
-    """CRAGRU: build store + adapters on the data before the request, apply the request through
-    the ledger's stages (timed: that is the method's unlearning cost), serve likelihood-mode
-    rankings. Exactness: a second pipeline built from scratch on the retained data must have
-    byte-identical adapters and an identical retrieval store."""
-    from llmrec.pipelines.cragru import CragruOptions, CragruPipeline
-    from llmrec.pipelines.forget import forget
-    from llmrec.unlearning.base import PeakMemory
-    from retrieval.store import RetrievalStore
-
-    lm = _base_lm(ctx)
-    sub = _sub_workspace(ctx, "cragru")
-    _build_llm_path(sub, lm, ctx.seed)
-    with PeakMemory() as mem:
-        t0 = time.perf_counter()
-        applied = forget(sub, ctx.requests)
-        seconds = time.perf_counter() - t0
-    exact = None
-    if ctx.cache.get("verify_exact", True):
-        gold = _sub_workspace(ctx, "cragru-scratch", ctx.requests)
-        _build_llm_path(gold, lm, ctx.seed)
-        store, scratch = RetrievalStore.load(sub), RetrievalStore.load(gold)
-        users = np.arange(0, sub.dataset.n_users, 7)
-        diffs = store.differences(scratch, users=users)
-        exact = not diffs and _adapter_bytes(sub) == _adapter_bytes(gold)
-    pipe = CragruPipeline(sub, CragruOptions(model=str(lm)))
-    n_items = sub.dataset.n_items
+def _serving(pipe, users: np.ndarray | None = None):
+    """A score function over a CRAGRU pipeline: its likelihood-mode ranking first, then the
+    candidate generator's order (rankings cached per user). ``users`` are ranked at once (for a
+    state that is about to change: the pre-forget serving)."""
+    n_items = pipe.ws.dataset.n_items
     cache: dict[int, np.ndarray] = {}
 
     def score_fn(batch: np.ndarray) -> np.ndarray:
@@ -168,15 +161,81 @@ def run_cragru(ctx: Context, name: str) -> MethodOutput:
                 cache[u] = _ranked_scores(r.items, b, n_items)
         return np.stack([cache.get(int(u), np.full(n_items, -np.inf, np.float32)) for u in batch])
 
+    if users is not None and len(users):
+        score_fn(np.asarray(users, dtype=np.int64))
+    return score_fn
+
+
+def run_cragru(ctx: Context, name: str) -> MethodOutput:
+    """CRAGRU: build store + adapters on the data before the request, apply the request through
+    the ledger's stages (timed: that is the method's unlearning cost), serve likelihood-mode
+    rankings. ``cragru-zeroshot`` is the same path without adapters (the base LM alone).
+
+    Its references are its own: the original is its pre-forget serving (ranked for the
+    harness's reference users before the request is applied), the gold a second pipeline
+    built from scratch on the retained data (also the exactness check: byte-identical adapters
+    and an identical retrieval store). Without the exactness check there is no gold."""
+    from llmrec.pipelines.cragru import CragruOptions, CragruPipeline
+    from llmrec.pipelines.forget import forget
+    from llmrec.unlearning.base import PeakMemory
+    from retrieval.store import RetrievalStore
+
+    adapters = name != "cragru-zeroshot"
+    lm = _base_lm(ctx)
+    opts = CragruOptions(model=str(lm), adapters=adapters)
+    sub = _sub_workspace(ctx, name)
+    _build_llm_path(sub, lm, ctx.seed, adapters)
+    ref_users = np.asarray(ctx.cache.get("reference_users", ()), dtype=np.int64)
+    t0 = time.perf_counter()
+    original_fn = _serving(CragruPipeline(sub, opts), ref_users)
+    original_seconds = time.perf_counter() - t0
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        applied = forget(sub, ctx.requests)
+        seconds = time.perf_counter() - t0
+    exact, gold_fn = None, None
+    if ctx.cache.get("verify_exact", True):
+        gold = _sub_workspace(ctx, f"{name}-scratch", ctx.requests)
+        _build_llm_path(gold, lm, ctx.seed, adapters)
+        store, scratch = RetrievalStore.load(sub), RetrievalStore.load(gold)
+        users = np.arange(0, sub.dataset.n_users, 7)
+        diffs = store.differences(scratch, users=users)
+        exact = not diffs and (not adapters or _adapter_bytes(sub) == _adapter_bytes(gold))
+        gold_fn = _serving(CragruPipeline(gold, opts))
+    pipe = CragruPipeline(sub, opts)
+    shards = touched = None
+    if pipe.assignment is not None:
+        shards = np.asarray(pipe.assignment, dtype=np.int64)
+        fu = np.unique(ctx.task.forget[0])
+        touched = np.isin(shards, np.unique(shards[fu]))
+    else:  # zero-shot: one shared model, every user is served by what the request changed
+        touched = np.ones(sub.dataset.n_users, dtype=bool)
     stages = {k: round(v.get("seconds", 0.0), 3) for k, v in applied.get("stages", {}).items()}
+    kind = "CRAGRU" if adapters else "CRAGRU zero-shot (no adapters)"
     return MethodOutput(
         name=name,
         family="llm",
         seconds=seconds,
         peak_memory_mb=mem.increase_mb,
-        score_fn=score_fn,
+        score_fn=_serving(pipe),
         exact=exact,
-        info={"stage_seconds": stages, "blend": pipe.blend, "workspace": str(sub.root)},
+        info={
+            "stage_seconds": stages,
+            "blend": pipe.blend,
+            "adapters": adapters,
+            "workspace": str(sub.root),
+            "original_serving_seconds": original_seconds,
+        },
+        gold_fn=gold_fn,
+        original_fn=original_fn,
+        references={
+            "gold": f"{kind} rebuilt from scratch on the retained data"
+            if gold_fn is not None
+            else "none (exactness check skipped)",
+            "original": f"{kind} serving before the request",
+        },
+        user_shards=shards,
+        touched_users=touched,
     )
 
 

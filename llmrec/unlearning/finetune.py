@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from llmrec.models import CFModel, NegativeSampler
+from llmrec.models.base import even_batches
 from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask, clone
 
 
@@ -33,17 +34,16 @@ def bpr_epochs(
     eu, ei = users[perm], items[perm]
     en = sampler.sample(eu, n_neg, gen)
     total = 0.0
-    for step, s in enumerate(range(0, n, batch_size)):
-        loss = model._batch_loss(
-            eu[s : s + batch_size], ei[s : s + batch_size], en[s : s + batch_size]
-        )
+    bounds = even_batches(n, batch_size)  # no runt last batch (see even_batches)
+    for step, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+        loss = model._batch_loss(eu[s:e], ei[s:e], en[s:e])
         if extra_loss is not None:
             loss = loss + extra_loss(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        done = min(s + batch_size, n)
-        total += float(loss.detach()) * (done - s)
+        done = e
+        total += float(loss.detach()) * (e - s)
         if after_step is not None and after_step(step):
             return total / max(done, 1), True
     return total / max(n, 1), False
