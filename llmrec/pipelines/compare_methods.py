@@ -127,15 +127,24 @@ def _base_lm(ctx: Context):
 
 
 def _build_llm_path(sub, lm, seed: int, adapters: bool = True) -> None:
+    """Retrieval store and (optionally) adapters, tuned with the base model's recipe
+    (:mod:`llmrec.llm.recipe`: template, candidate/history shape, LoRA settings), as
+    ``llmrec adapters tune`` and ``scripts/run_cragru.py`` do."""
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
-    from llmrec.llm.lora import LoraSettings
+    from llmrec.llm.recipe import example_settings, lora_settings, serving
     from retrieval.store import RetrievalStore
 
     RetrievalStore.build(sub, encoder="text", n_candidates=50, seed=seed)
     if adapters:
-        tune_adapters(
-            sub, AdapterConfig(base=str(Path(lm).resolve()), seed=seed, lora=LoraSettings())
+        cfg = AdapterConfig(
+            base=str(Path(lm).resolve()),
+            seed=seed,
+            template=serving(lm).template,
+            answer_items=serving(lm).answer_items,
+            lora=lora_settings(lm),
+            examples=example_settings(lm),
         )
+        tune_adapters(sub, cfg)
 
 
 def _adapter_bytes(ws) -> dict[str, bytes]:
