@@ -24,7 +24,7 @@ from llmrec.io import atomic_write_json, versions
 
 DEFAULT_WORKSPACE = "llmrec-workspace"
 DEFAULT_SPLIT = {"method": "random", "seed": 2020, "ratios": [0.8, 0.1, 0.1]}
-# what "forgotten interaction" means for serving (DESIGN §2): ``retrain`` -- its item may be
+# what "forgotten interaction" means for serving (docs/design.md §2.3): ``retrain`` -- its item may be
 # recommended to its user again exactly when a from-scratch build would; ``suppress`` -- never
 # show a user an item whose interaction they had forgotten
 POLICIES = ("retrain", "suppress")

@@ -1,4 +1,4 @@
-"""One meaning of "forgotten" from serving to audit (DESIGN §2).
+"""One meaning of "forgotten" from serving to audit (docs/design.md §2.3).
 
 Under the default ``retrain`` policy a forgotten interaction's item may be served to its user
 again exactly when a from-scratch build would: lists served after the request are legitimate,

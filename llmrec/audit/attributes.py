@@ -1,4 +1,4 @@
-"""Attribute-inference audit (DESIGN §5): how much a user-embedding matrix reveals an attribute.
+"""Attribute-inference audit (docs/design.md §5.4): how much a user-embedding matrix reveals an attribute.
 
 Protocol of the attribute-unlearning literature:
 

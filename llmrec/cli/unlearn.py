@@ -57,7 +57,7 @@ def register(sub, common) -> None:
     a = sub.add_parser(
         "audit-attributes",
         parents=[common],
-        help="attribute-inference attack on a model's user embeddings (DESIGN §5)",
+        help="attribute-inference attack on a model's user embeddings (docs/design.md §5.4)",
     )
     _target_args(a)
     a.add_argument("--attributes", nargs="+", default=["gender", "age", "occupation"])

@@ -1,6 +1,6 @@
 """Propagation bias: the damage an unlearning method does to users who behave like the forgotten.
 
-DESIGN §5 (our definition; CRAGRU names the effect without a metric):
+docs/design.md §5.2 (our definition; CRAGRU names the effect without a metric):
 
 * forgotten users U_f (or owners of forgotten interactions);
 * neighbours N = ∪_{u ∈ U_f} top-k users by cosine similarity of the *original* interaction rows

@@ -7,7 +7,7 @@ request from the scenario, run every method on it, and measure per method
   pairs: lower is more forgotten, compare with retrain), neighbours and controls;
 * completeness: forgotten-pair rank and membership-inference AUC (embedding methods), the
   exact-equivalence status (LLM path);
-* propagation bias against the method's *own* gold and original (DESIGN §5): for an embedding
+* propagation bias against the method's *own* gold and original (docs/design.md §5.1-5.2): for an embedding
   unlearner the retrained and the trained base model, for the LLM path its from-scratch rebuild
   and its pre-forget serving (:attr:`MethodOutput.gold_fn`, :attr:`MethodOutput.original_fn`),
   and the collateral change on the users it re-fitted (e.g. the re-tuned shards' users);

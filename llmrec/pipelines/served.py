@@ -1,7 +1,7 @@
 """The served-recommendation log: what was shown to whom, at which ledger version.
 
 It holds user data, so it is a forget stage like any artifact, and it is where the one meaning of
-"forgotten" (DESIGN §2) is checked against what was actually shown:
+"forgotten" (docs/design.md §2.3) is checked against what was actually shown:
 
 * a forgotten user is never served, and a forgotten item never shown: every entry holding one
   is scrubbed (the user's entries dropped, the item removed from lists);
