@@ -124,7 +124,9 @@ def register(sub, common) -> None:
     r.add_argument("--no-adapters", action="store_true", help="same as '--adapters none'")
     r.add_argument("--template", help="prompt template name or path (default: the adapters' own)")
     r.add_argument(
-        "--history", type=nonneg_int, help="H: history items in the prompt (default: adapters')"
+        "--history",
+        type=nonneg_int,
+        help="H: history items offered to the prompt budget (default: the base model's recipe)",
     )
     r.add_argument(
         "--candidates", type=positive_int, help="candidates to rank (default: the adapters')"

@@ -60,9 +60,9 @@ class CragruOptions:
     ``model``: hub id or folder (default: the base the workspace's adapters were tuned on, else
     the workspace's built LM). ``adapters``: ``True`` the workspace's adapters, ``False`` (or
     ``"none"``) the base model alone, a folder: the adapters tuned there (named explicitly, they
-    may be served with another template or base). ``template``, ``history``, ``n_candidates``:
-    default the adapters' own (the shape they were tuned on), else the base model's recipe
-    (:func:`llmrec.llm.recipe.serving`). ``load``: dtype, device map, attention implementation, remote code of the base.
+    may be served with another template or base). ``template`` and ``n_candidates`` default to
+    the adapters' own (the list length they were tuned on), else to the base model's recipe
+    (:func:`llmrec.llm.recipe.serving`), which also sets the default history budget. ``load``: dtype, device map, attention implementation, remote code of the base.
     """
 
     model: str | None = None
@@ -165,8 +165,7 @@ class CragruPipeline:
             template = template or cfg.template
             adapters = self._adapter_paths(cfg, root, explicit)
             self.adapter_config = cfg
-            self.history = self.history if self.history is not None else cfg.examples.history
-            if self.n_candidates is None:
+            if self.n_candidates is None:  # rank lists of the length the adapters learned
                 self.n_candidates = cfg.examples.n_candidates
         else:
             template = template or recipe.template
