@@ -41,6 +41,7 @@ from llmrec.data.dataset import Dataset
 from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_json
 from llmrec.llm.catalog import Catalog, ItemVerbalizer, catalog_corpus, item_token
+from llmrec.llm.loading import weights_hash
 from llmrec.llm.pretrain import catalog_sessions
 from llmrec.llm.prompt import PromptBuilder
 from llmrec.llm.tokenizer import build_tokenizer
@@ -237,7 +238,7 @@ def build_lm(
         "seed": seed,
         "train_loss": losses,
         "seconds": time.perf_counter() - t0,
-        "weights_sha256": weights_hash(tmp),
+        "weights_sha256": weights_hash(str(tmp)),
     }
     atomic_write_json(tmp / MANIFEST, manifest)
     if out.exists():
@@ -316,15 +317,6 @@ def preferred_template(model_dir: str | Path) -> str | None:
     if man is None:
         return None
     return man.get("template") or man.get("config", {}).get("template")
-
-
-def weights_hash(model_dir: str | Path) -> str:
-    """sha256 over the model's weight files (how adapters pin the base they were tuned on)."""
-    h = hashlib.sha256()
-    for p in sorted(Path(model_dir).glob("*.safetensors")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def read_manifest(model_dir: str | Path) -> dict | None:
