@@ -297,6 +297,25 @@ def _references(o: MethodOutput, base: str) -> dict:
     }
 
 
+def train_original(ws, base: str, seed: int, before, train_pairs, overrides=None):
+    """The base model trained on the data before the request (the embedding methods' original);
+    returns it (stamped with ``before``'s ledger version) and its training seconds."""
+    from llmrec.pipelines.cf import RetainedData, train_model
+
+    t0 = time.perf_counter()
+    model = train_model(
+        ws,
+        base,
+        seed=seed,
+        data=RetainedData(
+            before, train_pairs, _pairs(ws, before.keep, VALID), _pairs(ws, before.keep, TEST)
+        ),
+        **(overrides or {}),
+    )
+    model.ledger_version = before.version
+    return model, time.perf_counter() - t0
+
+
 def run_seed(
     ws: Workspace,
     scenario: Scenario,
@@ -318,7 +337,6 @@ def run_seed(
     :attr:`MethodOutput.original_fn`); utility is compared across families on the same users.
     """
     from llmrec.evaluation.fairness import default_shards, fairness
-    from llmrec.pipelines.cf import RetainedData, train_model
     from llmrec.unlearning.base import make_task
 
     if scenario.kind == "stream":
@@ -332,20 +350,8 @@ def run_seed(
     requests, forget_users = scenario.build(ws, before, seed)
     task = make_task((ds, ws.split, before), requests)
     after = task.after
-    t0 = time.perf_counter()
-    original = train_model(
-        ws,
-        base,
-        seed=seed,
-        data=RetainedData(
-            before, task.train_before, _pairs(ws, before.keep, VALID), _pairs(ws, before.keep, TEST)
-        ),
-        **(model_overrides or {}),
-    )
-    original.ledger_version = before.version
-    log(
-        f"seed {seed}: original {base} trained in {time.perf_counter() - t0:.1f}s; {requests[0].describe()}"
-    )
+    original, secs = train_original(ws, base, seed, before, task.train_before, model_overrides)
+    log(f"seed {seed}: original {base} trained in {secs:.1f}s; {requests[0].describe()}")
     excl = after.forgotten_items if after.forgotten_items.any() else None
     alive = np.flatnonzero(~after.forgotten_users)
     te_after = _pairs(ws, after.keep, TEST)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.data.requests import user_interactions_request
-from llmrec.data.split import TEST, TRAIN, VALID
+from llmrec.data.split import TEST, TRAIN
 from llmrec.workspace import Workspace
 
 #: retained users whose utility is measured after every request
@@ -102,27 +102,15 @@ def run_stream_seed(
     eval_users: int = STREAM_EVAL_USERS,
 ) -> dict:
     """Every method through the same stream of single-user requests (see module docstring)."""
-    from llmrec.pipelines.cf import RetainedData, train_model
-    from llmrec.pipelines.compare import METHOD_RUNNERS, _evaluate, _pairs
+    from llmrec.pipelines.compare import METHOD_RUNNERS, _evaluate, _pairs, train_original
 
     ds = ws.dataset
     before = ws.view()
     users, requests, views = stream_requests(ws, before, scenario.count, seed)
-    t0 = time.perf_counter()
-    original = train_model(
-        ws,
-        base,
-        seed=seed,
-        data=RetainedData(
-            before,
-            _pairs(ws, before.keep, TRAIN),
-            _pairs(ws, before.keep, VALID),
-            _pairs(ws, before.keep, TEST),
-        ),
-        **(model_overrides or {}),
+    original, secs = train_original(
+        ws, base, seed, before, _pairs(ws, before.keep, TRAIN), model_overrides
     )
-    original.ledger_version = before.version
-    log(f"seed {seed}: original {base} trained in {time.perf_counter() - t0:.1f}s")
+    log(f"seed {seed}: original {base} trained in {secs:.1f}s")
     final = views[-1]
     has_test = np.zeros(ds.n_users, dtype=bool)
     has_test[_pairs(ws, final.keep, TEST)[0]] = True
