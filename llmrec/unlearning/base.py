@@ -99,8 +99,8 @@ class UnlearnTask:
         return {r.kind for r in self.requests}
 
     def retained_data(self):
-        """The :class:`llmrec.pipelines.cf.RetainedData` of the view after the requests."""
-        from llmrec.pipelines.cf import RetainedData
+        """The :class:`llmrec.data.parts.RetainedData` of the view after the requests."""
+        from llmrec.data.parts import RetainedData
 
         return RetainedData(self.after, self.train, self.valid, self.test)
 

@@ -884,7 +884,7 @@ def cmd_pretrain(args: argparse.Namespace, ws=None) -> dict:
     ``artifacts/unlearnrec``; returns a summary with the artifact path. ``ws``: an open
     :class:`~llmrec.workspace.Workspace` (default: ``args.workspace`` opened)."""
     from llmrec.data.split import TRAIN
-    from llmrec.pipelines.cf import load_checkpoint
+    from llmrec.models.training import load_checkpoint
     from llmrec.workspace import Workspace
 
     if ws is None:
