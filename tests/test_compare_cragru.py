@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from llmrec.pipelines import compare_methods
+from llmrec.pipelines.compare import llm as compare_llm
 from llmrec.pipelines.compare import run_compare
 from llmrec.pipelines.cragru import default_lm_dir
 from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
@@ -30,7 +30,7 @@ def patched(tmp_path_factory):
             tune_adapters(sub, adapter_config(lm.resolve(), epochs=1))
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(compare_methods, "_build_llm_path", small_build)
+    mp.setattr(compare_llm, "build_llm_path", small_build)
     try:
         yield ws
     finally:

@@ -19,6 +19,7 @@ import numpy as np
 from llmrec.cli.common import (
     emit,
     int_in,
+    methods_help,
     nonempty,
     nonneg_int,
     open_workspace,
@@ -34,7 +35,7 @@ MODELS = ("bpr", "lightgcn")
 def register(sub, common) -> None:
     from llmrec.unlearning import method_names
 
-    names = method_names()
+    names = method_names("embedding")
     p = sub.add_parser(
         "unlearn",
         parents=[common],
@@ -44,7 +45,7 @@ def register(sub, common) -> None:
             "METHOD and write the unlearned checkpoint plus a run folder (results.json, "
             "results.txt, config.json)."
         ),
-        epilog=methods_help(),
+        epilog=methods_help("embedding"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -118,7 +119,7 @@ def register(sub, common) -> None:
 def _target_args(p: argparse.ArgumentParser) -> None:
     from llmrec.unlearning import method_names
 
-    names = method_names()
+    names = method_names("embedding")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
         "--method",
@@ -131,23 +132,6 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-def methods_help() -> str:
-    """Every registered method: its name, exact or approximate, the request kinds it handles,
-    and the first paragraph of its docstring."""
-    from llmrec.unlearning import METHODS
-
-    width = max((len(n) for n in METHODS), default=0)
-    lines = ["methods:"]
-    for name, cls in METHODS.items():
-        kind = "exact" if cls.exact else "approximate"
-        lines.append(f"  {name:<{width}}  [{kind}; handles {', '.join(cls.handles)}]")
-        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-        if summary:
-            pad = " " * (width + 4)
-            lines.append(textwrap.fill(summary, 88, initial_indent=pad, subsequent_indent=pad))
-    return "\n".join(lines)
-
-
 def _check_model(name: str) -> None:
     if name not in MODELS:
         raise LlmrecError(f"unknown model {name!r} (expected one of: {', '.join(MODELS)})")
@@ -186,7 +170,7 @@ def _target(ws, args):
     if args.checkpoint:
         return _load(Path(args.checkpoint), "model"), Path(args.checkpoint)
     if args.method:
-        get_method(args.method)  # an unknown name: one line naming the known ones
+        get_method(args.method, "embedding")  # an unknown name: one line naming the known ones
         path = unlearned_path(ws, args.model, args.method)
         if not path.is_file():
             raise ArtifactError(
@@ -215,7 +199,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.pipelines import forget as forget_pipeline
     from llmrec.unlearning import get_method, make_task
 
-    method = get_method(args.method)
+    method = get_method(args.method, "embedding")
     _check_model(args.model)
     ws = open_workspace(args)
     requests = load_requests(args.request)
