@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from llmrec.models import CFModel, build_model
 
 Pairs = tuple[np.ndarray, np.ndarray]
 Callback = Callable[[CFModel, dict], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -240,15 +241,22 @@ class Monitor:
         """CPU seconds of this process (all threads) since :meth:`start`, callbacks excluded."""
         return time.process_time() - self._c0 - self._cpu_paused
 
+    def off_clock(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+        """Run ``fn(*args)`` with the wall and CPU clocks paused; returns its result and its wall
+        seconds (set-up a request does not pay for, e.g. building a cached model)."""
+        t, c = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        wall = time.perf_counter() - t
+        self._paused += wall
+        self._cpu_paused += time.process_time() - c
+        return out, wall
+
     def report(self, model: CFModel, **entry: Any) -> None:
         """Record one iteration (with the elapsed seconds) and run the callback off the clock."""
         entry = {"seconds": self.elapsed(), **entry}
         self.history.append(entry)
         if self.callback is not None:
-            t, c = time.perf_counter(), time.process_time()
-            self.callback(model, dict(entry))
-            self._paused += time.perf_counter() - t
-            self._cpu_paused += time.process_time() - c
+            self.off_clock(self.callback, model, dict(entry))
 
 
 class Unlearner(abc.ABC):
