@@ -6,42 +6,19 @@ same as "retrain from scratch on the data that remains after the requests up to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from llmrec.data.retained import RetainedView
-from llmrec.data.split import TEST, TRAIN, VALID
+from llmrec.data.retained_pairs import RetainedData
 from llmrec.errors import ArtifactError
 from llmrec.evaluation import evaluate_ranking
 from llmrec.models import build_model, load_model
 from llmrec.workspace import Workspace
 
 
-@dataclass
-class RetainedData:
-    """Retained train/valid/test pairs (internal indices) of one ledger version."""
-
-    view: RetainedView
-    train: tuple[np.ndarray, np.ndarray]
-    valid: tuple[np.ndarray, np.ndarray]
-    test: tuple[np.ndarray, np.ndarray]
-
-    @property
-    def version(self) -> int:
-        return self.view.version
-
-
 def retained_data(ws: Workspace, view: RetainedView | None = None) -> RetainedData:
     """Split the retained interactions of ``view`` (default: newest ledger version)."""
-    view = ws.view() if view is None else view
-    ds, split = ws.dataset, ws.split
-
-    def pairs(part: int) -> tuple[np.ndarray, np.ndarray]:
-        m = split.mask(part, view.keep)
-        return ds.inter_user[m], ds.inter_item[m]
-
-    return RetainedData(view, pairs(TRAIN), pairs(VALID), pairs(TEST))
+    return RetainedData.of(ws.view() if view is None else view, ws.split)
 
 
 def train_model(

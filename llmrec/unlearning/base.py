@@ -32,11 +32,11 @@ import torch
 from llmrec.data.dataset import Dataset
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
-from llmrec.data.split import TEST, TRAIN, VALID, Split
+from llmrec.data.retained_pairs import Pairs, RetainedData, part_pairs
+from llmrec.data.split import TRAIN, Split
 from llmrec.errors import LlmrecError, RequestError
 from llmrec.models import CFModel, build_model
 
-Pairs = tuple[np.ndarray, np.ndarray]
 Callback = Callable[[CFModel, dict], None]
 T = TypeVar("T")
 
@@ -52,32 +52,36 @@ class UnlearnTask:
     requests: tuple[ForgetRequest, ...] = ()
     version: int | None = None
 
-    def _pairs(self, keep: np.ndarray, part: int) -> Pairs:
-        m = self.split.mask(part, keep)
-        return self.dataset.inter_user[m], self.dataset.inter_item[m]
-
     @cached_property
+    def _retained(self) -> RetainedData:
+        return RetainedData.of(self.after, self.split)
+
+    def retained_data(self) -> RetainedData:
+        """The retained train/valid/test pairs of the view after the requests (built once)."""
+        return self._retained
+
+    @property
     def train(self) -> Pairs:
         """Retained training pairs."""
-        return self._pairs(self.after.keep, TRAIN)
+        return self._retained.train
 
-    @cached_property
+    @property
     def valid(self) -> Pairs:
-        return self._pairs(self.after.keep, VALID)
+        return self._retained.valid
 
-    @cached_property
+    @property
     def test(self) -> Pairs:
-        return self._pairs(self.after.keep, TEST)
+        return self._retained.test
 
     @cached_property
     def train_before(self) -> Pairs:
         """Training pairs of the model being unlearned."""
-        return self._pairs(self.before.keep, TRAIN)
+        return part_pairs(self.dataset, self.split, self.before.keep, TRAIN)
 
     @cached_property
     def forget(self) -> Pairs:
         """Training pairs removed by the requests (the forget set)."""
-        return self._pairs(self.before.keep & ~self.after.keep, TRAIN)
+        return part_pairs(self.dataset, self.split, self.before.keep & ~self.after.keep, TRAIN)
 
     @cached_property
     def users_without_data(self) -> np.ndarray:
@@ -98,12 +102,6 @@ class UnlearnTask:
     @property
     def kinds(self) -> set[str]:
         return {r.kind for r in self.requests}
-
-    def retained_data(self):
-        """The :class:`llmrec.pipelines.cf.RetainedData` of the view after the requests."""
-        from llmrec.pipelines.cf import RetainedData
-
-        return RetainedData(self.after, self.train, self.valid, self.test)
 
 
 def make_task(
@@ -165,8 +163,9 @@ def make_task(
 
 @dataclass
 class UnlearnRecord:
-    """What one unlearning run cost and how it was configured (``seconds``: wall clock,
-    ``cpu_seconds``: CPU time of the process, less sensitive to other load on the machine)."""
+    """What one unlearning run cost, what it unlearned and how it was configured (``seconds``:
+    wall clock, ``cpu_seconds``: CPU time of the process, less sensitive to other load on the
+    machine; ``requests``: the requests the result reflects, up to ``ledger_version``)."""
 
     method: str
     model: str
@@ -182,6 +181,7 @@ class UnlearnRecord:
     n_forgotten: int
     history: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    requests: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -345,6 +345,7 @@ class Unlearner(abc.ABC):
             n_forgotten=int(len(task.forget[0])),
             history=monitor.history,
             info=info,
+            requests=[r.to_dict() for r in task.requests],
         )
         return new, record
 

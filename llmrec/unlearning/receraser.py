@@ -39,16 +39,11 @@ class RecEraser(ShardedUnlearner):
     ) -> None:
         if unit not in UNITS:
             raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
-        self.n_shards = n_shards
+        super().__init__(n_shards, processes, threads, matched_steps, cache_dir, seed)
         self.unit = unit
         self.kmeans_iterations = kmeans_iterations
         self.agg_epochs = agg_epochs
         self.agg_lr = agg_lr
-        self.processes = processes
-        self.matched_steps = matched_steps
-        self.cache_dir = cache_dir
-        self.threads = threads
-        self.seed = seed
 
     def partition(self, model: CFModel, train: Pairs) -> tuple[np.ndarray, np.ndarray | None]:
         """Balanced k-means on the pre-trained embeddings of ``model``: ``(assignment, keys)``."""

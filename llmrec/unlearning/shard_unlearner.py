@@ -24,6 +24,22 @@ class ShardedUnlearner(Unlearner):
     handles = ("interactions", "user", "item")
     exact = True
 
+    def __init__(
+        self,
+        n_shards: int = 10,
+        processes: int | None = None,
+        threads: int = 1,
+        matched_steps: bool = True,
+        cache_dir: str | Path | None = None,
+        seed: int = 2020,
+    ) -> None:
+        self.n_shards = n_shards
+        self.processes = processes
+        self.threads = threads
+        self.matched_steps = matched_steps
+        self.cache_dir = cache_dir
+        self.seed = seed
+
     def get_params(self) -> dict[str, Any]:
         params = super().get_params()
         if params.get("cache_dir") is not None:

@@ -30,12 +30,7 @@ class SISA(ShardedUnlearner):
         cache_dir: str | Path | None = None,
         seed: int = 2020,
     ) -> None:
-        self.n_shards = n_shards
-        self.processes = processes
-        self.matched_steps = matched_steps
-        self.cache_dir = cache_dir
-        self.threads = threads
-        self.seed = seed
+        super().__init__(n_shards, processes, threads, matched_steps, cache_dir, seed)
 
     def build(self, model: CFModel, train: Pairs) -> ShardedModel:
         shard = random_partition(model.n_users, self.n_shards, self.seed)
