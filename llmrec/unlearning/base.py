@@ -318,9 +318,14 @@ class Unlearner(abc.ABC):
                 f"method {self.name!r} handles {', '.join(self.handles)} requests, "
                 f"not {', '.join(sorted(bad))}{span}"
             )
-        if "attribute" not in self.handles and len(task.forget[0]) == 0:
+        if len(task.forget[0]) == 0 and (
+            "attribute" not in self.handles or not task.attribute_masks
+        ):
+            hides = (
+                " and hide no attribute it does not reflect" if "attribute" in self.handles else ""
+            )
             raise LlmrecError(
-                "the requests remove no training interaction of this model "
+                f"the requests remove no training interaction of this model{hides} "
                 f"(trained at ledger version {model.ledger_version})"
             )
         monitor = Monitor(callback)
