@@ -348,18 +348,22 @@ def cmd_audit_attributes(args: argparse.Namespace) -> int:
                 f"{r['balanced_accuracy']:>8.3f} {r['macro_f1']:>8.3f} {r['auc']:>7.3f}"
             )
     text = "\n".join(lines)
-    run = ws.new_run(
-        f"audit-attributes-{args.model}", {"command": "audit-attributes", **vars_(args)}
-    )
-    atomic_write_json(run / "results.json", result)
-    atomic_write_text(run / "results.txt", text + "\n")
-    result["run_dir"] = str(run)
+    run = _audit_run(ws, args, "audit-attributes", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
 
 def vars_(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def _audit_run(ws, args: argparse.Namespace, command: str, result: dict, text: str) -> Path:
+    """A run folder for an audit: its arguments, ``results.json`` and ``results.txt``."""
+    run = ws.new_run(f"{command}-{args.model}", {"command": command, **vars_(args)})
+    atomic_write_json(run / "results.json", result)
+    atomic_write_text(run / "results.txt", text + "\n")
+    result["run_dir"] = str(run)
+    return run
 
 
 def cmd_audit_membership(args: argparse.Namespace) -> int:
@@ -430,12 +434,7 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
             ("AUC gap to retrain", result["auc_gap"]),
         ]
     text = f"membership audit (ledger v{since} -> v{version})\n" + _table(rows)
-    run = ws.new_run(
-        f"audit-membership-{args.model}", {"command": "audit-membership", **vars_(args)}
-    )
-    atomic_write_json(run / "results.json", result)
-    atomic_write_text(run / "results.txt", text + "\n")
-    result["run_dir"] = str(run)
+    run = _audit_run(ws, args, "audit-membership", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 

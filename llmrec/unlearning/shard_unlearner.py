@@ -19,7 +19,13 @@ from llmrec.unlearning.sharded_model import ShardedModel, load_sharded
 
 
 class ShardedUnlearner(Unlearner):
-    """Common part of SISA and RecEraser: build (when given a plain CF model) and unlearn."""
+    """Common part of SISA and RecEraser: build (when given a plain CF model) and unlearn.
+
+    ``n_shards`` sub-models, trained in ``processes`` worker processes (None: one per CPU; 1:
+    in-process) with ``threads`` torch threads each; ``matched_steps``: a shard makes as many
+    optimiser steps per epoch as the base model does; ``cache_dir``: where the sharded model of
+    a trained model is kept for later requests; ``seed``: partition and sub-model seeds.
+    """
 
     handles = ("interactions", "user", "item")
     exact = True

@@ -4,8 +4,6 @@ shards, one sub-model each, score averaging; exact (:mod:`llmrec.unlearning.shar
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from llmrec.models import CFModel
 from llmrec.unlearning.base import Pairs
 from llmrec.unlearning.partition import random_partition
@@ -16,21 +14,11 @@ from llmrec.unlearning.sharded_model import ShardedModel
 
 @register_method
 class SISA(ShardedUnlearner):
-    """SISA: random user shards, one sub-model each, score averaging."""
+    """SISA: random user shards, one sub-model each, score averaging (the settings of
+    :class:`ShardedUnlearner`)."""
 
     name = "sisa"
     workspace_cache = "artifacts/sisa-cache/{model}"
-
-    def __init__(
-        self,
-        n_shards: int = 10,
-        processes: int | None = None,
-        threads: int = 1,
-        matched_steps: bool = True,
-        cache_dir: str | Path | None = None,
-        seed: int = 2020,
-    ) -> None:
-        super().__init__(n_shards, processes, threads, matched_steps, cache_dir, seed)
 
     def build(self, model: CFModel, train: Pairs) -> ShardedModel:
         shard = random_partition(model.n_users, self.n_shards, self.seed)
