@@ -13,7 +13,6 @@ Modules, one job each:
 * :mod:`retrieval.store` — :class:`~retrieval.store.RetrievalStore`, all of the above for one
   workspace, built, loaded and forgotten together;
 * :mod:`retrieval.forget` — the ``retrieval`` stage of ``llmrec forget``;
-* :mod:`retrieval.bench` — benchmarks (``scripts/bench.py retrieval-forget|candidates|index-scale``).
 
 Nothing is imported here, so ``import retrieval`` stays cheap (FAISS and torch load on use).
 """

@@ -4,9 +4,9 @@ import json
 
 from llmrec.cli.main import main
 from llmrec.data.requests import ForgetRequest
+from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.pipelines import served
 from llmrec.pipelines.audit import run_audit
-from llmrec.pipelines.cf import checkpoint_path, retained_data, train_model
 from llmrec.pipelines.forget import STAGES
 from llmrec.workspace import Workspace
 

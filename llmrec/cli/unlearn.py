@@ -167,7 +167,7 @@ def _load(path: Path, what: str):
 
 def _trained(ws, name: str, checkpoint: str | None):
     from llmrec.cli.train import load_trained
-    from llmrec.pipelines.cf import checkpoint_path
+    from llmrec.models.training import checkpoint_path
 
     if checkpoint:
         return _load(Path(checkpoint), "model"), Path(checkpoint)
@@ -207,8 +207,8 @@ def _table(rows: list[tuple[str, object]]) -> str:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.audit.membership import pair_ranks, rank_summary
     from llmrec.data.requests import load_requests
+    from llmrec.evaluation import evaluate_model
     from llmrec.pipelines import forget as forget_pipeline
-    from llmrec.pipelines.cf import evaluate_model
     from llmrec.unlearning import get_method, make_task
 
     method = get_method(args.method)
@@ -378,7 +378,7 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
     version = model.ledger_version or 0
     since = args.since
     if since is None:
-        from llmrec.pipelines.cf import checkpoint_path
+        from llmrec.models.training import checkpoint_path
 
         trained = checkpoint_path(ws, args.model)
         since = _load(trained, "trained").ledger_version if trained.is_file() else 0
@@ -456,7 +456,7 @@ def cmd_pretrain(args: argparse.Namespace, ws=None) -> dict:
     ``artifacts/unlearnrec``; returns a summary with the artifact path. ``ws``: an open
     :class:`~llmrec.workspace.Workspace` (default: ``args.workspace`` opened)."""
     from llmrec.data.split import TRAIN
-    from llmrec.pipelines.cf import load_checkpoint
+    from llmrec.models.training import load_checkpoint
     from llmrec.unlearning.unlearnrec import UnlearnRec, pretrain_encoder
     from llmrec.workspace import Workspace
 

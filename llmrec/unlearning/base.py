@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from llmrec.data.dataset import Dataset
+from llmrec.data.parts import Pairs, RetainedData, part_pairs
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
-from llmrec.data.retained_pairs import Pairs, RetainedData, part_pairs
 from llmrec.data.split import TRAIN, Split
 from llmrec.errors import LlmrecError, RequestError
 from llmrec.models import CFModel, build_model
@@ -76,12 +76,12 @@ class UnlearnTask:
     @cached_property
     def train_before(self) -> Pairs:
         """Training pairs of the model being unlearned."""
-        return part_pairs(self.dataset, self.split, self.before.keep, TRAIN)
+        return part_pairs(self.dataset, self.split, TRAIN, keep=self.before.keep)
 
     @cached_property
     def forget(self) -> Pairs:
         """Training pairs removed by the requests (the forget set)."""
-        return part_pairs(self.dataset, self.split, self.before.keep & ~self.after.keep, TRAIN)
+        return part_pairs(self.dataset, self.split, TRAIN, keep=self.before.keep & ~self.after.keep)
 
     @cached_property
     def users_without_data(self) -> np.ndarray:

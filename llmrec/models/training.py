@@ -1,4 +1,4 @@
-"""CF models on a workspace: retained training data, training, RecBole-protocol evaluation.
+"""CF models on a workspace: training on the retained data of a ledger version, checkpoints.
 
 Everything here reads the *retained view* of a ledger version, so "train at version v" is the
 same as "retrain from scratch on the data that remains after the requests up to v".
@@ -6,13 +6,10 @@ same as "retrain from scratch on the data that remains after the requests up to 
 
 from __future__ import annotations
 
-import numpy as np
-
+from llmrec.data.parts import RetainedData
 from llmrec.data.retained import RetainedView
-from llmrec.data.retained_pairs import RetainedData
 from llmrec.errors import ArtifactError
-from llmrec.evaluation import evaluate_ranking
-from llmrec.models import build_model, load_model
+from llmrec.models.base import build_model, load_model
 from llmrec.workspace import Workspace
 
 
@@ -39,46 +36,8 @@ def train_model(
     return model
 
 
-def evaluate_model(
-    model,
-    data: RetainedData,
-    part: str = "test",
-    users: np.ndarray | None = None,
-    ks=(5, 10, 20),
-    return_per_user: bool = False,
-    score_fn=None,
-) -> dict:
-    """RecBole full ranking on the retained ``part`` ("test" or "valid").
-
-    Test masks retained train + valid items (RecBole's behaviour), valid masks train items.
-    Forgotten items are never ranked; forgotten users are not evaluated.
-    """
-    if part == "test":
-        tu, ti = data.test
-        mu = np.concatenate([data.train[0], data.valid[0]])
-        mi = np.concatenate([data.train[1], data.valid[1]])
-    elif part == "valid":
-        tu, ti = data.valid
-        mu, mi = data.train
-    else:
-        raise ValueError(f"part must be 'test' or 'valid', got {part!r}")
-    alive = np.flatnonzero(~data.view.forgotten_users)
-    users = alive if users is None else np.intersect1d(np.asarray(users, dtype=np.int64), alive)
-    return evaluate_ranking(
-        score_fn or model.score,
-        data.view.dataset.n_items,
-        mu,
-        mi,
-        tu,
-        ti,
-        ks=ks,
-        users=users,
-        return_per_user=return_per_user,
-        exclude_items=data.view.forgotten_items if data.view.forgotten_items.any() else None,
-    )
-
-
 def checkpoint_path(ws: Workspace, name: str):
+    """Where the workspace keeps the trained checkpoint of model ``name``."""
     return ws.artifact_path("models", f"{name}.pt")
 
 
