@@ -11,6 +11,7 @@ version it reflects, registered in the ledger) and a run folder with ``results.j
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
 
@@ -102,17 +103,12 @@ def register(sub, common) -> None:
     m.add_argument("--attacker", default="logistic", help="logistic or gbdt")
     m.set_defaults(func=cmd_audit_membership)
 
-    from llmrec.unlearning.unlearnrec import configure_pretrain_parser
-
     q = sub.add_parser(
         "unlearnrec-pretrain",
         parents=[common],
         help="pre-train (resumably) the UnlearnRec influence encoder of a trained model",
     )
     configure_pretrain_parser(q)
-    for action in q._actions:  # its counts (requests, epochs, sizes) are all positive
-        if action.type is int:
-            action.type = positive_int
     q.set_defaults(func=cmd_unlearnrec_pretrain)
 
 
@@ -142,7 +138,7 @@ def unlearned_path(ws, model: str, method: str) -> Path:
 
 
 def _load(path: Path, what: str):
-    from llmrec.unlearning.sharded import load_any_model as load_model
+    from llmrec.unlearning.checkpoint import load_any_model as load_model
 
     if not path.is_file():
         raise ArtifactError(f"no {what} checkpoint at {path}")
@@ -336,18 +332,22 @@ def cmd_audit_attributes(args: argparse.Namespace) -> int:
                 f"{r['balanced_accuracy']:>8.3f} {r['macro_f1']:>8.3f} {r['auc']:>7.3f}"
             )
     text = "\n".join(lines)
-    run = ws.new_run(
-        f"audit-attributes-{args.model}", {"command": "audit-attributes", **vars_(args)}
-    )
-    atomic_write_json(run / "results.json", result)
-    atomic_write_text(run / "results.txt", text + "\n")
-    result["run_dir"] = str(run)
+    run = _audit_run(ws, args, "audit-attributes", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
 
 def vars_(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def _audit_run(ws, args: argparse.Namespace, command: str, result: dict, text: str) -> Path:
+    """A run folder for an audit: its arguments, ``results.json`` and ``results.txt``."""
+    run = ws.new_run(f"{command}-{args.model}", {"command": command, **vars_(args)})
+    atomic_write_json(run / "results.json", result)
+    atomic_write_text(run / "results.txt", text + "\n")
+    result["run_dir"] = str(run)
+    return run
 
 
 def cmd_audit_membership(args: argparse.Namespace) -> int:
@@ -418,19 +418,71 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
             ("AUC gap to retrain", result["auc_gap"]),
         ]
     text = f"membership audit (ledger v{since} -> v{version})\n" + _table(rows)
-    run = ws.new_run(
-        f"audit-membership-{args.model}", {"command": "audit-membership", **vars_(args)}
-    )
-    atomic_write_json(run / "results.json", result)
-    atomic_write_text(run / "results.txt", text + "\n")
-    result["run_dir"] = str(run)
+    run = _audit_run(ws, args, "audit-membership", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
 
-def cmd_unlearnrec_pretrain(args: argparse.Namespace) -> int:
-    from llmrec.unlearning.unlearnrec import cmd_pretrain
+# ---------------------------------------------------------------------------- unlearnrec-pretrain
 
+
+def configure_pretrain_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of the pre-training command (``--workspace``/``--seed`` come from the CLI)."""
+    p.add_argument("--model", default="bpr", help="trained model name in the workspace")
+    p.add_argument("--requests", type=positive_int, default=32, help="simulated requests")
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+
+
+def cmd_pretrain(args: argparse.Namespace, ws=None) -> dict:
+    """Pre-train (or resume) the encoder of the workspace's trained ``--model`` into
+    ``artifacts/unlearnrec``; returns a summary with the artifact path. ``ws``: an open
+    :class:`~llmrec.workspace.Workspace` (default: ``args.workspace`` opened)."""
+    from llmrec.data.split import TRAIN
+    from llmrec.models.training import load_checkpoint
+    from llmrec.unlearning.unlearnrec import UnlearnRec, pretrain_encoder
+    from llmrec.workspace import Workspace
+
+    if ws is None:
+        ws = args.workspace if isinstance(args.workspace, Workspace) else Workspace(args.workspace)
+    model = load_checkpoint(ws, args.model)
+    view = ws.view(model.ledger_version)
+    m = ws.split.mask(TRAIN, view.keep)
+    train = (ws.dataset.inter_user[m], ws.dataset.inter_item[m])
+    un = UnlearnRec(
+        pretrain_requests=args.requests,
+        pretrain_epochs=args.epochs,
+        hidden=args.hidden,
+        seed=args.seed,
+        cache_dir=ws.root / "artifacts" / "unlearnrec",
+    )
+    path = un.artifact_path(model)
+    art = pretrain_encoder(
+        model,
+        train,
+        ledger_version=model.ledger_version,
+        checkpoint_dir=path.with_suffix(".ckpt"),
+        requests=args.requests,
+        epochs=args.epochs,
+        hidden=args.hidden,
+        damping=un.damping,
+        n_neg=un.n_neg,
+        seed=args.seed,
+        resume=not args.no_resume,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
+    art.save(path)
+    return {
+        "artifact": str(path),
+        "ledger_version": art.ledger_version,
+        "model": model.model_name,
+        "pretrain_seconds": art.pretrain_seconds,
+        "history": art.history,
+    }
+
+
+def cmd_unlearnrec_pretrain(args: argparse.Namespace) -> int:
     out = cmd_pretrain(args, open_workspace(args))
     emit(args, out, f"encoder {out['artifact']} (ledger v{out['ledger_version']})")
     return 0

@@ -34,8 +34,10 @@ class Method:
 
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
-        """The constructor's keyword parameters."""
-        return tuple(k for k in inspect.signature(cls.__init__).parameters if k != "self")
+        """The constructor's named parameters (none for a method without an ``__init__``)."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return tuple(p.name for p in params if p.kind in named and p.name != "self")
 
     @classmethod
     def workspace_defaults(cls, root: str | Path, model: str) -> dict[str, Any]:
