@@ -17,8 +17,7 @@ Modules, one job each:
 * :mod:`retrieval.manifest` — the store's manifest: reading, checking, its ledger claim;
 * :mod:`retrieval.persistence` — the store's crash-safe writes (lock, save, garbage collection);
 * :mod:`retrieval.forget` — the ``retrieval`` stage's work (:mod:`llmrec.pipelines.stages`);
-* :mod:`retrieval.audit` — the ``retrieval`` stage's audit;
-* :mod:`retrieval.bench` — benchmarks (``scripts/bench.py retrieval-forget|candidates|index-scale``).
+* :mod:`retrieval.audit` — the ``retrieval`` stage's audit.
 
 Nothing is imported here, so ``import retrieval`` stays cheap (FAISS and torch load on use).
 """

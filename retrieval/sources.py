@@ -113,7 +113,7 @@ class CandidateSource:
     def train_rows(self) -> list[np.ndarray]:
         """Each user's retained train items (blocked from their candidates)."""
         if self._rows is None:
-            from llmrec.pipelines.cf import retained_data
+            from llmrec.models.training import retained_data
 
             tu, ti = retained_data(self.ws, self.view).train
             n_users = self.ws.dataset.n_users
@@ -148,7 +148,7 @@ class CandidateSource:
 
 
 def _train(ws: Workspace, model: str, seed: int, view: RetainedView, params: dict):
-    from llmrec.pipelines.cf import retained_data, train_model
+    from llmrec.models.training import retained_data, train_model
 
     return train_model(ws, model, seed=seed, data=retained_data(ws, view), **params)
 

@@ -2,36 +2,36 @@
 
     python scripts/bench.py train [--seeds 2020 2021 2022] [--models bpr lightgcn]
 
-``train``: trains the CF base models with their default (tuned) recipe on ml-100k, RecBole's RS
-8:1:1 per-user split (split seed fixed, ``--split-seed``), and evaluates test with RecBole's full
-ranking protocol (train + valid items masked). One line per model and seed with the training
-wall seconds (``fit`` only: data loading and evaluation excluded), then one summary line per model
-with the means, the RecBole 1.2.1 anchors measured on this machine kind and the speed-up over
-them.
+``train``: the CF base models with their default recipes on ml-100k (RecBole's RS 8:1:1 split,
+full ranking), training seconds beside RecBole 1.2.1's anchors; see :mod:`benchmarks.train`.
 
 ``retrieval-forget``, ``candidates``, ``index-scale``: the retrieval layer's benchmarks (forget
 latency vs rebuild, candidate quality vs BPR-MF, FAISS index types at 10^6 vectors); see
-:mod:`retrieval.bench`.
+:mod:`benchmarks.retrieval_layer`.
 
 ``llm``: users per second of the CRAGRU generator for each mode (likelihood, json, constrained)
-with the default model on CPU; see :mod:`llmrec.llm.bench`.
+with the default model on CPU; see :mod:`benchmarks.generation`.
 
 ``unlearn``: the embedding unlearners on ml-100k for BPR-MF and LightGCN: AltEraser, FineTune
 and reverse BPR against Retrain on a 5%-random-users request (seconds, speed-up, NDCG@10,
 membership-inference AUC, forgotten-pair rank, time to Retrain-consistency) and LEGO on gender,
 age and occupation (attackers before/after, NDCG, withdraw/add vs recompute); see
-:mod:`llmrec.unlearning.benchmark`.
-
-``retrain-gold``: retrain vs the original vs RecBole's BPR on the retained split of
-``--scenario`` (default ``core:5%users``), from one run; see :mod:`llmrec.pipelines.compare_bench`.
+:mod:`benchmarks.embedding_unlearners`.
 
 ``unlearn-extra``: UnlearnRec (pre-training apart, per-request seconds, speed-up, NDCG@10 and
 membership-inference AUC against Retrain), SISA and RecEraser (initial training, per-request
 seconds, shards retrained, NDCG@10 beside Retrain) on a 5%-random-users request; see
-:mod:`llmrec.unlearning.benchmark_extra`.
+:mod:`benchmarks.unlearnrec_sharded`.
 
-Adding a benchmark: write ``configure(parser)`` and ``run(args) -> int`` and register them in
-:data:`SUBCOMMANDS`.
+``scale``: every stage's cost from 10^5 to 10^7 synthetic interactions; see
+:mod:`benchmarks.scale`.
+
+``retrain-gold``: retrain vs the original vs RecBole's BPR on the retained split of
+``--scenario`` (default ``core:5%users``), from one run; see :mod:`benchmarks.retrain_gold`.
+
+Adding a benchmark: a module in ``scripts/benchmarks/`` with ``configure(parser)`` and
+``run(args) -> int`` in its ``SUBCOMMANDS``, printing through ``benchmarks.common.emit``, and one
+line in :data:`SUBCOMMANDS` here.
 """
 
 from __future__ import annotations
@@ -43,134 +43,27 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from llmrec.cli.common import parse_overrides  # noqa: E402
-from llmrec.data.dataset import load_dataset  # noqa: E402
-from llmrec.data.split import TEST, TRAIN, VALID, random_split  # noqa: E402
-from llmrec.errors import LlmrecError  # noqa: E402
-from llmrec.evaluation import evaluate_ranking  # noqa: E402
-from llmrec.llm.bench import SUBCOMMANDS as LLM_BENCHES  # noqa: E402
-from llmrec.models import MODEL_REGISTRY, build_model  # noqa: E402
-from llmrec.pipelines.compare_bench import SUBCOMMANDS as COMPARE_BENCHES  # noqa: E402
-from llmrec.pipelines.scale import SUBCOMMANDS as SCALE_BENCHES  # noqa: E402
-from llmrec.unlearning.benchmark import SUBCOMMANDS as UNLEARN_BENCHES  # noqa: E402
-from llmrec.unlearning.benchmark_extra import (  # noqa: E402
-    SUBCOMMANDS as UNLEARN_EXTRA_BENCHES,
+from benchmarks import (  # noqa: E402
+    embedding_unlearners,
+    generation,
+    retrain_gold,
+    retrieval_layer,
+    scale,
+    train,
+    unlearnrec_sharded,
 )
-from retrieval.bench import SUBCOMMANDS as RETRIEVAL_BENCHES  # noqa: E402
+from benchmarks.common import Subcommands  # noqa: E402
 
-#: RecBole 1.2.1 on ml-100k, RS 8:1:1, seed 2020, 100 epochs, CPU of this machine kind.
-RECBOLE_ANCHORS = {
-    "bpr": {"ndcg@10": 0.2886, "recall@10": 0.2498, "seconds": 72.6, "epochs": 100},
-    "lightgcn": {"ndcg@10": 0.2823, "recall@10": 0.2361, "seconds": 129.8, "epochs": 100},
-}
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
-
-
-# ---------------------------------------------------------------------------------- train
-def configure_train(p: argparse.ArgumentParser) -> None:
-    """Train BPR-MF / LightGCN with their default recipes; test NDCG/Recall@10 and seconds."""
-    p.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
-    p.add_argument(
-        "--models", nargs="+", default=["bpr", "lightgcn"], choices=sorted(MODEL_REGISTRY)
-    )
-    p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--data-dir", default=None, help="folder holding NAME.inter (default: search)")
-    p.add_argument("--split-seed", type=int, default=2020)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--early-stop", action="store_true", help="early stopping on valid NDCG@10")
-    p.add_argument("--progress", action="store_true", help="per-epoch lines on stdout")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="hyper-parameter override"
-    )
-
-
-def run_train(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    ds = load_dataset(args.dataset, args.data_dir)
-    split = random_split(ds, (0.8, 0.1, 0.1), seed=args.split_seed)
-
-    def pairs(*parts: int) -> tuple[np.ndarray, np.ndarray]:
-        m = np.isin(split.part, parts)
-        return ds.inter_user[m], ds.inter_item[m]
-
-    train, valid, test = pairs(TRAIN), pairs(VALID), pairs(TEST)
-    seen = pairs(TRAIN, VALID)
-    try:
-        overrides = parse_overrides(args.set)
-    except LlmrecError as exc:
-        raise SystemExit(str(exc)) from None
-
-    for name in args.models:
-        rows = []
-        for seed in args.seeds:
-            model = build_model(name, ds.n_users, ds.n_items, seed=seed, **overrides)
-            t0 = time.perf_counter()
-            model.fit(*train, valid=valid if args.early_stop else None, progress=args.progress)
-            seconds = time.perf_counter() - t0
-            res = evaluate_ranking(model.score, ds.n_items, *seen, *test, ks=(10,))
-            row = {
-                "bench": "train",
-                "model": name,
-                "dataset": args.dataset,
-                "seed": seed,
-                "seconds": round(seconds, 3),
-                "ndcg@10": round(res["ndcg@10"], 4),
-                "recall@10": round(res["recall@10"], 4),
-                "hit@10": round(res["hit@10"], 4),
-                "mrr@10": round(res["mrr@10"], 4),
-                "epochs": len(model.history),
-                "threads": args.threads,
-            }
-            rows.append(row)
-            emit(row)
-        mean = {
-            k: float(np.mean([r[k] for r in rows])) for k in ("seconds", "ndcg@10", "recall@10")
-        }
-        summary = {
-            "bench": "train",
-            "model": name,
-            "dataset": args.dataset,
-            "summary": True,
-            "seeds": list(args.seeds),
-            "seconds": round(mean["seconds"], 3),
-            "seconds_max": round(max(r["seconds"] for r in rows), 3),
-            "ndcg@10": round(mean["ndcg@10"], 4),
-            "ndcg@10_std": round(float(np.std([r["ndcg@10"] for r in rows])), 4),
-            "recall@10": round(mean["recall@10"], 4),
-            "epochs": float(np.mean([r["epochs"] for r in rows])),
-            "config": {k: v for k, v in model.config.items() if k not in ("seed",)},
-        }
-        anchor = RECBOLE_ANCHORS.get(name) if args.dataset == "ml-100k" else None
-        if anchor is not None:
-            summary["recbole"] = anchor
-            summary["speedup_vs_recbole"] = round(anchor["seconds"] / mean["seconds"], 1)
-            summary["ndcg@10_vs_recbole"] = round(mean["ndcg@10"] - anchor["ndcg@10"], 4)
-        emit(summary)
-    return 0
-
-
-#: subcommand -> (configure its argument parser, run it and return the exit status)
-SUBCOMMANDS: dict[
-    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-] = {
-    "train": (configure_train, run_train),
-    **LLM_BENCHES,
-    **RETRIEVAL_BENCHES,
-    **SCALE_BENCHES,
-    **UNLEARN_BENCHES,
-    **UNLEARN_EXTRA_BENCHES,
-    **COMPARE_BENCHES,
+SUBCOMMANDS: Subcommands = {
+    **train.SUBCOMMANDS,
+    **generation.SUBCOMMANDS,
+    **retrieval_layer.SUBCOMMANDS,
+    **scale.SUBCOMMANDS,
+    **embedding_unlearners.SUBCOMMANDS,
+    **unlearnrec_sharded.SUBCOMMANDS,
+    **retrain_gold.SUBCOMMANDS,
 }
 
 
@@ -178,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (configure, run) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=(run.__doc__ or configure.__doc__ or "").strip() or None)
+        doc = (run.__doc__ or configure.__doc__ or "").strip()
+        p = sub.add_parser(name, help=doc.replace("%", "%%") or None)  # argparse formats help
         configure(p)
         p.set_defaults(func=run)
     args = parser.parse_args(argv)

@@ -4,10 +4,9 @@ import json
 
 from llmrec.cli.main import main
 from llmrec.data.requests import ForgetRequest
-from llmrec.pipelines import served
+from llmrec.models.training import checkpoint_path, retained_data, train_model
+from llmrec.pipelines import served, stages
 from llmrec.pipelines.audit import run_audit
-from llmrec.pipelines.cf import checkpoint_path, retained_data, train_model
-from llmrec.pipelines import stages
 from llmrec.workspace import Workspace
 
 

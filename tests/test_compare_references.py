@@ -103,7 +103,7 @@ def test_retrain_check_is_reported(run):
 
 def test_retrain_check_warns_on_a_broken_gold(ws):
     """A 'retrain' that ranks at random must be flagged; the original itself passes."""
-    from llmrec.pipelines.cf import retained_data, train_model
+    from llmrec.models.training import retained_data, train_model
 
     view = ws.view()
     alive = np.arange(ws.dataset.n_users)

@@ -67,7 +67,7 @@ def test_recommend_cli_every_mode(ready, capsys, mode):
 def test_bench_llm_reports_users_per_second_per_mode(ready, capsys):
     import argparse
 
-    from llmrec.llm.bench import configure, run
+    from scripts.benchmarks.generation import configure, run
 
     p = argparse.ArgumentParser()
     configure(p)

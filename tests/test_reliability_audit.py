@@ -19,8 +19,8 @@ import pytest
 from llmrec.cli.main import main
 from llmrec.data.requests import ForgetRequest
 from llmrec.llm.adapters import adapters_root, tune_adapters
+from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.pipelines.audit import run_audit
-from llmrec.pipelines.cf import checkpoint_path, retained_data, train_model
 from llmrec.pipelines.cragru import default_lm_dir
 from llmrec.pipelines.forget import forget
 from llmrec.workspace import Workspace

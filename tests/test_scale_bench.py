@@ -9,7 +9,7 @@ import json
 import numpy as np
 import scipy.sparse as sp
 
-from llmrec.pipelines import scale
+from scripts.benchmarks import scale
 
 
 def test_scale_bench_runs_every_stage_and_plots(tmp_path, capsys):

@@ -132,7 +132,7 @@ def test_retrain_is_training_from_scratch(trained, synth):
 @pytest.mark.parametrize("name", ["bpr", "lightgcn"])
 def test_alteraser_forgets_users_and_keeps_utility(trained, synth, name):
     from llmrec.audit.membership import membership_inference
-    from llmrec.pipelines.cf import evaluate_model
+    from llmrec.evaluation import evaluate_model
 
     ds, split, _ = synth
     model = trained[name]

@@ -170,7 +170,7 @@ def test_lightgcn_pretrains_in_call_and_keeps_its_class(data):
 
 
 def test_workspace_cache_and_pretrain_command(data, tmp_path, capsys):
-    from llmrec.pipelines.cf import checkpoint_path
+    from llmrec.models.training import checkpoint_path
     from llmrec.workspace import Workspace
 
     ds, split, train, _, folder = data

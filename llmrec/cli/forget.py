@@ -39,8 +39,8 @@ def register(sub, common) -> None:
         default=None,
         metavar="METHOD",
         help="fix how trained CF checkpoints (llmrec train) are brought up to date: retrain "
-        "(default; exact) or an unlearning method such as finetune (approximate: the audit "
-        "then reports those checkpoints as approximate, naming the method)",
+        "(default; exact) or another unlearning method of 'llmrec unlearn', e.g. finetune "
+        "(approximate: the audit then reports those checkpoints as approximate, naming it)",
     )
     p.add_argument(
         "--cf-set",
@@ -59,19 +59,20 @@ def register(sub, common) -> None:
 
 
 def _set_cf_method(ws, method: str, settings: list[str]) -> str:
-    from llmrec.unlearning import METHODS, make_unlearner
+    from llmrec.unlearning import METHODS, method_names
 
     if method not in METHODS:
         raise LlmrecError(
-            f"unknown CF method {method!r} (expected one of: {', '.join(sorted(METHODS))})"
+            f"unknown CF method {method!r} (expected one of: {', '.join(method_names())})"
         )
+    cls = METHODS[method]
     params = parse_overrides(settings)
     try:
-        make_unlearner(method, **params)
+        cls(**params)
     except (TypeError, ValueError) as exc:
         raise LlmrecError(f"bad --cf-set for {method}: {exc}") from None
     ws.set_cf_method(method, params)
-    kind = "exact" if method == "retrain" else "approximate"
+    kind = "exact" if cls.exact else "approximate"
     return f"CF checkpoints are brought up to date with {method} ({kind})"
 
 

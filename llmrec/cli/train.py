@@ -16,14 +16,9 @@ from llmrec.cli.common import (
     progress_enabled,
 )
 from llmrec.errors import ArtifactError, LlmrecError
+from llmrec.evaluation import evaluate_model
 from llmrec.models import MODEL_REGISTRY
-from llmrec.pipelines.cf import (
-    checkpoint_path,
-    evaluate_model,
-    load_checkpoint,
-    retained_data,
-    train_model,
-)
+from llmrec.models.training import checkpoint_path, load_checkpoint, retained_data, train_model
 from llmrec.pipelines.checkpoints import record_extra, save_checkpoint
 
 

@@ -11,6 +11,7 @@ version it reflects, registered in the ledger) and a run folder with ``results.j
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,27 @@ MODELS = ("bpr", "lightgcn")
 
 
 def register(sub, common) -> None:
+    from llmrec.unlearning import method_names
+
+    names = method_names()
     p = sub.add_parser(
         "unlearn",
         parents=[common],
         help="apply an embedding unlearner to a trained CF model",
-        description="Record the requests in the ledger, unlearn them from the trained checkpoint "
-        "with METHOD (retrain, finetune, alteraser, lego, reverse-bpr) and write the unlearned "
-        "checkpoint plus a run folder (results.json, results.txt, config.json).",
+        description=textwrap.fill(
+            "Record the requests in the ledger, unlearn them from the trained checkpoint with "
+            "METHOD and write the unlearned checkpoint plus a run folder (results.json, "
+            "results.txt, config.json)."
+        ),
+        epilog=methods_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--method", required=True, help="retrain|finetune|alteraser|lego|reverse-bpr")
+    p.add_argument(
+        "--method",
+        required=True,
+        metavar="METHOD",
+        help=f"unlearning method: {', '.join(names)}",
+    )
     p.add_argument("--request", type=nonempty, required=True, help="request file (JSON lines)")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
@@ -103,24 +116,41 @@ def register(sub, common) -> None:
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
+    from llmrec.unlearning import method_names
+
+    names = method_names()
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
-        "--method", default=None, help="audit the checkpoint unlearned by METHOD (default: trained)"
+        "--method",
+        default=None,
+        metavar="METHOD",
+        help=f"audit the checkpoint unlearned by METHOD ({', '.join(names)}; default: the "
+        "trained one)",
     )
     p.add_argument("--checkpoint", type=nonempty, default=None, help="audit this checkpoint file")
 
 
 # ---------------------------------------------------------------------------- helpers
+def methods_help() -> str:
+    """Every registered method: its name, exact or approximate, the request kinds it handles,
+    and the first paragraph of its docstring."""
+    from llmrec.unlearning import METHODS
+
+    width = max((len(n) for n in METHODS), default=0)
+    lines = ["methods:"]
+    for name, cls in METHODS.items():
+        kind = "exact" if cls.exact else "approximate"
+        lines.append(f"  {name:<{width}}  [{kind}; handles {', '.join(cls.handles)}]")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        if summary:
+            pad = " " * (width + 4)
+            lines.append(textwrap.fill(summary, 88, initial_indent=pad, subsequent_indent=pad))
+    return "\n".join(lines)
+
+
 def _check_model(name: str) -> None:
     if name not in MODELS:
         raise LlmrecError(f"unknown model {name!r} (expected one of: {', '.join(MODELS)})")
-
-
-def _check_method(name: str) -> None:
-    from llmrec.unlearning import METHODS
-
-    if name not in METHODS:
-        raise LlmrecError(f"unknown method {name!r} (expected one of: {', '.join(METHODS)})")
 
 
 def unlearned_path(ws, model: str, method: str) -> Path:
@@ -141,7 +171,7 @@ def _load(path: Path, what: str):
 
 def _trained(ws, name: str, checkpoint: str | None):
     from llmrec.cli.train import load_trained
-    from llmrec.pipelines.cf import checkpoint_path
+    from llmrec.models.training import checkpoint_path
 
     if checkpoint:
         return _load(Path(checkpoint), "model"), Path(checkpoint)
@@ -150,11 +180,13 @@ def _trained(ws, name: str, checkpoint: str | None):
 
 def _target(ws, args):
     """The checkpoint an audit command looks at: --checkpoint, --method's, or the trained one."""
+    from llmrec.unlearning import get_method
+
     _check_model(args.model)
     if args.checkpoint:
         return _load(Path(args.checkpoint), "model"), Path(args.checkpoint)
     if args.method:
-        _check_method(args.method)
+        get_method(args.method)  # an unknown name: one line naming the known ones
         path = unlearned_path(ws, args.model, args.method)
         if not path.is_file():
             raise ArtifactError(
@@ -179,12 +211,12 @@ def _table(rows: list[tuple[str, object]]) -> str:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.audit.membership import pair_ranks, rank_summary
     from llmrec.data.requests import load_requests
+    from llmrec.evaluation import evaluate_model
     from llmrec.pipelines import forget as forget_pipeline
-    from llmrec.pipelines.cf import evaluate_model
     from llmrec.pipelines.checkpoints import start_unlearned
-    from llmrec.unlearning import make_task, make_unlearner
+    from llmrec.unlearning import get_method, make_task
 
-    _check_method(args.method)
+    method = get_method(args.method)
     _check_model(args.model)
     ws = open_workspace(args)
     requests = load_requests(args.request)
@@ -192,17 +224,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     for r in requests:
         r.validate(ds)
     model, source = _trained(ws, args.model, args.checkpoint)
-    params = parse_overrides(args.set)
-    if "seed" not in params and args.method != "retrain":
+    params = {
+        **method.workspace_defaults(ws.root, args.model),
+        **parse_overrides(args.set),
+    }
+    if "seed" not in params and "seed" in method.param_names():
         params["seed"] = args.seed
-    if args.method == "lego" and "cache_dir" not in params:
-        params["cache_dir"] = str(ws.root / "artifacts" / "lego-cache" / args.model)
-    if args.method == "unlearnrec" and "cache_dir" not in params:
-        params["cache_dir"] = str(ws.root / "artifacts" / "unlearnrec")
-    if args.method in ("sisa", "receraser") and "cache_dir" not in params:
-        params["cache_dir"] = str(ws.root / "artifacts" / f"{args.method}-cache" / args.model)
     try:
-        unlearner = make_unlearner(args.method, **params)
+        unlearner = method(**params)
     except (TypeError, ValueError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
     # the unlearned checkpoint starts as the trained one; the runner of `llmrec forget` records
@@ -362,7 +391,7 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
     if since is None:  # the version its lineage was trained at (kept as the stages update it)
         since = model.extra.get("trained_at")
         if not isinstance(since, int):
-            from llmrec.pipelines.cf import checkpoint_path
+            from llmrec.models.training import checkpoint_path
 
             trained = checkpoint_path(ws, args.model)
             since = _load(trained, "trained").ledger_version if trained.is_file() else 0

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmrec.data.parts import RetainedData
 from llmrec.evaluation.metrics import ranking_metrics
 
 ScoreFn = Callable[[np.ndarray], "torch.Tensor | np.ndarray"]
@@ -154,3 +155,42 @@ def evaluate_ranking(
         res["per_user"] = {"users": eval_users, **per_user}
         res["topk"] = topk_all
     return res
+
+
+def evaluate_model(
+    model,
+    data: RetainedData,
+    part: str = "test",
+    users: np.ndarray | None = None,
+    ks=(5, 10, 20),
+    return_per_user: bool = False,
+    score_fn=None,
+) -> dict:
+    """RecBole full ranking on the retained ``part`` ("test" or "valid").
+
+    Test masks retained train + valid items (RecBole's behaviour), valid masks train items.
+    Forgotten items are never ranked; forgotten users are not evaluated.
+    """
+    if part == "test":
+        tu, ti = data.test
+        mu = np.concatenate([data.train[0], data.valid[0]])
+        mi = np.concatenate([data.train[1], data.valid[1]])
+    elif part == "valid":
+        tu, ti = data.valid
+        mu, mi = data.train
+    else:
+        raise ValueError(f"part must be 'test' or 'valid', got {part!r}")
+    alive = np.flatnonzero(~data.view.forgotten_users)
+    users = alive if users is None else np.intersect1d(np.asarray(users, dtype=np.int64), alive)
+    return evaluate_ranking(
+        score_fn or model.score,
+        data.view.dataset.n_items,
+        mu,
+        mi,
+        tu,
+        ti,
+        ks=ks,
+        users=users,
+        return_per_user=return_per_user,
+        exclude_items=data.view.forgotten_items if data.view.forgotten_items.any() else None,
+    )

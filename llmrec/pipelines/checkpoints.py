@@ -42,9 +42,8 @@ from llmrec.pipelines.stages import StageAudit, StageContext
 from llmrec.workspace import Workspace
 
 KIND = "checkpoint"
-DEFAULT_METHOD = "retrain"
-#: methods whose result equals training from scratch on the retained data
-EXACT_METHODS = frozenset({"train", "retrain"})
+#: what ``llmrec train`` records: trained from scratch on the retained data (exact)
+TRAINED = "train"
 
 
 @dataclass
@@ -96,26 +95,40 @@ def train_hash(users: np.ndarray, items: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(keys).tobytes()).hexdigest()
 
 
+def method_is_exact(method: str) -> bool:
+    """``train`` and the methods whose class says ``exact`` (retraining from scratch)."""
+    from llmrec.unlearning import METHODS
+
+    return method == TRAINED or bool(getattr(METHODS.get(method), "exact", False))
+
+
 def is_exact(extra: dict) -> bool:
     """Whether a checkpoint's ``extra`` says it equals training from scratch (a checkpoint
-    written before this was recorded: trained, or unlearned by ``retrain``)."""
+    written before this was recorded: by its method)."""
     if "exact" in extra:
         return bool(extra["exact"])
-    return extra.get("cf_method", extra.get("method", "train")) in EXACT_METHODS
+    return method_is_exact(method_of(extra))
 
 
 def method_of(extra: dict) -> str:
     """The method that brought a checkpoint to its version."""
-    return str(extra.get("cf_method", extra.get("method", "train")))
+    return str(extra.get("cf_method", extra.get("method", TRAINED)))
 
 
-def update_method(ws: Workspace, ck: Checkpoint, extra: dict) -> tuple[str, dict]:
-    """``(method, params)`` a checkpoint is brought up to date with (module docstring)."""
+def update_method(ws: Workspace, ck: Checkpoint, model: Any) -> tuple[str, dict]:
+    """``(method, params)`` a checkpoint is brought up to date with (module docstring): an
+    unlearned checkpoint's own method and settings; else the workspace's ``cf_method`` with
+    its parameters over the method's workspace defaults (e.g. its cache folder)."""
+    from llmrec.unlearning import get_method
+
+    extra = model.extra or {}
     if ck.unlearned and isinstance(extra.get("method"), str):
         settings = extra.get("settings") or {}
         params = {k: v for k, v in settings.items() if k not in ("method", "model_config")}
         return extra["method"], params
-    return ws.cf_method, dict(ws.cf_params)
+    cls = get_method(ws.cf_method)
+    base = str(getattr(model, "model_name", "") or model.config.get("model", ""))
+    return ws.cf_method, {**cls.workspace_defaults(ws.root, base), **ws.cf_params}
 
 
 def record_extra(
@@ -205,18 +218,17 @@ def apply(ctx: StageContext) -> dict:
 
 def update(ctx: StageContext, ck: Checkpoint, model: Any) -> dict:
     """Bring one checkpoint from its version to ``ctx.version``; returns what was done."""
-    from llmrec.unlearning import METHODS, make_unlearner
+    from llmrec.unlearning import UnknownMethodError, get_method
     from llmrec.unlearning.base import UnlearnTask
 
     ws = ctx.ws
     extra = dict(model.extra or {})
-    method, params = update_method(ws, ck, extra)
-    if method not in METHODS:
-        raise LlmrecError(
-            f"checkpoint {ck.name}: unknown unlearning method {method!r} (known: "
-            f"{', '.join(sorted(METHODS))})"
-        )
-    handles = set(METHODS[method].handles)
+    try:
+        method, params = update_method(ws, ck, model)
+        cls = get_method(method)
+    except UnknownMethodError as exc:
+        raise LlmrecError(f"checkpoint {ck.name}: {exc}") from None
+    handles = set(cls.handles)
     span = ctx.entries_between(model.ledger_version)
     # attribute requests change no training pair: only a method handling them acts on them
     data_kinds = {e.request.kind for e in span} - {"attribute"}
@@ -224,17 +236,17 @@ def update(ctx: StageContext, ck: Checkpoint, model: Any) -> dict:
     if not data_kinds <= handles:
         missing = ", ".join(sorted(data_kinds - handles))
         note = f"{method} does not handle {missing} requests: retrained"
-        method, params, handles = "retrain", {}, set(METHODS["retrain"].handles)
+        method, params = "retrain", {}
+        cls = get_method(method)
+        handles = set(cls.handles)
     requests = tuple(e.request for e in span if e.request.kind in handles)
     task = UnlearnTask(
         ws.dataset, ws.split, ctx.view_at(model.ledger_version), ctx.view, requests, ctx.version
     )
     acts = len(task.forget[0]) > 0 or ("attribute" in handles and bool(task.attribute_masks))
-    if method == "retrain" and is_exact(extra):
-        acts = acts and extra.get("train_hash") != train_hash(*task.train)
     if acts:
-        new, record = make_unlearner(method, **params).unlearn(model, task)
-        exact, used = method in EXACT_METHODS, method
+        new, record = cls(**params).unlearn(model, task)
+        exact, used = bool(cls.exact), method
     else:  # the training pairs it reflects are unchanged: its weights are the update
         new, record, exact, used = model, None, is_exact(extra), method_of(extra)
     extra = record_extra(new, used, exact, task.train, updated_from=int(model.ledger_version))

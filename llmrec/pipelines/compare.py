@@ -300,7 +300,8 @@ def _references(o: MethodOutput, base: str) -> dict:
 def train_original(ws, base: str, seed: int, before, train_pairs, overrides=None):
     """The base model trained on the data before the request (the embedding methods' original);
     returns it (stamped with ``before``'s ledger version) and its training seconds."""
-    from llmrec.pipelines.cf import RetainedData, train_model
+    from llmrec.data.parts import RetainedData
+    from llmrec.models.training import train_model
 
     t0 = time.perf_counter()
     model = train_model(

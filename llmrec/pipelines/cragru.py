@@ -401,11 +401,12 @@ def run_scenario(
         select_users,
         users_request,
     )
+    from llmrec.evaluation import evaluate_model
     from llmrec.evaluation.bias import interaction_matrix, neighbours_and_controls
     from llmrec.llm.adapters import AdapterConfig, load_config, tune_adapters
     from llmrec.llm.lm_builder import build_lm
     from llmrec.llm.recipe import example_settings, lora_settings
-    from llmrec.pipelines.cf import evaluate_model, retained_data, train_model
+    from llmrec.models.training import retained_data, train_model
     from llmrec.pipelines.forget import forget
     from retrieval.store import RetrievalStore
 
@@ -631,7 +632,7 @@ def _subset_quality(
       are masked, neither hits nor misses), over the users that have one.
 
     Adds the subsets' rows to ``table`` (group ``cold_users`` / ``cold_items``)."""
-    from llmrec.pipelines.cf import RetainedData
+    from llmrec.data.parts import RetainedData
 
     cold_u = cold_users(data, users, cfg.cold_users)
     out: dict[str, Any] = {}

@@ -151,7 +151,7 @@ def list_metrics(
 
 def toolkit_metrics(data, base: np.ndarray, lists: dict[int, np.ndarray], users: np.ndarray):
     """RecBole protocol on the retained test part: each list first, then ``base`` order."""
-    from llmrec.pipelines.cf import evaluate_model
+    from llmrec.evaluation import evaluate_model
 
     row = {int(u): r for r, u in enumerate(users)}
 
@@ -326,7 +326,7 @@ def _select_histories(side: _Side, users, cands, ratios, cfg: ProtocolConfig):
 
 def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any]:
     from llmrec.llm.prompt import UserContext
-    from llmrec.pipelines.cf import retained_data
+    from llmrec.models.training import retained_data
 
     ds = side.ws.dataset
     view = side.ws.view()
@@ -433,7 +433,9 @@ def _tune_blend(side: _Side, ctxs, ranked, cfg: ProtocolConfig) -> tuple[float, 
 
 def _retrain(side: _Side, cfg: ProtocolConfig, data, users) -> dict[str, Any]:
     """Retrain on the toolkit's retained split, or (paper) on the retained data's own split."""
-    from llmrec.pipelines.cf import RetainedData, evaluate_model, train_model
+    from llmrec.data.parts import RetainedData
+    from llmrec.evaluation import evaluate_model
+    from llmrec.models.training import train_model
 
     t0 = time.perf_counter()
     ds = side.ws.dataset

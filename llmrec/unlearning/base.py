@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -98,8 +99,8 @@ class UnlearnTask:
         return {r.kind for r in self.requests}
 
     def retained_data(self):
-        """The :class:`llmrec.pipelines.cf.RetainedData` of the view after the requests."""
-        from llmrec.pipelines.cf import RetainedData
+        """The :class:`llmrec.data.parts.RetainedData` of the view after the requests."""
+        from llmrec.data.parts import RetainedData
 
         return RetainedData(self.after, self.train, self.valid, self.test)
 
@@ -251,15 +252,35 @@ class Monitor:
 
 
 class Unlearner(abc.ABC):
-    """Base class. Subclasses set ``name`` and ``handles`` and implement :meth:`_unlearn`."""
+    """Base class. Subclasses set ``name`` (and ``handles``, ``exact``, ``workspace_cache`` where
+    the defaults do not fit), implement :meth:`_unlearn` and register with
+    :func:`llmrec.unlearning.registry.register_method`."""
 
     name: ClassVar[str] = "unlearner"
     #: request kinds the method can honour
     handles: ClassVar[tuple[str, ...]] = ("interactions", "user", "item")
+    #: whether the result equals retraining from scratch on the retained data (the seeded
+    #: retrain of the same recipe: bit for bit for Retrain, by construction for shard methods)
+    exact: ClassVar[bool] = False
+    #: folder under a workspace root where a run keeps the method's reusable state (its
+    #: ``cache_dir`` parameter), ``{model}`` standing for the base model; None: nothing to keep
+    workspace_cache: ClassVar[str | None] = None
+
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        """The constructor's keyword parameters."""
+        return tuple(k for k in inspect.signature(cls.__init__).parameters if k != "self")
+
+    @classmethod
+    def workspace_defaults(cls, root: str | Path, model: str) -> dict[str, Any]:
+        """Constructor parameters a run on the workspace at ``root`` gets unless the user sets
+        them: the ``cache_dir`` of :attr:`workspace_cache` for base model ``model``."""
+        if cls.workspace_cache is None:
+            return {}
+        return {"cache_dir": str(Path(root) / cls.workspace_cache.format(model=model))}
 
     def get_params(self) -> dict[str, Any]:
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+        return {k: getattr(self, k) for k in self.param_names()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

@@ -10,6 +10,7 @@ import torch
 from llmrec.models import CFModel, NegativeSampler
 from llmrec.models.base import even_batches
 from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask, clone
+from llmrec.unlearning.registry import register_method
 
 
 def bpr_epochs(
@@ -49,6 +50,7 @@ def bpr_epochs(
     return total / max(n, 1), False
 
 
+@register_method
 class FineTune(Unlearner):
     """Warm-started AdamW epochs on the retained training pairs."""
 

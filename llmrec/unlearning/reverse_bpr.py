@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from llmrec.models import CFModel, NegativeSampler
 from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask, clone
 from llmrec.unlearning.finetune import bpr_epochs
+from llmrec.unlearning.registry import register_method
 
 
 def win_rate(
@@ -44,6 +45,7 @@ def win_rate(
         return float((s_pos > s_neg).float().mean() + 0.5 * (s_pos == s_neg).float().mean())
 
 
+@register_method
 class ReverseBPR(Unlearner):
     """Fine-tune with BPR on the retained data and reverse BPR on the forget set."""
 

@@ -74,6 +74,7 @@ from llmrec.io import atomic_save
 from llmrec.models import CFModel, NegativeSampler, build_model
 from llmrec.unlearning.base import Monitor, Pairs, Unlearner, UnlearnTask, hyper_parameters
 from llmrec.unlearning.partition import UNITS, balanced_kmeans, random_partition
+from llmrec.unlearning.registry import register_method
 from llmrec.unlearning.unlearnrec import model_fingerprint, off_clock
 from llmrec.unlearning.unlearnrec import pairs_hash as train_hash
 
@@ -624,6 +625,7 @@ class _Sharded(Unlearner):
     """Common part of SISA and RecEraser: build (when given a plain CF model) and unlearn."""
 
     handles = ("interactions", "user", "item")
+    exact = True
 
     def get_params(self) -> dict[str, Any]:
         params = super().get_params()
@@ -691,10 +693,12 @@ class _Sharded(Unlearner):
         }
 
 
+@register_method
 class SISA(_Sharded):
     """SISA: random user shards, one sub-model each, score averaging."""
 
     name = "sisa"
+    workspace_cache = "artifacts/sisa-cache/{model}"
 
     def __init__(
         self,
@@ -718,11 +722,13 @@ class SISA(_Sharded):
         return sharded.fit(train, self.processes)
 
 
+@register_method
 class RecEraser(_Sharded):
     """RecEraser: balanced k-means partition of users, items or interactions on the trained
     model's embeddings, one sub-model per shard, attention aggregation."""
 
     name = "receraser"
+    workspace_cache = "artifacts/receraser-cache/{model}"
 
     def __init__(
         self,

@@ -89,6 +89,7 @@ from llmrec.unlearning.base import (
     sample_triples,
 )
 from llmrec.unlearning.embeddings import assign_final, layers
+from llmrec.unlearning.registry import register_method
 
 ARTIFACT_FORMAT = 1
 #: simulated request kinds of the pre-training mixture
@@ -707,6 +708,7 @@ def off_clock(monitor: Monitor, fn, *args: Any) -> tuple[Any, float]:
     return out, wall
 
 
+@register_method
 class UnlearnRec(Unlearner):
     """Influence-encoder unlearning (module docstring).
 
@@ -719,6 +721,7 @@ class UnlearnRec(Unlearner):
 
     name = "unlearnrec"
     handles = ("interactions", "user", "item")
+    workspace_cache = "artifacts/unlearnrec"
 
     def __init__(
         self,
@@ -763,7 +766,9 @@ class UnlearnRec(Unlearner):
         from llmrec.workspace import Workspace
 
         self._workspace_dir = (
-            data.root / "artifacts" / "unlearnrec" if isinstance(data, Workspace) else None
+            Path(self.workspace_defaults(data.root, model.model_name)["cache_dir"])
+            if isinstance(data, Workspace)
+            else None
         )
         return super().unlearn(model, data, requests, callback)
 
@@ -879,7 +884,7 @@ def cmd_pretrain(args: argparse.Namespace, ws=None) -> dict:
     ``artifacts/unlearnrec``; returns a summary with the artifact path. ``ws``: an open
     :class:`~llmrec.workspace.Workspace` (default: ``args.workspace`` opened)."""
     from llmrec.data.split import TRAIN
-    from llmrec.pipelines.cf import load_checkpoint
+    from llmrec.models.training import load_checkpoint
     from llmrec.workspace import Workspace
 
     if ws is None:

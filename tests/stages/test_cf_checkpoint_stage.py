@@ -12,8 +12,8 @@ import torch
 
 from llmrec.cli.main import main
 from llmrec.models import load_model
+from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.pipelines.audit import run_audit
-from llmrec.pipelines.cf import checkpoint_path, retained_data, train_model
 from tests.test_llm_fixtures import small_workspace
 
 

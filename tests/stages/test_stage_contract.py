@@ -27,9 +27,9 @@ from llmrec.data.requests import ForgetRequest
 from llmrec.llm.adapters import adapters_root, load_config, shard_dir, tune_adapters
 from llmrec.llm.shards import shard_of
 from llmrec.models import load_model
+from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.pipelines import served
 from llmrec.pipelines.audit import run_audit
-from llmrec.pipelines.cf import checkpoint_path, retained_data, train_model
 from llmrec.pipelines.checkpoints import record_extra, save_checkpoint
 from llmrec.pipelines.cragru import default_lm_dir
 from llmrec.pipelines.forget import forget

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
@@ -26,9 +25,7 @@ import numpy as np
 
 from retrieval.threads import one_blas_thread
 
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
+from .common import emit
 
 
 def _workspace(args: argparse.Namespace, root: Path):
@@ -135,7 +132,8 @@ def configure_candidates(p: argparse.ArgumentParser) -> None:
 
 
 def run_candidates(args: argparse.Namespace) -> int:
-    from llmrec.pipelines.cf import evaluate_model, retained_data, train_model
+    from llmrec.evaluation import evaluate_model
+    from llmrec.models.training import retained_data, train_model
     from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, user_rows
     from retrieval.store import RetrievalStore
 
@@ -327,19 +325,3 @@ SUBCOMMANDS = {
     "candidates": (configure_candidates, one_blas_thread(run_candidates)),
     "index-scale": (configure_index_scale, run_index_scale),
 }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one retrieval benchmark standalone: ``python -m retrieval.bench NAME ...``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (configure, run) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=(configure.__doc__ or "").strip() or None)
-        configure(p)
-        p.set_defaults(func=run)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

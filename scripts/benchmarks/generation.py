@@ -15,13 +15,14 @@ and their ratio, from one run.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
 
 from llmrec.llm.generator import MODES
+
+from .common import emit
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -134,7 +135,7 @@ def kv_ratio(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Users/second of the CRAGRU generator per mode (default model, CPU)."""
     if args.kv_ratio:
-        print(json.dumps(kv_ratio(args)), flush=True)
+        emit(kv_ratio(args))
         return 0
     from llmrec.errors import ArtifactError
     from llmrec.llm.lm_builder import build_lm
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             "device": args.device,
             "torch_threads": torch.get_num_threads(),
         }
-        print(json.dumps(rec), flush=True)
+        emit(rec)
     return 0
 
 

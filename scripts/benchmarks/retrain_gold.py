@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .common import emit
+
 #: RecBole 1.2.1 BPR (100 epochs, its defaults, seed 2020) on llmrec's retained split of
 #: core:5%users (ml-100k, split seed 2020, 896 retained users), measured with
 #: scripts/recbole_side.py on 2026-12-01; printed, labelled, only when no side venv is found
@@ -82,8 +84,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from llmrec.data.parts import RetainedData
     from llmrec.data.split import TEST, VALID
-    from llmrec.pipelines.cf import RetainedData, evaluate_model, train_model
+    from llmrec.evaluation import evaluate_model
+    from llmrec.models.training import train_model
     from llmrec.pipelines.compare import RETRAIN_TOLERANCE, Scenario, _pairs
     from llmrec.unlearning.base import make_task
     from llmrec.workspace import Workspace
@@ -135,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         row["retrain_over_recbole"] = round(row["retrain"]["ndcg@10"] / ref, 3)
         row["meets_0.95"] = bool(row["retrain_over_recbole"] >= 0.95)
     row["n_forget_users"] = int(len(forget_users))
-    print(json.dumps(row), flush=True)
+    emit(row)
     tmp.cleanup()
     return 0
 

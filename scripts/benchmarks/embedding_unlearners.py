@@ -22,7 +22,6 @@ The last line per model is a summary with the acceptance checks.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -34,15 +33,13 @@ from llmrec.audit.membership import membership_inference, pair_ranks, rank_summa
 from llmrec.data.dataset import load_dataset
 from llmrec.data.requests import ForgetRequest, select_users, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
+from llmrec.evaluation import evaluate_model
 from llmrec.models import build_model
-from llmrec.pipelines.cf import evaluate_model
 from llmrec.unlearning import LEGO, AltEraser, FineTune, Retrain, ReverseBPR, make_task
 
+from .common import emit
+
 ATTRIBUTES = ("gender", "age", "occupation")
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record, default=float), flush=True)
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,6 @@ NDCG@10 within 0.03 and MIA AUC within 0.05 of Retrain's).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -30,16 +29,14 @@ from llmrec.audit.membership import membership_inference
 from llmrec.data.dataset import load_dataset
 from llmrec.data.requests import select_users, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
+from llmrec.evaluation import evaluate_model
 from llmrec.models import build_model
-from llmrec.pipelines.cf import evaluate_model
 from llmrec.unlearning.base import make_task
 from llmrec.unlearning.retrain import Retrain
 from llmrec.unlearning.sharded import SISA, RecEraser
 from llmrec.unlearning.unlearnrec import UnlearnRec, pretrain_encoder
 
-
-def emit(record: dict) -> None:
-    print(json.dumps(record, default=float), flush=True)
+from .common import emit
 
 
 def configure(p: argparse.ArgumentParser) -> None:

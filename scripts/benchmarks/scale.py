@@ -11,7 +11,6 @@ One JSON line per stage, and a log-log PNG of seconds against size.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.unlearning.base import PeakMemory
+
+from .common import emit
 
 
 def factory_for(n_items: int) -> str:
@@ -55,11 +56,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _emit(row: dict) -> dict:
-    print(json.dumps(row), flush=True)
-    return row
-
-
 def _timed(fn, *args, **kwargs):
     """``(fn(*args, **kwargs), seconds, peak memory increase in MB)``."""
     with PeakMemory() as mem:
@@ -74,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from llmrec.data.requests import users_request
     from llmrec.data.synthetic import SyntheticSpec, write_synthetic
     from llmrec.models import build_model
-    from llmrec.pipelines.cf import retained_data
+    from llmrec.models.training import retained_data
     from llmrec.unlearning.alteraser import AltEraser
     from llmrec.workspace import Workspace
     from retrieval.store import RetrievalStore
@@ -92,26 +88,26 @@ def run(args: argparse.Namespace) -> int:
             need = 300 * n
             if need > budget:
                 rows.append(
-                    _emit(base | {"stage": "data", "skipped": f"needs ~{need / 2**30:.1f} GiB"})
+                    emit(base | {"stage": "data", "skipped": f"needs ~{need / 2**30:.1f} GiB"})
                 )
                 continue
             folder, sec, mb = _timed(write_synthetic, spec, root / "data", name)
-            rows.append(_emit(base | {"stage": "generate", "seconds": sec, "peak_mb": mb}))
+            rows.append(emit(base | {"stage": "generate", "seconds": sec, "peak_mb": mb}))
             ws = Workspace(root / f"ws{n}", dataset=name, data_dir=root / "data")
             ds, sec, mb = _timed(getattr, ws, "dataset")
-            rows.append(_emit(base | {"stage": "load", "seconds": sec, "peak_mb": mb}))
+            rows.append(emit(base | {"stage": "load", "seconds": sec, "peak_mb": mb}))
             data = retained_data(ws)
 
             model = build_model("bpr", ds.n_users, ds.n_items, epochs=1, seed=args.seed)
             _, sec, mb = _timed(model.fit, *data.train)
-            rows.append(_emit(base | {"stage": "bpr_epoch", "seconds": sec, "peak_mb": mb}))
+            rows.append(emit(base | {"stage": "bpr_epoch", "seconds": sec, "peak_mb": mb}))
 
             counts_bytes = 4 * ds.n_items**2  # the candidate generator's dense item-item counts
             factory = factory_for(ds.n_items)
             if 3 * counts_bytes > budget:
                 nnz = _cooccurrence_nnz(data.train[0], data.train[1], ds.n_users, ds.n_items)
                 rows.append(
-                    _emit(
+                    emit(
                         base
                         | {
                             "stage": "retrieval_build",
@@ -134,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                     cache_dir=root / "cache",
                 )
                 rows.append(
-                    _emit(
+                    emit(
                         base
                         | {
                             "stage": "retrieval_build",
@@ -150,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 t0 = time.perf_counter()
                 store.index.search(q, 10)
                 rows.append(
-                    _emit(
+                    emit(
                         base
                         | {
                             "stage": "index_query",
@@ -168,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                         store.apply(ws, ledger=led)
                         lat.append(time.perf_counter() - t0)
                 rows.append(
-                    _emit(
+                    emit(
                         base
                         | {
                             "stage": "retrieval_forget",
@@ -185,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             eraser = AltEraser()
             (_, record), sec, mb = _timed(eraser.unlearn, model, (ds, ws.split, data.view), req)
             rows.append(
-                _emit(
+                emit(
                     base
                     | {
                         "stage": "alteraser_forget",
@@ -245,7 +241,7 @@ def _plot(rows: list[dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    print(json.dumps({"bench": "scale", "plot": str(Path(path).resolve())}), flush=True)
+    emit({"bench": "scale", "plot": str(Path(path).resolve())})
 
 
 SUBCOMMANDS = {"scale": (configure, run)}
