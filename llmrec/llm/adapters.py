@@ -1,4 +1,5 @@
-"""Per-shard LoRA adapters of a workspace: tuning, manifests, and the ``adapters`` forget stage.
+"""Per-shard LoRA adapters of a workspace: tuning and manifests (the ``adapters`` forget stage
+of :mod:`llmrec.pipelines.stages` calls :func:`tune_adapters`).
 
 Layout::
 
@@ -400,15 +401,6 @@ def resolve_parallel(parallel: str, processes: int, n_shards: int) -> str:
     if parallel == "auto":
         return "shards" if n_shards >= processes else "data"
     return parallel
-
-
-def apply(ws: Workspace, view: RetainedView, ledger: Ledger) -> dict[str, Any]:
-    """The ``adapters`` stage's work: re-tune exactly the shards whose retained data at
-    ``view`` changed (``ledger``: the runner's open ledger)."""
-    if load_config(ws) is None:
-        return {"skipped": "no adapters tuned in this workspace"}
-    rep = tune_adapters(ws, version=view.version, view=view, ledger=ledger)
-    return {"retuned": rep["retuned"], "untouched": rep["untouched"]}
 
 
 def adapter_paths(ws: Workspace, root: Path | None = None) -> tuple[AdapterConfig, dict[str, Path]]:

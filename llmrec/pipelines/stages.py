@@ -139,9 +139,12 @@ class AdapterStage:
     name = "adapters"
 
     def apply(self, ctx: StageContext) -> dict:
-        from llmrec.llm.adapters import apply
+        from llmrec.llm.adapters import load_config, tune_adapters
 
-        return apply(ctx.ws, ctx.view, ctx.ledger)
+        if load_config(ctx.ws) is None:
+            return {"skipped": "no adapters tuned in this workspace"}
+        rep = tune_adapters(ctx.ws, version=ctx.version, view=ctx.view, ledger=ctx.ledger)
+        return {"retuned": rep["retuned"], "untouched": rep["untouched"]}
 
     def audit(self, ctx: StageContext) -> StageAudit:
         from llmrec.llm.adapters import load_config
