@@ -98,7 +98,7 @@ def register(sub, common) -> None:
         type=nonneg_int,
         default=None,
         help="forgotten pairs are those removed after this ledger version "
-        "(default: the trained checkpoint's version)",
+        "(default: the version the checkpoint's base model was trained at)",
     )
     m.add_argument("--attacker", default="logistic", help="logistic or gbdt")
     m.set_defaults(func=cmd_audit_membership)
@@ -193,6 +193,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.data.requests import load_requests
     from llmrec.evaluation import evaluate_model
     from llmrec.pipelines import forget as forget_pipeline
+    from llmrec.pipelines.checkpoints import start_unlearned
     from llmrec.unlearning import get_method, make_task
 
     method = get_method(args.method, "embedding")
@@ -213,63 +214,73 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         unlearner = method(**params)
     except (TypeError, ValueError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
-    # the same runner as `llmrec forget`: record once, then bring every artifact stage up to date
+    # the unlearned checkpoint starts as the trained one; the runner of `llmrec forget` records
+    # the requests once and its checkpoint stage brings it (with METHOD), like every other
+    # artifact, to the newest ledger version
+    path = unlearned_path(ws, args.model, args.method)
+    name = f"model:{args.model}:{args.method}"
+    with ws.ledger() as led:
+        known = {e.request.content_hash: e.version for e in led.entries()}
+        start_unlearned(
+            led,
+            model,
+            path,
+            name,
+            args.method,
+            unlearner.get_params(),
+            str(source),
+            [known.get(r.content_hash) for r in requests],
+        )
     summary = forget_pipeline.forget(ws, requests)
     recorded = [(r["version"], r["created"]) for r in summary["requests"]]
-    version = max(v for v, _ in recorded)
+    done = summary["stages"].get("checkpoints", {}).get("checkpoints", {}).get(name, {})
+    rec = done.get("record")
+    new = _load(path, "unlearned")
     task = make_task(ws, requests, model)
-    if task.version is None or task.version < version:
-        task = make_task(ws, requests, model, version=version)
-    new, record = unlearner.unlearn(model, task)
-    path = unlearned_path(ws, args.model, args.method)
-    new.save(
-        path,
-        task.version,
-        extra={"method": args.method, "source": str(source), "settings": record.settings},
-    )
-    with ws.ledger() as led:
-        led.register_artifact(
-            f"model:{args.model}:{args.method}",
-            "checkpoint",
-            path,
-            task.version,
-            {"method": args.method, "source": str(source)},
-        )
     data = task.retained_data()
     metrics = evaluate_model(new, data, "test")
     result: dict = {
         "method": args.method,
         "model": args.model,
-        "ledger_version": task.version,
+        "ledger_version": new.ledger_version,
         "model_ledger_version": model.ledger_version,
         "requests": [
             {"version": v, "created": c, "description": r.describe()}
             for (v, c), r in zip(recorded, requests)
         ],
         "checkpoint": str(path),
-        "record": record.to_dict(),
+        "record": rec,
         "test": metrics,
     }
     rows = [
         ("method", args.method),
         ("model", args.model),
-        ("ledger version", f"v{model.ledger_version} -> v{task.version}"),
-        ("seconds", record.seconds),
-        ("peak memory (MB)", record.peak_memory_mb),
-        ("iterations", record.iterations),
-        ("converged", record.converged),
-        ("retained train pairs", record.n_retained),
-        ("forgotten train pairs", record.n_forgotten),
+        ("ledger version", f"v{model.ledger_version} -> v{new.ledger_version}"),
+    ]
+    if rec is None:
+        rows.append(("unlearned", "nothing to do (the checkpoint already reflects the requests)"))
+    else:
+        rows += [
+            ("seconds", rec["seconds"]),
+            ("peak memory (MB)", rec["peak_memory_mb"]),
+            ("iterations", rec["iterations"]),
+            ("converged", rec["converged"]),
+            ("retained train pairs", rec["n_retained"]),
+            ("forgotten train pairs", rec["n_forgotten"]),
+        ]
+    if done.get("note"):
+        rows.append(("note", done["note"]))
+    rows += [
         ("test users", metrics["n_users"]),
         ("NDCG@10", metrics["ndcg@10"]),
         ("Recall@10", metrics["recall@10"]),
     ]
-    if record.n_forgotten:
+    if len(task.forget[0]):
         ranks = pair_ranks(new.score, ds.n_items, *task.forget, *task.train)
         result["forgotten_rank"] = rank_summary(ranks, ds.n_items)
         rows.append(("forgotten pairs: median rank", result["forgotten_rank"]["median_rank"]))
-    if args.method == "lego":
-        for a, w in record.info.get("weights", {}).items():
+    if args.method == "lego" and rec is not None:
+        for a, w in rec["info"].get("weights", {}).items():
             rows.append((f"weight {a}", w))
     config = {
         "command": "unlearn",
@@ -279,7 +290,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         "request_file": str(args.request),
         "requests": [r.to_dict() for r in requests],
         "source_checkpoint": str(source),
-        "settings": record.settings,
+        "settings": rec["settings"] if rec is not None else new.extra.get("settings"),
     }
     run = ws.new_run(f"unlearn-{args.model}-{args.method}", config)
     text = f"unlearn {args.model} with {args.method}\n" + _table(rows)
@@ -361,11 +372,13 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
     ds, split = ws.dataset, ws.split
     version = model.ledger_version or 0
     since = args.since
-    if since is None:
-        from llmrec.models.training import checkpoint_path
+    if since is None:  # the version its lineage was trained at (kept as the stages update it)
+        since = model.extra.get("trained_at")
+        if not isinstance(since, int):
+            from llmrec.models.training import checkpoint_path
 
-        trained = checkpoint_path(ws, args.model)
-        since = _load(trained, "trained").ledger_version if trained.is_file() else 0
+            trained = checkpoint_path(ws, args.model)
+            since = _load(trained, "trained").ledger_version if trained.is_file() else 0
         since = min(since, version)
     before, after = ws.view(since), ws.view(version)
     forgot = split.mask(TRAIN, before.keep & ~after.keep)
