@@ -41,7 +41,6 @@ Usage (the interface the generation layer codes against)::
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import re
@@ -61,6 +60,7 @@ from llmrec.data.split import TRAIN, VALID
 from llmrec.errors import ArtifactError, DataError
 from llmrec.integrity import file_sha256, relative_to_root, resolve_in, verify
 from llmrec.io import atomic_path, atomic_write_json
+from llmrec.locks import file_lock
 from llmrec.workspace import Workspace
 from retrieval import strategies as strat
 from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, top_n, user_rows
@@ -415,13 +415,8 @@ class RetrievalStore:
     @contextmanager
     def _lock(self) -> Iterator[None]:
         """Exclusive lock on the store folder: one writer at a time across processes."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.root / ".lock"):
+            yield
 
     def _catch_up(self) -> None:
         """Adopt the saved state if another process committed a newer version meanwhile."""

@@ -28,32 +28,17 @@ import numpy as np
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_text
+from llmrec.locks import file_lock
 from llmrec.workspace import Workspace
-
-try:  # POSIX advisory lock so concurrent writers and the scrubber do not interleave
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 
 def log_path(ws: Workspace) -> Path:
     return ws.artifact_path("served", "log.jsonl")
 
 
-class _Locked:
-    def __init__(self, path: Path):
-        self.lock = path.with_suffix(".lock")
-
-    def __enter__(self):
-        self.fh = open(self.lock, "a")
-        if fcntl is not None:
-            fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if fcntl is not None:
-            fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
+def _locked(path: Path):
+    """Concurrent writers and the scrubber of the log at ``path`` do not interleave."""
+    return file_lock(path.with_suffix(".lock"))
 
 
 def log_served(
@@ -69,7 +54,7 @@ def log_served(
         "source": source,
         **meta,
     }
-    with _Locked(path):
+    with _locked(path):
         rules = _rules(ws)
         if rules.view.version > int(version):  # a forget committed while this list was made
             entry = rules.scrub(entry)
@@ -205,7 +190,7 @@ def apply(ws: Workspace, version: int) -> dict:
     if not path.is_file():
         return {"entries": 0, "scrubbed": 0}
     rules = _rules(ws, version)
-    with _Locked(path):
+    with _locked(path):
         entries = read_log(ws)
         out, scrubbed = [], 0
         for e in entries:
