@@ -1,4 +1,4 @@
-"""``llmrec unlearn``, ``llmrec audit-attributes``, ``llmrec audit-membership``.
+"""``llmrec unlearn``, ``llmrec attack-attributes``, ``llmrec attack-membership``.
 
 ``unlearn`` records the requests and applies them to every artifact stage through the same
 runner as ``llmrec forget`` (so nothing is left pending), loads the trained checkpoint, applies
@@ -70,7 +70,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_unlearn)
 
     a = sub.add_parser(
-        "audit-attributes",
+        "attack-attributes",
         parents=[common],
         help="attribute-inference attack on a model's user embeddings (docs/design.md §5.4)",
     )
@@ -85,10 +85,10 @@ def register(sub, common) -> None:
         help="independent balanced down-samplings",
     )
     a.add_argument("--min-class-size", type=positive_int, default=50)
-    a.set_defaults(func=cmd_audit_attributes)
+    a.set_defaults(func=cmd_attack_attributes)
 
     m = sub.add_parser(
-        "audit-membership",
+        "attack-membership",
         parents=[common],
         help="membership inference on forgotten pairs and their rank, compared with retrain",
     )
@@ -101,7 +101,7 @@ def register(sub, common) -> None:
         "(default: the version the checkpoint's base model was trained at)",
     )
     m.add_argument("--attacker", default="logistic", help="logistic or gbdt")
-    m.set_defaults(func=cmd_audit_membership)
+    m.set_defaults(func=cmd_attack_membership)
 
     q = sub.add_parser(
         "unlearnrec-pretrain",
@@ -121,10 +121,10 @@ def _target_args(p: argparse.ArgumentParser) -> None:
         "--method",
         default=None,
         metavar="METHOD",
-        help=f"audit the checkpoint unlearned by METHOD ({', '.join(names)}; default: the "
+        help=f"attack the checkpoint unlearned by METHOD ({', '.join(names)}; default: the "
         "trained one)",
     )
-    p.add_argument("--checkpoint", type=nonempty, default=None, help="audit this checkpoint file")
+    p.add_argument("--checkpoint", type=nonempty, default=None, help="attack this checkpoint file")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -159,7 +159,7 @@ def _trained(ws, name: str, checkpoint: str | None):
 
 
 def _target(ws, args):
-    """The checkpoint an audit command looks at: --checkpoint, --method's, or the trained one."""
+    """The checkpoint an attack command looks at: --checkpoint, --method's, or the trained one."""
     from llmrec.unlearning import get_method
 
     _check_model(args.model)
@@ -189,11 +189,11 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 # ---------------------------------------------------------------------------- unlearn
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from llmrec.audit.membership import pair_ranks, rank_summary
     from llmrec.data.requests import load_requests
     from llmrec.evaluation import evaluate_model
     from llmrec.pipelines import forget as forget_pipeline
     from llmrec.pipelines.checkpoints import start_unlearned
+    from llmrec.privacy.membership import pair_ranks, rank_summary
     from llmrec.unlearning import get_method, make_task
 
     method = get_method(args.method, "embedding")
@@ -301,9 +301,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- audits
-def cmd_audit_attributes(args: argparse.Namespace) -> int:
-    from llmrec.audit.attributes import ATTACKERS, audit_attributes
+# ---------------------------------------------------------------------------- privacy attacks
+def cmd_attack_attributes(args: argparse.Namespace) -> int:
+    from llmrec.privacy.attributes import ATTACKERS, attribute_inference
 
     ws = open_workspace(args)
     model, path = _target(ws, args)
@@ -313,7 +313,7 @@ def cmd_audit_attributes(args: argparse.Namespace) -> int:
     ds = ws.dataset
     view = ws.view(model.ledger_version) if model.ledger_version else ws.view(0)
     users = np.flatnonzero(~view.forgotten_users)
-    res = audit_attributes(
+    res = attribute_inference(
         model.user_embeddings(),
         ds,
         args.attributes,
@@ -343,7 +343,7 @@ def cmd_audit_attributes(args: argparse.Namespace) -> int:
                 f"{r['balanced_accuracy']:>8.3f} {r['macro_f1']:>8.3f} {r['auc']:>7.3f}"
             )
     text = "\n".join(lines)
-    run = _audit_run(ws, args, "audit-attributes", result, text)
+    run = _attack_run(ws, args, "attack-attributes", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
@@ -352,8 +352,8 @@ def vars_(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
 
 
-def _audit_run(ws, args: argparse.Namespace, command: str, result: dict, text: str) -> Path:
-    """A run folder for an audit: its arguments, ``results.json`` and ``results.txt``."""
+def _attack_run(ws, args: argparse.Namespace, command: str, result: dict, text: str) -> Path:
+    """A run folder for a privacy attack: its arguments, ``results.json`` and ``results.txt``."""
     run = ws.new_run(f"{command}-{args.model}", {"command": command, **vars_(args)})
     atomic_write_json(run / "results.json", result)
     atomic_write_text(run / "results.txt", text + "\n")
@@ -361,9 +361,9 @@ def _audit_run(ws, args: argparse.Namespace, command: str, result: dict, text: s
     return run
 
 
-def cmd_audit_membership(args: argparse.Namespace) -> int:
-    from llmrec.audit.membership import membership_inference, pair_ranks, rank_summary
+def cmd_attack_membership(args: argparse.Namespace) -> int:
     from llmrec.data.split import TRAIN
+    from llmrec.privacy.membership import membership_inference, pair_ranks, rank_summary
 
     ws = open_workspace(args)
     model, path = _target(ws, args)
@@ -385,14 +385,14 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
     if not forgot.any():
         raise LlmrecError(
             f"no training pair was forgotten between ledger v{since} and v{version} "
-            f"(the checkpoint's version); nothing to audit"
+            f"(the checkpoint's version); nothing to attack"
         )
     keep = split.mask(TRAIN, after.keep)
     fu, fi = ds.inter_user[forgot], ds.inter_item[forgot]
     tu, ti = ds.inter_user[keep], ds.inter_item[keep]
     keys = np.unique(ds.pair_keys)
 
-    def audit(m) -> dict:
+    def attack(m) -> dict:
         mia = membership_inference(
             m.score, ds.n_items, fu, fi, tu, ti, keys, attacker=args.attacker, seed=args.seed
         )
@@ -405,13 +405,13 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
         "since": since,
         "ledger_version": version,
         "forgotten_pairs": int(forgot.sum()),
-        "target": audit(model),
+        "target": attack(model),
     }
     gold_path = unlearned_path(ws, args.model, "retrain")
     if gold_path.is_file() and gold_path != path:
         gold = _load(gold_path, "retrained")
         if gold.ledger_version == version:
-            result["retrain"] = audit(gold)
+            result["retrain"] = attack(gold)
             result["auc_gap"] = (
                 result["target"]["membership"]["auc"] - result["retrain"]["membership"]["auc"]
             )
@@ -430,8 +430,8 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
             ("retrain median rank", result["retrain"]["forgotten_rank"]["median_rank"]),
             ("AUC gap to retrain", result["auc_gap"]),
         ]
-    text = f"membership audit (ledger v{since} -> v{version})\n" + _table(rows)
-    run = _audit_run(ws, args, "audit-membership", result, text)
+    text = f"membership inference (ledger v{since} -> v{version})\n" + _table(rows)
+    run = _attack_run(ws, args, "attack-membership", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 

@@ -314,7 +314,7 @@ def _collateral(
 
 
 def _completeness(ctx: Context, o: MethodOutput) -> dict:
-    from llmrec.audit.membership import membership_inference, pair_ranks, rank_summary
+    from llmrec.privacy.membership import membership_inference, pair_ranks, rank_summary
 
     ds = ctx.ws.dataset
     fu, fi = ctx.task.forget
@@ -333,9 +333,9 @@ def _completeness(ctx: Context, o: MethodOutput) -> dict:
 
 
 def _leakage(ctx: Context, emb: np.ndarray, attributes: Sequence[str], seed: int) -> dict:
-    from llmrec.audit.attributes import audit_attributes
+    from llmrec.privacy.attributes import attribute_inference
 
-    res = audit_attributes(emb, ctx.ws.dataset, attributes=list(attributes), seed=seed)
+    res = attribute_inference(emb, ctx.ws.dataset, attributes=list(attributes), seed=seed)
     return res
 
 
