@@ -59,6 +59,27 @@ def test_registered_method_passes_the_contract_suite(plugged, tiny):
     assert not zeroed.user_emb.weight[[1, 5, 9]].any()
 
 
+def test_registered_method_runs_through_llmrec_unlearn(plugged, tiny, tmp_path, capsys):
+    import json
+
+    ws = [
+        "--workspace",
+        str(tmp_path / "ws"),
+        "--dataset",
+        "tiny",
+        "--data-dir",
+        str(tiny.data_dir),
+    ]
+    req = tmp_path / "req.jsonl"
+    req.write_text(_user_request(tiny).to_json() + "\n")
+    assert main(["train", "--model", "bpr", "--epochs", "2", *ws]) == 0
+    capsys.readouterr()
+    assert main(["unlearn", "--method", plugged, "--request", str(req), "--json", *ws]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["method"] == plugged and res["ledger_version"] == 1
+    assert res["record"]["info"]["zeroed"] == 3 and res["record"]["settings"]["method"] == plugged
+
+
 def test_unregistered_method_is_gone(plugged):
     assert plugged in method_names()
     _unregister(plugged)
