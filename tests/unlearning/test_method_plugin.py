@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from test_unlearner_contract import CHECKS, method_cases
@@ -85,6 +87,44 @@ def test_unregistered_method_is_gone(plugged):
     _unregister(plugged)
     assert plugged not in method_names()
     register_method(ZeroForgotten)  # the fixture removes it again
+
+
+class Careless(Unlearner):
+    """Breaks the contract on purpose: moves the input's rows, keeps its (full) graph, adds
+    unseeded noise."""
+
+    name = "careless-test"
+    handles = ("user", "interactions")
+
+    def _unlearn(self, model, task, monitor):
+        with torch.no_grad():
+            model.user_emb.weight[0] += 1.0
+        new = clone(model)
+        with torch.no_grad():
+            new.item_emb.weight.add_(1e-3 * torch.randn(new.item_emb.weight.shape))
+        return new, {"iterations": 0}
+
+
+def test_the_contract_catches_a_careless_method(tiny):
+    """The checks are not vacuous: each breach of :class:`Careless` fails its check."""
+    from test_unlearner_contract import (
+        check_deterministic_for_a_seed,
+        check_forgotten_pairs_not_trained_on,
+        check_input_model_not_mutated,
+    )
+
+    own = dataclasses.replace(tiny, models={k: clone(m).eval() for k, m in tiny.models.items()})
+    register_method(Careless)
+    try:
+        for check in (
+            check_deterministic_for_a_seed,
+            check_input_model_not_mutated,
+            check_forgotten_pairs_not_trained_on,
+        ):
+            with pytest.raises(AssertionError):
+                check(Careless.name, own)
+    finally:
+        _unregister(Careless.name)
 
 
 @pytest.mark.xfail(
