@@ -1,4 +1,4 @@
-"""``llmrec unlearn``, ``llmrec audit-attributes``, ``llmrec audit-membership``.
+"""``llmrec unlearn``, ``llmrec attack-attributes``, ``llmrec attack-membership``.
 
 ``unlearn`` records the requests and applies them to every artifact stage through the same
 runner as ``llmrec forget`` (so nothing is left pending), loads the trained checkpoint, applies
@@ -20,6 +20,7 @@ import numpy as np
 from llmrec.cli.common import (
     emit,
     int_in,
+    methods_help,
     nonempty,
     nonneg_int,
     open_workspace,
@@ -42,7 +43,7 @@ def register(sub, common) -> None:
             "METHOD and write the unlearned checkpoint plus a run folder (results.json, "
             "results.txt, config.json)."
         ),
-        epilog=methods_help(),
+        epilog=methods_help("embedding"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _method_arg(p, "unlearning method: {}", required=True)
@@ -61,7 +62,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_unlearn)
 
     a = sub.add_parser(
-        "audit-attributes",
+        "attack-attributes",
         parents=[common],
         help="attribute-inference attack on a model's user embeddings (docs/design.md §5.4)",
     )
@@ -76,10 +77,10 @@ def register(sub, common) -> None:
         help="independent balanced down-samplings",
     )
     a.add_argument("--min-class-size", type=positive_int, default=50)
-    a.set_defaults(func=cmd_audit_attributes)
+    a.set_defaults(func=cmd_attack_attributes)
 
     m = sub.add_parser(
-        "audit-membership",
+        "attack-membership",
         parents=[common],
         help="membership inference on forgotten pairs and their rank, compared with retrain",
     )
@@ -89,10 +90,10 @@ def register(sub, common) -> None:
         type=nonneg_int,
         default=None,
         help="forgotten pairs are those removed after this ledger version "
-        "(default: the trained checkpoint's version)",
+        "(default: the version the checkpoint's base model was trained at)",
     )
     m.add_argument("--attacker", default="logistic", help="logistic or gbdt")
-    m.set_defaults(func=cmd_audit_membership)
+    m.set_defaults(func=cmd_attack_membership)
 
     q = sub.add_parser(
         "unlearnrec-pretrain",
@@ -107,34 +108,17 @@ def _method_arg(p: argparse.ArgumentParser, text: str, required: bool = False) -
     """``--method``, its help ``text`` naming every registered method where it holds ``{}``."""
     from llmrec.unlearning import method_names
 
-    names = ", ".join(method_names())
+    names = ", ".join(method_names("embedding"))
     p.add_argument("--method", required=required, metavar="METHOD", help=text.format(names))
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
-    _method_arg(p, "audit the checkpoint unlearned by METHOD ({}; default: the trained one)")
-    p.add_argument("--checkpoint", type=nonempty, default=None, help="audit this checkpoint file")
+    _method_arg(p, "attack the checkpoint unlearned by METHOD ({}; default: the trained one)")
+    p.add_argument("--checkpoint", type=nonempty, default=None, help="attack this checkpoint file")
 
 
 # ---------------------------------------------------------------------------- helpers
-def methods_help() -> str:
-    """Every registered method: its name, exact or approximate, the request kinds it handles,
-    and the first paragraph of its docstring."""
-    from llmrec.unlearning import METHODS
-
-    width = max((len(n) for n in METHODS), default=0)
-    lines = ["methods:"]
-    for name, cls in METHODS.items():
-        kind = "exact" if cls.exact else "approximate"
-        lines.append(f"  {name:<{width}}  [{kind}; handles {', '.join(cls.handles)}]")
-        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-        if summary:
-            pad = " " * (width + 4)
-            lines.append(textwrap.fill(summary, 88, initial_indent=pad, subsequent_indent=pad))
-    return "\n".join(lines)
-
-
 def _check_model(name: str) -> None:
     if name not in MODELS:
         raise LlmrecError(f"unknown model {name!r} (expected one of: {', '.join(MODELS)})")
@@ -166,14 +150,14 @@ def _trained(ws, name: str, checkpoint: str | None):
 
 
 def _target(ws, args):
-    """The checkpoint an audit command looks at: --checkpoint, --method's, or the trained one."""
+    """The checkpoint an attack command looks at: --checkpoint, --method's, or the trained one."""
     from llmrec.unlearning import get_method
 
     _check_model(args.model)
     if args.checkpoint:
         return _load(Path(args.checkpoint), "model"), Path(args.checkpoint)
     if args.method:
-        get_method(args.method)  # an unknown name: one line naming the known ones
+        get_method(args.method, "embedding")  # an unknown name: one line naming the known ones
         path = unlearned_path(ws, args.model, args.method)
         if not path.is_file():
             raise ArtifactError(
@@ -196,13 +180,14 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 # ---------------------------------------------------------------------------- unlearn
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from llmrec.audit.membership import pair_ranks, rank_summary
     from llmrec.data.requests import load_requests
     from llmrec.evaluation import evaluate_model
     from llmrec.pipelines import forget as forget_pipeline
+    from llmrec.pipelines.checkpoints import start_unlearned
+    from llmrec.privacy.membership import pair_ranks, rank_summary
     from llmrec.unlearning import get_method, make_task
 
-    method = get_method(args.method)
+    method = get_method(args.method, "embedding")
     _check_model(args.model)
     ws = open_workspace(args)
     requests = load_requests(args.request)
@@ -220,63 +205,73 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         unlearner = method(**params)
     except (TypeError, ValueError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
-    # the same runner as `llmrec forget`: record once, then bring every artifact stage up to date
+    # the unlearned checkpoint starts as the trained one; the runner of `llmrec forget` records
+    # the requests once and its checkpoint stage brings it (with METHOD), like every other
+    # artifact, to the newest ledger version
+    path = unlearned_path(ws, args.model, args.method)
+    name = f"model:{args.model}:{args.method}"
+    with ws.ledger() as led:
+        known = {e.request.content_hash: e.version for e in led.entries()}
+        start_unlearned(
+            led,
+            model,
+            path,
+            name,
+            args.method,
+            unlearner.get_params(),
+            str(source),
+            [known.get(r.content_hash) for r in requests],
+        )
     summary = forget_pipeline.forget(ws, requests)
     recorded = [(r["version"], r["created"]) for r in summary["requests"]]
-    version = max(v for v, _ in recorded)
+    done = summary["stages"].get("checkpoints", {}).get("checkpoints", {}).get(name, {})
+    rec = done.get("record")
+    new = _load(path, "unlearned")
     task = make_task(ws, requests, model)
-    if task.version is None or task.version < version:
-        task = make_task(ws, requests, model, version=version)
-    new, record = unlearner.unlearn(model, task)
-    path = unlearned_path(ws, args.model, args.method)
-    new.save(
-        path,
-        task.version,
-        extra={"method": args.method, "source": str(source), "settings": record.settings},
-    )
-    with ws.ledger() as led:
-        led.register_artifact(
-            f"model:{args.model}:{args.method}",
-            "checkpoint",
-            path,
-            task.version,
-            {"method": args.method, "source": str(source)},
-        )
     data = task.retained_data()
     metrics = evaluate_model(new, data, "test")
     result: dict = {
         "method": args.method,
         "model": args.model,
-        "ledger_version": task.version,
+        "ledger_version": new.ledger_version,
         "model_ledger_version": model.ledger_version,
         "requests": [
             {"version": v, "created": c, "description": r.describe()}
             for (v, c), r in zip(recorded, requests)
         ],
         "checkpoint": str(path),
-        "record": record.to_dict(),
+        "record": rec,
         "test": metrics,
     }
     rows = [
         ("method", args.method),
         ("model", args.model),
-        ("ledger version", f"v{model.ledger_version} -> v{task.version}"),
-        ("seconds", record.seconds),
-        ("peak memory (MB)", record.peak_memory_mb),
-        ("iterations", record.iterations),
-        ("converged", record.converged),
-        ("retained train pairs", record.n_retained),
-        ("forgotten train pairs", record.n_forgotten),
+        ("ledger version", f"v{model.ledger_version} -> v{new.ledger_version}"),
+    ]
+    if rec is None:
+        rows.append(("unlearned", "nothing to do (the checkpoint already reflects the requests)"))
+    else:
+        rows += [
+            ("seconds", rec["seconds"]),
+            ("peak memory (MB)", rec["peak_memory_mb"]),
+            ("iterations", rec["iterations"]),
+            ("converged", rec["converged"]),
+            ("retained train pairs", rec["n_retained"]),
+            ("forgotten train pairs", rec["n_forgotten"]),
+        ]
+    if done.get("note"):
+        rows.append(("note", done["note"]))
+    rows += [
         ("test users", metrics["n_users"]),
         ("NDCG@10", metrics["ndcg@10"]),
         ("Recall@10", metrics["recall@10"]),
     ]
-    if record.n_forgotten:
+    if len(task.forget[0]):
         ranks = pair_ranks(new.score, ds.n_items, *task.forget, *task.train)
         result["forgotten_rank"] = rank_summary(ranks, ds.n_items)
         rows.append(("forgotten pairs: median rank", result["forgotten_rank"]["median_rank"]))
-    if args.method == "lego":
-        for a, w in record.info.get("weights", {}).items():
+    if args.method == "lego" and rec is not None:
+        for a, w in rec["info"].get("weights", {}).items():
             rows.append((f"weight {a}", w))
     config = {
         "command": "unlearn",
@@ -286,7 +281,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         "request_file": str(args.request),
         "requests": [r.to_dict() for r in requests],
         "source_checkpoint": str(source),
-        "settings": record.settings,
+        "settings": rec["settings"] if rec is not None else new.extra.get("settings"),
     }
     run = ws.new_run(f"unlearn-{args.model}-{args.method}", config)
     text = f"unlearn {args.model} with {args.method}\n" + _table(rows)
@@ -297,9 +292,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- audits
-def cmd_audit_attributes(args: argparse.Namespace) -> int:
-    from llmrec.audit.attributes import ATTACKERS, audit_attributes
+# ---------------------------------------------------------------------------- privacy attacks
+def cmd_attack_attributes(args: argparse.Namespace) -> int:
+    from llmrec.privacy.attributes import ATTACKERS, attribute_inference
 
     ws = open_workspace(args)
     model, path = _target(ws, args)
@@ -309,7 +304,7 @@ def cmd_audit_attributes(args: argparse.Namespace) -> int:
     ds = ws.dataset
     view = ws.view(model.ledger_version) if model.ledger_version else ws.view(0)
     users = np.flatnonzero(~view.forgotten_users)
-    res = audit_attributes(
+    res = attribute_inference(
         model.user_embeddings(),
         ds,
         args.attributes,
@@ -339,7 +334,7 @@ def cmd_audit_attributes(args: argparse.Namespace) -> int:
                 f"{r['balanced_accuracy']:>8.3f} {r['macro_f1']:>8.3f} {r['auc']:>7.3f}"
             )
     text = "\n".join(lines)
-    run = _audit_run(ws, args, "audit-attributes", result, text)
+    run = _attack_run(ws, args, "attack-attributes", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
@@ -348,8 +343,8 @@ def vars_(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
 
 
-def _audit_run(ws, args: argparse.Namespace, command: str, result: dict, text: str) -> Path:
-    """A run folder for an audit: its arguments, ``results.json`` and ``results.txt``."""
+def _attack_run(ws, args: argparse.Namespace, command: str, result: dict, text: str) -> Path:
+    """A run folder for a privacy attack: its arguments, ``results.json`` and ``results.txt``."""
     run = ws.new_run(f"{command}-{args.model}", {"command": command, **vars_(args)})
     atomic_write_json(run / "results.json", result)
     atomic_write_text(run / "results.txt", text + "\n")
@@ -357,9 +352,9 @@ def _audit_run(ws, args: argparse.Namespace, command: str, result: dict, text: s
     return run
 
 
-def cmd_audit_membership(args: argparse.Namespace) -> int:
-    from llmrec.audit.membership import membership_inference, pair_ranks, rank_summary
+def cmd_attack_membership(args: argparse.Namespace) -> int:
     from llmrec.data.split import TRAIN
+    from llmrec.privacy.membership import membership_inference, pair_ranks, rank_summary
 
     ws = open_workspace(args)
     model, path = _target(ws, args)
@@ -368,25 +363,27 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
     ds, split = ws.dataset, ws.split
     version = model.ledger_version or 0
     since = args.since
-    if since is None:
-        from llmrec.models.training import checkpoint_path
+    if since is None:  # the version its lineage was trained at (kept as the stages update it)
+        since = model.extra.get("trained_at")
+        if not isinstance(since, int):
+            from llmrec.models.training import checkpoint_path
 
-        trained = checkpoint_path(ws, args.model)
-        since = _load(trained, "trained").ledger_version if trained.is_file() else 0
+            trained = checkpoint_path(ws, args.model)
+            since = _load(trained, "trained").ledger_version if trained.is_file() else 0
         since = min(since, version)
     before, after = ws.view(since), ws.view(version)
     forgot = split.mask(TRAIN, before.keep & ~after.keep)
     if not forgot.any():
         raise LlmrecError(
             f"no training pair was forgotten between ledger v{since} and v{version} "
-            f"(the checkpoint's version); nothing to audit"
+            f"(the checkpoint's version); nothing to attack"
         )
     keep = split.mask(TRAIN, after.keep)
     fu, fi = ds.inter_user[forgot], ds.inter_item[forgot]
     tu, ti = ds.inter_user[keep], ds.inter_item[keep]
     keys = np.unique(ds.pair_keys)
 
-    def audit(m) -> dict:
+    def attack(m) -> dict:
         mia = membership_inference(
             m.score, ds.n_items, fu, fi, tu, ti, keys, attacker=args.attacker, seed=args.seed
         )
@@ -399,13 +396,13 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
         "since": since,
         "ledger_version": version,
         "forgotten_pairs": int(forgot.sum()),
-        "target": audit(model),
+        "target": attack(model),
     }
     gold_path = unlearned_path(ws, args.model, "retrain")
     if gold_path.is_file() and gold_path != path:
         gold = _load(gold_path, "retrained")
         if gold.ledger_version == version:
-            result["retrain"] = audit(gold)
+            result["retrain"] = attack(gold)
             result["auc_gap"] = (
                 result["target"]["membership"]["auc"] - result["retrain"]["membership"]["auc"]
             )
@@ -424,8 +421,8 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
             ("retrain median rank", result["retrain"]["forgotten_rank"]["median_rank"]),
             ("AUC gap to retrain", result["auc_gap"]),
         ]
-    text = f"membership audit (ledger v{since} -> v{version})\n" + _table(rows)
-    run = _audit_run(ws, args, "audit-membership", result, text)
+    text = f"membership inference (ledger v{since} -> v{version})\n" + _table(rows)
+    run = _attack_run(ws, args, "attack-membership", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import abc
 import copy
-import inspect
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -36,6 +34,7 @@ from llmrec.data.retained import RetainedView
 from llmrec.data.split import TRAIN, Split
 from llmrec.errors import LlmrecError, RequestError
 from llmrec.models import CFModel, build_model
+from llmrec.unlearning.method import Method
 
 Callback = Callable[[CFModel, dict], None]
 T = TypeVar("T")
@@ -259,35 +258,13 @@ class Monitor:
             self.off_clock(self.callback, model, dict(entry))
 
 
-class Unlearner(abc.ABC):
-    """Base class. Subclasses set ``name`` (and ``handles``, ``exact``, ``workspace_cache`` where
-    the defaults do not fit), implement :meth:`_unlearn` and register with
-    :func:`llmrec.unlearning.registry.register_method`."""
+class Unlearner(Method, abc.ABC):
+    """Base class of the embedding unlearners. Subclasses set ``name`` (and ``handles``,
+    ``exact``, ``workspace_cache`` where the defaults of :class:`Method` do not fit), implement
+    :meth:`_unlearn` and register with :func:`llmrec.unlearning.registry.register_method`."""
 
     name: ClassVar[str] = "unlearner"
-    #: request kinds the method can honour
-    handles: ClassVar[tuple[str, ...]] = ("interactions", "user", "item")
-    #: whether the result equals retraining from scratch on the retained data (the seeded
-    #: retrain of the same recipe: bit for bit for Retrain, by construction for shard methods)
-    exact: ClassVar[bool] = False
-    #: folder under a workspace root where a run keeps the method's reusable state (its
-    #: ``cache_dir`` parameter), ``{model}`` standing for the base model; None: nothing to keep
-    workspace_cache: ClassVar[str | None] = None
-
-    @classmethod
-    def param_names(cls) -> tuple[str, ...]:
-        """The constructor's named parameters (none for a method without an ``__init__``)."""
-        params = inspect.signature(cls.__init__).parameters.values()
-        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return tuple(p.name for p in params if p.kind in named and p.name != "self")
-
-    @classmethod
-    def workspace_defaults(cls, root: str | Path, model: str) -> dict[str, Any]:
-        """Constructor parameters a run on the workspace at ``root`` gets unless the user sets
-        them: the ``cache_dir`` of :attr:`workspace_cache` for base model ``model``."""
-        if cls.workspace_cache is None:
-            return {}
-        return {"cache_dir": str(Path(root) / cls.workspace_cache.format(model=model))}
+    family: ClassVar[str] = "embedding"
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.param_names()}

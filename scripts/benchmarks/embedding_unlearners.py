@@ -28,13 +28,13 @@ import time
 import numpy as np
 import torch
 
-from llmrec.audit.attributes import audit_attributes
-from llmrec.audit.membership import membership_inference, pair_ranks, rank_summary
 from llmrec.data.dataset import load_dataset
 from llmrec.data.requests import ForgetRequest, select_users, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
 from llmrec.evaluation import evaluate_model
 from llmrec.models import build_model
+from llmrec.privacy.attributes import attribute_inference
+from llmrec.privacy.membership import membership_inference, pair_ranks, rank_summary
 from llmrec.unlearning import LEGO, AltEraser, FineTune, Retrain, ReverseBPR, make_task
 
 from .common import emit
@@ -291,7 +291,7 @@ def _lego(args, name, model, ds, split) -> dict:
     ndcg0 = evaluate_model(model, data, "test", ks=(10,))["ndcg@10"]
 
     def audit(emb):
-        return audit_attributes(
+        return attribute_inference(
             emb, ds, ATTRIBUTES, args.attackers, repeats=args.audit_repeats, seed=args.seed
         )
 

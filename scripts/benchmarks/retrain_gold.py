@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from llmrec.data.split import TEST, VALID
     from llmrec.evaluation import evaluate_model
     from llmrec.models.training import train_model
-    from llmrec.pipelines.compare import RETRAIN_TOLERANCE, Scenario, _pairs
+    from llmrec.pipelines.compare import RETRAIN_TOLERANCE, Scenario
+    from llmrec.pipelines.compare import pairs as _pairs
     from llmrec.unlearning.base import make_task
     from llmrec.workspace import Workspace
 

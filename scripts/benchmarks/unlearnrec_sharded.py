@@ -25,12 +25,12 @@ import time
 import numpy as np
 import torch
 
-from llmrec.audit.membership import membership_inference
 from llmrec.data.dataset import load_dataset
 from llmrec.data.requests import select_users, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
 from llmrec.evaluation import evaluate_model
 from llmrec.models import build_model
+from llmrec.privacy.membership import membership_inference
 from llmrec.unlearning import SISA, RecEraser
 from llmrec.unlearning.base import make_task
 from llmrec.unlearning.retrain import Retrain

@@ -127,19 +127,30 @@ def test_the_contract_catches_a_careless_method(tiny):
         _unregister(Careless.name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAD: needs llmrec.pipelines.compare to read the method registry (get_method); "
-    "remove this marker with that change",
-)
-def test_registered_method_is_offered_by_the_comparison_harness(plugged):
+def test_registered_method_is_offered_by_the_comparison_harness(plugged, capsys):
+    from llmrec.cli.main import main
     from llmrec.pipelines.compare import method_handles
 
     assert method_handles(plugged, "users")
     assert not method_handles(plugged, "attribute")
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert f"  {plugged} " in capsys.readouterr().out
 
 
 def _user_request(tiny):
     from llmrec.data.requests import users_request
 
     return users_request(tiny.ds, [1, 5, 9])
+
+
+def test_registered_method_runs_in_llmrec_compare(plugged, tmp_path):
+    from llmrec.pipelines.compare import run_compare
+    from llmrec.workspace import Workspace
+    from tests.conftest import write_tiny_dataset
+
+    ws = Workspace(tmp_path / "ws", dataset="tiny", data_dir=write_tiny_dataset(tmp_path / "d"))
+    hp = {"dim": 4, "epochs": 3, "batch_size": 64, "n_neg": 2}
+    res = run_compare(ws, ["random:20%users"], [plugged], seeds=[1], model_overrides=hp)
+    out = res["scenarios"]["random:20%users"][0]["methods"][plugged]
+    assert out["family"] == "embedding" and out["utility"]["all"]["n_users"] > 0

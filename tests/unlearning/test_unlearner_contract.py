@@ -45,8 +45,9 @@ FORGET_USERS = np.array([1, 5, 9])
 
 
 def method_cases(names: tuple[str, ...] | None = None) -> list:
-    """One pytest case per method of the registry as it is now (or of ``names``)."""
-    return [pytest.param(n, id=n) for n in (method_names() if names is None else names)]
+    """One pytest case per embedding method of the registry as it is now (or of ``names``)."""
+    names = method_names("embedding") if names is None else names
+    return [pytest.param(n, id=n) for n in names]
 
 
 def make(name: str, **params) -> Unlearner:
