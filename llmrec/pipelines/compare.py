@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.data.parts import part_pairs
 from llmrec.data.requests import (
     ForgetRequest,
     interactions_request,
@@ -213,14 +214,9 @@ def _runner(name: str):
     return getattr(importlib.import_module(mod), fn)
 
 
-def _pairs(ws: Workspace, keep: np.ndarray, part: int) -> tuple[np.ndarray, np.ndarray]:
-    m = ws.split.mask(part, keep)
-    return ws.dataset.inter_user[m], ws.dataset.inter_item[m]
-
-
 def _evaluate(score_fn, ws: Workspace, keep: np.ndarray, users: np.ndarray, exclude_items, k: int):
     """Per-user test evaluation on the split part ``TEST`` of ``keep`` (train+valid masked)."""
-    tr, va, te = (_pairs(ws, keep, p) for p in (TRAIN, VALID, TEST))
+    tr, va, te = (part_pairs(ws.dataset, ws.split, p, keep=keep) for p in (TRAIN, VALID, TEST))
     res = evaluate_ranking(
         score_fn,
         ws.dataset.n_items,
@@ -261,7 +257,7 @@ RETRAIN_TOLERANCE = 0.10
 
 def _valid_ndcg(score_fn, ws: Workspace, keep: np.ndarray, users: np.ndarray, excl, k: int):
     """Mean VALID NDCG@k over ``users`` (train items masked), as in early stopping."""
-    tr, va = _pairs(ws, keep, TRAIN), _pairs(ws, keep, VALID)
+    tr, va = (part_pairs(ws.dataset, ws.split, p, keep=keep) for p in (TRAIN, VALID))
     res = evaluate_ranking(
         score_fn, ws.dataset.n_items, *tr, *va, ks=(k,), users=users, exclude_items=excl
     )
@@ -309,7 +305,9 @@ def train_original(ws, base: str, seed: int, before, train_pairs, overrides=None
         base,
         seed=seed,
         data=RetainedData(
-            before, train_pairs, _pairs(ws, before.keep, VALID), _pairs(ws, before.keep, TEST)
+            before,
+            train_pairs,
+            *(part_pairs(ws.dataset, ws.split, p, keep=before.keep) for p in (VALID, TEST)),
         ),
         **(overrides or {}),
     )
@@ -355,7 +353,7 @@ def run_seed(
     log(f"seed {seed}: original {base} trained in {secs:.1f}s; {requests[0].describe()}")
     excl = after.forgotten_items if after.forgotten_items.any() else None
     alive = np.flatnonzero(~after.forgotten_users)
-    te_after = _pairs(ws, after.keep, TEST)
+    te_after = part_pairs(ws.dataset, ws.split, TEST, keep=after.keep)
     has_test = np.zeros(ds.n_users, dtype=bool)
     has_test[te_after[0]] = True
     # neighbours / controls from the original interaction rows (train part before the request)

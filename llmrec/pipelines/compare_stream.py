@@ -102,18 +102,19 @@ def run_stream_seed(
     eval_users: int = STREAM_EVAL_USERS,
 ) -> dict:
     """Every method through the same stream of single-user requests (see module docstring)."""
-    from llmrec.pipelines.compare import METHOD_RUNNERS, _evaluate, _pairs, train_original
+    from llmrec.data.parts import part_pairs
+    from llmrec.pipelines.compare import METHOD_RUNNERS, _evaluate, train_original
 
     ds = ws.dataset
     before = ws.view()
     users, requests, views = stream_requests(ws, before, scenario.count, seed)
     original, secs = train_original(
-        ws, base, seed, before, _pairs(ws, before.keep, TRAIN), model_overrides
+        ws, base, seed, before, part_pairs(ds, ws.split, TRAIN, keep=before.keep), model_overrides
     )
     log(f"seed {seed}: original {base} trained in {secs:.1f}s")
     final = views[-1]
     has_test = np.zeros(ds.n_users, dtype=bool)
-    has_test[_pairs(ws, final.keep, TEST)[0]] = True
+    has_test[part_pairs(ds, ws.split, TEST, keep=final.keep)[0]] = True
     has_test[users] = False
     pool = np.flatnonzero(has_test & ~final.forgotten_users)
     rng = np.random.default_rng(seed + 1)

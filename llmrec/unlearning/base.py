@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from llmrec.data.dataset import Dataset
+from llmrec.data.parts import part_pairs
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
 from llmrec.data.split import TEST, TRAIN, VALID, Split
@@ -51,8 +52,7 @@ class UnlearnTask:
     version: int | None = None
 
     def _pairs(self, keep: np.ndarray, part: int) -> Pairs:
-        m = self.split.mask(part, keep)
-        return self.dataset.inter_user[m], self.dataset.inter_item[m]
+        return part_pairs(self.dataset, self.split, part, keep=keep)
 
     @cached_property
     def train(self) -> Pairs:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from llmrec.data.dataset import load_dataset
+from llmrec.data.parts import part_pairs
 from llmrec.data.requests import ForgetRequest, select_users, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
 from llmrec.evaluation import evaluate_model
@@ -127,13 +128,12 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.dataset, args.data_dir)
     split = random_split(ds, (0.8, 0.1, 0.1), seed=2020)
-    train = split.part == TRAIN
     users = select_users(ds, args.fraction, "random", args.seed)
     request = user_interactions_request(ds, users)
     for name in args.models:
         model = build_model(name, ds.n_users, ds.n_items, seed=args.seed)
         t0 = time.perf_counter()
-        model.fit(ds.inter_user[train], ds.inter_item[train])
+        model.fit(*part_pairs(ds, split, TRAIN))
         model.ledger_version = 0
         emit(
             {
