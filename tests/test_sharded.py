@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from llmrec.data.dataset import load_dataset
+from llmrec.data.partition import balanced_kmeans, capped_assignment, random_partition
 from llmrec.data.requests import interactions_request, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
 from llmrec.data.synthetic import SyntheticSpec, write_synthetic
 from llmrec.models import build_model
 from llmrec.unlearning.base import make_task
-from llmrec.unlearning.partition import balanced_kmeans, capped_assignment, random_partition
 from llmrec.unlearning.sharded import (
     SISA,
     AttentionAggregator,

@@ -2,7 +2,7 @@
 "Recommendation Unlearning", WWW 2022).
 
 The training pairs are split into ``n_shards`` disjoint shards by a fixed partition of users,
-items or interactions (:mod:`llmrec.unlearning.partition`); one sub-model (BPR-MF or LightGCN,
+items or interactions (:mod:`llmrec.data.partition`); one sub-model (BPR-MF or LightGCN,
 built by :func:`~llmrec.models.build_model` with the base model's hyper-parameters and the seed
 ``seed + 1 + shard``) is trained from scratch on each shard, in parallel processes. A request
 retrains from scratch exactly the shards whose data it removes, on their retained pairs; every
@@ -70,10 +70,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmrec.data.partition import UNITS, balanced_kmeans, random_partition
 from llmrec.io import atomic_save
 from llmrec.models import CFModel, NegativeSampler, build_model
 from llmrec.unlearning.base import Monitor, Pairs, Unlearner, UnlearnTask, hyper_parameters
-from llmrec.unlearning.partition import UNITS, balanced_kmeans, random_partition
 from llmrec.unlearning.unlearnrec import model_fingerprint, off_clock
 from llmrec.unlearning.unlearnrec import pairs_hash as train_hash
 
