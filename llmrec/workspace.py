@@ -29,6 +29,9 @@ DEFAULT_SPLIT = {"method": "random", "seed": 2020, "ratios": [0.8, 0.1, 0.1]}
 # show a user an item whose interaction they had forgotten
 POLICIES = ("retrain", "suppress")
 DEFAULT_POLICY = "retrain"
+# how the forget runner brings a trained CF checkpoint up to date (docs/design.md §2.3): an
+# unlearning method name; ``retrain`` (the default) is exact, every other method approximate
+DEFAULT_CF_METHOD = "retrain"
 RECOVER = "restore it from a backup, or move the workspace aside and start a new one"
 
 
@@ -63,6 +66,11 @@ def check_config(cfg: object, path: Path | str) -> dict:
         raise bad("split 'ratios' must be three numbers in [0, 1]")
     if cfg.get("forget_policy", DEFAULT_POLICY) not in POLICIES:
         raise bad(f"'forget_policy' must be one of {', '.join(POLICIES)}")
+    method = cfg.get("cf_method", DEFAULT_CF_METHOD)
+    if not isinstance(method, str) or not method:
+        raise bad("'cf_method' must be a method name")
+    if not isinstance(cfg.get("cf_params", {}), dict):
+        raise bad("'cf_params' must be an object")
     return cfg
 
 
@@ -130,6 +138,24 @@ class Workspace:
         if policy not in POLICIES:
             raise LlmrecError(f"forget policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         self.config = {**self.config, "forget_policy": policy}
+        self._persisted = False
+        self._persist()
+
+    @property
+    def cf_method(self) -> str:
+        """The unlearning method that brings trained CF checkpoints up to date (``retrain``)."""
+        return self.config.get("cf_method", DEFAULT_CF_METHOD)
+
+    @property
+    def cf_params(self) -> dict:
+        """Parameters of :attr:`cf_method` (default: the method's own)."""
+        return dict(self.config.get("cf_params", {}))
+
+    def set_cf_method(self, method: str, params: dict | None = None) -> None:
+        """Fix the CF checkpoints' update method (and its parameters) in ``workspace.json``."""
+        if not isinstance(method, str) or not method:
+            raise LlmrecError(f"cf method must be a method name, got {method!r}")
+        self.config = {**self.config, "cf_method": method, "cf_params": dict(params or {})}
         self._persisted = False
         self._persist()
 

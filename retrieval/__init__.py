@@ -12,7 +12,12 @@ Modules, one job each:
 * :mod:`retrieval.strategies` — CRAGRU's preference / diversity / attention history selection;
 * :mod:`retrieval.store` — :class:`~retrieval.store.RetrievalStore`, all of the above for one
   workspace, built, loaded and forgotten together;
-* :mod:`retrieval.forget` — the ``retrieval`` stage of ``llmrec forget``;
+* :mod:`retrieval.artifacts` — the store's artifacts as pure functions of the retained view
+  (embeddings, index, clusters, per-user train rows), shared with the audit;
+* :mod:`retrieval.manifest` — the store's manifest: reading, checking, its ledger claim;
+* :mod:`retrieval.persistence` — the store's crash-safe writes (lock, save, garbage collection);
+* :mod:`retrieval.forget` — the ``retrieval`` stage's work (:mod:`llmrec.pipelines.stages`);
+* :mod:`retrieval.audit` — the ``retrieval`` stage's audit.
 
 Nothing is imported here, so ``import retrieval`` stays cheap (FAISS and torch load on use).
 """

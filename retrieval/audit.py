@@ -1,4 +1,5 @@
-"""Forget audit of the retrieval artifacts (registered in :mod:`llmrec.pipelines.audit`).
+"""Forget audit of the retrieval artifacts (the ``retrieval`` stage's audit,
+:class:`llmrec.pipelines.stages.RetrievalStage`).
 
 For every retrieval store of the workspace, against the ledger's newest retained view:
 
@@ -22,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.integrity import resolve_in, verify
 from llmrec.workspace import Workspace
+from retrieval.artifacts import Embeddings, cluster, retained_rows
 from retrieval.candidates import (
     CooccurrenceGenerator,
     GeneratorConfig,
@@ -35,12 +38,11 @@ from retrieval.candidates import (
 from retrieval.encoders import EmbeddingCache
 from retrieval.forget import store_names
 from retrieval.index import ForgetAwareIndex
-from retrieval.store import (
-    RetrievalStore,
-    _cache_dir,
-    _retained_rows,
+from retrieval.manifest import (
     check_ledger,
+    embedding_cache_dir,
     manifest_degree,
+    manifest_path,
     read_manifest,
 )
 
@@ -61,9 +63,12 @@ def _tokens(view: RetainedView, idx: np.ndarray) -> str:
     return ", ".join(str(view.dataset.item_tokens[i]) for i in idx[:5])
 
 
-def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
+def audit_store(
+    ws: Workspace, view: RetainedView, name: str, ledger: Ledger | None = None
+) -> list[dict]:
+    """Findings of one store (module docstring); ``ledger``: an open ledger of ``ws``."""
     out: list[dict] = []
-    man_path = RetrievalStore.manifest_path(ws, name)
+    man_path = manifest_path(ws, name)
     try:
         man = read_manifest(man_path)
     except ArtifactError as exc:
@@ -71,7 +76,7 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
     root = man_path.parent
     version = int(man["ledger_version"])
     try:
-        check_ledger(ws, f"retrieval store {name!r}", version, man.get("ledger_head"))
+        check_ledger(ws, f"retrieval store {name!r}", version, man.get("ledger_head"), ledger)
     except ArtifactError as exc:
         out.append(_finding(name, man_path, str(exc)))
     if version != view.version:
@@ -112,7 +117,7 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
                     f"embeddings hold forgotten item(s) {_tokens(view, bad)}",
                 )
             )
-    cache_dir = _cache_dir(ws, man["config"])
+    cache_dir = embedding_cache_dir(ws, man["config"])
     for p in sorted(cache_dir.glob("*.npz")) if cache_dir.is_dir() else []:
         got = EmbeddingCache._read(p)
         if got is not None and len(_forgotten_in(got["ids"], view)):
@@ -131,7 +136,7 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
         counts = np.load(root / files["counts"], mmap_mode="r")
         fresh = CooccurrenceGenerator.build(
             GeneratorConfig.from_dict(man["config"]["generator"]),
-            user_rows(view.dataset.n_items, _retained_rows(ws, view)),
+            user_rows(view.dataset.n_items, retained_rows(ws, view)),
             view.dataset.n_users,
         )
     except _UNREADABLE as exc:
@@ -166,11 +171,7 @@ def audit_store(ws: Workspace, view: RetainedView, name: str) -> list[dict]:
 
 def _recluster(name: str, path: Path, config: dict, emb: dict, view: RetainedView) -> list[dict]:
     """The clusters equal a fresh k-means (seeded, one thread) of the stored embeddings."""
-    from retrieval.store import _cluster, _Embeddings
-
-    fresh = _cluster(
-        config, _Embeddings(emb["ids"], emb["items"], None, path), view.dataset.n_items
-    )
+    fresh = cluster(config, Embeddings(emb["ids"], emb["items"], None, path), view.dataset.n_items)
     with np.load(path) as z:
         same = np.array_equal(z["labels"], fresh.labels) and np.array_equal(
             z["centroids"], fresh.centroids
@@ -205,9 +206,14 @@ def _audit_clusters(
     return out
 
 
-def audit(ws: Workspace, view: RetainedView) -> list[dict]:
-    """Findings over every retrieval store of ``ws``."""
+def audit(
+    ws: Workspace,
+    view: RetainedView,
+    ledger: Ledger | None = None,
+    names: list[str] | None = None,
+) -> list[dict]:
+    """Findings over every retrieval store of ``ws`` (``names``: default, all of them)."""
     findings: list[dict] = []
-    for name in store_names(ws):
-        findings += audit_store(ws, view, name)
+    for name in store_names(ws, ledger) if names is None else names:
+        findings += audit_store(ws, view, name, ledger)
     return findings

@@ -1,39 +1,47 @@
-"""The ``retrieval`` forget stage: apply the ledger's requests to every retrieval store.
+"""The ``retrieval`` forget stage's work: apply the ledger's requests to every retrieval store.
 
-Registered in :mod:`llmrec.pipelines.forget`; ``llmrec forget`` calls :func:`apply` after recording
-requests (and again on resume). Stores are found through the ledger's artifact table *and* the
-workspace's files (a store whose registry row was lost is still forgotten in), so a workspace may
-hold several (e.g. a text and a CF store). A workspace without a store has nothing to forget
-here.
+:class:`llmrec.pipelines.stages.RetrievalStage` calls :func:`apply_stores` with the forget
+runner's open ledger and retained views. Stores are found through the ledger's artifact table
+*and* the workspace's files (a store whose registry row was lost is still forgotten in), so a
+workspace may hold several (e.g. a text and a CF store). A workspace without a store has
+nothing to forget here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from llmrec.data.ledger import Ledger
+from llmrec.data.retained import RetainedView
 from llmrec.workspace import Workspace
-from retrieval.store import STORE_KIND, RetrievalStore
+from retrieval.manifest import STORE_KIND, manifest_path
 
 
-def store_names(ws: Workspace) -> list[str]:
-    """Names of the retrieval stores of the workspace (registered in its ledger or found on
+def store_names(ws: Workspace, ledger: Ledger | None = None) -> list[str]:
+    """Names of the retrieval stores of the workspace (registered in ``ledger`` or found on
     disk) whose manifest exists."""
     names: set[str] = set()
-    if ws.ledger_path.exists():
-        with ws.ledger() as led:
-            arts = [a for a in led.artifacts() if a["kind"] == STORE_KIND]
+    if ledger is not None:
+        arts = [a for a in ledger.artifacts() if a["kind"] == STORE_KIND]
         names |= {str(a["detail"].get("name", "")) for a in arts}
     art = ws.root / "artifacts"
     if art.is_dir():
         names |= {p.parent.name for p in art.glob("*/manifest.json")}
-    return sorted(n for n in names if n and RetrievalStore.manifest_path(ws, n).is_file())
+    return sorted(n for n in names if n and manifest_path(ws, n).is_file())
 
 
-def apply(ws: Workspace, version: int) -> dict:
-    """Bring every retrieval store of ``ws`` to ledger ``version``; returns per-store details."""
+def apply_stores(
+    ws: Workspace,
+    ledger: Ledger,
+    view: RetainedView,
+    view_at: Callable[[int], RetainedView],
+) -> dict:
+    """Bring every retrieval store of ``ws`` to ``view`` (the ledger's newest retained view);
+    ``view_at(v)`` gives the view at a store's own older version. Returns per-store details."""
+    from retrieval.store import RetrievalStore
+
     out = {}
-    names = store_names(ws)
-    if names:
-        with ws.ledger() as led:
-            for name in names:
-                store = RetrievalStore.load(ws, name, allow_stale=True)
-                out[name] = store.apply(ws, version, ledger=led)
+    for name in store_names(ws, ledger):
+        store = RetrievalStore.load(ws, name, allow_stale=True, ledger=ledger, view_at=view_at)
+        out[name] = store.apply(ws, view.version, ledger=ledger, view=view)
     return {"stores": out}

@@ -13,17 +13,15 @@
 
 A source built in a workspace is saved under ``artifacts/candidates/<name>.pt`` plus
 ``<name>.json`` (its record) and registered in the ledger's artifact table (kind
-:data:`KIND`), which is how the forget stage and the audit find it.
-
-Registration (until the two lines live in :mod:`llmrec.pipelines.forget` and
-:mod:`llmrec.pipelines.audit`): :func:`register` adds the stage ``candidate-source`` ->
-``retrieval.sources:apply`` and the auditor ``candidate-source`` -> ``retrieval.sources:audit``.
+:data:`KIND`), which is how the forget stage and the audit find it
+(:class:`llmrec.pipelines.stages.CandidateSourceStage` calls :func:`apply` and :func:`audit`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_json
@@ -182,7 +181,9 @@ def build_source(
     return src
 
 
-def _save(ws: Workspace, src: CandidateSource, seed: int, params: dict) -> None:
+def _save(
+    ws: Workspace, src: CandidateSource, seed: int, params: dict, ledger: Ledger | None = None
+) -> None:
     path = source_dir(ws) / f"{src.name}.pt"
     src.model.save(path, src.trained_version, {"source": src.name, "seed": seed})
     record = {
@@ -194,7 +195,7 @@ def _save(ws: Workspace, src: CandidateSource, seed: int, params: dict) -> None:
         "checkpoint": str(path),
     }
     atomic_write_json(record_path(ws, src.name), record)
-    with ws.ledger() as led:
+    with ws.ledger() if ledger is None else nullcontext(ledger) as led:
         led.register_artifact(
             f"{KIND}:{src.name}", KIND, path, src.trained_version, {"source": src.name}
         )
@@ -221,19 +222,20 @@ def load_source(ws: Workspace, name: str) -> CandidateSource:
     return CandidateSource(name, ws, view, model.ledger_version, model=model)
 
 
-def _registered(ws: Workspace) -> list[dict]:
-    if not ws.ledger_path.exists():
+def registered(ledger: Ledger | None) -> list[dict]:
+    """The candidate sources registered in ``ledger`` (none without a ledger)."""
+    if ledger is None:
         return []
-    with ws.ledger() as led:
-        return [a for a in led.artifacts() if a["kind"] == KIND]
+    return [a for a in ledger.artifacts() if a["kind"] == KIND]
 
 
-def apply(ws: Workspace, version: int) -> dict:
-    """The ``candidate-source`` forget stage: retrain every exact CF source from scratch on the
-    retained data of ``version`` (same seed and recipe); leaky sources are left as they are
-    and reported."""
+def apply(ws: Workspace, view: RetainedView, ledger: Ledger) -> dict:
+    """The ``candidate-source`` forget stage's work: retrain every exact CF source from
+    scratch on the retained data of ``view`` (same seed and recipe); leaky sources are left as
+    they are and reported. ``ledger``: the runner's open ledger."""
+    version = view.version
     out: dict[str, Any] = {}
-    for a in _registered(ws):
+    for a in registered(ledger):
         name = a["detail"].get("source", "")
         rec_path = record_path(ws, name)
         if name not in SOURCES or not rec_path.is_file():
@@ -250,23 +252,21 @@ def apply(ws: Workspace, version: int) -> dict:
         if int(a["ledger_version"]) >= version:
             continue
         t0 = time.perf_counter()
-        model = _train(ws, rec["model"], int(rec["seed"]), ws.view(version), rec["params"])
-        src = CandidateSource(
-            name, ws, ws.view(version), version, model=model, cost_s=time.perf_counter() - t0
-        )
-        _save(ws, src, int(rec["seed"]), rec["params"])
+        model = _train(ws, rec["model"], int(rec["seed"]), view, rec["params"])
+        src = CandidateSource(name, ws, view, version, model=model, cost_s=time.perf_counter() - t0)
+        _save(ws, src, int(rec["seed"]), rec["params"], ledger)
         out[name] = {"retrained": True, "seconds": round(src.cost_s, 3)}
     return {"sources": out}
 
 
-def audit(ws: Workspace, view: RetainedView) -> list[dict]:
+def audit(ws: Workspace, view: RetainedView, ledger: Ledger | None) -> list[dict]:
     """Forget audit of the candidate sources: a leaky (``-original``) source trained before
     requests the ledger holds is a violation (it includes forgotten data); an exact source
     must reflect the newest ledger version and its checkpoint must agree with the registry."""
     from llmrec.models import load_model
 
     findings = []
-    for a in _registered(ws):
+    for a in registered(ledger):
         name, path = a["detail"].get("source", a["name"]), a["path"]
         art = f"{KIND}:{name}"
         try:
@@ -292,12 +292,3 @@ def audit(ws: Workspace, view: RetainedView) -> list[dict]:
             )
             findings.append({"artifact": art, "path": path, "problem": problem})
     return findings
-
-
-def register() -> None:
-    """Register the forget stage and the auditor (idempotent)."""
-    from llmrec.pipelines.audit import register_auditor
-    from llmrec.pipelines.forget import register_stage
-
-    register_stage(KIND, "retrieval.sources:apply")
-    register_auditor(KIND, "retrieval.sources:audit")

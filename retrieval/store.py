@@ -18,12 +18,10 @@ embeddings, the index (``remove_ids``; trained or HNSW indexes are rebuilt) and 
 training data changed. The result equals :meth:`RetrievalStore.build` on the retained data with
 the same configuration and seed, artifact for artifact.
 
-Writes are crash-safe: the co-occurrence counts are updated in place (only the changed entries)
-and verified at load against a checksum kept in the manifest (a torn update is counted again
-from the data); other changed artifacts get version-suffixed names; ``manifest.json`` is replaced
-atomically last (the commit point), then files it no longer references are deleted, so no
-superseded artifact holding forgotten data outlives a committed apply. A lock file serialises
-writers across processes; a writer that finds a newer committed version adopts it first.
+Writes are crash-safe (:mod:`retrieval.persistence`): ``manifest.json`` is replaced atomically
+last (the commit point, :mod:`retrieval.manifest`), then files it no longer references are
+deleted, so no superseded artifact holding forgotten data outlives a committed apply. The
+artifacts themselves are pure functions of the retained view (:mod:`retrieval.artifacts`).
 
 Usage (the interface the generation layer codes against)::
 
@@ -34,21 +32,18 @@ Usage (the interface the generation layer codes against)::
     store.candidate_scores(users)              # [len(users), n_items], forgotten items -inf
     store.history(user)                        # (items, ratings): retained train history
     store.retrieve(user, "preference", H=50)   # history_items, history_ratings, candidates,
-                                               # profile, ledger_version (+ user, strategy)
+                                               # profile, ledger_version (+ user, strategy);
+                                               # any of strategies.ALL_STRATEGIES (dp: ratios=)
     store.item_embeddings, store.ledger_version
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import re
 import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -59,54 +54,48 @@ from llmrec.data.retained import RetainedView
 from llmrec.data.split import TRAIN, VALID
 from llmrec.errors import ArtifactError, DataError
 from llmrec.integrity import file_sha256, relative_to_root, resolve_in, verify
-from llmrec.io import atomic_path, atomic_write_json
-from llmrec.locks import file_lock
+from llmrec.io import atomic_path
 from llmrec.workspace import Workspace
 from retrieval import strategies as strat
-from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, top_n, user_rows
-from retrieval.clusters import ItemClusters, cluster_items
-from retrieval.encoders import (
-    DEFAULT_TEXT_MODEL,
-    CFEncoder,
-    EmbeddingCache,
-    TextEncoder,
-    data_key,
-    make_encoder,
+from retrieval.artifacts import (
+    Embeddings,
+    build_index,
+    cluster,
+    embed,
+    retained_rows,
+    train_by_user,
+    unit_rows,
 )
+from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, top_n, user_rows
+from retrieval.clusters import ItemClusters
+from retrieval.encoders import DEFAULT_TEXT_MODEL, CFEncoder, EmbeddingCache, TextEncoder
 from retrieval.index import ForgetAwareIndex, check_factory
+from retrieval.manifest import (
+    DEFAULT_NAME,
+    FORMAT,
+    STORE_KIND,
+    check_ledger,
+    encoder_key,
+    manifest_degree,
+    manifest_path,
+    read_manifest,
+)
+from retrieval.persistence import StoreFiles
 from retrieval.threads import one_blas_thread
 
-FORMAT = 1
-STORE_KIND = "retrieval-store"
-DEFAULT_NAME = "retrieval"
+__all__ = [
+    "DEFAULT_NAME",
+    "FORMAT",
+    "STORE_KIND",
+    "RetrievalStore",
+    "manifest_degree",
+    "read_manifest",
+]
+
 DEFAULT_CF_PARAMS: dict = {}  # the CF model's own tuned recipe
-COUNTS_FILE = "counts.npy"
 
 
-@dataclass
-class _Embeddings:
-    """Vectors of the retained items (``ids`` ascending) and, for CF, of the users."""
-
-    ids: np.ndarray
-    items: np.ndarray
-    users: np.ndarray | None
-    path: Path
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
-
-
-def manifest_degree(stats: dict) -> np.ndarray:
-    """Item degrees recorded in a store manifest (``degree_b64``; a JSON list in old ones)."""
-    if "degree_b64" in stats:
-        return np.frombuffer(base64.b64decode(stats["degree_b64"]), dtype="<i8").astype(np.int64)
-    return np.asarray(stats["degree"], dtype=np.int64)
-
-
-class RetrievalStore:
+class RetrievalStore(StoreFiles):
     """Retrieval artifacts of one workspace at one ledger version. Build with :meth:`build`,
     open with :meth:`load`, forget with :meth:`apply`."""
 
@@ -116,7 +105,7 @@ class RetrievalStore:
         name: str,
         config: dict,
         view: RetainedView,
-        embeddings: _Embeddings,
+        embeddings: Embeddings,
         index: ForgetAwareIndex,
         generator: CooccurrenceGenerator,
         clusters: ItemClusters,
@@ -135,8 +124,8 @@ class RetrievalStore:
         self._hashes: dict[str, str] = dict(hashes or {})
         self._dirty: set[str] = set()
         self._changed: list[tuple[np.ndarray, np.ndarray]] = []
-        self._train_order, self._train_ptr = _train_by_user(ws)
-        self._rows = _retained_rows(ws, view)
+        self._train_order, self._train_ptr = train_by_user(ws)
+        self._rows = retained_rows(ws, view)
         self._set_vectors()
         self.build_seconds: float | None = None
 
@@ -206,20 +195,20 @@ class RetrievalStore:
                 f"{n_clusters} clusters for {n_retained} retained items: use at most "
                 f"{n_retained} (--clusters)"
             )
-        emb = _embed(ws, config, view)
+        emb = embed(ws, config, view)
         store = cls(
             ws,
             name,
             config,
             view,
             emb,
-            _build_index(config, emb, view.version),
+            build_index(config, emb, view.version),
             CooccurrenceGenerator.build(
                 GeneratorConfig.from_dict(config["generator"]),
-                user_rows(ws.dataset.n_items, _retained_rows(ws, view)),
+                user_rows(ws.dataset.n_items, retained_rows(ws, view)),
                 ws.dataset.n_users,
             ),
-            _cluster(config, emb, ws.dataset.n_items),
+            cluster(config, emb, ws.dataset.n_items),
         )
         with store._lock():
             store.save()
@@ -228,17 +217,26 @@ class RetrievalStore:
 
     @classmethod
     def manifest_path(cls, ws: Workspace, name: str = DEFAULT_NAME) -> Path:
-        return ws.root / "artifacts" / name / "manifest.json"
+        return manifest_path(ws, name)
 
     @classmethod
     @one_blas_thread
     def load(
-        cls, ws: Workspace, name: str = DEFAULT_NAME, allow_stale: bool = False
+        cls,
+        ws: Workspace,
+        name: str = DEFAULT_NAME,
+        allow_stale: bool = False,
+        *,
+        ledger: Ledger | None = None,
+        view_at: Callable[[int], RetainedView] | None = None,
     ) -> RetrievalStore:
         """Open a saved store; :class:`ArtifactError` if it is missing, corrupt, built for
         another dataset/split, or stale (its ledger version is not the ledger's newest and the
-        retrieval stage has not been applied) unless ``allow_stale``."""
-        path = cls.manifest_path(ws, name)
+        retrieval stage has not been applied) unless ``allow_stale``.
+
+        ``ledger``: an open ledger of ``ws`` to use (default: open one); ``view_at(v)``: the
+        retained view at the store's version ``v`` (default: built from the ledger)."""
+        path = manifest_path(ws, name)
         if not path.is_file():
             raise ArtifactError(
                 f"no retrieval store {name!r} in {ws.root}: run 'llmrec index build' first"
@@ -250,11 +248,22 @@ class RetrievalStore:
                 f"retrieval store {name!r} was built for another dataset or split: rebuild it"
             )
         version = int(man["ledger_version"])
-        check_ledger(ws, f"retrieval store {name!r}", version, man.get("ledger_head"))
-        if not allow_stale:
-            from llmrec.pipelines.forget import require_applied
-
-            require_applied(ws, f"retrieval store {name!r}", version)
+        what = f"retrieval store {name!r}"
+        own = ledger is None and ws.ledger_path.exists()
+        led = ws.ledger() if own else ledger
+        try:
+            check_ledger(ws, what, version, man.get("ledger_head"), led)
+            if not allow_stale and led is not None:
+                led.check_applied(what, version)
+            if view_at is not None:
+                view = view_at(version)
+            elif led is not None:
+                view = led.retained_view(ds, version)
+            else:
+                view = RetainedView.full(ds)
+        finally:
+            if own:
+                led.close()
         config, files = man["config"], man["files"]
         root = path.parent
         problems = verify(root, man.get("sha256", {}))
@@ -262,17 +271,16 @@ class RetrievalStore:
             raise ArtifactError(
                 f"retrieval store {name!r}: {problems[0]}; rebuild it with 'llmrec index build'"
             )
-        view = ws.view(version)
         emb_path = resolve_in(ws.root, files["embeddings"])
         got = EmbeddingCache._read(emb_path)
         if got is not None and np.array_equal(got["ids"], np.flatnonzero(~view.forgotten_items)):
-            emb = _Embeddings(got["ids"], got["items"], got.get("users"), emb_path)
+            emb = Embeddings(got["ids"], got["items"], got.get("users"), emb_path)
         else:  # evicted by another store sharing the cache: derive it again (pure function)
-            emb = _embed(ws, config, view)
+            emb = embed(ws, config, view)
         index = ForgetAwareIndex.load(
             root / f"{files['index']}.json",
             ledger_version=int(files["index_version"]),
-            encoder=_encoder_key(config),
+            encoder=encoder_key(config),
         )
         gcfg = GeneratorConfig.from_dict(config["generator"])
         stats = man["stats"]
@@ -289,7 +297,7 @@ class RetrievalStore:
         recounted = gen.checksum != int(stats["checksum"])
         if recounted:  # interrupted in-place update: count again from the retained data
             gen = CooccurrenceGenerator.build(
-                gcfg, user_rows(ds.n_items, _retained_rows(ws, view)), ds.n_users
+                gcfg, user_rows(ds.n_items, retained_rows(ws, view)), ds.n_users
             )
         if not np.array_equal(emb.ids, index.ids) or not np.array_equal(
             emb.ids, np.flatnonzero(~view.forgotten_items)
@@ -320,12 +328,14 @@ class RetrievalStore:
         ws: Workspace | None = None,
         version: int | None = None,
         ledger: Ledger | None = None,
+        view: RetainedView | None = None,
     ) -> dict:
         """Bring every artifact to ledger ``version`` (default: newest) incrementally.
 
         Idempotent: a store already at (or past) ``version`` is left as it is. ``ledger``: an
-        open ledger of ``ws`` to use (default: open one). Returns what changed and the seconds
-        taken (``seconds_in_memory`` excludes writing to disk).
+        open ledger of ``ws`` to use (default: open one); ``view``: the retained view at
+        ``version`` (default: the store's view extended with the ledger's entries). Returns
+        what changed and the seconds taken (``seconds_in_memory`` excludes writing to disk).
         """
         ws = self.ws if ws is None else ws
         t0 = time.perf_counter()
@@ -334,12 +344,14 @@ class RetrievalStore:
             target = led.version if version is None else int(version)
             if target <= self.ledger_version:
                 return {"applied": False, "ledger_version": self.ledger_version}
-            entries = led.entries(upto=target, after=self.ledger_version)
             old = self.view
-            new = old.copy()
-            for e in entries:
-                new.apply(e.request, e.version)
-            new.version = target
+            if view is not None and view.version == target:
+                new = view
+            else:
+                new = old.copy()
+                for e in led.entries(upto=target, after=self.ledger_version):
+                    new.apply(e.request, e.version)
+                new.version = target
             ds = ws.dataset
             removed = new.removed_since(old)
             removed_train = removed[ws.split.part[removed] == TRAIN]
@@ -361,28 +373,28 @@ class RetrievalStore:
 
             retrained = False
             if self.config["encoder"]["kind"] == "cf" and (len(removed_train) or len(new_items)):
-                self.embeddings = _embed(ws, self.config, new)
-                self.index = _build_index(self.config, self.embeddings, target)
-                self.clusters = _cluster(self.config, self.embeddings, ds.n_items)
+                self.embeddings = embed(ws, self.config, new)
+                self.index = build_index(self.config, self.embeddings, target)
+                self.clusters = cluster(self.config, self.embeddings, ds.n_items)
                 self._dirty |= {"index", "clusters"}
                 retrained = True
             elif len(new_items):
                 keep = ~np.isin(self.embeddings.ids, new_items)
-                self.embeddings = _Embeddings(
+                self.embeddings = Embeddings(
                     self.embeddings.ids[keep], self.embeddings.items[keep], None, Path()
                 )
                 if self.index.removal_is_exact:
                     self.index.remove(new_items)
                     self.index.ledger_version = target
                 else:
-                    self.index = _build_index(self.config, self.embeddings, target)
-                self.clusters = _cluster(self.config, self.embeddings, ds.n_items)
+                    self.index = build_index(self.config, self.embeddings, target)
+                self.clusters = cluster(self.config, self.embeddings, ds.n_items)
                 self._dirty |= {"index", "clusters", "embeddings"}
             gone = new.forgotten_users & ~old.forgotten_users
             if not retrained and self.embeddings.users is not None and gone.any():
                 users_vec = self.embeddings.users.copy()
                 users_vec[gone] = 0.0
-                self.embeddings = _Embeddings(
+                self.embeddings = Embeddings(
                     self.embeddings.ids, self.embeddings.items, users_vec, Path()
                 )
                 self._dirty.add("embeddings")
@@ -404,158 +416,6 @@ class RetrievalStore:
         }
 
     # ------------------------------------------------------------------ persistence
-    @property
-    def root(self) -> Path:
-        return self.manifest_path(self.ws, self.name).parent
-
-    @property
-    def ledger_version(self) -> int:
-        return int(self.view.version)
-
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Exclusive lock on the store folder: one writer at a time across processes."""
-        with file_lock(self.root / ".lock"):
-            yield
-
-    def _catch_up(self) -> None:
-        """Adopt the saved state if another process committed a newer version meanwhile."""
-        path = self.manifest_path(self.ws, self.name)
-        try:
-            saved = json.loads(path.read_text())["ledger_version"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return
-        if int(saved) != self.ledger_version:
-            fresh = type(self).load(self.ws, self.name, allow_stale=True)
-            self.__dict__.update(fresh.__dict__)
-
-    def save(self, led: Ledger | None = None) -> None:
-        """Persist the store at its ledger version and register it with the ledger.
-
-        Order: co-occurrence counts (in place, only the changed entries, unless a full
-        rewrite is due), then new files for changed artifacts (version-suffixed names), the
-        embedding cache entry of this version, then ``manifest.json`` atomically (the commit
-        point, holding the counts' checksum), then superseded files and cache entries are
-        deleted. A crash before the commit leaves the old manifest, whose checksum no longer
-        matches half-updated counts: :meth:`load` then counts them again from the data.
-        """
-        v = self.ledger_version
-        root = self.root
-        root.mkdir(parents=True, exist_ok=True)
-        files = dict(self.files)
-        hashes = dict(self._hashes)
-        self._write_counts(files)
-        if "clusters" in self._dirty or "clusters" not in files:
-            files["clusters"] = f"clusters.v{v}.npz"
-            c = self.clusters
-            with atomic_path(root / files["clusters"]) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, labels=c.labels, centroids=c.centroids)
-            hashes["clusters"] = file_sha256(root / files["clusters"])
-        if "index" in self._dirty or "index" not in files:
-            files["index"] = f"index.v{v}.faiss"
-            files["index_version"] = self.index.ledger_version
-            self.index.save(root / files["index"])
-            hashes["index"] = file_sha256(root / files["index"])
-            hashes["index.json"] = file_sha256(root / (files["index"] + ".json"))
-        files["embeddings"] = relative_to_root(self.ws.root, self._write_embeddings())
-        if led is None:
-            with self.ws.ledger() as own:
-                ledger_head = own.head(v)
-        else:
-            ledger_head = led.head(v)
-        man = {
-            "format": FORMAT,
-            "name": self.name,
-            "ledger_version": v,
-            "ledger_head": ledger_head,
-            # content hashes taken when each file was written (the counts are covered by
-            # stats.checksum, kept up to date by every in-place update), verified by load/audit
-            "sha256": {
-                files["clusters"]: hashes["clusters"],
-                files["index"]: hashes["index"],
-                files["index"] + ".json": hashes["index.json"],
-            },
-            "dataset": self.ws.dataset.fingerprint,
-            "split": self.ws.split.config(),
-            "config": self.config,
-            "files": files,
-            "stats": {
-                "checksum": str(self.generator.checksum),
-                # base64 of little-endian int64: O(n_items) in C, not a JSON list per request
-                "degree_b64": base64.b64encode(
-                    self.generator.degree.astype("<i8").tobytes()
-                ).decode(),
-            },
-            "n_items_indexed": int(len(self.embeddings.ids)),
-            "saved_at": time.time(),
-        }
-        man_path = self.manifest_path(self.ws, self.name)
-        atomic_write_json(man_path, man)
-        self.files = files
-        self._hashes = hashes
-        self._dirty.clear()
-        self._collect_garbage()
-        detail = {"name": self.name, "encoder": self.config["encoder"]}
-        digest = {"manifest.json": file_sha256(man_path)}
-        args = (f"{STORE_KIND}:{self.name}", STORE_KIND, root, v, detail, digest)
-        if led is None:
-            with self.ws.ledger() as own:
-                own.register_artifact(*args)
-        else:
-            led.register_artifact(*args)
-
-    def _write_counts(self, files: dict) -> None:
-        counts = self.generator.counts
-        path = self.root / COUNTS_FILE
-        n_changed = sum(len(r) for r, _ in self._changed)
-        full = "counts" in self._dirty or "counts" not in files or not path.is_file()
-        if full or n_changed > counts.size // 8:
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, counts)
-        elif n_changed:
-            # no msync: pages reach the disk with the OS's write-back; after a power loss the
-            # manifest's checksum no longer matches and load() counts again from the data
-            mm = np.load(path, mmap_mode="r+")
-            for r, c in self._changed:
-                mm[r, c] = counts[r, c]
-            del mm
-        self._changed.clear()
-        files["counts"] = COUNTS_FILE
-
-    def _cache(self) -> EmbeddingCache:
-        return EmbeddingCache(_cache_dir(self.ws, self.config))
-
-    def _write_embeddings(self) -> Path:
-        """The cache entry of this version (a hard link when the content is unchanged)."""
-        cache, key, dkey = self._cache(), _encoder_key(self.config), _data_key(self.ws, self.config)
-        target = cache.path(key, dkey, self.ledger_version)
-        src = self.embeddings.path
-        if src != target:
-            if src.is_file() and "embeddings" not in self._dirty:
-                tmp = target.with_name(f".{target.name}.{os.getpid()}.lnk")
-                tmp.unlink(missing_ok=True)
-                try:
-                    os.link(src, tmp)
-                except OSError:
-                    tmp.write_bytes(src.read_bytes())
-                os.replace(tmp, target)
-            else:
-                arrays = {"ids": self.embeddings.ids, "items": self.embeddings.items}
-                if self.embeddings.users is not None:
-                    arrays["users"] = self.embeddings.users
-                cache.put(key, dkey, self.ledger_version, **arrays)
-            self.embeddings.path = target
-        return target
-
-    def _collect_garbage(self) -> None:
-        keep = {self.files["clusters"], self.files["index"], self.files["index"] + ".json"}
-        for p in self.root.iterdir():
-            if p.name.split(".v")[0] in ("clusters", "index") and p.name not in keep:
-                p.unlink(missing_ok=True)
-        self._cache().purge(
-            _encoder_key(self.config), _data_key(self.ws, self.config), self.ledger_version
-        )
-
     # ------------------------------------------------------------------ data access
     @property
     def n_items(self) -> int:
@@ -576,7 +436,7 @@ class RetrievalStore:
         full = np.zeros((self.n_items, emb.items.shape[1]), dtype=np.float32)
         full[emb.ids] = emb.items
         self._vectors = full
-        self._unit_vectors = _unit(full)
+        self._unit_vectors = unit_rows(full)
 
     def _user_items(self, user: int, keep: np.ndarray) -> np.ndarray:
         idx = self._train_order[self._train_ptr[user] : self._train_ptr[user + 1]]
@@ -670,17 +530,17 @@ class RetrievalStore:
         H: int = 50,
         n_candidates: int | None = None,
         seed: int | None = None,
+        ratios: np.ndarray | None = None,
     ) -> dict:
-        """Prompt material for ``user``: at most ``H`` retained history items chosen by a CRAGRU
-        strategy (chronological), their ratings, the candidate list and the visible profile.
+        """Prompt material for ``user``: at most ``H`` retained history items chosen by a
+        strategy of :data:`retrieval.strategies.ALL_STRATEGIES` (chronological), their ratings,
+        the candidate list and the visible profile. ``ratios``: the ``dp`` strategy's
+        per-cluster shares (:func:`retrieval.strategies.knapsack_ratios`).
         """
         user = self._check_user(user)
         if self.view.forgotten_users[user]:
             raise DataError(f"user {self.ws.dataset.user_tokens[user]!r} has been forgotten")
-        if strategy not in strat.STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {', '.join(strat.STRATEGIES)}, got {strategy!r}"
-            )
+        _check_strategy(strategy, ratios)
         if int(H) < 0:
             raise ValueError(f"H must be >= 0, got {H}")
         seed = self.config["seed"] if seed is None else int(seed)
@@ -688,7 +548,7 @@ class RetrievalStore:
         items, ratings = self.history(user)
         cands = self.candidates(np.array([user]), n)[0]
         cands = cands[cands >= 0]
-        pos = self._select(user, strategy, int(H), seed, items, ratings, cands)
+        pos = self._select(user, strategy, int(H), seed, items, ratings, cands, ratios)
         return {
             "user": user,
             "strategy": strategy,
@@ -708,14 +568,19 @@ class RetrievalStore:
         items: np.ndarray,
         ratings: np.ndarray,
         cands: np.ndarray,
+        ratios: np.ndarray | None = None,
     ) -> np.ndarray:
-        vecs = self._unit_vectors[items]
-        labels = self.clusters.labels[items]
-        if strategy == "preference":
-            return strat.preference(labels, ratings, H, seed, user)
-        if strategy == "diversity":
-            return strat.diversity(vecs, labels, ratings, H)
-        return strat.attention(vecs, self._unit_vectors[cands], ratings, H)[0]
+        return strat.select(
+            strategy,
+            history_vectors=self._unit_vectors[items],
+            history_clusters=self.clusters.labels[items],
+            ratings=ratings,
+            candidate_vectors=self._unit_vectors[cands],
+            H=H,
+            seed=seed,
+            user=user,
+            ratios=ratios,
+        )
 
     @one_blas_thread
     def select_history(
@@ -724,12 +589,15 @@ class RetrievalStore:
         strategies: str | tuple[str, ...] = strat.STRATEGIES,
         H: int = 50,
         seed: int | None = None,
+        ratios: np.ndarray | None = None,
     ) -> dict[str, list[np.ndarray]]:
         """History items chosen for many users at once, per strategy (each user's history
         is read once, candidates are computed in one batch); forgotten users get an empty
         selection. Same results as :meth:`retrieve`."""
         users = np.asarray(users, dtype=np.int64).reshape(-1)
         strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
+        for s in strategies:
+            _check_strategy(s, ratios)
         seed = self.config["seed"] if seed is None else int(seed)
         cands = self.candidates(users) if "attention" in strategies else None
         out: dict[str, list[np.ndarray]] = {s: [] for s in strategies}
@@ -737,7 +605,8 @@ class RetrievalStore:
             items, ratings = self.history(u)
             c = cands[k][cands[k] >= 0] if cands is not None else np.zeros(0, np.int64)
             for s in strategies:
-                out[s].append(items[self._select(int(u), s, int(H), seed, items, ratings, c)])
+                pos = self._select(int(u), s, int(H), seed, items, ratings, c, ratios)
+                out[s].append(items[pos])
         return out
 
     # ------------------------------------------------------------------ comparison
@@ -776,148 +645,18 @@ class RetrievalStore:
 
     def __repr__(self) -> str:
         return (
-            f"RetrievalStore({self.name!r}, {_encoder_key(self.config)}, {self.index!r}, "
+            f"RetrievalStore({self.name!r}, {encoder_key(self.config)}, {self.index!r}, "
             f"v{self.ledger_version})"
         )
 
 
 # ---------------------------------------------------------------------- helpers
-def _ledger_version(ws: Workspace) -> int:
-    if not ws.ledger_path.exists():
-        return 0
-    with ws.ledger() as led:
-        return led.version
 
 
-def _encoder_key(config: dict) -> str:
-    return make_encoder(config["encoder"]).key
-
-
-def _data_key(ws: Workspace, config: dict) -> str:
-    split = ws.split.config() if config["encoder"]["kind"] == "cf" else None
-    return data_key(ws.dataset, split)
-
-
-def _cache_dir(ws: Workspace, config: dict) -> Path:
-    d = config.get("cache_dir")
-    return resolve_in(ws.root, d) if d else ws.root / "artifacts" / "embeddings"
-
-
-_MANIFEST_KEYS = {
-    "format": int,
-    "ledger_version": int,
-    "dataset": str,
-    "split": dict,
-    "config": dict,
-    "files": dict,
-    "stats": dict,
-}
-_REBUILD = "rebuild it with 'llmrec index build'"
-
-
-def read_manifest(path: Path) -> dict:
-    """A store manifest, checked for shape; :class:`ArtifactError` naming the file if corrupt."""
-    try:
-        man = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        why = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ArtifactError(f"{path}: unreadable retrieval manifest ({why}); {_REBUILD}") from None
-    if not isinstance(man, dict):
-        raise ArtifactError(f"{path}: corrupt retrieval manifest (not an object); {_REBUILD}")
-    for key, typ in _MANIFEST_KEYS.items():
-        if not isinstance(man.get(key), typ) or isinstance(man.get(key), bool):
-            raise ArtifactError(
-                f"{path}: corrupt retrieval manifest (missing or bad {key!r}); {_REBUILD}"
-            )
-    if man["format"] != FORMAT:
-        raise ArtifactError(f"{path}: unknown retrieval manifest format; {_REBUILD}")
-    files = man["files"]
-    if not all(
-        isinstance(files.get(k), str) for k in ("index", "counts", "clusters", "embeddings")
-    ):
-        raise ArtifactError(f"{path}: corrupt retrieval manifest (bad 'files'); {_REBUILD}")
-    if not isinstance(files.get("index_version"), int) or "checksum" not in man["stats"]:
-        raise ArtifactError(f"{path}: corrupt retrieval manifest (bad 'files'); {_REBUILD}")
-    if any(Path(files[k]).name != files[k] for k in ("index", "counts", "clusters")):
-        raise ArtifactError(f"{path}: corrupt retrieval manifest (file outside the store)")
-    return man
-
-
-def check_ledger(ws: Workspace, what: str, version: int, head: str | None) -> None:
-    """:class:`ArtifactError` unless the ledger holds ``version`` with the same history the
-    artifact was built from (``head``: :meth:`Ledger.head` recorded at write time)."""
-    if not ws.ledger_path.exists():
-        latest, have = 0, None
-    else:
-        with ws.ledger() as led:
-            latest = led.version
-            have = led.head(version) if head is not None and version <= latest else None
-    if version > latest or (head is not None and have is not None and have != head):
-        claim = f"reflects ledger version {version}"
-        found = f"the ledger is at {latest}" if version > latest else "the ledger's history differs"
-        raise ArtifactError(
-            f"{what} {claim} but {found}: the ledger was lost or replaced; restore "
-            f"{ws.ledger_path} from a backup, or rebuild every artifact"
+def _check_strategy(strategy: str, ratios: np.ndarray | None) -> None:
+    if strategy not in strat.ALL_STRATEGIES:
+        raise ValueError(
+            f"strategy must be one of {', '.join(strat.ALL_STRATEGIES)}, got {strategy!r}"
         )
-
-
-def _train_by_user(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
-    """Train-part interaction indices grouped by user, chronological within a user."""
-    ds = ws.dataset
-    train = np.flatnonzero(ws.split.part == TRAIN)
-    ts = ds.timestamp[train] if ds.timestamp is not None else np.zeros(len(train))
-    order = train[np.lexsort((train, ts, ds.inter_user[train]))]
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(ds.inter_user[train], minlength=ds.n_users))])
-    return order, ptr
-
-
-def _retained_rows(ws: Workspace, view: RetainedView) -> list[np.ndarray]:
-    """Per user, the sorted distinct items of its retained train interactions."""
-    ds = ws.dataset
-    m = ws.split.mask(TRAIN, view.keep)
-    keys = np.unique(ds.inter_user[m] * ds.n_items + ds.inter_item[m])
-    users, items = keys // ds.n_items, keys % ds.n_items
-    ptr = np.searchsorted(users, np.arange(ds.n_users + 1))
-    return [items[ptr[u] : ptr[u + 1]] for u in range(ds.n_users)]
-
-
-def _embed(ws: Workspace, config: dict, view: RetainedView) -> _Embeddings:
-    """Embeddings of the retained items at ``view`` (from the cache when possible)."""
-    ds = ws.dataset
-    enc = make_encoder(config["encoder"])
-    cache = EmbeddingCache(_cache_dir(ws, config))
-    key, dkey = enc.key, _data_key(ws, config)
-    ids = np.flatnonzero(~view.forgotten_items).astype(np.int64)
-    path = cache.path(key, dkey, view.version)
-    got = cache.get(key, dkey, view.version)
-    if got is not None and np.array_equal(got["ids"], ids):
-        return _Embeddings(ids, got["items"], got.get("users"), path)
-    users = None
-    if isinstance(enc, TextEncoder):
-        items = cache.find_covering(key, dkey, ids)
-        if items is None:
-            items = enc.encode_catalogue(ds)[ids]
-    else:
-        m = ws.split.mask(TRAIN, view.keep)
-        u, i = enc.fit(ds.n_users, ds.n_items, ds.inter_user[m], ds.inter_item[m])
-        u[view.forgotten_users] = 0.0
-        items, users = i[ids], u
-    arrays = {"ids": ids, "items": items} | ({"users": users} if users is not None else {})
-    cache.put(key, dkey, view.version, **arrays)
-    return _Embeddings(ids, items, users, path)
-
-
-def _build_index(config: dict, emb: _Embeddings, version: int) -> ForgetAwareIndex:
-    """Index of the retained items (text vectors are unit-norm: inner product = cosine)."""
-    return ForgetAwareIndex.build(
-        emb.items,
-        emb.ids,
-        config["factory"],
-        config["metric"],
-        _encoder_key(config),
-        version,
-    )
-
-
-def _cluster(config: dict, emb: _Embeddings, n_items: int) -> ItemClusters:
-    return cluster_items(_unit(emb.items), emb.ids, n_items, config["n_clusters"], config["seed"])
+    if strategy == "dp" and ratios is None:
+        raise ValueError("the dp strategy needs per-cluster ratios (knapsack_ratios on VALID)")

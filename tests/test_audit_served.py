@@ -5,9 +5,8 @@ import json
 from llmrec.cli.main import main
 from llmrec.data.requests import ForgetRequest
 from llmrec.models.training import checkpoint_path, retained_data, train_model
-from llmrec.pipelines import served
+from llmrec.pipelines import served, stages
 from llmrec.pipelines.audit import run_audit
-from llmrec.pipelines.forget import STAGES
 from llmrec.workspace import Workspace
 
 
@@ -24,11 +23,13 @@ def test_served_log_is_scrubbed_and_audited(tmp_path, tiny_dir):
         led.record(ForgetRequest("user", users=("u2",)))
         led.record(ForgetRequest("interactions", pairs=(("u1", "i4"),)))
     view = ws.view()
-    problems = " ".join(f["problem"] for f in served.audit(ws, view))
+    with ws.ledger() as led:
+        entries = led.entries()
+    problems = " ".join(f["problem"] for f in served.audit(ws, view, entries))
     assert "forgotten item i2" in problems and "forgotten user u2" in problems
     assert "forgotten interaction (u1, i4)" in problems
-    assert served.apply(ws, view.version)["scrubbed"] == 2
-    assert served.audit(ws, view) == []
+    assert served.scrub(ws, view, entries)["scrubbed"] == 2
+    assert served.audit(ws, view, entries) == []
     assert [(e["user"], e["items"]) for e in served.read_log(ws)] == [("u1", ["i1"])]
 
 
@@ -42,12 +43,11 @@ def test_audit_flags_stale_checkpoint_and_unfinished_stage(tmp_path, tiny_dir, c
     assert run_audit(ws)["ok"]
     with ws.ledger() as led:
         led.record(ForgetRequest("user", users=("u3",)), stages=["served"])
-    for name in list(STAGES):  # only the served stage in this workspace (no retrieval artifacts)
-        monkeypatch.delitem(STAGES, name)
-    monkeypatch.setitem(STAGES, "served", "llmrec.pipelines.served:apply")
+    # only the checkpoint and served stages in this workspace (no retrieval artifacts)
+    monkeypatch.setattr(stages, "STAGES", stages.select("checkpoints", "served"))
     res = run_audit(ws)
     names = {f["artifact"] for f in res["violations"]}
-    assert names == {"model:bpr", "stage:served"}
+    assert names == {"model:bpr", "stage:served", "stage:checkpoints"}
     rc = main(["audit", "--workspace", str(tmp_path / "ws"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 1 and not out["ok"]

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from llmrec.data.requests import ForgetRequest
-from llmrec.pipelines import audit as audit_pipeline
-from llmrec.pipelines import forget as forget_pipeline
+from llmrec.pipelines import stages
 from llmrec.pipelines.audit import run_audit
 from llmrec.pipelines.forget import forget
 from llmrec.workspace import Workspace
@@ -20,10 +19,8 @@ FAST = {"epochs": 3, "dim": 8}
 
 @pytest.fixture()
 def source_stage(monkeypatch):
-    """Only the candidate-source stage runs; its auditor is registered next to the others."""
-    monkeypatch.setattr(forget_pipeline, "STAGES", {})
-    monkeypatch.setattr(audit_pipeline, "AUDITORS", dict(audit_pipeline.AUDITORS))
-    sources.register()
+    """Only the candidate-source stage runs (and is audited)."""
+    monkeypatch.setattr(stages, "STAGES", stages.select("candidate-source"))
 
 
 def _ws(root, tiny_dir) -> Workspace:
@@ -68,9 +65,7 @@ def test_retrained_source_equals_scratch_after_forget(tmp_path, tiny_dir, source
 def test_ease_source_equals_scratch_after_forget(tmp_path, tiny_dir, monkeypatch):
     from retrieval.store import RetrievalStore
 
-    monkeypatch.setattr(
-        forget_pipeline, "STAGES", {"retrieval": forget_pipeline.STAGES["retrieval"]}
-    )
+    monkeypatch.setattr(stages, "STAGES", stages.select("retrieval"))
     kw = {"encoder": "cf", "n_candidates": 4, "n_clusters": 2, "cf_params": FAST}
     ws = _ws(tmp_path / "ws", tiny_dir)
     RetrievalStore.build(ws, **kw)
@@ -118,8 +113,9 @@ def test_original_source_is_leaky_and_fails_audit(tmp_path, tiny_dir, source_sta
 def test_stale_exact_source_fails_audit(tmp_path, tiny_dir, source_stage, monkeypatch):
     ws = _ws(tmp_path / "ws", tiny_dir)
     sources.build_source(ws, "bpr", seed=7, params=FAST)
-    monkeypatch.setattr(forget_pipeline, "STAGES", {})  # the stage never runs
+    monkeypatch.setattr(stages, "STAGES", ())  # the stage never runs
     forget(ws, [REQUEST])
+    monkeypatch.setattr(stages, "STAGES", stages.select("candidate-source"))
     res = run_audit(ws)
     assert any("stale" in v["problem"] for v in res["violations"])
     with pytest.raises(Exception, match="reflects ledger v0"):

@@ -10,8 +10,8 @@ import pytest
 from llmrec.cli.main import main
 from llmrec.data.requests import ForgetRequest
 from llmrec.errors import ArtifactError, DataError
-from llmrec.llm.adapters import tune_adapters
 from llmrec.evaluation.paired import paired_difference
+from llmrec.llm.adapters import tune_adapters
 from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir
 from llmrec.pipelines.cragru_scenario import ScenarioConfig, format_results, run_scenario
 from llmrec.pipelines.forget import forget

@@ -7,7 +7,7 @@ import pytest
 
 from llmrec.data.split import TEST, TRAIN, VALID
 from llmrec.pipelines import cragru_paper as cp
-from llmrec.pipelines import forget as forget_pipeline
+from llmrec.pipelines import stages
 from tests.test_llm_fixtures import small_workspace, tiny_lm
 
 
@@ -50,8 +50,8 @@ def test_paper_accounting_scores_missing_and_short_lists_zero():
 @pytest.mark.parametrize("llm", [False, True])
 def test_side_by_side_run(tmp_path, llm, monkeypatch):
     # only the stages this run needs (no adapters in these workspaces)
-    keep = {k: v for k, v in forget_pipeline.STAGES.items() if k != "adapters"}
-    monkeypatch.setattr(forget_pipeline, "STAGES", keep)
+    keep = tuple(s for s in stages.STAGES if s.name != "adapters")
+    monkeypatch.setattr(stages, "STAGES", keep)
     data_ws = small_workspace(tmp_path / "data")
     lm = tiny_lm(data_ws, tmp_path / "lm") if llm else None
     cfg = cp.ProtocolConfig(

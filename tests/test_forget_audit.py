@@ -32,9 +32,9 @@ def forgotten_ws(tmp_path, only_retrieval_stage):
 
 @pytest.fixture()
 def only_retrieval_stage(monkeypatch):
-    from llmrec.pipelines import forget as fp
+    from llmrec.pipelines import stages
 
-    monkeypatch.setattr(fp, "STAGES", {"retrieval": fp.STAGES["retrieval"]})
+    monkeypatch.setattr(stages, "STAGES", stages.select("retrieval"))
 
 
 def _manifest(ws):

@@ -10,6 +10,7 @@ from llmrec.llm.adapters import adapters_root, shard_dir, tune_adapters
 from llmrec.llm.audit import audit as audit_adapters
 from llmrec.llm.shards import shard_of
 from llmrec.pipelines import forget as fp
+from llmrec.pipelines import stages
 from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
@@ -29,7 +30,7 @@ def test_adapter_audit_detects_forgotten_training_data(tmp_path, monkeypatch):
     assert any("tuned on other data" in f["problem"] for f in found)
     assert any(f["problem"].startswith("stale") for f in found)
     # the stage re-tunes the touched shard; the audit is clean again
-    monkeypatch.setattr(fp, "STAGES", {"adapters": fp.STAGES["adapters"]})
+    monkeypatch.setattr(stages, "STAGES", stages.select("adapters"))
     fp.resume(ws)
     assert audit_adapters(ws, ws.view()) == []
     # a planted manifest claiming other training data is caught as well

@@ -29,24 +29,23 @@ from tests.test_retrieval_store import shared_text_cache
 DRIVER = r"""
 import os, sys
 from llmrec.data.ledger import Ledger
-from llmrec.pipelines import forget as fp
+from llmrec.pipelines import stages
 
 point = sys.argv[1]
-resolve = fp._resolve
 
-def crashing(target):
-    fn = resolve(target)
-    name = next(n for n, t in fp.STAGES.items() if t == target)
-    def run(ws, version):
-        if point == f"before:{name}":
+def crashing(stage):
+    apply = stage.apply
+    def run(ctx):
+        if point == f"before:{stage.name}":
             os._exit(137)
-        out = fn(ws, version)
-        if point == f"after:{name}":
+        out = apply(ctx)
+        if point == f"after:{stage.name}":
             os._exit(137)
         return out
     return run
 
-fp._resolve = crashing
+for stage in stages.STAGES:
+    stage.apply = crashing(stage)
 if point == "after-record":
     record_many = Ledger.record_many
     def record_then_die(self, *a, **k):
@@ -57,7 +56,9 @@ from llmrec.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 
-POINTS = ["after-record"] + [f"{when}:{s}" for s in fp.STAGES for when in ("before", "after")]
+POINTS = ["after-record"] + [
+    f"{when}:{s}" for s in fp.stage_names() for when in ("before", "after")
+]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_kill_at_stage_boundary_then_resume(base_ws, tmp_path, point):
     again = fp.forget(ws, [ForgetRequest("user", users=("13",))])
     assert again["requests"][0]["created"] is False
     with ws.ledger() as led:
-        assert len(led) == 3 and all(led.pending(s) == [] for s in fp.STAGES)
+        assert len(led) == 3 and all(led.pending(s) == [] for s in fp.stage_names())
     assert RetrievalStore.load(ws).ledger_version == 3
 
 
@@ -121,7 +122,7 @@ def _submit(ws_dir: str, requests: list[dict]) -> None:
         for r in requests:
             req = ForgetRequest.from_dict(r)
             req.validate(ws.dataset)
-            led.record(req, stages=list(fp.STAGES))
+            led.record(req, stages=fp.stage_names())
     fp.resume(ws)
 
 
@@ -146,7 +147,7 @@ def test_eight_processes_submit_1000_requests(base_ws, tmp_path):
         assert len(led) == 1000
         assert sorted(e.version for e in led.entries()) == list(range(1, 1001))
         assert len({e.request.content_hash for e in led.entries()}) == 1000
-        assert all(led.pending(s) == [] for s in fp.STAGES)
+        assert all(led.pending(s) == [] for s in fp.stage_names())
     audit = run_audit(ws)
     assert audit["ok"], audit["violations"]
     assert RetrievalStore.load(ws).ledger_version == 1000

@@ -7,15 +7,13 @@ import json
 import pytest
 
 from llmrec.cli.main import main
-from llmrec.pipelines import forget as forget_pipeline
+from llmrec.pipelines import stages
 from tests.test_retrieval_store import shared_text_cache
 
 
 @pytest.fixture()
 def only_retrieval_stage(monkeypatch):
-    monkeypatch.setattr(
-        forget_pipeline, "STAGES", {"retrieval": forget_pipeline.STAGES["retrieval"]}
-    )
+    monkeypatch.setattr(stages, "STAGES", stages.select("retrieval"))
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -26,6 +26,7 @@ from llmrec.data.retained import RetainedView
 from llmrec.data.split import TRAIN
 from llmrec.errors import ArtifactError, DataError
 from llmrec.pipelines import forget as forget_pipeline
+from llmrec.pipelines import stages
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
 
@@ -54,9 +55,7 @@ def shared_text_cache(tmp_path: Path) -> tuple[Path, np.ndarray]:
 @pytest.fixture()
 def only_retrieval_stage(monkeypatch):
     """Run ``forget`` with the retrieval stage only (other stages have their own tests)."""
-    monkeypatch.setattr(
-        forget_pipeline, "STAGES", {"retrieval": forget_pipeline.STAGES["retrieval"]}
-    )
+    monkeypatch.setattr(stages, "STAGES", stages.select("retrieval"))
 
 
 def random_request(
@@ -385,3 +384,39 @@ def test_cf_encoder_forgets_exactly(tmp_path, tiny_dir, only_retrieval_stage):
         assert np.array_equal(inc.user_embeddings, ref.user_embeddings)
     assert not inc.user_embeddings[ws.dataset.user_index("u3")].any()
     assert not inc.item_embeddings[ws.dataset.item_index("i4")].any()
+
+
+def test_retrieve_serves_every_strategy_of_the_strategies_module(tmp_path):
+    """The store's retrieve() is strategies.select on its own embeddings and clusters, for the
+    reference baselines too (dp with its per-cluster ratios)."""
+    from llmrec.data.synthetic import SyntheticSpec, write_synthetic
+    from retrieval import strategies as st
+
+    data = write_synthetic(SyntheticSpec(600, users=20, items=30, seed=2), tmp_path / "d", "s")
+    ws = Workspace(tmp_path / "ws", dataset="s", data_dir=data)
+    store = RetrievalStore.build(ws, encoder="cf", n_candidates=10, n_clusters=3, seed=5)
+    user = int(np.argmax([len(store.history(u)[0]) for u in range(ws.dataset.n_users)]))
+    items, ratings = store.history(user)
+    ratios = np.array([0.5, 0.3, 0.2])
+    for name in st.ALL_STRATEGIES:
+        got = store.retrieve(user, name, H=4, ratios=ratios if name == "dp" else None)
+        vecs = store.item_embeddings.astype(np.float64)
+        norm = np.linalg.norm(vecs, axis=1, keepdims=True)
+        vecs = vecs / np.where(norm > 0, norm, 1.0)
+        pos = st.select(
+            name,
+            history_vectors=vecs[items],
+            history_clusters=store.clusters.labels[items],
+            ratings=ratings,
+            candidate_vectors=vecs[got["candidates"]],
+            H=4,
+            seed=store.config["seed"],
+            user=user,
+            ratios=ratios,
+        )
+        assert np.array_equal(got["history_items"], items[pos]), name
+        assert len(got["history_items"]) == min(4, len(items))
+    with pytest.raises(ValueError, match="needs per-cluster ratios"):
+        store.retrieve(user, "dp", H=4)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        store.retrieve(user, "magic", H=4)

@@ -13,15 +13,11 @@ from llmrec.data.split import TRAIN, random_split
 from llmrec.data.synthetic import SyntheticSpec, write_synthetic
 from llmrec.models import build_model
 from llmrec.unlearning.base import make_task
-from llmrec.unlearning.sharded import (
-    SISA,
-    AttentionAggregator,
-    RecEraser,
-    ShardedModel,
-    load_sharded,
-    run_jobs,
-    train_aggregator,
-)
+from llmrec.unlearning.receraser import RecEraser
+from llmrec.unlearning.shard_aggregation import AttentionAggregator, train_aggregator
+from llmrec.unlearning.shard_pool import run_jobs
+from llmrec.unlearning.sharded_model import ShardedModel, load_sharded
+from llmrec.unlearning.sisa import SISA
 
 FAST = dict(dim=16, epochs=3, batch_size=2048, n_neg=2)
 
@@ -208,7 +204,7 @@ def test_receraser_partition_is_balanced(data):
 
 
 def test_cache_dir_builds_once_and_any_checkpoint_loads(data, tmp_path):
-    from llmrec.unlearning.sharded import load_any_model
+    from llmrec.unlearning.checkpoint import load_any_model
 
     ds, split, model = data
     un = SISA(n_shards=3, processes=1, cache_dir=tmp_path / "cache", seed=2)

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from llmrec.cli.unlearn import cmd_pretrain
 from llmrec.data.dataset import load_dataset
 from llmrec.data.requests import interactions_request, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
 from llmrec.data.synthetic import SyntheticSpec, write_synthetic
 from llmrec.models import BPRMF, LightGCN, build_model
 from llmrec.unlearning.base import make_task
+from llmrec.unlearning.fingerprint import model_fingerprint
 from llmrec.unlearning.unlearnrec import (
     EncoderArtifact,
     ResidualProblem,
     UnlearnRec,
-    cmd_pretrain,
-    model_fingerprint,
     pretrain_encoder,
     simulate_removal,
 )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from llmrec.cli.common import emit, nonempty, open_workspace
+from llmrec.cli.common import emit, nonempty, open_workspace, parse_overrides
 from llmrec.data.requests import load_requests
+from llmrec.errors import LlmrecError
 from llmrec.pipelines.audit import run_audit
 from llmrec.pipelines.forget import forget, resume
+from llmrec.pipelines.stages import StageContext, select
 from llmrec.workspace import POLICIES
 
 
@@ -32,6 +34,21 @@ def register(sub, common) -> None:
         "suppress (never show a user an item whose interaction they had forgotten); the served "
         "log is scrubbed to the new policy",
     )
+    p.add_argument(
+        "--cf-method",
+        default=None,
+        metavar="METHOD",
+        help="fix how trained CF checkpoints (llmrec train) are brought up to date: retrain "
+        "(default; exact) or another unlearning method of 'llmrec unlearn', e.g. finetune "
+        "(approximate: the audit then reports those checkpoints as approximate, naming it)",
+    )
+    p.add_argument(
+        "--cf-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="parameter of --cf-method (JSON value), e.g. --cf-set epochs=3",
+    )
     p.set_defaults(func=cmd_forget)
     a = sub.add_parser(
         "audit",
@@ -41,26 +58,54 @@ def register(sub, common) -> None:
     a.set_defaults(func=cmd_audit)
 
 
+def _set_cf_method(ws, method: str, settings: list[str]) -> str:
+    from llmrec.unlearning import METHODS, method_names
+
+    if method not in METHODS:
+        raise LlmrecError(
+            f"unknown CF method {method!r} (expected one of: {', '.join(method_names())})"
+        )
+    cls = METHODS[method]
+    params = parse_overrides(settings)
+    try:
+        cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise LlmrecError(f"bad --cf-set for {method}: {exc}") from None
+    ws.set_cf_method(method, params)
+    kind = "exact" if cls.exact else "approximate"
+    return f"CF checkpoints are brought up to date with {method} ({kind})"
+
+
 def cmd_forget(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     requests = load_requests(args.request) if args.request else None
     lines = []
+    if args.cf_set and args.cf_method is None:
+        raise LlmrecError("--cf-set needs --cf-method")
+    if args.cf_method is not None:
+        lines.append(_set_cf_method(ws, args.cf_method, args.cf_set))
     if args.policy is not None and args.policy != ws.policy:
-        from llmrec.pipelines import served
-
         ws.set_policy(args.policy)
-        rescrub = served.apply(ws, ws.view().version)
+        with ws.ledger() as led:
+            ctx = StageContext.open(ws, led)
+            rescrub = select("served")[0].apply(ctx)
         lines.append(f"forget policy {args.policy}: served log scrubbed ({rescrub['scrubbed']})")
     if requests is not None:
         result = forget(ws, requests)
     else:
         result = {"requests": [], **resume(ws)}
     result["policy"] = ws.policy
+    result["cf_method"] = ws.cf_method
     for r in result["requests"]:
         state = "recorded" if r["created"] else "already recorded"
         lines.append(f"v{r['version']}: {r['description']} ({state})")
     for name, st in result["stages"].items():
         lines.append(f"stage {name}: applied versions {st['versions']} in {st['seconds']:.3f}s")
+        for ck, d in st.get("checkpoints", {}).items():
+            how = "exact" if d["exact"] else "approximate"
+            what = "updated" if d["updated"] else "unchanged training pairs, weights kept"
+            note = f"; {d['note']}" if d.get("note") else ""
+            lines.append(f"  {ck}: {d['method']} ({how}), {what}{note}")
     lines.append(f"ledger version {result['ledger_version']}")
     emit(args, result, "\n".join(lines))
     return 0
@@ -70,12 +115,25 @@ def cmd_audit(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     result = run_audit(ws)
     lines = [f"audit at ledger v{result['ledger_version']}: scanned {', '.join(result['scanned'])}"]
+    for name, st in result.get("stages", {}).items():
+        detail = ""
+        if st["approximate"]:
+            detail = ": " + ", ".join(
+                f"{a['artifact']} by {a['method']}" for a in st["approximate"]
+            )
+        elif st["artifacts"]:
+            detail = f" ({len(st['artifacts'])} artifact(s))"
+        lines.append(f"stage {name}: {st['status']}{detail}")
     for f in result["violations"]:
         lines.append(f"VIOLATION {f['artifact']}: {f['problem']} ({f['path']})")
-    lines.append(
-        "OK: no forgotten record or stale artifact found"
-        if result["ok"]
-        else f"{len(result['violations'])} violation(s)"
-    )
+    if not result["ok"]:
+        lines.append(f"{len(result['violations'])} violation(s)")
+    elif any(st["approximate"] for st in result.get("stages", {}).values()):
+        lines.append(
+            "OK: no forgotten record or stale artifact found; approximate: the CF checkpoints "
+            "named above were updated by an approximate unlearning method, not retrained"
+        )
+    else:
+        lines.append("OK: no forgotten record or stale artifact found")
     emit(args, result, "\n".join(lines))
     return 0 if result["ok"] else 1

@@ -71,7 +71,11 @@ def register(sub, common) -> None:
     )
     r.add_argument("--user", required=True, help="user id (the dataset's token)")
     r.add_argument(
-        "--strategy", choices=["preference", "diversity", "attention"], default="preference"
+        "--strategy",
+        # dp needs per-cluster ratios fitted on VALID (the CRAGRU reference protocol)
+        choices=["preference", "diversity", "attention", "none", "random", "average"],
+        default="preference",
+        help="CRAGRU strategy or a reference baseline (default: %(default)s)",
     )
     r.add_argument("--H", type=nonneg_int, default=50, help="history budget (default: %(default)s)")
     r.add_argument(

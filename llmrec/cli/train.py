@@ -19,6 +19,7 @@ from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.evaluation import evaluate_model
 from llmrec.models import MODEL_REGISTRY
 from llmrec.models.training import checkpoint_path, load_checkpoint, retained_data, train_model
+from llmrec.pipelines.checkpoints import record_extra, save_checkpoint
 
 
 def register(sub, common) -> None:
@@ -111,11 +112,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise LlmrecError(f"bad hyper-parameter for {args.model}: {exc}") from None
     seconds = time.perf_counter() - t0
     path = checkpoint_path(ws, args.model)
-    model.save(path, data.version)
+    extra = record_extra(model, "train", True, data.train, trained_at=data.version, seed=args.seed)
     with ws.ledger() as led:
-        led.register_artifact(
-            f"model:{args.model}", "checkpoint", path, data.version, {"seed": args.seed}
-        )
+        save_checkpoint(led, model, path, f"model:{args.model}", data.version, extra)
     metrics = evaluate_model(model, data, "test")
     run = ws.new_run(
         f"train-{args.model}",

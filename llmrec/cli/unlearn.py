@@ -11,6 +11,8 @@ version it reflects, registered in the ledger) and a run folder with ``results.j
 from __future__ import annotations
 
 import argparse
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import numpy as np
 from llmrec.cli.common import (
     emit,
     int_in,
+    methods_help,
     nonempty,
     nonneg_int,
     open_workspace,
@@ -31,15 +34,27 @@ MODELS = ("bpr", "lightgcn")
 
 
 def register(sub, common) -> None:
+    from llmrec.unlearning import method_names
+
+    names = method_names("embedding")
     p = sub.add_parser(
         "unlearn",
         parents=[common],
         help="apply an embedding unlearner to a trained CF model",
-        description="Record the requests in the ledger, unlearn them from the trained checkpoint "
-        "with METHOD (retrain, finetune, alteraser, lego, reverse-bpr) and write the unlearned "
-        "checkpoint plus a run folder (results.json, results.txt, config.json).",
+        description=textwrap.fill(
+            "Record the requests in the ledger, unlearn them from the trained checkpoint with "
+            "METHOD and write the unlearned checkpoint plus a run folder (results.json, "
+            "results.txt, config.json)."
+        ),
+        epilog=methods_help("embedding"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--method", required=True, help="retrain|finetune|alteraser|lego|reverse-bpr")
+    p.add_argument(
+        "--method",
+        required=True,
+        metavar="METHOD",
+        help=f"unlearning method: {', '.join(names)}",
+    )
     p.add_argument("--request", type=nonempty, required=True, help="request file (JSON lines)")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
@@ -83,12 +98,10 @@ def register(sub, common) -> None:
         type=nonneg_int,
         default=None,
         help="forgotten pairs are those removed after this ledger version "
-        "(default: the trained checkpoint's version)",
+        "(default: the version the checkpoint's base model was trained at)",
     )
     m.add_argument("--attacker", default="logistic", help="logistic or gbdt")
     m.set_defaults(func=cmd_attack_membership)
-
-    from llmrec.unlearning.unlearnrec import configure_pretrain_parser
 
     q = sub.add_parser(
         "unlearnrec-pretrain",
@@ -96,18 +109,20 @@ def register(sub, common) -> None:
         help="pre-train (resumably) the UnlearnRec influence encoder of a trained model",
     )
     configure_pretrain_parser(q)
-    for action in q._actions:  # its counts (requests, epochs, sizes) are all positive
-        if action.type is int:
-            action.type = positive_int
     q.set_defaults(func=cmd_unlearnrec_pretrain)
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
+    from llmrec.unlearning import method_names
+
+    names = method_names("embedding")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
         "--method",
         default=None,
-        help="attack the checkpoint unlearned by METHOD (default: trained)",
+        metavar="METHOD",
+        help=f"attack the checkpoint unlearned by METHOD ({', '.join(names)}; default: the "
+        "trained one)",
     )
     p.add_argument("--checkpoint", type=nonempty, default=None, help="attack this checkpoint file")
 
@@ -118,19 +133,12 @@ def _check_model(name: str) -> None:
         raise LlmrecError(f"unknown model {name!r} (expected one of: {', '.join(MODELS)})")
 
 
-def _check_method(name: str) -> None:
-    from llmrec.unlearning import METHODS
-
-    if name not in METHODS:
-        raise LlmrecError(f"unknown method {name!r} (expected one of: {', '.join(METHODS)})")
-
-
 def unlearned_path(ws, model: str, method: str) -> Path:
     return ws.artifact_path("unlearned", f"{model}-{method}.pt")
 
 
 def _load(path: Path, what: str):
-    from llmrec.unlearning.sharded import load_any_model as load_model
+    from llmrec.unlearning.checkpoint import load_any_model as load_model
 
     if not path.is_file():
         raise ArtifactError(f"no {what} checkpoint at {path}")
@@ -152,11 +160,13 @@ def _trained(ws, name: str, checkpoint: str | None):
 
 def _target(ws, args):
     """The checkpoint an attack command looks at: --checkpoint, --method's, or the trained one."""
+    from llmrec.unlearning import get_method
+
     _check_model(args.model)
     if args.checkpoint:
         return _load(Path(args.checkpoint), "model"), Path(args.checkpoint)
     if args.method:
-        _check_method(args.method)
+        get_method(args.method, "embedding")  # an unknown name: one line naming the known ones
         path = unlearned_path(ws, args.model, args.method)
         if not path.is_file():
             raise ArtifactError(
@@ -182,10 +192,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.data.requests import load_requests
     from llmrec.evaluation import evaluate_model
     from llmrec.pipelines import forget as forget_pipeline
+    from llmrec.pipelines.checkpoints import start_unlearned
     from llmrec.privacy.membership import pair_ranks, rank_summary
-    from llmrec.unlearning import make_task, make_unlearner
+    from llmrec.unlearning import get_method, make_task
 
-    _check_method(args.method)
+    method = get_method(args.method, "embedding")
     _check_model(args.model)
     ws = open_workspace(args)
     requests = load_requests(args.request)
@@ -193,76 +204,83 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     for r in requests:
         r.validate(ds)
     model, source = _trained(ws, args.model, args.checkpoint)
-    params = parse_overrides(args.set)
-    if "seed" not in params and args.method != "retrain":
+    params = {
+        **method.workspace_defaults(ws.root, args.model),
+        **parse_overrides(args.set),
+    }
+    if "seed" not in params and "seed" in method.param_names():
         params["seed"] = args.seed
-    if args.method == "lego" and "cache_dir" not in params:
-        params["cache_dir"] = str(ws.root / "artifacts" / "lego-cache" / args.model)
-    if args.method == "unlearnrec" and "cache_dir" not in params:
-        params["cache_dir"] = str(ws.root / "artifacts" / "unlearnrec")
-    if args.method in ("sisa", "receraser") and "cache_dir" not in params:
-        params["cache_dir"] = str(ws.root / "artifacts" / f"{args.method}-cache" / args.model)
     try:
-        unlearner = make_unlearner(args.method, **params)
+        unlearner = method(**params)
     except (TypeError, ValueError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
-    # the same runner as `llmrec forget`: record once, then bring every artifact stage up to date
+    # the unlearned checkpoint starts as the trained one; the runner of `llmrec forget` records
+    # the requests once and its checkpoint stage brings it (with METHOD), like every other
+    # artifact, to the newest ledger version
+    path = unlearned_path(ws, args.model, args.method)
+    name = f"model:{args.model}:{args.method}"
+    with ws.ledger() as led:
+        known = {e.request.content_hash: e.version for e in led.entries()}
+        start_unlearned(
+            led,
+            model,
+            path,
+            name,
+            args.method,
+            unlearner.get_params(),
+            str(source),
+            [known.get(r.content_hash) for r in requests],
+        )
     summary = forget_pipeline.forget(ws, requests)
     recorded = [(r["version"], r["created"]) for r in summary["requests"]]
-    version = max(v for v, _ in recorded)
+    done = summary["stages"].get("checkpoints", {}).get("checkpoints", {}).get(name, {})
+    rec = done.get("record")
+    new = _load(path, "unlearned")
     task = make_task(ws, requests, model)
-    if task.version is None or task.version < version:
-        task = make_task(ws, requests, model, version=version)
-    new, record = unlearner.unlearn(model, task)
-    path = unlearned_path(ws, args.model, args.method)
-    new.save(
-        path,
-        task.version,
-        extra={"method": args.method, "source": str(source), "settings": record.settings},
-    )
-    with ws.ledger() as led:
-        led.register_artifact(
-            f"model:{args.model}:{args.method}",
-            "checkpoint",
-            path,
-            task.version,
-            {"method": args.method, "source": str(source)},
-        )
     data = task.retained_data()
     metrics = evaluate_model(new, data, "test")
     result: dict = {
         "method": args.method,
         "model": args.model,
-        "ledger_version": task.version,
+        "ledger_version": new.ledger_version,
         "model_ledger_version": model.ledger_version,
         "requests": [
             {"version": v, "created": c, "description": r.describe()}
             for (v, c), r in zip(recorded, requests)
         ],
         "checkpoint": str(path),
-        "record": record.to_dict(),
+        "record": rec,
         "test": metrics,
     }
     rows = [
         ("method", args.method),
         ("model", args.model),
-        ("ledger version", f"v{model.ledger_version} -> v{task.version}"),
-        ("seconds", record.seconds),
-        ("peak memory (MB)", record.peak_memory_mb),
-        ("iterations", record.iterations),
-        ("converged", record.converged),
-        ("retained train pairs", record.n_retained),
-        ("forgotten train pairs", record.n_forgotten),
+        ("ledger version", f"v{model.ledger_version} -> v{new.ledger_version}"),
+    ]
+    if rec is None:
+        rows.append(("unlearned", "nothing to do (the checkpoint already reflects the requests)"))
+    else:
+        rows += [
+            ("seconds", rec["seconds"]),
+            ("peak memory (MB)", rec["peak_memory_mb"]),
+            ("iterations", rec["iterations"]),
+            ("converged", rec["converged"]),
+            ("retained train pairs", rec["n_retained"]),
+            ("forgotten train pairs", rec["n_forgotten"]),
+        ]
+    if done.get("note"):
+        rows.append(("note", done["note"]))
+    rows += [
         ("test users", metrics["n_users"]),
         ("NDCG@10", metrics["ndcg@10"]),
         ("Recall@10", metrics["recall@10"]),
     ]
-    if record.n_forgotten:
+    if len(task.forget[0]):
         ranks = pair_ranks(new.score, ds.n_items, *task.forget, *task.train)
         result["forgotten_rank"] = rank_summary(ranks, ds.n_items)
         rows.append(("forgotten pairs: median rank", result["forgotten_rank"]["median_rank"]))
-    if args.method == "lego":
-        for a, w in record.info.get("weights", {}).items():
+    if args.method == "lego" and rec is not None:
+        for a, w in rec["info"].get("weights", {}).items():
             rows.append((f"weight {a}", w))
     config = {
         "command": "unlearn",
@@ -272,7 +290,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         "request_file": str(args.request),
         "requests": [r.to_dict() for r in requests],
         "source_checkpoint": str(source),
-        "settings": record.settings,
+        "settings": rec["settings"] if rec is not None else new.extra.get("settings"),
     }
     run = ws.new_run(f"unlearn-{args.model}-{args.method}", config)
     text = f"unlearn {args.model} with {args.method}\n" + _table(rows)
@@ -325,18 +343,22 @@ def cmd_attack_attributes(args: argparse.Namespace) -> int:
                 f"{r['balanced_accuracy']:>8.3f} {r['macro_f1']:>8.3f} {r['auc']:>7.3f}"
             )
     text = "\n".join(lines)
-    run = ws.new_run(
-        f"attack-attributes-{args.model}", {"command": "attack-attributes", **vars_(args)}
-    )
-    atomic_write_json(run / "results.json", result)
-    atomic_write_text(run / "results.txt", text + "\n")
-    result["run_dir"] = str(run)
+    run = _attack_run(ws, args, "attack-attributes", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
 
 def vars_(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def _attack_run(ws, args: argparse.Namespace, command: str, result: dict, text: str) -> Path:
+    """A run folder for a privacy attack: its arguments, ``results.json`` and ``results.txt``."""
+    run = ws.new_run(f"{command}-{args.model}", {"command": command, **vars_(args)})
+    atomic_write_json(run / "results.json", result)
+    atomic_write_text(run / "results.txt", text + "\n")
+    result["run_dir"] = str(run)
+    return run
 
 
 def cmd_attack_membership(args: argparse.Namespace) -> int:
@@ -351,11 +373,13 @@ def cmd_attack_membership(args: argparse.Namespace) -> int:
     ds, split = ws.dataset, ws.split
     version = model.ledger_version or 0
     since = args.since
-    if since is None:
-        from llmrec.models.training import checkpoint_path
+    if since is None:  # the version its lineage was trained at (kept as the stages update it)
+        since = model.extra.get("trained_at")
+        if not isinstance(since, int):
+            from llmrec.models.training import checkpoint_path
 
-        trained = checkpoint_path(ws, args.model)
-        since = _load(trained, "trained").ledger_version if trained.is_file() else 0
+            trained = checkpoint_path(ws, args.model)
+            since = _load(trained, "trained").ledger_version if trained.is_file() else 0
         since = min(since, version)
     before, after = ws.view(since), ws.view(version)
     fu, fi = part_pairs(ds, split, TRAIN, keep=before.keep & ~after.keep)
@@ -406,19 +430,71 @@ def cmd_attack_membership(args: argparse.Namespace) -> int:
             ("AUC gap to retrain", result["auc_gap"]),
         ]
     text = f"membership inference (ledger v{since} -> v{version})\n" + _table(rows)
-    run = ws.new_run(
-        f"attack-membership-{args.model}", {"command": "attack-membership", **vars_(args)}
-    )
-    atomic_write_json(run / "results.json", result)
-    atomic_write_text(run / "results.txt", text + "\n")
-    result["run_dir"] = str(run)
+    run = _attack_run(ws, args, "attack-membership", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
 
-def cmd_unlearnrec_pretrain(args: argparse.Namespace) -> int:
-    from llmrec.unlearning.unlearnrec import cmd_pretrain
+# ---------------------------------------------------------------------------- unlearnrec-pretrain
 
+
+def configure_pretrain_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of the pre-training command (``--workspace``/``--seed`` come from the CLI)."""
+    p.add_argument("--model", default="bpr", help="trained model name in the workspace")
+    p.add_argument("--requests", type=positive_int, default=32, help="simulated requests")
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+
+
+def cmd_pretrain(args: argparse.Namespace, ws=None) -> dict:
+    """Pre-train (or resume) the encoder of the workspace's trained ``--model`` into
+    ``artifacts/unlearnrec``; returns a summary with the artifact path. ``ws``: an open
+    :class:`~llmrec.workspace.Workspace` (default: ``args.workspace`` opened)."""
+    from llmrec.data.split import TRAIN
+    from llmrec.models.training import load_checkpoint
+    from llmrec.unlearning.unlearnrec import UnlearnRec, pretrain_encoder
+    from llmrec.workspace import Workspace
+
+    if ws is None:
+        ws = args.workspace if isinstance(args.workspace, Workspace) else Workspace(args.workspace)
+    model = load_checkpoint(ws, args.model)
+    view = ws.view(model.ledger_version)
+    m = ws.split.mask(TRAIN, view.keep)
+    train = (ws.dataset.inter_user[m], ws.dataset.inter_item[m])
+    un = UnlearnRec(
+        pretrain_requests=args.requests,
+        pretrain_epochs=args.epochs,
+        hidden=args.hidden,
+        seed=args.seed,
+        cache_dir=ws.root / "artifacts" / "unlearnrec",
+    )
+    path = un.artifact_path(model)
+    art = pretrain_encoder(
+        model,
+        train,
+        ledger_version=model.ledger_version,
+        checkpoint_dir=path.with_suffix(".ckpt"),
+        requests=args.requests,
+        epochs=args.epochs,
+        hidden=args.hidden,
+        damping=un.damping,
+        n_neg=un.n_neg,
+        seed=args.seed,
+        resume=not args.no_resume,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
+    art.save(path)
+    return {
+        "artifact": str(path),
+        "ledger_version": art.ledger_version,
+        "model": model.model_name,
+        "pretrain_seconds": art.pretrain_seconds,
+        "history": art.history,
+    }
+
+
+def cmd_unlearnrec_pretrain(args: argparse.Namespace) -> int:
     out = cmd_pretrain(args, open_workspace(args))
     emit(args, out, f"encoder {out['artifact']} (ledger v{out['ledger_version']})")
     return 0

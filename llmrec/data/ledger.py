@@ -26,7 +26,7 @@ from pathlib import Path
 from llmrec.data.dataset import Dataset
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
-from llmrec.errors import LedgerError, LlmrecError
+from llmrec.errors import ArtifactError, LedgerError, LlmrecError
 from llmrec.integrity import digest as content_digest
 from llmrec.integrity import relative_to_root, resolve_in
 
@@ -125,28 +125,13 @@ class Ledger:
     # --------------------------------------------------------------- requests
     def record(self, request: ForgetRequest, stages: Sequence[str] = ()) -> tuple[int, bool]:
         """Store ``request`` once. Returns ``(version, created)``; stages start 'pending'."""
-        now = time.time()
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT version FROM requests WHERE hash=?", (request.content_hash,)
-            ).fetchone()
-            if row is not None:
-                return int(row[0]), False
-            cur = db.execute(
-                "INSERT INTO requests(hash, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-                (request.content_hash, request.kind, request.to_json(), now),
-            )
-            version = int(cur.lastrowid)
-            db.executemany(
-                "INSERT INTO stages(version, stage, status, updated_at) VALUES (?, ?, 'pending', ?)",
-                [(version, s, now) for s in stages],
-            )
-            return version, True
+        return self.record_many([request], stages)[0]
 
     def record_many(
         self, requests: Iterable[ForgetRequest], stages: Sequence[str] = ()
     ) -> list[tuple[int, bool]]:
-        """Record several requests in one transaction (all or nothing)."""
+        """Store each request once, all in one transaction (all or nothing). Returns
+        ``(version, created)`` per request; a new request's stages start 'pending'."""
         now = time.time()
         out = []
         with self._tx() as db:
@@ -248,6 +233,24 @@ class Ledger:
         for stage, v in rows:
             out.setdefault(stage, []).append(int(v))
         return out
+
+    def check_applied(self, what: str, version: int | None = None) -> None:
+        """Readers call this before serving: :class:`ArtifactError` (one line, saying to run
+        ``llmrec forget``) if any stage of any request is unfinished, or if ``version`` (the
+        artifact's) lags the newest."""
+        pending = self.unfinished()
+        latest = self.version
+        if pending:
+            stage, versions = next(iter(sorted(pending.items())))
+            raise ArtifactError(
+                f"{what} is stale: forget request(s) {versions[:5]} are not yet applied to stage "
+                f"{stage!r}; run 'llmrec forget' to finish them"
+            )
+        if version is not None and version < latest:
+            raise ArtifactError(
+                f"{what} is stale: it reflects ledger version {version}, the ledger is at "
+                f"{latest}; run 'llmrec forget' to apply the pending requests"
+            )
 
     def head(self, version: int | None = None) -> str:
         """Hash chain over the content hashes of the requests up to ``version`` (default:

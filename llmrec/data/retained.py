@@ -44,10 +44,38 @@ class RetainedView:
 
     @classmethod
     def build(cls, ds: Dataset, requests: Iterable[tuple[int, ForgetRequest]]) -> RetainedView:
+        """The view after ``(version, request)`` pairs, folded in order."""
+        requests = list(requests)
+        last = requests[-1][0] if requests else 0
+        return cls.snapshots(ds, requests, (last,))[last]
+
+    @classmethod
+    def snapshots(
+        cls,
+        ds: Dataset,
+        requests: Iterable[tuple[int, ForgetRequest]],
+        at: Iterable[int],
+    ) -> dict[int, RetainedView]:
+        """Views at several versions ``at`` in one fold over ``requests`` (in version order):
+        ``{v: view}``, the view at ``v`` reflecting the requests with version <= ``v``."""
+        wanted = sorted({int(v) for v in at})
+        out: dict[int, RetainedView] = {}
         view = cls.full(ds)
+        pending = iter(wanted)
+        nxt = next(pending, None)
         for version, req in requests:
+            while nxt is not None and version > nxt:
+                out[nxt] = view.copy()
+                out[nxt].version = nxt
+                nxt = next(pending, None)
+            if nxt is None:
+                break
             view.apply(req, version)
-        return view
+        while nxt is not None:
+            out[nxt] = view if nxt == wanted[-1] else view.copy()
+            out[nxt].version = nxt
+            nxt = next(pending, None)
+        return out
 
     def copy(self) -> RetainedView:
         return RetainedView(

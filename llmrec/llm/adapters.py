@@ -1,4 +1,5 @@
-"""Per-shard LoRA adapters of a workspace: tuning, manifests, and the ``adapters`` forget stage.
+"""Per-shard LoRA adapters of a workspace: tuning and manifests (the ``adapters`` forget stage
+of :mod:`llmrec.pipelines.stages` calls :func:`tune_adapters`).
 
 Layout::
 
@@ -39,12 +40,15 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from llmrec.data.ledger import Ledger
+from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_json
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
@@ -165,9 +169,16 @@ def read_manifest(path: Path) -> dict | None:
 class ShardTrainingData:
     """Tokenised training stream of one shard at one ledger version, and its hash."""
 
-    def __init__(self, ws: Workspace, cfg: AdapterConfig, shard: int, version: int | None):
+    def __init__(
+        self,
+        ws: Workspace,
+        cfg: AdapterConfig,
+        shard: int,
+        version: int | None,
+        view: RetainedView | None = None,
+    ):
         ds = ws.dataset
-        self.view = ws.view(version)
+        self.view = ws.view(version) if view is None else view
         self.shard = shard
         self.tokenizer = ensure_pad(load_tokenizer(cfg.base, cfg.load))
         model_config = load_model_config(cfg.base, cfg.load)
@@ -250,8 +261,14 @@ def tune_adapters(
     progress: Callable[[str], None] | None = None,
     register: bool = True,
     parallel: str = "auto",
+    view: RetainedView | None = None,
+    ledger: Ledger | None = None,
 ) -> dict[str, Any]:
     """Bring every shard adapter to ``version`` (default: the ledger's newest).
+
+    ``view``: the retained view at ``version`` (default: built once from the ledger) and
+    ``ledger``: an open ledger of ``ws`` (default: opened when needed), both shared by every
+    shard.
 
     ``config`` is required the first time and must match afterwards (a different config means
     new adapters: use ``force`` or another ``root``). A shard whose training-data hash is
@@ -273,13 +290,14 @@ def tune_adapters(
             f"adapters under {root} were tuned with another configuration; pass --force to "
             "re-tune them all"
         )
-    if version is None:
-        with ws.ledger() as led:
-            version = led.version
+    if view is None:
+        with ws.ledger() if ledger is None else nullcontext(ledger) as led:
+            view = led.retained_view(ws.dataset, version)
+    version = view.version
     acc = Accelerator(cpu=config.device == "cpu")
     todo = list(range(config.n_shards)) if shards is None else list(shards)
     # the contract (template, chat template, BOS, budget) as the tokenizer gives it now
-    probe = ShardTrainingData(ws, config, todo[0] if todo else 0, version)
+    probe = ShardTrainingData(ws, config, todo[0] if todo else 0, version, view)
     config = dataclasses.replace(config, contract=probe.contract)
     if acc.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
@@ -298,7 +316,7 @@ def tune_adapters(
         "shards": {},
     }
     for s in mine:
-        data = probe if s == probe.shard else ShardTrainingData(ws, config, s, version)
+        data = probe if s == probe.shard else ShardTrainingData(ws, config, s, version, view)
         target = shard_dir(root, s)
         old = read_manifest(target)
         weights = target / "adapter_model.safetensors"
@@ -352,7 +370,7 @@ def tune_adapters(
         for part in gather_object([report["shards"]]):
             report["shards"].update(part)
     if register and acc.is_main_process:
-        with ws.ledger() as led:
+        with ws.ledger() if ledger is None else nullcontext(ledger) as led:
             for s in todo:
                 m = read_manifest(shard_dir(root, s))
                 if m is None:
@@ -385,14 +403,6 @@ def resolve_parallel(parallel: str, processes: int, n_shards: int) -> str:
     return parallel
 
 
-def apply(ws: Workspace, version: int) -> dict[str, Any]:
-    """Forget-stage applier: re-tune exactly the shards whose retained data changed."""
-    if load_config(ws) is None:
-        return {"skipped": "no adapters tuned in this workspace"}
-    rep = tune_adapters(ws, version=version)
-    return {"retuned": rep["retuned"], "untouched": rep["untouched"]}
-
-
 def adapter_paths(ws: Workspace, root: Path | None = None) -> tuple[AdapterConfig, dict[str, Path]]:
     """Config and ``{"shard-000": path, ...}`` of a workspace's tuned adapters."""
     root = root or adapters_root(ws)
@@ -408,13 +418,15 @@ def adapter_paths(ws: Workspace, root: Path | None = None) -> tuple[AdapterConfi
     return cfg, paths
 
 
-def stale_shards(ws: Workspace, root: Path | None = None) -> list[int]:
+def stale_shards(
+    ws: Workspace, root: Path | None = None, ledger: Ledger | None = None
+) -> list[int]:
     """Shards whose adapter does not reflect the ledger's newest version (run
-    ``llmrec forget`` to finish an interrupted stage)."""
+    ``llmrec forget`` to finish an interrupted stage); ``ledger``: an open ledger of ``ws``."""
     cfg = load_config(ws, root)
     if cfg is None:
         return []
-    with ws.ledger() as led:
+    with ws.ledger() if ledger is None else nullcontext(ledger) as led:
         newest = led.version
         have = {a["name"]: a["ledger_version"] for a in led.artifacts()}
     return [s for s in range(cfg.n_shards) if have.get(f"adapter/shard-{s:03d}", -1) < newest]

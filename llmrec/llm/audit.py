@@ -1,4 +1,5 @@
-"""Forget audit of the LoRA adapters (registered in :mod:`llmrec.pipelines.audit`).
+"""Forget audit of the LoRA adapters (the ``adapters`` stage's audit,
+:class:`llmrec.pipelines.stages.AdapterStage`).
 
 Each shard's manifest records the hash of the exact token stream it was tuned on, the hash of
 the adapter files written and the hash of the base model's weights. The audit checks, per shard:
@@ -14,6 +15,7 @@ Adapters registered in the ledger whose ``config.json`` is gone are reported too
 
 from __future__ import annotations
 
+from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.llm.adapters import (
@@ -29,12 +31,17 @@ from llmrec.llm.loading import weights_hash
 from llmrec.workspace import Workspace
 
 
-def audit(ws: Workspace, view: RetainedView) -> list[dict]:
+def audit(ws: Workspace, view: RetainedView, ledger: Ledger | None = None) -> list[dict]:
+    """Findings over every shard adapter of ``ws`` at ``view`` (``ledger``: an open ledger of
+    ``ws``; default: open it if the workspace has one)."""
+    if ledger is None and ws.ledger_path.exists():
+        with ws.ledger() as led:
+            return audit(ws, view, led)
     root = adapters_root(ws)
     cfg = load_config(ws)
     if cfg is None:
-        with ws.ledger() as led:
-            names = [a["name"] for a in led.artifacts() if a["name"].startswith("adapter/")]
+        arts = ledger.artifacts() if ledger is not None else []
+        names = [a["name"] for a in arts if a["name"].startswith("adapter/")]
         if not names:
             return []
         return [
@@ -46,7 +53,7 @@ def audit(ws: Workspace, view: RetainedView) -> list[dict]:
             }
         ]
     findings = []
-    stale = set(stale_shards(ws))
+    stale = set(stale_shards(ws, ledger=ledger)) if ledger is not None else set()
     try:
         base_hash: str | None = weights_hash(cfg.base, cfg.load.revision)
         base_problem = None
@@ -73,7 +80,7 @@ def audit(ws: Workspace, view: RetainedView) -> list[dict]:
         if m.get("base_weights_sha256") not in (None, base_hash):
             report(f"base model {cfg.base} changed since the adapter was tuned (weights hash)")
             continue
-        expected = ShardTrainingData(ws, cfg, s, view.version).hash
+        expected = ShardTrainingData(ws, cfg, s, view.version, view).hash
         if m["data_hash"] != expected:
             report(
                 "tuned on other data than the retained data (its training-data hash differs): "

@@ -12,40 +12,34 @@ The audit trusts nothing it can check:
   replaced;
 * **content hashes** recorded when each artifact was written (:mod:`llmrec.integrity`): a
   garbled, truncated or edited file is named;
-* then each artifact family's own auditor ``audit(workspace, view) -> list[finding]``
-  (registered by dotted path so the scan imports only what exists), which re-derives what it can
-  from the retained data. An auditor that cannot read its artifact reports that as a finding.
+* then each forget stage's own audit (:data:`llmrec.pipelines.stages.STAGES`, the same list and
+  names the forget runner uses), which re-derives what it can from the retained data. A stage
+  whose artifact cannot be read reports that as a finding. Each stage is shown with its status:
+  ``clean``, ``approximate`` (a CF checkpoint updated by an approximate unlearning method: not a
+  violation, named with its method), ``violation`` or ``empty``.
 
-A finding is a dict with ``artifact`` (a name the user recognises), ``path`` and ``problem``.
+The ledger is opened once and the retained view built once for the whole scan. A finding is a
+dict with ``artifact`` (a name the user recognises), ``path`` and ``problem``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sqlite3
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmrec.data.ledger import Ledger
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.integrity import verify
-from llmrec.pipelines import forget as forget_pipeline
+from llmrec.pipelines import stages as stage_registry
+from llmrec.pipelines.checkpoints import checkpoint_files
+from llmrec.pipelines.stages import Stage, StageAudit, StageContext
 from llmrec.workspace import Workspace
-
-AUDITORS: dict[str, str] = {
-    "retrieval": "retrieval.audit:audit",
-    "adapters": "llmrec.llm.audit:audit",
-    "candidate-source": "retrieval.sources:audit",
-    "served-log": "llmrec.pipelines.served:audit",
-    "checkpoints": "llmrec.pipelines.audit:audit_checkpoints",
-}
 
 # artifact kinds the forget stages update: a registry/file disagreement there blocks `forget`
 STAGED_KINDS = ("retrieval-store", "lora-adapter")
-
-
-def register_auditor(name: str, target: str) -> None:
-    AUDITORS[name] = target
 
 
 def _finding(artifact: str, path: Path | str, problem: str) -> dict:
@@ -100,11 +94,8 @@ def discover(ws: Workspace) -> list[Found]:
             if d.is_dir():
                 m = _json(d / "llmrec_shard.json") or {}
                 out.append(Found(f"adapter/{d.name}", "lora-adapter", d, _int(m.get("trained_at"))))
-    for p in sorted((art / "models").glob("*.pt")):
-        out.append(Found(f"model:{p.stem}", "checkpoint", p))
-    for p in sorted((art / "unlearned").glob("*.pt")):
-        model, _, method = p.stem.partition("-")
-        out.append(Found(f"model:{model}:{method}", "checkpoint", p))
+    for name, p in checkpoint_files(ws):
+        out.append(Found(name, "checkpoint", p))
     if (art / "lm" / "config.json").is_file():
         out.append(Found("lm/base", "base-lm", art / "lm"))
     return out
@@ -115,8 +106,11 @@ def _store_leftovers(d: Path) -> bool:
     return any(d.glob("index.v*.faiss")) or (d / "counts.npy").is_file()
 
 
-def consistency(ws: Workspace, deep: bool = True) -> tuple[list[dict], list[str]]:
+def consistency(
+    ws: Workspace, ledger: Ledger | None = None, deep: bool = True
+) -> tuple[list[dict], list[str]]:
     """Registry versus files versus ledger history; ``deep`` also verifies content hashes.
+    ``ledger``: an open ledger of ``ws`` (default: open one if the workspace has a ledger).
 
     Returns ``(findings, notes)``; notes are registered artifacts deleted as a whole (no data
     left behind, nothing to forget in them).
@@ -124,8 +118,8 @@ def consistency(ws: Workspace, deep: bool = True) -> tuple[list[dict], list[str]
     findings: list[dict] = []
     notes: list[str] = []
     found = discover(ws)
-    if ws.ledger_path.exists():
-        with ws.ledger() as led:
+    if ledger is not None or ws.ledger_path.exists():
+        with ws.ledger() if ledger is None else nullcontext(ledger) as led:
             latest = led.version
             registry = led.artifacts()
             heads = {
@@ -235,10 +229,10 @@ def consistency(ws: Workspace, deep: bool = True) -> tuple[list[dict], list[str]
     return findings, notes
 
 
-def preflight(ws: Workspace) -> None:
+def preflight(ws: Workspace, ledger: Ledger | None = None) -> None:
     """Refuse to record a request the stages could not apply to every artifact (cheap: no
     hashing). :class:`ArtifactError` with the first problem."""
-    findings, _ = consistency(ws, deep=False)
+    findings, _ = consistency(ws, ledger, deep=False)
     staged = [
         f
         for f in findings
@@ -266,7 +260,7 @@ def audit_ledger(ws: Workspace) -> list[dict]:
         ok = db.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
             findings.append(_finding("ledger", path, f"integrity check: {ok}"))
-        for stage in forget_pipeline.STAGES:
+        for stage in (s.name for s in stage_registry.STAGES):
             rows = db.execute(
                 "SELECT r.version FROM requests r LEFT JOIN stages s ON s.version=r.version AND s.stage=? "
                 "WHERE s.status IS NULL OR s.status!='done' ORDER BY r.version",
@@ -288,83 +282,52 @@ def audit_ledger(ws: Workspace) -> list[dict]:
     return findings
 
 
-def audit_checkpoints(ws: Workspace, view) -> list[dict]:
-    """Registered model checkpoints must reflect the newest ledger version (else they may hold
-    forgotten data: retrain or unlearn them)."""
-    from llmrec.models import load_model
-
-    findings = []
-    with ws.ledger() as led:
-        arts = [a for a in led.artifacts() if a["kind"] == "checkpoint"]
-    known = {Path(a["path"]).resolve() for a in arts}
-    for f in discover(ws):  # unregistered checkpoints are audited too (file version only)
-        if f.kind == "checkpoint" and f.path.resolve() not in known:
-            arts.append({"name": f.name, "path": str(f.path), "ledger_version": None})
-    for a in arts:
-        if not Path(a["path"]).exists():
-            continue  # deleted as a whole: nothing left to hold forgotten data
-        try:
-            m = load_model(a["path"])
-        except Exception as exc:  # an untrusted file: torch.load may fail in any way
-            findings.append(
-                _finding(a["name"], a["path"], f"unreadable checkpoint ({str(exc)[:200]})")
-            )
-            continue
-        if a["ledger_version"] is not None and m.ledger_version != a["ledger_version"]:
-            findings.append(
-                _finding(
-                    a["name"],
-                    a["path"],
-                    f"file says ledger v{m.ledger_version}, registry says v{a['ledger_version']}",
-                )
-            )
-        if m.ledger_version > view.version:
-            findings.append(
-                _finding(
-                    a["name"],
-                    a["path"],
-                    f"claims ledger v{m.ledger_version} but the ledger is at v{view.version}: "
-                    "the ledger was lost or replaced",
-                )
-            )
-        elif m.ledger_version < view.version:
-            findings.append(
-                _finding(
-                    a["name"],
-                    a["path"],
-                    f"stale: reflects ledger v{m.ledger_version}, ledger is at v{view.version}",
-                )
-            )
-    return findings
-
-
-def _run_auditor(name: str, target: str, ws: Workspace, view) -> list[dict]:
-    mod, _, fn = target.partition(":")
+def _run_stage_audit(stage: Stage, ctx: StageContext) -> StageAudit:
     try:
-        return getattr(importlib.import_module(mod), fn)(ws, view)
-    except Exception as exc:  # noqa: BLE001 - whatever breaks an auditor is a finding
+        return stage.audit(ctx)
+    except Exception as exc:  # noqa: BLE001 - whatever breaks an audit is a finding
         # the artifact could not even be read: that is a finding, not a crash
         msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        return [_finding(name, ws.root / "artifacts", f"cannot be audited: {msg}")]
+        return StageAudit(
+            [_finding(stage.name, ctx.ws.root / "artifacts", f"cannot be audited: {msg}")]
+        )
 
 
 def run_audit(ws: Workspace) -> dict:
-    """All findings plus what was scanned."""
+    """All findings, what was scanned and each stage's status (module docstring)."""
     findings = audit_ledger(ws)
+    ledger = None
     try:
-        view = ws.view()
+        if ws.ledger_path.exists():
+            ledger = ws.ledger()
+        ctx = StageContext.open(ws, ledger)
     except (LlmrecError, sqlite3.Error, ValueError, KeyError) as exc:
+        if ledger is not None:
+            ledger.close()
         findings.append(_finding("ledger", ws.ledger_path, f"unreadable: {str(exc)[:300]}"))
         return {"ledger_version": None, "scanned": ["ledger"], "violations": findings, "ok": False}
-    more, notes = consistency(ws)
-    findings += more
-    scanned = ["ledger", "registry"]
-    for name, target in AUDITORS.items():
-        findings += _run_auditor(name, target, ws, view)
-        scanned.append(name)
+    try:
+        more, notes = consistency(ws, ledger)
+        findings += more
+        scanned = ["ledger", "registry"]
+        stages: dict[str, dict] = {}
+        for stage in stage_registry.STAGES:
+            rep = _run_stage_audit(stage, ctx)
+            findings += rep.findings
+            scanned.append(stage.name)
+            stages[stage.name] = {
+                "status": rep.status,
+                "artifacts": rep.artifacts,
+                "approximate": rep.approximate,
+                "violations": len(rep.findings),
+            }
+    finally:
+        if ledger is not None:
+            ledger.close()
     return {
-        "ledger_version": view.version,
+        "ledger_version": ctx.version,
         "scanned": scanned,
+        "stages": stages,
         "violations": findings,
         "notes": notes,
         "ok": not findings,

@@ -1,47 +1,33 @@
 """Applying forget requests: record in the ledger first, then bring every stage up to date.
 
-A request is a transaction across stages. :func:`forget` validates the requests against the
-dataset (nothing is written if one is bad), records them with a 'pending' row per stage in one
-ledger transaction, then runs each stage. A stage applier brings its artifacts to the newest
-ledger version and only then marks the stage done, so a process killed at any point leaves the
-ledger complete and :func:`resume` (run by every ``llmrec forget``) finishes the work.
+A request is a transaction across stages (docs/design.md §2.2). :func:`forget` validates the
+requests against the dataset (nothing is written if one is bad), records them with a 'pending'
+row per stage in one ledger transaction, then runs each stage of
+:data:`llmrec.pipelines.stages.STAGES`. A stage brings its artifacts to the newest ledger
+version and only then is marked done, so a process killed at any point leaves the ledger
+complete and :func:`resume` (run by every ``llmrec forget``) finishes the work.
 
-Stages are registered by dotted path so that importing the ledger does not import FAISS or torch.
-An applier has the signature ``apply(workspace, version) -> dict`` and must be idempotent.
+One call opens the ledger once and folds its requests into retained views once: every stage
+gets the same :class:`~llmrec.pipelines.stages.StageContext`.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
 
+from llmrec.data.ledger import Ledger
 from llmrec.data.requests import ForgetRequest
-from llmrec.errors import ArtifactError
 from llmrec.locks import file_lock
+from llmrec.pipelines import stages as stage_registry
+from llmrec.pipelines.stages import StageContext
 from llmrec.workspace import Workspace
 
-# name -> "module:function"; order is the order stages run in
-STAGES: dict[str, str] = {}
 
-
-def register_stage(name: str, target: str) -> None:
-    """Register a stage applier ``"package.module:function"`` (run after the existing ones)."""
-    STAGES[name] = target
-
-
-register_stage("retrieval", "retrieval.forget:apply")
-register_stage("adapters", "llmrec.llm.adapters:apply")
-# CF candidate sources of the LLM path (retrieval.sources): exact ones are retrained
-register_stage("candidate-source", "retrieval.sources:apply")
-# the served-recommendation log is scrubbed last, after every artifact that serves lists
-register_stage("served", "llmrec.pipelines.served:apply")
-
-
-def _resolve(target: str) -> Callable[[Workspace, int], dict]:
-    mod, _, fn = target.partition(":")
-    return getattr(importlib.import_module(mod), fn)
+def stage_names() -> list[str]:
+    """Names of the forget stages, in the order they run."""
+    return [s.name for s in stage_registry.STAGES]
 
 
 def forget(ws: Workspace, requests: Sequence[ForgetRequest]) -> dict:
@@ -57,16 +43,16 @@ def forget(ws: Workspace, requests: Sequence[ForgetRequest]) -> dict:
     ds = ws.dataset
     for r in requests:
         r.validate(ds)
-    preflight(ws)
     with ws.ledger() as led:
-        recorded = led.record_many(requests, stages=list(STAGES))
-    summary = {
-        "requests": [
-            {"version": v, "created": c, "kind": r.kind, "description": r.describe()}
-            for (v, c), r in zip(recorded, requests)
-        ]
-    }
-    summary.update(resume(ws))
+        preflight(ws, led)
+        recorded = led.record_many(requests, stages=stage_names())
+        summary = {
+            "requests": [
+                {"version": v, "created": c, "kind": r.kind, "description": r.describe()}
+                for (v, c), r in zip(recorded, requests)
+            ]
+        }
+        summary.update(resume(ws, led))
     return summary
 
 
@@ -79,45 +65,37 @@ def stage_lock(ws: Workspace):
 
 
 def require_applied(ws: Workspace, what: str, version: int | None = None) -> None:
-    """Readers call this before serving: :class:`ArtifactError` (one line, saying to run
-    ``llmrec forget``) if any stage of any request is unfinished, or if ``version`` (the
-    artifact's) lags the ledger's newest."""
+    """Readers call this before serving (:meth:`~llmrec.data.ledger.Ledger.check_applied`):
+    :class:`ArtifactError` if any stage is unfinished or ``version`` lags the ledger."""
     if not ws.ledger_path.exists():
         return
     with ws.ledger() as led:
-        pending = led.unfinished()
-        latest = led.version
-    if pending:
-        stage, versions = next(iter(sorted(pending.items())))
-        raise ArtifactError(
-            f"{what} is stale: forget request(s) {versions[:5]} are not yet applied to stage "
-            f"{stage!r}; run 'llmrec forget' to finish them"
-        )
-    if version is not None and version < latest:
-        raise ArtifactError(
-            f"{what} is stale: it reflects ledger version {version}, the ledger is at {latest}; "
-            "run 'llmrec forget' to apply the pending requests"
-        )
+        led.check_applied(what, version)
 
 
-def resume(ws: Workspace) -> dict:
-    """Run every stage that still has pending requests; returns per-stage timings."""
+def resume(ws: Workspace, ledger: Ledger | None = None) -> dict:
+    """Run every stage that still has pending requests (``ledger``: an open ledger of ``ws``
+    to use); returns per-stage timings and details."""
     out: dict = {"stages": {}}
-    with stage_lock(ws), ws.ledger() as led:
-        for name in STAGES:
-            led.ensure_stage(name)
-        for name, target in STAGES.items():
-            pending = led.pending(name)
-            if not pending:
-                continue
-            version = led.version
-            t0 = time.perf_counter()
-            detail = _resolve(target)(ws, version)
-            led.set_stage_upto(version, name, "done")
-            out["stages"][name] = {
-                "versions": pending,
-                "seconds": time.perf_counter() - t0,
-                **(detail or {}),
-            }
+    stages = stage_registry.STAGES
+    with stage_lock(ws), ws.ledger() if ledger is None else nullcontext(ledger) as led:
+        for stage in stages:
+            led.ensure_stage(stage.name)
+        pending = {s.name: led.pending(s.name) for s in stages}
+        todo = [v for vs in pending.values() for v in vs]
+        if todo:
+            # the version every stage had reached: most artifacts are there
+            ctx = StageContext.open(ws, led, also=(min(todo) - 1,))
+            for stage in stages:
+                if not pending[stage.name]:
+                    continue
+                t0 = time.perf_counter()
+                detail = stage.apply(ctx)
+                led.set_stage_upto(ctx.version, stage.name, "done")
+                out["stages"][stage.name] = {
+                    "versions": [v for v in pending[stage.name] if v <= ctx.version],
+                    "seconds": time.perf_counter() - t0,
+                    **(detail or {}),
+                }
         out["ledger_version"] = led.version
     return out

@@ -13,7 +13,9 @@ It holds user data, so it is a forget stage like any artifact, and it is where t
   shown to u again: serving drops it (:func:`suppress_filter`, applied by the retrieval store's
   candidate lists) and every entry showing it is a violation.
 
-:func:`apply` rewrites the log atomically to that rule; :func:`audit` reports entries breaking it.
+:func:`scrub` (the ``served`` stage's work) rewrites the log atomically to that rule;
+:func:`audit` reports entries breaking it. Both take the runner's retained view and ledger
+entries (:class:`llmrec.pipelines.stages.ServedLogStage`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from llmrec.data.ledger import LedgerEntry
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_text
@@ -34,11 +38,6 @@ from llmrec.workspace import Workspace
 
 def log_path(ws: Workspace) -> Path:
     return ws.artifact_path("served", "log.jsonl")
-
-
-def _locked(path: Path):
-    """Concurrent writers and the scrubber of the log at ``path`` do not interleave."""
-    return file_lock(path.with_suffix(".lock"))
 
 
 def log_served(
@@ -54,7 +53,7 @@ def log_served(
         "source": source,
         **meta,
     }
-    with _locked(path):
+    with file_lock(path.with_suffix(".lock")):
         rules = _rules(ws)
         if rules.view.version > int(version):  # a forget committed while this list was made
             entry = rules.scrub(entry)
@@ -148,29 +147,34 @@ class Rules:
         return e if len(kept) == len(e["items"]) else {**e, "items": kept}
 
 
-def forgotten_at(ws: Workspace, view: RetainedView) -> dict[tuple[str, str], int]:
-    """``(user, item) -> version`` of the first request up to ``view.version`` forgetting that
-    interaction, for pairs whose user and item both still exist."""
-    if not ws.ledger_path.exists() or view.version == 0:
+def forgotten_at(view: RetainedView, entries: Iterable[LedgerEntry]) -> dict[tuple[str, str], int]:
+    """``(user, item) -> version`` of the first request up to ``view.version`` (among the
+    ledger's ``entries``) forgetting that interaction, for pairs whose user and item both
+    still exist."""
+    if view.version == 0:
         return {}
     ds = view.dataset
     alive = set(view.forgotten_pairs().tolist())
     out: dict[tuple[str, str], int] = {}
-    with ws.ledger() as led:
-        for e in led.entries(upto=view.version):
-            if e.request.kind != "interactions":
-                continue
-            for u, i in e.request.pairs:
-                if ds.has_user(u) and ds.has_item(i):
-                    key = ds.user_index(u) * ds.n_items + ds.item_index(i)
-                    if key in alive:
-                        out.setdefault((u, i), e.version)
+    for e in entries:
+        if e.version > view.version or e.request.kind != "interactions":
+            continue
+        for u, i in e.request.pairs:
+            if ds.has_user(u) and ds.has_item(i):
+                key = ds.user_index(u) * ds.n_items + ds.item_index(i)
+                if key in alive:
+                    out.setdefault((u, i), e.version)
     return out
 
 
-def _rules(ws: Workspace, version: int | None = None) -> Rules:
-    view = ws.view(version)
-    return Rules(view, forgotten_at(ws, view), ws.policy)
+def _rules(ws: Workspace) -> Rules:
+    """The rules at the ledger's newest version (one ledger read)."""
+    if not ws.ledger_path.exists():
+        return Rules(RetainedView.full(ws.dataset), {}, ws.policy)
+    with ws.ledger() as led:
+        entries = led.entries()
+    view = RetainedView.build(ws.dataset, [(e.version, e.request) for e in entries])
+    return Rules(view, forgotten_at(view, entries), ws.policy)
 
 
 def suppress_filter(ws: Workspace, view: RetainedView, user: int, items: np.ndarray) -> np.ndarray:
@@ -184,16 +188,17 @@ def suppress_filter(ws: Workspace, view: RetainedView, user: int, items: np.ndar
     return items[~np.isin(items, view.suppressed_items(int(user)))]
 
 
-def apply(ws: Workspace, version: int) -> dict:
-    """Scrub the log to ``version`` under the workspace's policy (module docstring)."""
+def scrub(ws: Workspace, view: RetainedView, entries: Iterable[LedgerEntry]) -> dict:
+    """Scrub the log to ``view`` under the workspace's policy (module docstring);
+    ``entries``: the ledger's requests (at least those up to ``view.version``)."""
     path = log_path(ws)
     if not path.is_file():
         return {"entries": 0, "scrubbed": 0}
-    rules = _rules(ws, version)
-    with _locked(path):
-        entries = read_log(ws)
+    rules = Rules(view, forgotten_at(view, entries), ws.policy)
+    with file_lock(path.with_suffix(".lock")):
+        logged = read_log(ws)
         out, scrubbed = [], 0
-        for e in entries:
+        for e in logged:
             kept = rules.scrub(e)
             if kept is not e:
                 scrubbed += 1
@@ -204,16 +209,16 @@ def apply(ws: Workspace, version: int) -> dict:
     return {"entries": len(out), "scrubbed": scrubbed, "policy": rules.policy}
 
 
-def audit(ws: Workspace, view: RetainedView) -> list[dict]:
+def audit(ws: Workspace, view: RetainedView, entries: Iterable[LedgerEntry]) -> list[dict]:
     """Findings for every served entry that shows what the policy forbids at ``view``."""
     path = log_path(ws)
     try:
-        entries = read_log(ws)
+        logged = read_log(ws)
     except ArtifactError as exc:
         return [{"artifact": "served-log", "path": str(path), "problem": str(exc)}]
-    rules = Rules(view, forgotten_at(ws, view), ws.policy)
+    rules = Rules(view, forgotten_at(view, entries), ws.policy)
     findings = []
-    for n, e in enumerate(entries, start=1):
+    for n, e in enumerate(logged, start=1):
         if int(e["ledger_version"]) > view.version:
             findings.append(
                 {

@@ -68,6 +68,7 @@ from llmrec.unlearning.base import (
     sample_triples,
 )
 from llmrec.unlearning.embeddings import assign_final, layers
+from llmrec.unlearning.registry import register_method
 
 
 def _segments(seg: torch.Tensor, n_segments: int, cap: int | None):
@@ -348,6 +349,7 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(same.mean())
 
 
+@register_method
 class AltEraser(Unlearner):
     """Alternating batched-Newton unlearning (module docstring)."""
 

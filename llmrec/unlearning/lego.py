@@ -75,6 +75,7 @@ from llmrec.models import CFModel
 from llmrec.privacy.attributes import attribute_labels
 from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask, clone
 from llmrec.unlearning.embeddings import assign_final
+from llmrec.unlearning.registry import register_method
 
 
 class _Posterior(nn.Module):
@@ -255,11 +256,13 @@ def _key(u0: np.ndarray, labels: np.ndarray, rows: np.ndarray, settings: dict) -
     return h.hexdigest()[:24]
 
 
+@register_method
 class LEGO(Unlearner):
     """Per-attribute CLUB calibration + combination of the perturbations (module docstring)."""
 
     name = "lego"
     handles = ("attribute",)
+    workspace_cache = "artifacts/lego-cache/{model}"
 
     def __init__(
         self,

@@ -12,12 +12,15 @@ from llmrec.unlearning.base import (
     hyper_parameters,
     used_early_stopping,
 )
+from llmrec.unlearning.registry import register_method
 
 
+@register_method
 class Retrain(Unlearner):
     """Train from scratch on the retained data (``early_stop=None``: as the original was)."""
 
     name = "retrain"
+    exact = True
 
     def __init__(self, early_stop: bool | None = None, epochs: int | None = None) -> None:
         self.early_stop = early_stop

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from llmrec.models import CFModel, NegativeSampler
-from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask, clone
-from llmrec.unlearning.finetune import bpr_epochs
+from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask
+from llmrec.unlearning.finetune import WarmStart, bpr_epochs
+from llmrec.unlearning.registry import register_method
 
 
 def win_rate(
@@ -44,6 +45,7 @@ def win_rate(
         return float((s_pos > s_neg).float().mean() + 0.5 * (s_pos == s_neg).float().mean())
 
 
+@register_method
 class ReverseBPR(Unlearner):
     """Fine-tune with BPR on the retained data and reverse BPR on the forget set."""
 
@@ -70,16 +72,12 @@ class ReverseBPR(Unlearner):
         self.seed = seed
 
     def _unlearn(self, model: CFModel, task: UnlearnTask, monitor: Monitor) -> tuple[CFModel, dict]:
-        new = clone(model, graph=task.train)
-        u = torch.as_tensor(task.train[0], dtype=torch.int64)
-        i = torch.as_tensor(task.train[1], dtype=torch.int64)
+        w = WarmStart.of(model, task, self.lr, self.weight_decay, self.seed)
+        new, u, i, gen = w.model, w.users, w.items, w.gen
         fu = torch.as_tensor(task.forget[0], dtype=torch.int64)
         fi = torch.as_tensor(task.forget[1], dtype=torch.int64)
-        sampler = NegativeSampler(new.n_users, new.n_items, u, i)
         # unseen items for the reverse term: neither retained nor forgotten for that user
         seen = NegativeSampler(new.n_users, new.n_items, *task.train_before)
-        gen = torch.Generator().manual_seed(int(self.seed))
-        opt = torch.optim.AdamW(new.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         bs = int(self.batch_size)
         n_neg = int(self.n_neg or new.config["n_neg"])
         steps = max(1, math.ceil(u.numel() / bs))
@@ -119,7 +117,7 @@ class ReverseBPR(Unlearner):
             epoch += 1
             new.train()
             loss, converged = bpr_epochs(
-                new, u, i, opt, sampler, gen, bs, n_neg, extra_loss=reverse, after_step=check
+                new, u, i, w.opt, w.sampler, gen, bs, n_neg, extra_loss=reverse, after_step=check
             )
             new.eval()
             monitor.report(new, iteration=epoch, loss=loss, forget_win_rate=state["wr"])

@@ -32,9 +32,9 @@ from llmrec.data.split import TRAIN, random_split
 from llmrec.evaluation import evaluate_model
 from llmrec.models import build_model
 from llmrec.privacy.membership import membership_inference
+from llmrec.unlearning import SISA, RecEraser
 from llmrec.unlearning.base import make_task
 from llmrec.unlearning.retrain import Retrain
-from llmrec.unlearning.sharded import SISA, RecEraser
 from llmrec.unlearning.unlearnrec import UnlearnRec, pretrain_encoder
 
 from .common import emit
