@@ -72,6 +72,11 @@ def aggregate(seeds: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+def _neighbour_deltas(method: dict) -> dict | None:
+    """A method's per-user ΔNDCG of the neighbours against the gold (``users``, ``delta_ndcg``)."""
+    return method.get("bias", {}).get("vs_gold", {}).get("per_user", {}).get("neighbours")
+
+
 def significance(seeds: list[dict]) -> list[dict]:
     """Paired tests between every two methods on neighbours' per-user ΔNDCG vs gold.
 
@@ -83,20 +88,7 @@ def significance(seeds: list[dict]) -> list[dict]:
     for a, b in combinations(methods_of(seeds), 2):
         da, db = [], []
         for s in seeds:
-            ba = (
-                s["methods"][a]
-                .get("bias", {})
-                .get("vs_gold", {})
-                .get("per_user", {})
-                .get("neighbours")
-            )
-            bb = (
-                s["methods"][b]
-                .get("bias", {})
-                .get("vs_gold", {})
-                .get("per_user", {})
-                .get("neighbours")
-            )
+            ba, bb = (_neighbour_deltas(s["methods"][m]) for m in (a, b))
             if not ba or not bb:
                 continue
             ua, ub = np.asarray(ba["users"]), np.asarray(bb["users"])
