@@ -197,7 +197,7 @@ def _plain(obj: dict) -> dict:
 
 
 def _load(path: Path):
-    from llmrec.unlearning.sharded import load_any_model
+    from llmrec.unlearning.checkpoint import load_any_model
 
     return load_any_model(path)
 
