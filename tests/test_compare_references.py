@@ -139,13 +139,15 @@ def test_retrain_check_warns_on_a_broken_gold(ws):
 
 
 def test_fairness_recomputed_from_per_user_data(run, ws):
+    from llmrec.data.parts import part_pairs
     from llmrec.data.split import TRAIN
-    from llmrec.pipelines.compare import pairs as _pairs
 
     seed = run["scenarios"]["random:10%users"][0]
     forget = np.asarray(seed["forget_users"])
     keep = ws.view().keep & ~np.isin(ws.dataset.inter_user, forget)
-    counts = np.bincount(_pairs(ws, keep, TRAIN)[0], minlength=ws.dataset.n_users)
+    counts = np.bincount(
+        part_pairs(ws.dataset, ws.split, TRAIN, keep=keep)[0], minlength=ws.dataset.n_users
+    )
     for name, shards in (("fake-llm", np.arange(ws.dataset.n_users) % 3), ("finetune", None)):
         f = seed["methods"][name]["fairness"]
         assert f["ndcg"] == "cure" and f["shard_gf"]["own_shards"] == (shards is not None)

@@ -353,6 +353,7 @@ def _attack_run(ws, args: argparse.Namespace, command: str, result: dict, text: 
 
 
 def cmd_attack_membership(args: argparse.Namespace) -> int:
+    from llmrec.data.parts import part_pairs
     from llmrec.data.split import TRAIN
     from llmrec.privacy.membership import membership_inference, pair_ranks, rank_summary
 
@@ -372,15 +373,13 @@ def cmd_attack_membership(args: argparse.Namespace) -> int:
             since = _load(trained, "trained").ledger_version if trained.is_file() else 0
         since = min(since, version)
     before, after = ws.view(since), ws.view(version)
-    forgot = split.mask(TRAIN, before.keep & ~after.keep)
-    if not forgot.any():
+    fu, fi = part_pairs(ds, split, TRAIN, keep=before.keep & ~after.keep)
+    if not len(fu):
         raise LlmrecError(
             f"no training pair was forgotten between ledger v{since} and v{version} "
             f"(the checkpoint's version); nothing to attack"
         )
-    keep = split.mask(TRAIN, after.keep)
-    fu, fi = ds.inter_user[forgot], ds.inter_item[forgot]
-    tu, ti = ds.inter_user[keep], ds.inter_item[keep]
+    tu, ti = part_pairs(ds, split, TRAIN, keep=after.keep)
     keys = np.unique(ds.pair_keys)
 
     def attack(m) -> dict:
@@ -395,7 +394,7 @@ def cmd_attack_membership(args: argparse.Namespace) -> int:
         "model": args.model,
         "since": since,
         "ledger_version": version,
-        "forgotten_pairs": int(forgot.sum()),
+        "forgotten_pairs": len(fu),
         "target": attack(model),
     }
     gold_path = unlearned_path(ws, args.model, "retrain")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.data.partition import UNITS, balanced_kmeans
 from llmrec.models import CFModel
 from llmrec.unlearning.base import Pairs
-from llmrec.unlearning.partition import UNITS, balanced_kmeans
 from llmrec.unlearning.registry import register_method
 from llmrec.unlearning.shard_unlearner import ShardedUnlearner
 from llmrec.unlearning.sharded_model import ShardedModel

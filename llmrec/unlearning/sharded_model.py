@@ -2,7 +2,7 @@
 RecEraser (Chen et al., "Recommendation Unlearning", WWW 2022).
 
 The training pairs are split into ``n_shards`` disjoint shards by a fixed partition of users,
-items or interactions (:mod:`llmrec.unlearning.partition`); one sub-model (BPR-MF or LightGCN,
+items or interactions (:mod:`llmrec.data.partition`); one sub-model (BPR-MF or LightGCN,
 built by :func:`~llmrec.models.build_model` with the base model's hyper-parameters and the seed
 ``seed + 1 + shard``) is trained from scratch on each shard, in parallel processes. A request
 retrains from scratch exactly the shards whose data it removes, on their retained pairs; every
@@ -49,11 +49,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmrec.data.partition import UNITS
 from llmrec.io import atomic_save
 from llmrec.models import build_model
 from llmrec.unlearning.base import Pairs
 from llmrec.unlearning.fingerprint import pairs_hash
-from llmrec.unlearning.partition import UNITS
 from llmrec.unlearning.shard_aggregation import AttentionAggregator, train_aggregator
 from llmrec.unlearning.shard_pool import run_jobs
 

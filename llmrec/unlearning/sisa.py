@@ -4,9 +4,9 @@ shards, one sub-model each, score averaging; exact (:mod:`llmrec.unlearning.shar
 
 from __future__ import annotations
 
+from llmrec.data.partition import random_partition
 from llmrec.models import CFModel
 from llmrec.unlearning.base import Pairs
-from llmrec.unlearning.partition import random_partition
 from llmrec.unlearning.registry import register_method
 from llmrec.unlearning.shard_unlearner import ShardedUnlearner
 from llmrec.unlearning.sharded_model import ShardedModel

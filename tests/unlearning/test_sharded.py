@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from llmrec.data.partition import balanced_kmeans, capped_assignment, random_partition
 from llmrec.data.requests import interactions_request, user_interactions_request
 from llmrec.data.split import TRAIN
 from llmrec.models import build_model
 from llmrec.unlearning.base import make_task
-from llmrec.unlearning.partition import balanced_kmeans, capped_assignment, random_partition
 from llmrec.unlearning.receraser import RecEraser
 from llmrec.unlearning.shard_aggregation import AttentionAggregator, train_aggregator
 from llmrec.unlearning.shard_pool import run_jobs
