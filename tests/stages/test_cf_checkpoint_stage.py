@@ -14,7 +14,7 @@ from llmrec.cli.main import main
 from llmrec.models import load_model
 from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.pipelines.audit import run_audit
-from tests.test_llm_fixtures import small_workspace
+from tests.llm.test_llm_fixtures import small_workspace
 
 
 def _request(path, user: str):

@@ -37,7 +37,7 @@ from llmrec.pipelines.stages import ALL_STAGES, StageContext, select
 from llmrec.workspace import Workspace
 from retrieval import sources
 from retrieval.store import RetrievalStore
-from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 FAST = {"epochs": 2, "dim": 8}
 N_SHARDS = 4

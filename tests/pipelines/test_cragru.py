@@ -16,7 +16,7 @@ from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_di
 from llmrec.pipelines.cragru_scenario import ScenarioConfig, format_results, run_scenario
 from llmrec.pipelines.forget import forget
 from retrieval.store import RetrievalStore
-from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from llmrec.pipelines import forget as fp
 from llmrec.pipelines.audit import run_audit
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.test_retrieval_store import shared_text_cache
+from tests.retrieval.test_retrieval_store import shared_text_cache
 
 DRIVER = r"""
 import os, sys

@@ -32,7 +32,7 @@ from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_di
 from llmrec.pipelines.forget import forget
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.test_llm_fixtures import TINY_LM, adapter_config
+from tests.llm.test_llm_fixtures import TINY_LM, adapter_config
 
 FORGOTTEN = ("3", "7", "12")  # item tokens forgotten below; the hostile text names them
 VICTIM = "5"  # the user whose (hostile) gender is forgotten

@@ -8,7 +8,7 @@ import pytest
 from llmrec.data.split import TEST, TRAIN, VALID
 from llmrec.pipelines import cragru_paper as cp
 from llmrec.pipelines import stages
-from tests.test_llm_fixtures import small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 
 def test_forget_split_keeps_the_first_interaction(tiny):
@@ -110,7 +110,7 @@ def test_run_cragru_protocol_paper_refuses_a_used_root(tmp_path, tiny_dir, capsy
     ws = Workspace(tmp_path / "root" / "toolkit", dataset="tiny", data_dir=tiny_dir)
     with ws.ledger() as led:
         led.record(ForgetRequest("user", users=("u1",)))
-    path = Path(__file__).resolve().parents[1] / "scripts" / "run_cragru.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "run_cragru.py"
     spec = importlib.util.spec_from_file_location("run_cragru_script", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

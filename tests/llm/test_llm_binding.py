@@ -17,7 +17,7 @@ from llmrec.llm.generator import Generator
 from llmrec.llm.prompt import PromptTooLong, UserContext
 from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir
 from retrieval.store import RetrievalStore
-from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")

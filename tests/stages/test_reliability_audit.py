@@ -25,7 +25,7 @@ from llmrec.pipelines.cragru import default_lm_dir
 from llmrec.pipelines.forget import forget
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_served_log_line_garbled(ws):
 
 def _audit_cli(ws: Workspace, cwd: Path, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
     res = subprocess.run(
         [sys.executable, "-m", "llmrec", "audit", "--workspace", str(ws.root.resolve()), "--json"],
         capture_output=True,

@@ -17,7 +17,7 @@ from llmrec.workspace import Workspace
 from retrieval.encoders import EmbeddingCache
 from retrieval.index import ForgetAwareIndex
 from retrieval.store import RetrievalStore, manifest_degree
-from tests.test_retrieval_store import shared_text_cache
+from tests.retrieval.test_retrieval_store import shared_text_cache
 
 
 @pytest.fixture()

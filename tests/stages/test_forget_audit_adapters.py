@@ -11,7 +11,7 @@ from llmrec.llm.audit import audit as audit_adapters
 from llmrec.llm.shards import shard_of
 from llmrec.pipelines import forget as fp
 from llmrec.pipelines import stages
-from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 def test_adapter_audit_detects_forgotten_training_data(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from scripts.benchmarks import retrain_gold
-from tests.test_llm_fixtures import small_workspace
+from tests.llm.test_llm_fixtures import small_workspace
 
 
 def test_split_files_hold_the_given_pairs_as_tokens(tmp_path):

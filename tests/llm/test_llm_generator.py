@@ -14,7 +14,7 @@ from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.generator import Generator
 from llmrec.llm.lm_builder import read_manifest
 from llmrec.llm.prompt import UserContext
-from tests.test_llm_fixtures import small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 MODES = ("likelihood", "json", "constrained")
 

@@ -23,7 +23,7 @@ from llmrec.llm.adapters import (
 from llmrec.llm.catalog import Catalog
 from llmrec.llm.shards import shard_of
 from llmrec.pipelines.forget import forget
-from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 WEIGHTS = "adapter_model.safetensors"
 

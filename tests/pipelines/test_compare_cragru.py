@@ -11,7 +11,7 @@ import pytest
 from llmrec.pipelines.compare import llm as compare_llm
 from llmrec.pipelines.compare import run_compare
 from llmrec.pipelines.cragru import default_lm_dir
-from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from llmrec.cli.main import main
 from llmrec.pipelines import stages
-from tests.test_retrieval_store import shared_text_cache
+from tests.retrieval.test_retrieval_store import shared_text_cache
 
 
 @pytest.fixture()

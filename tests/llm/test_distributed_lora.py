@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from llmrec.llm.adapters import adapters_root, read_manifest, shard_dir
 from llmrec.workspace import Workspace
-from tests.test_llm_fixtures import small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 SHARDS = 2
 WEIGHTS = "adapter_model.safetensors"
