@@ -204,3 +204,15 @@ def test_cache_dir_builds_once_and_any_checkpoint_loads(data, tmp_path):
     assert type(load_any_model(first.save(tmp_path / "s.pt", 1))) is ShardedModel
     model.save(tmp_path / "m.pt", 0)
     assert type(load_any_model(tmp_path / "m.pt")) is type(model)
+
+
+def test_an_unreadable_checkpoint_is_one_artifact_error(tmp_path):
+    from llmrec.errors import ArtifactError
+    from llmrec.unlearning.checkpoint import load_any_model
+
+    bad = tmp_path / "bpr.pt"
+    bad.write_text('{"not": "a checkpoint"}\n')
+    for path in (bad, tmp_path / "missing.pt"):
+        with pytest.raises(ArtifactError, match=r"unreadable checkpoint .*\.pt: ") as err:
+            load_any_model(path)
+        assert "\n" not in str(err.value)
