@@ -51,6 +51,16 @@ class ForgetRequest:
     items: tuple[str, ...] = ()
     attributes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # one canonical form however the request was built (sorted, without repeats), so the
+        # content hash is the same before and after a round trip through the ledger
+        canon = object.__setattr__
+        canon(self, "pairs", tuple(sorted({(str(u), str(i)) for u, i in self.pairs})))
+        if self.users is not None:
+            canon(self, "users", tuple(sorted({str(u) for u in self.users})))
+        canon(self, "items", tuple(sorted({str(i) for i in self.items})))
+        canon(self, "attributes", tuple(sorted({str(a) for a in self.attributes})))
+
     def to_dict(self) -> dict:
         if self.kind == "interactions":
             return {"kind": self.kind, "pairs": [list(p) for p in self.pairs]}

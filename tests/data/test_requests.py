@@ -145,3 +145,17 @@ def test_request_text_fuzz(text):
         parse_requests(text)
     except RequestError:
         pass
+
+
+def test_a_request_has_one_canonical_form_however_it_is_built():
+    """Ids in any order or repeated give the request (and content hash) a ledger round trip
+    gives: the ledger finds a request again, and never stores it twice."""
+    from llmrec.data.requests import ForgetRequest
+
+    built = ForgetRequest("user", users=("55", "18", "22", "18"))
+    again = ForgetRequest.from_dict(json.loads(built.to_json()))
+    assert built == again and built.content_hash == again.content_hash
+    assert built.users == ("18", "22", "55")
+    pairs = ForgetRequest("interactions", pairs=(("b", "2"), ("a", "1"), ("b", "2")))
+    assert pairs.pairs == (("a", "1"), ("b", "2"))
+    assert ForgetRequest("attribute", attributes=("gender", "age")).attributes == ("age", "gender")
