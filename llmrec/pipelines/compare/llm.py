@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from llmrec.errors import LlmrecError
+from llmrec.evaluation.ranking import ranking_first_scores
 from llmrec.pipelines.compare.base import Context, MethodOutput
 from llmrec.unlearning.method import Method
 from llmrec.unlearning.registry import register_method
@@ -122,7 +123,9 @@ def _serving(pipe, users: np.ndarray | None = None):
         if todo:
             base = pipe.store.candidate_scores(np.asarray(todo))
             for u, r, b in zip(todo, pipe.recommend(todo, "likelihood"), base):
-                cache[u] = _ranked_scores(r.items, b, n_items)
+                cache[u] = ranking_first_scores(
+                    r.items, b, n_items, floor=-np.inf, dtype=np.float32
+                )
         return np.stack([cache.get(int(u), np.full(n_items, -np.inf, np.float32)) for u in batch])
 
     if users is not None and len(users):
@@ -292,15 +295,3 @@ def _timed_fn(fn, phases: dict[str, float], key: str):
             phases[key] = round(phases.get(key, 0.0) + time.perf_counter() - t, 2)
 
     return wrapped
-
-
-def _ranked_scores(items: np.ndarray, base: np.ndarray, n_items: int) -> np.ndarray:
-    """The LLM's ranking first (in order), then every other item in the candidate generator's
-    order (non-rankable items stay ``-inf``)."""
-    s = np.full(n_items, -np.inf, dtype=np.float32)
-    finite = np.isfinite(base)
-    if finite.any():
-        lo, hi = base[finite].min(), base[finite].max()
-        s[finite] = (base[finite] - lo) / ((hi - lo) or 1.0) - 2.0
-    s[items] = 1e6 - np.arange(len(items), dtype=np.float32)
-    return s
