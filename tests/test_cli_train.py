@@ -1,6 +1,7 @@
 """``llmrec train`` / ``evaluate`` on a tiny dataset: checkpoints carry their ledger version."""
 
 import json
+import shutil
 
 from llmrec.cli.main import main
 from llmrec.models import load_model
@@ -27,7 +28,13 @@ def test_train_evaluate_forget_marks_stale(tmp_path, tiny_dir, capsys):
     assert load_model(res["checkpoint"]).ledger_version == 0
     req = tmp_path / "r.jsonl"
     req.write_text('{"kind": "user", "users": ["u2"]}\n')
+    old = tmp_path / "bpr-v0.pt"
+    shutil.copy(res["checkpoint"], old)
     _json_out(capsys, ["forget", "--request", str(req), *common])
+    # the checkpoint is a forget stage: retrained at the new version
+    ev = _json_out(capsys, ["evaluate", "--model", "bpr", *common])
+    assert not ev["stale"] and ev["model_ledger_version"] == 1 and ev["ledger_version"] == 1
+    shutil.copy(old, res["checkpoint"])  # a checkpoint from before the request is flagged
     ev = _json_out(capsys, ["evaluate", "--model", "bpr", *common])
     assert ev["stale"] and ev["model_ledger_version"] == 0 and ev["ledger_version"] == 1
     res = _json_out(capsys, ["train", "--model", "lightgcn", "--epochs", "2", *common])
