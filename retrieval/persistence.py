@@ -10,7 +10,6 @@ writers across processes; a writer that finds a newer committed version adopts i
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import time
@@ -23,6 +22,7 @@ import numpy as np
 from llmrec.data.ledger import Ledger
 from llmrec.integrity import file_sha256, relative_to_root
 from llmrec.io import atomic_path, atomic_write_json
+from llmrec.locks import file_lock
 from retrieval.encoders import EmbeddingCache
 from retrieval.manifest import (
     COUNTS_FILE,
@@ -51,13 +51,8 @@ class StoreFiles:
     @contextmanager
     def _lock(self) -> Iterator[None]:
         """Exclusive lock on the store folder: one writer at a time across processes."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.root / ".lock"):
+            yield
 
     def _catch_up(self) -> None:
         """Adopt the saved state if another process committed a newer version meanwhile."""

@@ -7,23 +7,23 @@ import pandas as pd
 import pytest
 import torch
 
-from llmrec.audit.attributes import (
+from llmrec.data.dataset import Dataset
+from llmrec.errors import DataError
+from llmrec.privacy.attributes import (
     AGE_GROUPS,
     age_group,
     attack,
+    attribute_inference,
     attribute_labels,
-    audit_attributes,
     balanced_sample,
 )
-from llmrec.audit.membership import (
+from llmrec.privacy.membership import (
     membership_inference,
     pair_features,
     pair_ranks,
     rank_summary,
     sample_non_members,
 )
-from llmrec.data.dataset import Dataset
-from llmrec.errors import DataError
 
 
 def _scorer(matrix: np.ndarray):
@@ -131,7 +131,7 @@ def test_attribute_attack_planted_and_random():
     emb = rng.normal(0, 1, (ds.n_users, 8))
     g = (ds.users["gender"] == "F").to_numpy()
     emb[g, 0] += 3.0  # gender planted in one dimension
-    res = audit_attributes(emb, ds, ["gender", "occupation"], ["mlp"], min_class_size=20)
+    res = attribute_inference(emb, ds, ["gender", "occupation"], ["mlp"], min_class_size=20)
     assert res["gender"]["mlp"]["balanced_accuracy"] > 0.85
     assert res["gender"]["mlp"]["chance"] == 0.5 and res["gender"]["mlp"]["auc"] > 0.9
     occ = res["occupation"]["mlp"]

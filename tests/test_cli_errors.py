@@ -20,6 +20,14 @@ def run(*args, cwd=None):
     )
 
 
+def forget_cli(req, data, ws, *extra, dataset="tiny"):
+    """``llmrec forget --request REQ`` on dataset ``dataset`` in folder ``data``, workspace ``ws``."""
+    return run(
+        "forget", "--request", str(req), "--dataset", dataset, "--data-dir", str(data),
+        "--workspace", str(ws), *extra,
+    )  # fmt: skip
+
+
 def assert_clean_error(res, fragment):
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
@@ -54,17 +62,7 @@ def test_malformed_atomic_file(tmp_path, case):
     req = tmp_path / "r.jsonl"
     req.write_text('{"kind": "user", "users": ["1"]}\n')
     ws = tmp_path / "ws"
-    res = run(
-        "forget",
-        "--request",
-        str(req),
-        "--dataset",
-        "bad",
-        "--data-dir",
-        str(data),
-        "--workspace",
-        str(ws),
-    )
+    res = forget_cli(req, data, ws, dataset="bad")
     assert_clean_error(res, fragment)
     assert ledger_count(ws) == 0
 
@@ -101,17 +99,7 @@ def test_unknown_ids_write_nothing(tmp_path, request_obj, fragment):
     req.write_text(
         json.dumps({"kind": "user", "users": ["u1"]}) + "\n" + json.dumps(request_obj) + "\n"
     )
-    res = run(
-        "forget",
-        "--request",
-        str(req),
-        "--dataset",
-        "tiny",
-        "--data-dir",
-        str(data),
-        "--workspace",
-        str(ws),
-    )
+    res = forget_cli(req, data, ws)
     assert_clean_error(res, fragment)
     assert ledger_count(ws) == 0
 
@@ -123,20 +111,8 @@ def test_forget_records_once_and_reports_json(tmp_path):
     req.write_text(
         '{"kind": "user", "users": ["u1"]}\n{"kind": "interactions", "pairs": [["u0", "i1"]]}\n'
     )
-    args = [
-        "forget",
-        "--request",
-        str(req),
-        "--dataset",
-        "tiny",
-        "--data-dir",
-        str(data),
-        "--workspace",
-        str(ws),
-        "--json",
-    ]
-    first = json.loads(run(*args).stdout)
-    second = json.loads(run(*args).stdout)
+    first = json.loads(forget_cli(req, data, ws, "--json").stdout)
+    second = json.loads(forget_cli(req, data, ws, "--json").stdout)
     assert [r["created"] for r in first["requests"]] == [True, True]
     assert [r["created"] for r in second["requests"]] == [False, False]
     assert second["ledger_version"] == 2 and ledger_count(ws) == 2
@@ -148,17 +124,7 @@ def test_invalid_request_json(tmp_path):
     data = write_tiny_dataset(tmp_path / "data")
     req = tmp_path / "r.jsonl"
     req.write_text('{"kind": "user", "users": ["u1"]}\n{"kind": \n')
-    res = run(
-        "forget",
-        "--request",
-        str(req),
-        "--dataset",
-        "tiny",
-        "--data-dir",
-        str(data),
-        "--workspace",
-        str(tmp_path / "ws"),
-    )
+    res = forget_cli(req, data, tmp_path / "ws")
     assert_clean_error(res, "invalid JSON")
     assert ledger_count(tmp_path / "ws") == 0
 

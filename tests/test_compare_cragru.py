@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from llmrec.pipelines import compare_methods
+from llmrec.pipelines.compare import llm as compare_llm
 from llmrec.pipelines.compare import run_compare
 from llmrec.pipelines.cragru import default_lm_dir
 from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
@@ -30,7 +30,7 @@ def patched(tmp_path_factory):
             tune_adapters(sub, adapter_config(lm.resolve(), epochs=1))
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(compare_methods, "_build_llm_path", small_build)
+    mp.setattr(compare_llm, "build_llm_path", small_build)
     try:
         yield ws
     finally:
@@ -66,6 +66,7 @@ def test_llm_path_is_exact_and_unbiased_against_its_own_gold(run):
         assert "rebuilt from scratch" in m["references"]["gold"]
         assert "before the request" in m["references"]["original"]
         assert m["collateral"]["n_users"] > 0
+        assert m["info"]["gold_serving"].startswith("the method's own serving")
     assert seed["methods"]["cragru"]["fairness"]["shard_gf"]["own_shards"]
     md = open(run["run_dir"] + "/results.md").read()
     assert "adapters vs zero-shot" in md
@@ -80,3 +81,30 @@ def test_llm_path_answers_a_request_stream(patched):
     assert llm["requests"][1]["cumulative_seconds"] == pytest.approx(
         sum(r["seconds"] for r in llm["requests"])
     )
+
+
+class _FakePipe:
+    """Just enough of a CragruPipeline for the serving helpers: ranks by ``order``."""
+
+    def __init__(self, order, n_users=6, n_items=5):
+        from types import SimpleNamespace
+
+        import numpy as np
+
+        self.order = np.asarray(order)
+        self.view = SimpleNamespace(forgotten_users=np.zeros(n_users, bool))
+        self.ws = SimpleNamespace(dataset=SimpleNamespace(n_items=n_items))
+        self.store = SimpleNamespace(candidate_scores=lambda us: np.ones((len(us), n_items)))
+
+    def recommend(self, users, mode):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(items=self.order[:3]) for _ in users]
+
+
+def test_gold_serving_is_reused_only_when_a_spot_check_agrees():
+    import numpy as np
+
+    users = np.arange(6)
+    assert compare_llm._same_rankings(_FakePipe([0, 1, 2]), _FakePipe([0, 1, 2]), users, 4)
+    assert not compare_llm._same_rankings(_FakePipe([0, 1, 2]), _FakePipe([0, 2, 1]), users, 4)

@@ -4,6 +4,7 @@ runner exercises the harness's handling of a method's own gold and original)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 from llmrec.cli.main import main
 from llmrec.evaluation.fairness import active_mask, cure_ndcg
 from llmrec.pipelines import compare
-from llmrec.pipelines.compare import MethodOutput, run_compare
+from llmrec.pipelines.compare import LLMMethod, MethodOutput, run_compare
+from llmrec.unlearning.registry import METHODS, register_method, unregister_method
 from llmrec.workspace import Workspace
 
 HP = {"dim": 8, "epochs": 20, "batch_size": 256, "lr": 0.05, "n_neg": 4}
@@ -31,25 +33,47 @@ def _dataset(folder):
     return folder
 
 
-def fake_llm(ctx, name: str) -> MethodOutput:
+class FakeLLM(LLMMethod):
     """An exactly unlearnable 'LLM path': its gold is itself (the rebuild gives the same
     rankings); its original is the trained base model, shifted so that it differs."""
-    SEEN["verify_exact"] = ctx.cache["verify_exact"]
-    SEEN["reference_users"] = np.asarray(ctx.cache["reference_users"])
-    rt = compare._runner("retrain")(ctx, "retrain")
-    score = rt.score_fn
-    return MethodOutput(
-        name=name,
-        family="llm",
-        seconds=0.01,
-        peak_memory_mb=0.0,
-        score_fn=score,
-        exact=True,
-        gold_fn=score if ctx.cache["verify_exact"] else None,
-        original_fn=ctx.original.score,
-        references={"gold": "itself, rebuilt", "original": "the trained base model"},
-        user_shards=np.arange(ctx.ws.dataset.n_users) % 3,
-    )
+
+    name = "fake-llm"
+    exact = True
+
+    def run(self, ctx) -> MethodOutput:
+        SEEN["verify_exact"] = ctx.cache["verify_exact"]
+        SEEN["reference_users"] = np.asarray(ctx.cache["reference_users"])
+        score = compare.run_method(ctx, "retrain").score_fn
+        return MethodOutput(
+            name=self.name,
+            family="llm",
+            seconds=0.01,
+            peak_memory_mb=0.0,
+            score_fn=score,
+            exact=True,
+            gold_fn=score if ctx.cache["verify_exact"] else None,
+            original_fn=ctx.original.score,
+            references={"gold": "itself, rebuilt", "original": "the trained base model"},
+            user_shards=np.arange(ctx.ws.dataset.n_users) % 3,
+        )
+
+
+@contextlib.contextmanager
+def registered(cls):
+    """``cls`` in the one method registry while the block runs (as it was before, after)."""
+    had = cls.name in METHODS
+    register_method(cls)
+    try:
+        yield cls
+    finally:
+        if not had:
+            unregister_method(cls.name)
+
+
+@pytest.fixture()
+def fake_llm_registered():
+    with registered(FakeLLM):
+        yield FakeLLM
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +84,7 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(ws):
-    compare.register_method("fake-llm", "tests.test_compare_references:fake_llm")
-    try:
+    with registered(FakeLLM):
         yield run_compare(
             ws,
             ["random:10%users"],
@@ -71,8 +94,6 @@ def run(ws):
             fairness_ndcg="cure",
             completeness=False,
         )
-    finally:
-        compare.METHOD_RUNNERS.pop("fake-llm", None)
 
 
 def test_llm_family_is_judged_against_its_own_references(run):
@@ -118,13 +139,15 @@ def test_retrain_check_warns_on_a_broken_gold(ws):
 
 
 def test_fairness_recomputed_from_per_user_data(run, ws):
+    from llmrec.data.parts import part_pairs
     from llmrec.data.split import TRAIN
-    from llmrec.pipelines.compare import _pairs
 
     seed = run["scenarios"]["random:10%users"][0]
     forget = np.asarray(seed["forget_users"])
     keep = ws.view().keep & ~np.isin(ws.dataset.inter_user, forget)
-    counts = np.bincount(_pairs(ws, keep, TRAIN)[0], minlength=ws.dataset.n_users)
+    counts = np.bincount(
+        part_pairs(ws.dataset, ws.split, TRAIN, keep=keep)[0], minlength=ws.dataset.n_users
+    )
     for name, shards in (("fake-llm", np.arange(ws.dataset.n_users) % 3), ("finetune", None)):
         f = seed["methods"][name]["fairness"]
         assert f["ndcg"] == "cure" and f["shard_gf"]["own_shards"] == (shards is not None)
@@ -159,16 +182,12 @@ def test_active_users_are_the_top_five_percent():
     assert np.flatnonzero(active_mask(counts)).tolist() == [39, 40]
 
 
-def test_cli_no_exact_check_and_set_reach_the_harness(ws, capsys):
-    compare.register_method("fake-llm", "tests.test_compare_references:fake_llm")
-    try:
-        sets = [f"--set={k}={json.dumps(v)}" for k, v in HP.items()]
-        rc = main(
-            ["compare", "--workspace", str(ws.root), "--scenario", "random:10%users",
-             "--methods", "fake-llm", "--no-exact-check", "--json", "--seed", "5", *sets]
-        )  # fmt: skip
-    finally:
-        compare.METHOD_RUNNERS.pop("fake-llm", None)
+def test_cli_no_exact_check_and_set_reach_the_harness(ws, capsys, fake_llm_registered):
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in HP.items()]
+    rc = main(
+        ["compare", "--workspace", str(ws.root), "--scenario", "random:10%users",
+         "--methods", "fake-llm", "--no-exact-check", "--json", "--seed", "5", *sets]
+    )  # fmt: skip
     assert rc == 0 and SEEN["verify_exact"] is False
     out = json.loads(capsys.readouterr().out)
     results = json.loads(open(out["results"]).read())

@@ -10,16 +10,10 @@ import pytest
 from llmrec.cli.main import main
 from llmrec.data.requests import ForgetRequest
 from llmrec.errors import ArtifactError, DataError
+from llmrec.evaluation.paired import paired_difference
 from llmrec.llm.adapters import tune_adapters
-from llmrec.pipelines.cragru import (
-    CragruOptions,
-    CragruPipeline,
-    ScenarioConfig,
-    default_lm_dir,
-    format_results,
-    paired_difference,
-    run_scenario,
-)
+from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir
+from llmrec.pipelines.cragru_scenario import ScenarioConfig, format_results, run_scenario
 from llmrec.pipelines.forget import forget
 from retrieval.store import RetrievalStore
 from tests.test_llm_fixtures import adapter_config, small_workspace, tiny_lm

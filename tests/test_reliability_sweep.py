@@ -24,7 +24,7 @@ from tests.conftest import write_tiny_dataset
 VALUES = {"negative": "-1", "zero": "0", "huge": "9" * 30, "nan": "nan", "text": "abc"}
 # commands whose accepted values start real work (training, building): parsed only
 LONG = {"train", "compare", "bias", "build-lm", "index build", "adapters tune", "data synth"}
-LONG |= {"unlearnrec-pretrain", "unlearn", "audit-attributes"}
+LONG |= {"unlearnrec-pretrain", "unlearn", "attack-attributes"}
 REQUIRED = {
     "retrieve": ["--user", "u0"],
     "recommend": ["--user", "u0"],

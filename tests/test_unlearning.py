@@ -131,8 +131,8 @@ def test_retrain_is_training_from_scratch(trained, synth):
 
 @pytest.mark.parametrize("name", ["bpr", "lightgcn"])
 def test_alteraser_forgets_users_and_keeps_utility(trained, synth, name):
-    from llmrec.audit.membership import membership_inference
     from llmrec.evaluation import evaluate_model
+    from llmrec.privacy.membership import membership_inference
 
     ds, split, _ = synth
     model = trained[name]
@@ -230,7 +230,7 @@ def test_cli_unlearn_writes_checkpoint_run_and_errors(tmp_path, synth, capsys):
     rc = main(["unlearn", "--method", "magic", "--request", str(req), *common])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "unknown method 'magic'" in err[0]
-    rc = main(["audit-membership", "--method", "finetune", *common])
+    rc = main(["attack-membership", "--method", "finetune", *common])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "no bpr model unlearned with finetune" in err[0]
 
@@ -251,7 +251,7 @@ def test_cli_unlearn_writes_checkpoint_run_and_errors(tmp_path, synth, capsys):
     # the same request again is recorded once; retrain at that version enables the comparison
     assert main(["unlearn", "--method", "retrain", "--request", str(req), "--json", *common]) == 0
     assert json.loads(capsys.readouterr().out)["ledger_version"] == 1
-    assert main(["audit-membership", "--method", "alteraser", "--json", *common]) == 0
+    assert main(["attack-membership", "--method", "alteraser", "--json", *common]) == 0
     audit = json.loads(capsys.readouterr().out)
     assert audit["forgotten_pairs"] > 0 and "retrain" in audit and "auc_gap" in audit
     rc = main(
@@ -300,7 +300,7 @@ def _planted(n_users: int = 300, seed: int = 0, plant_age: bool = False):
 
 
 def test_lego_reduces_planted_leakage_and_reuses_calibrations(tmp_path):
-    from llmrec.audit.attributes import attack, attribute_labels
+    from llmrec.privacy.attributes import attack, attribute_labels
     from llmrec.unlearning import LEGO
 
     ds, split, model = _planted()
@@ -338,7 +338,7 @@ def test_lego_reduces_planted_leakage_and_reuses_calibrations(tmp_path):
 
 
 def test_lego_combination_keeps_every_calibration_removal():
-    from llmrec.audit.attributes import attack, attribute_labels
+    from llmrec.privacy.attributes import attack, attribute_labels
     from llmrec.unlearning import LEGO
 
     ds, split, model = _planted(plant_age=True)

@@ -207,3 +207,24 @@ def fmt_metrics(metrics: dict, keys=("recall", "ndcg", "hit", "mrr"), ks=(5, 10,
             + "  ".join(f"{m}={metrics.get(f'{m}@{k}', float('nan')):.4f}" for m in keys)
         )
     return "\n".join(rows)
+
+
+def methods_help(family: str | None = None) -> str:
+    """Every registered method (of ``family`` if given): its name, exact or approximate, its
+    family, the request kinds it handles, and the first paragraph of its docstring."""
+    import textwrap
+
+    from llmrec.unlearning import METHODS
+
+    chosen = {n: c for n, c in METHODS.items() if family is None or c.family == family}
+    width = max((len(n) for n in chosen), default=0)
+    lines = ["methods:"]
+    for name, cls in chosen.items():
+        kind = "exact" if cls.exact else "approximate"
+        fam = "" if family else f"{cls.family}; "
+        lines.append(f"  {name:<{width}}  [{fam}{kind}; handles {', '.join(cls.handles)}]")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        if summary:
+            pad = " " * (width + 4)
+            lines.append(textwrap.fill(summary, 88, initial_indent=pad, subsequent_indent=pad))
+    return "\n".join(lines)

@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llmrec.cli.common import emit, open_workspace, parse_overrides, positive_int
+from llmrec.cli.common import (
+    emit,
+    methods_help,
+    open_workspace,
+    parse_overrides,
+    positive_int,
+)
 from llmrec.errors import LlmrecError
 
 DEFAULT_METHODS = "retrain,finetune,alteraser,reverse-bpr,cragru,cragru-zeroshot,lego"
 
 
 def register(sub, common) -> None:
+    import llmrec.pipelines.compare  # noqa: F401  (registers the LLM-path methods for the help)
+
     for name, helptext in (
         (
             "compare",
@@ -19,7 +27,13 @@ def register(sub, common) -> None:
         ),
         ("bias", "propagation bias only (neighbours vs controls, vs retrain and vs original)"),
     ):
-        p = sub.add_parser(name, parents=[common], help=helptext)
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=helptext,
+            epilog=methods_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument(
             "--scenario",
             action="append",
@@ -31,7 +45,7 @@ def register(sub, common) -> None:
         p.add_argument(
             "--methods",
             default=DEFAULT_METHODS,
-            help="comma-separated (default: %(default)s); "
+            help="comma-separated registered methods, listed below (default: %(default)s); "
             "methods that cannot honour a scenario's request kind are skipped for it",
         )
         p.add_argument("--base", choices=["bpr", "lightgcn"], default="bpr", help="CF base model")

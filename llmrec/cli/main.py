@@ -1,7 +1,8 @@
 """The ``llmrec`` command: one entry point, one module per subcommand group.
 
-Each module in :data:`COMMAND_MODULES` has ``register(subparsers, common)`` which adds its
-subcommands and sets ``func(args) -> int``. Errors from bad input (:class:`LlmrecError`), an
+Each module in :data:`COMMAND_MODULES` (imported here by name, so readers and tools see the
+command tree) has ``register(subparsers, common)`` which adds its subcommands and sets
+``func(args) -> int``. Errors from bad input (:class:`LlmrecError`), an
 unusable ledger (SQLite errors) or the environment print one line on stderr and exit non-zero
 with no traceback; anything else unexpected does too, saying so (``LLMREC_DEBUG=1`` re-raises it
 with its traceback). Library warnings are silenced so that an error is the only thing on stderr
@@ -11,7 +12,6 @@ with its traceback). Library warnings are silenced so that an error is the only 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sqlite3
@@ -19,18 +19,12 @@ import sys
 import warnings
 
 from llmrec import __version__
+from llmrec.cli import compare, data, forget, llm, retrieval, train, unlearn
 from llmrec.cli.common import common_parser, finite_float, int_in
 from llmrec.errors import LlmrecError
 
-COMMAND_MODULES = [
-    "llmrec.cli.data",
-    "llmrec.cli.train",
-    "llmrec.cli.forget",
-    "llmrec.cli.compare",
-    "llmrec.cli.retrieval",
-    "llmrec.cli.llm",
-    "llmrec.cli.unlearn",
-]
+#: the sub-command groups, in the order ``llmrec --help`` lists them
+COMMAND_MODULES = [data, train, forget, compare, retrieval, llm, unlearn]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmrec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = common_parser()
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub, common)
+    for module in COMMAND_MODULES:
+        module.register(sub, common)
     _bound_plain_numbers(parser)
     return parser
 

@@ -1,4 +1,4 @@
-"""``llmrec unlearn``, ``llmrec audit-attributes``, ``llmrec audit-membership``.
+"""``llmrec unlearn``, ``llmrec attack-attributes``, ``llmrec attack-membership``.
 
 ``unlearn`` records the requests and applies them to every artifact stage through the same
 runner as ``llmrec forget`` (so nothing is left pending), loads the trained checkpoint, applies
@@ -11,6 +11,7 @@ version it reflects, registered in the ledger) and a run folder with ``results.j
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 from llmrec.cli.common import (
     emit,
     int_in,
+    methods_help,
     nonempty,
     nonneg_int,
     open_workspace,
@@ -32,9 +34,6 @@ MODELS = ("bpr", "lightgcn")
 
 
 def register(sub, common) -> None:
-    from llmrec.unlearning import method_names
-
-    names = method_names()
     p = sub.add_parser(
         "unlearn",
         parents=[common],
@@ -44,15 +43,10 @@ def register(sub, common) -> None:
             "METHOD and write the unlearned checkpoint plus a run folder (results.json, "
             "results.txt, config.json)."
         ),
-        epilog=methods_help(),
+        epilog=methods_help("embedding"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--method",
-        required=True,
-        metavar="METHOD",
-        help=f"unlearning method: {', '.join(names)}",
-    )
+    _method_arg(p, "unlearning method: {}", required=True)
     p.add_argument("--request", type=nonempty, required=True, help="request file (JSON lines)")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
@@ -68,7 +62,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_unlearn)
 
     a = sub.add_parser(
-        "audit-attributes",
+        "attack-attributes",
         parents=[common],
         help="attribute-inference attack on a model's user embeddings (docs/design.md §5.4)",
     )
@@ -83,10 +77,10 @@ def register(sub, common) -> None:
         help="independent balanced down-samplings",
     )
     a.add_argument("--min-class-size", type=positive_int, default=50)
-    a.set_defaults(func=cmd_audit_attributes)
+    a.set_defaults(func=cmd_attack_attributes)
 
     m = sub.add_parser(
-        "audit-membership",
+        "attack-membership",
         parents=[common],
         help="membership inference on forgotten pairs and their rank, compared with retrain",
     )
@@ -99,9 +93,7 @@ def register(sub, common) -> None:
         "(default: the version the checkpoint's base model was trained at)",
     )
     m.add_argument("--attacker", default="logistic", help="logistic or gbdt")
-    m.set_defaults(func=cmd_audit_membership)
-
-    from llmrec.unlearning.unlearnrec import configure_pretrain_parser
+    m.set_defaults(func=cmd_attack_membership)
 
     q = sub.add_parser(
         "unlearnrec-pretrain",
@@ -109,45 +101,24 @@ def register(sub, common) -> None:
         help="pre-train (resumably) the UnlearnRec influence encoder of a trained model",
     )
     configure_pretrain_parser(q)
-    for action in q._actions:  # its counts (requests, epochs, sizes) are all positive
-        if action.type is int:
-            action.type = positive_int
     q.set_defaults(func=cmd_unlearnrec_pretrain)
 
 
-def _target_args(p: argparse.ArgumentParser) -> None:
+def _method_arg(p: argparse.ArgumentParser, text: str, required: bool = False) -> None:
+    """``--method``, its help ``text`` naming every registered method where it holds ``{}``."""
     from llmrec.unlearning import method_names
 
-    names = method_names()
+    names = ", ".join(method_names("embedding"))
+    p.add_argument("--method", required=required, metavar="METHOD", help=text.format(names))
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
-    p.add_argument(
-        "--method",
-        default=None,
-        metavar="METHOD",
-        help=f"audit the checkpoint unlearned by METHOD ({', '.join(names)}; default: the "
-        "trained one)",
-    )
-    p.add_argument("--checkpoint", type=nonempty, default=None, help="audit this checkpoint file")
+    _method_arg(p, "attack the checkpoint unlearned by METHOD ({}; default: the trained one)")
+    p.add_argument("--checkpoint", type=nonempty, default=None, help="attack this checkpoint file")
 
 
 # ---------------------------------------------------------------------------- helpers
-def methods_help() -> str:
-    """Every registered method: its name, exact or approximate, the request kinds it handles,
-    and the first paragraph of its docstring."""
-    from llmrec.unlearning import METHODS
-
-    width = max((len(n) for n in METHODS), default=0)
-    lines = ["methods:"]
-    for name, cls in METHODS.items():
-        kind = "exact" if cls.exact else "approximate"
-        lines.append(f"  {name:<{width}}  [{kind}; handles {', '.join(cls.handles)}]")
-        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-        if summary:
-            pad = " " * (width + 4)
-            lines.append(textwrap.fill(summary, 88, initial_indent=pad, subsequent_indent=pad))
-    return "\n".join(lines)
-
-
 def _check_model(name: str) -> None:
     if name not in MODELS:
         raise LlmrecError(f"unknown model {name!r} (expected one of: {', '.join(MODELS)})")
@@ -158,7 +129,7 @@ def unlearned_path(ws, model: str, method: str) -> Path:
 
 
 def _load(path: Path, what: str):
-    from llmrec.unlearning.sharded import load_any_model as load_model
+    from llmrec.unlearning.checkpoint import load_any_model as load_model
 
     if not path.is_file():
         raise ArtifactError(f"no {what} checkpoint at {path}")
@@ -179,14 +150,14 @@ def _trained(ws, name: str, checkpoint: str | None):
 
 
 def _target(ws, args):
-    """The checkpoint an audit command looks at: --checkpoint, --method's, or the trained one."""
+    """The checkpoint an attack command looks at: --checkpoint, --method's, or the trained one."""
     from llmrec.unlearning import get_method
 
     _check_model(args.model)
     if args.checkpoint:
         return _load(Path(args.checkpoint), "model"), Path(args.checkpoint)
     if args.method:
-        get_method(args.method)  # an unknown name: one line naming the known ones
+        get_method(args.method, "embedding")  # an unknown name: one line naming the known ones
         path = unlearned_path(ws, args.model, args.method)
         if not path.is_file():
             raise ArtifactError(
@@ -209,14 +180,14 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 # ---------------------------------------------------------------------------- unlearn
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from llmrec.audit.membership import pair_ranks, rank_summary
     from llmrec.data.requests import load_requests
     from llmrec.evaluation import evaluate_model
     from llmrec.pipelines import forget as forget_pipeline
     from llmrec.pipelines.checkpoints import start_unlearned
+    from llmrec.privacy.membership import pair_ranks, rank_summary
     from llmrec.unlearning import get_method, make_task
 
-    method = get_method(args.method)
+    method = get_method(args.method, "embedding")
     _check_model(args.model)
     ws = open_workspace(args)
     requests = load_requests(args.request)
@@ -321,9 +292,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- audits
-def cmd_audit_attributes(args: argparse.Namespace) -> int:
-    from llmrec.audit.attributes import ATTACKERS, audit_attributes
+# ---------------------------------------------------------------------------- privacy attacks
+def cmd_attack_attributes(args: argparse.Namespace) -> int:
+    from llmrec.privacy.attributes import ATTACKERS, attribute_inference
 
     ws = open_workspace(args)
     model, path = _target(ws, args)
@@ -333,7 +304,7 @@ def cmd_audit_attributes(args: argparse.Namespace) -> int:
     ds = ws.dataset
     view = ws.view(model.ledger_version) if model.ledger_version else ws.view(0)
     users = np.flatnonzero(~view.forgotten_users)
-    res = audit_attributes(
+    res = attribute_inference(
         model.user_embeddings(),
         ds,
         args.attributes,
@@ -363,12 +334,7 @@ def cmd_audit_attributes(args: argparse.Namespace) -> int:
                 f"{r['balanced_accuracy']:>8.3f} {r['macro_f1']:>8.3f} {r['auc']:>7.3f}"
             )
     text = "\n".join(lines)
-    run = ws.new_run(
-        f"audit-attributes-{args.model}", {"command": "audit-attributes", **vars_(args)}
-    )
-    atomic_write_json(run / "results.json", result)
-    atomic_write_text(run / "results.txt", text + "\n")
-    result["run_dir"] = str(run)
+    run = _attack_run(ws, args, "attack-attributes", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
@@ -377,9 +343,19 @@ def vars_(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
 
 
-def cmd_audit_membership(args: argparse.Namespace) -> int:
-    from llmrec.audit.membership import membership_inference, pair_ranks, rank_summary
+def _attack_run(ws, args: argparse.Namespace, command: str, result: dict, text: str) -> Path:
+    """A run folder for a privacy attack: its arguments, ``results.json`` and ``results.txt``."""
+    run = ws.new_run(f"{command}-{args.model}", {"command": command, **vars_(args)})
+    atomic_write_json(run / "results.json", result)
+    atomic_write_text(run / "results.txt", text + "\n")
+    result["run_dir"] = str(run)
+    return run
+
+
+def cmd_attack_membership(args: argparse.Namespace) -> int:
+    from llmrec.data.parts import part_pairs
     from llmrec.data.split import TRAIN
+    from llmrec.privacy.membership import membership_inference, pair_ranks, rank_summary
 
     ws = open_workspace(args)
     model, path = _target(ws, args)
@@ -397,18 +373,16 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
             since = _load(trained, "trained").ledger_version if trained.is_file() else 0
         since = min(since, version)
     before, after = ws.view(since), ws.view(version)
-    forgot = split.mask(TRAIN, before.keep & ~after.keep)
-    if not forgot.any():
+    fu, fi = part_pairs(ds, split, TRAIN, keep=before.keep & ~after.keep)
+    if not len(fu):
         raise LlmrecError(
             f"no training pair was forgotten between ledger v{since} and v{version} "
-            f"(the checkpoint's version); nothing to audit"
+            f"(the checkpoint's version); nothing to attack"
         )
-    keep = split.mask(TRAIN, after.keep)
-    fu, fi = ds.inter_user[forgot], ds.inter_item[forgot]
-    tu, ti = ds.inter_user[keep], ds.inter_item[keep]
+    tu, ti = part_pairs(ds, split, TRAIN, keep=after.keep)
     keys = np.unique(ds.pair_keys)
 
-    def audit(m) -> dict:
+    def attack(m) -> dict:
         mia = membership_inference(
             m.score, ds.n_items, fu, fi, tu, ti, keys, attacker=args.attacker, seed=args.seed
         )
@@ -420,14 +394,14 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
         "model": args.model,
         "since": since,
         "ledger_version": version,
-        "forgotten_pairs": int(forgot.sum()),
-        "target": audit(model),
+        "forgotten_pairs": len(fu),
+        "target": attack(model),
     }
     gold_path = unlearned_path(ws, args.model, "retrain")
     if gold_path.is_file() and gold_path != path:
         gold = _load(gold_path, "retrained")
         if gold.ledger_version == version:
-            result["retrain"] = audit(gold)
+            result["retrain"] = attack(gold)
             result["auc_gap"] = (
                 result["target"]["membership"]["auc"] - result["retrain"]["membership"]["auc"]
             )
@@ -446,20 +420,72 @@ def cmd_audit_membership(args: argparse.Namespace) -> int:
             ("retrain median rank", result["retrain"]["forgotten_rank"]["median_rank"]),
             ("AUC gap to retrain", result["auc_gap"]),
         ]
-    text = f"membership audit (ledger v{since} -> v{version})\n" + _table(rows)
-    run = ws.new_run(
-        f"audit-membership-{args.model}", {"command": "audit-membership", **vars_(args)}
-    )
-    atomic_write_json(run / "results.json", result)
-    atomic_write_text(run / "results.txt", text + "\n")
-    result["run_dir"] = str(run)
+    text = f"membership inference (ledger v{since} -> v{version})\n" + _table(rows)
+    run = _attack_run(ws, args, "attack-membership", result, text)
     emit(args, result, f"{text}\nrun {run}")
     return 0
 
 
-def cmd_unlearnrec_pretrain(args: argparse.Namespace) -> int:
-    from llmrec.unlearning.unlearnrec import cmd_pretrain
+# ---------------------------------------------------------------------------- unlearnrec-pretrain
 
+
+def configure_pretrain_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of the pre-training command (``--workspace``/``--seed`` come from the CLI)."""
+    p.add_argument("--model", default="bpr", help="trained model name in the workspace")
+    p.add_argument("--requests", type=positive_int, default=32, help="simulated requests")
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+
+
+def cmd_pretrain(args: argparse.Namespace, ws=None) -> dict:
+    """Pre-train (or resume) the encoder of the workspace's trained ``--model`` into
+    ``artifacts/unlearnrec``; returns a summary with the artifact path. ``ws``: an open
+    :class:`~llmrec.workspace.Workspace` (default: ``args.workspace`` opened)."""
+    from llmrec.data.split import TRAIN
+    from llmrec.models.training import load_checkpoint
+    from llmrec.unlearning.unlearnrec import UnlearnRec, pretrain_encoder
+    from llmrec.workspace import Workspace
+
+    if ws is None:
+        ws = args.workspace if isinstance(args.workspace, Workspace) else Workspace(args.workspace)
+    model = load_checkpoint(ws, args.model)
+    view = ws.view(model.ledger_version)
+    m = ws.split.mask(TRAIN, view.keep)
+    train = (ws.dataset.inter_user[m], ws.dataset.inter_item[m])
+    un = UnlearnRec(
+        pretrain_requests=args.requests,
+        pretrain_epochs=args.epochs,
+        hidden=args.hidden,
+        seed=args.seed,
+        cache_dir=ws.root / "artifacts" / "unlearnrec",
+    )
+    path = un.artifact_path(model)
+    art = pretrain_encoder(
+        model,
+        train,
+        ledger_version=model.ledger_version,
+        checkpoint_dir=path.with_suffix(".ckpt"),
+        requests=args.requests,
+        epochs=args.epochs,
+        hidden=args.hidden,
+        damping=un.damping,
+        n_neg=un.n_neg,
+        seed=args.seed,
+        resume=not args.no_resume,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
+    art.save(path)
+    return {
+        "artifact": str(path),
+        "ledger_version": art.ledger_version,
+        "model": model.model_name,
+        "pretrain_seconds": art.pretrain_seconds,
+        "history": art.history,
+    }
+
+
+def cmd_unlearnrec_pretrain(args: argparse.Namespace) -> int:
     out = cmd_pretrain(args, open_workspace(args))
     emit(args, out, f"encoder {out['artifact']} (ledger v{out['ledger_version']})")
     return 0

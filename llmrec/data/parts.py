@@ -17,11 +17,17 @@ from llmrec.data.split import TEST, TRAIN, VALID, Split
 Pairs = tuple[np.ndarray, np.ndarray]
 
 
-def part_pairs(ds: Dataset, split: Split, *parts: int, keep: np.ndarray | None = None) -> Pairs:
-    """(users, items) of the interactions in any of ``parts`` (and in ``keep`` if given)."""
+def part_pairs(
+    ds: Dataset, split: Split | np.ndarray, *parts: int, keep: np.ndarray | None = None
+) -> Pairs:
+    """(users, items) of the interactions in any of ``parts`` (and in ``keep`` if given).
+
+    ``split`` is a :class:`~llmrec.data.split.Split` or its per-interaction part labels.
+    """
     if not parts:
         raise ValueError("part_pairs needs at least one split part")
-    m = np.isin(split.part, parts) if len(parts) > 1 else split.part == parts[0]
+    labels = split.part if isinstance(split, Split) else np.asarray(split)
+    m = np.isin(labels, parts) if len(parts) > 1 else labels == parts[0]
     if keep is not None:
         m &= keep
     return ds.inter_user[m], ds.inter_item[m]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmrec.data.partition import random_partition
+
 #: fraction of the users CURE4Rec calls active
 ACTIVE_FRACTION = 0.05
 #: shards of the default partition when a method has none of its own (SISA's default count)
@@ -82,8 +84,6 @@ def shard_gf(users: np.ndarray, ndcg: np.ndarray, shards: np.ndarray) -> dict:
 
 def default_shards(n_users: int, seed: int, n_shards: int = DEFAULT_SHARDS) -> np.ndarray:
     """The seeded random user partition used when a method has no shards of its own."""
-    from llmrec.unlearning.partition import random_partition
-
     return random_partition(n_users, n_shards, seed)
 
 

@@ -194,3 +194,24 @@ def evaluate_model(
         return_per_user=return_per_user,
         exclude_items=data.view.forgotten_items if data.view.forgotten_items.any() else None,
     )
+
+
+def ranking_first_scores(
+    items: np.ndarray,
+    base: np.ndarray,
+    n_items: int,
+    *,
+    floor: float = -1e12,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """One user's score row that ranks ``items`` first (in their order), then every other item
+    in the order of ``base`` (e.g. the candidate generator's scores), min-max scaled below the
+    ranking; items whose ``base`` is not finite get ``floor``. Turns a served list into a score
+    function for :func:`evaluate_ranking`."""
+    s = np.full(n_items, floor, dtype=dtype)
+    finite = np.isfinite(base)
+    if finite.any():
+        lo, hi = base[finite].min(), base[finite].max()
+        s[finite] = (base[finite] - lo) / ((hi - lo) or 1.0) - 2.0
+    s[items] = 1e6 - np.arange(len(items))
+    return s

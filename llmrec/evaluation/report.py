@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.evaluation.paired import paired_difference
+
 # (column name, path into a method's per-seed entry)
 COLUMNS: list[tuple[str, tuple[str, ...]]] = [
     ("seconds", ("seconds",)),
@@ -70,33 +72,23 @@ def aggregate(seeds: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+def _neighbour_deltas(method: dict) -> dict | None:
+    """A method's per-user ΔNDCG of the neighbours against the gold (``users``, ``delta_ndcg``)."""
+    return method.get("bias", {}).get("vs_gold", {}).get("per_user", {}).get("neighbours")
+
+
 def significance(seeds: list[dict]) -> list[dict]:
     """Paired tests between every two methods on neighbours' per-user ΔNDCG vs gold.
 
     Users are paired within a seed (same user, same request, two methods) and pooled over seeds;
     the test is Wilcoxon's signed-rank (two-sided). With ≥ 2 seeds a paired t-test on the
-    per-seed excess ΔNDCG is added.
+    per-seed excess ΔNDCG is added. Both from :func:`llmrec.evaluation.paired.paired_difference`.
     """
-    from scipy import stats
-
     rows = []
     for a, b in combinations(methods_of(seeds), 2):
         da, db = [], []
         for s in seeds:
-            ba = (
-                s["methods"][a]
-                .get("bias", {})
-                .get("vs_gold", {})
-                .get("per_user", {})
-                .get("neighbours")
-            )
-            bb = (
-                s["methods"][b]
-                .get("bias", {})
-                .get("vs_gold", {})
-                .get("per_user", {})
-                .get("neighbours")
-            )
+            ba, bb = (_neighbour_deltas(s["methods"][m]) for m in (a, b))
             if not ba or not bb:
                 continue
             ua, ub = np.asarray(ba["users"]), np.asarray(bb["users"])
@@ -107,7 +99,7 @@ def significance(seeds: list[dict]) -> list[dict]:
             continue
         diff = np.asarray(da) - np.asarray(db)
         row = {"a": a, "b": b, "n_pairs": len(diff), "mean_diff": float(diff.mean())}
-        row["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+        row["wilcoxon_p"] = paired_difference(da, db)["wilcoxon_p_value"]
         ea = [_get(s["methods"][a], ("bias", "vs_gold", "excess", "delta_ndcg")) for s in seeds]
         eb = [_get(s["methods"][b], ("bias", "vs_gold", "excess", "delta_ndcg")) for s in seeds]
         if (
@@ -115,7 +107,7 @@ def significance(seeds: list[dict]) -> list[dict]:
             and not any(math.isnan(x) for x in ea + eb)
             and np.any(np.subtract(ea, eb) != 0)
         ):
-            row["ttest_excess_p"] = float(stats.ttest_rel(ea, eb).pvalue)
+            row["ttest_excess_p"] = paired_difference(ea, eb)["t_p_value"]
         rows.append(row)
     return rows
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import inspect
 import os
 import sys
 import time
@@ -80,6 +81,13 @@ class CFModel(nn.Module, metaclass=abc.ABCMeta):
     """
 
     model_name: ClassVar[str] = "cf"
+
+    @classmethod
+    def _hyper(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The hyper-parameters among ``values`` (a constructor's ``locals()``): every keyword of
+        ``cls.__init__`` but the table sizes, in signature order."""
+        names = list(inspect.signature(cls.__init__).parameters)[1:]
+        return {k: values[k] for k in names if k not in ("n_users", "n_items")}
 
     def _setup(self, n_users: int, n_items: int, hparams: dict[str, Any]) -> None:
         if n_users < 1 or n_items < 1:

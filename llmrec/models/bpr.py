@@ -38,23 +38,7 @@ class BPRMF(CFModel):
         device: str = "cpu",
     ) -> None:
         super().__init__()
-        self._setup(
-            n_users,
-            n_items,
-            dict(
-                dim=dim,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                reg=reg,
-                n_neg=n_neg,
-                init_std=init_std,
-                patience=patience,
-                eval_every=eval_every,
-                seed=seed,
-                device=device,
-            ),
-        )
+        self._setup(n_users, n_items, self._hyper(locals()))
 
     def compute_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_emb.weight, self.item_emb.weight

@@ -91,24 +91,7 @@ class LightGCN(CFModel):
         device: str = "cpu",
     ) -> None:
         super().__init__()
-        self._setup(
-            n_users,
-            n_items,
-            dict(
-                dim=dim,
-                n_layers=n_layers,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                reg=reg,
-                n_neg=n_neg,
-                init_std=init_std,
-                patience=patience,
-                eval_every=eval_every,
-                seed=seed,
-                device=device,
-            ),
-        )
+        self._setup(n_users, n_items, self._hyper(locals()))
         self.adjacency: torch.Tensor | None = None
         self._graph: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -35,7 +35,7 @@ from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.integrity import verify
 from llmrec.pipelines import stages as stage_registry
 from llmrec.pipelines.checkpoints import checkpoint_files, unreadable_checkpoints
-from llmrec.pipelines.stages import Stage, StageAudit, StageContext
+from llmrec.pipelines.stage_context import Stage, StageAudit, StageContext
 from llmrec.workspace import Workspace
 
 # artifact kinds the forget stages update: a registry/file disagreement there blocks `forget`

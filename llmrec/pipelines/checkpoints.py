@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.errors import ArtifactError, LlmrecError
-from llmrec.pipelines.stages import StageAudit, StageContext
+from llmrec.pipelines.stage_context import StageAudit, StageContext
 from llmrec.workspace import Workspace
 
 KIND = "checkpoint"
@@ -214,7 +214,7 @@ def _plain(obj: dict) -> dict:
 
 
 def _load(path: Path):
-    from llmrec.unlearning.sharded import load_any_model
+    from llmrec.unlearning.checkpoint import load_any_model
 
     return load_any_model(path)
 

@@ -432,20 +432,16 @@ def _tune_blend(side: _Side, ctxs, ranked, cfg: ProtocolConfig) -> tuple[float, 
 
 def _retrain(side: _Side, cfg: ProtocolConfig, data, users) -> dict[str, Any]:
     """Retrain on the toolkit's retained split, or (paper) on the retained data's own split."""
-    from llmrec.data.parts import RetainedData
+    from llmrec.data.parts import RetainedData, part_pairs
     from llmrec.evaluation import evaluate_model
     from llmrec.models.training import train_model
 
     t0 = time.perf_counter()
     ds = side.ws.dataset
     if side.name == "paper":
-        part = side.resplit
-
-        def pairs(p):
-            m = part == p
-            return ds.inter_user[m], ds.inter_item[m]
-
-        own = RetainedData(data.view, pairs(TRAIN), pairs(VALID), pairs(TEST))
+        own = RetainedData(
+            data.view, *(part_pairs(ds, side.resplit, p) for p in (TRAIN, VALID, TEST))
+        )
         model = train_model(
             side.ws, cfg.model, seed=cfg.seed, data=own, early_stop=True, **cfg.cf_params
         )
@@ -468,7 +464,7 @@ def _retrain(side: _Side, cfg: ProtocolConfig, data, users) -> dict[str, Any]:
 def _summary(per_user: dict, leaky: str, exact: str, forget: np.ndarray) -> dict[str, Any]:
     """Mean HR/NDCG@10 per method and the paired leaky - exact differences, over all scored
     users and over the forget users alone."""
-    from llmrec.pipelines.cragru import paired_difference
+    from llmrec.evaluation.paired import paired_difference
 
     rows = {
         m: {

@@ -17,15 +17,11 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - non-POSIX: single-process use
-    fcntl = None
-
 from llmrec.data.ledger import Ledger
 from llmrec.data.requests import ForgetRequest
+from llmrec.locks import file_lock
 from llmrec.pipelines import stages as stage_registry
-from llmrec.pipelines.stages import StageContext
+from llmrec.pipelines.stage_context import StageContext
 from llmrec.workspace import Workspace
 
 
@@ -64,15 +60,8 @@ def forget(ws: Workspace, requests: Sequence[ForgetRequest]) -> dict:
 def stage_lock(ws: Workspace):
     """Exclusive workspace lock while stages run: concurrent ``forget`` calls record their
     requests in parallel (the ledger serialises them) but apply stages one at a time."""
-    ws.root.mkdir(parents=True, exist_ok=True)
-    with open(ws.root / "stages.lock", "a") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(ws.root / "stages.lock"):
+        yield
 
 
 def require_applied(ws: Workspace, what: str, version: int | None = None) -> None:

@@ -32,32 +32,12 @@ from llmrec.data.ledger import LedgerEntry
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_text
+from llmrec.locks import file_lock
 from llmrec.workspace import Workspace
-
-try:  # POSIX advisory lock so concurrent writers and the scrubber do not interleave
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 
 def log_path(ws: Workspace) -> Path:
     return ws.artifact_path("served", "log.jsonl")
-
-
-class _Locked:
-    def __init__(self, path: Path):
-        self.lock = path.with_suffix(".lock")
-
-    def __enter__(self):
-        self.fh = open(self.lock, "a")
-        if fcntl is not None:
-            fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if fcntl is not None:
-            fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
 
 
 def log_served(
@@ -73,7 +53,7 @@ def log_served(
         "source": source,
         **meta,
     }
-    with _Locked(path):
+    with file_lock(path.with_suffix(".lock")):
         rules = _rules(ws)
         if rules.view.version > int(version):  # a forget committed while this list was made
             entry = rules.scrub(entry)
@@ -215,7 +195,7 @@ def scrub(ws: Workspace, view: RetainedView, entries: Iterable[LedgerEntry]) -> 
     if not path.is_file():
         return {"entries": 0, "scrubbed": 0}
     rules = Rules(view, forgotten_at(view, entries), ws.policy)
-    with _Locked(path):
+    with file_lock(path.with_suffix(".lock")):
         logged = read_log(ws)
         out, scrubbed = [], 0
         for e in logged:

@@ -30,7 +30,9 @@ from llmrec.unlearning.alteraser import AltEraser  # isort: skip
 from llmrec.unlearning.reverse_bpr import ReverseBPR  # isort: skip
 from llmrec.unlearning.lego import LEGO  # isort: skip
 from llmrec.unlearning.unlearnrec import UnlearnRec  # isort: skip
-from llmrec.unlearning.sharded import SISA, RecEraser, ShardedModel  # isort: skip
+from llmrec.unlearning.sisa import SISA  # isort: skip
+from llmrec.unlearning.receraser import RecEraser  # isort: skip
+from llmrec.unlearning.sharded_model import ShardedModel  # isort: skip
 
 __all__ = [
     "METHODS",

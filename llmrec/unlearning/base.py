@@ -17,27 +17,27 @@ from __future__ import annotations
 
 import abc
 import copy
-import inspect
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 
 from llmrec.data.dataset import Dataset
+from llmrec.data.parts import Pairs, RetainedData, part_pairs
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
-from llmrec.data.split import TEST, TRAIN, VALID, Split
+from llmrec.data.split import TRAIN, Split
 from llmrec.errors import LlmrecError, RequestError
 from llmrec.models import CFModel, build_model
+from llmrec.unlearning.method import Method
 
-Pairs = tuple[np.ndarray, np.ndarray]
 Callback = Callable[[CFModel, dict], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,32 +51,36 @@ class UnlearnTask:
     requests: tuple[ForgetRequest, ...] = ()
     version: int | None = None
 
-    def _pairs(self, keep: np.ndarray, part: int) -> Pairs:
-        m = self.split.mask(part, keep)
-        return self.dataset.inter_user[m], self.dataset.inter_item[m]
-
     @cached_property
+    def _retained(self) -> RetainedData:
+        return RetainedData.of(self.after, self.split)
+
+    def retained_data(self) -> RetainedData:
+        """The retained train/valid/test pairs of the view after the requests (built once)."""
+        return self._retained
+
+    @property
     def train(self) -> Pairs:
         """Retained training pairs."""
-        return self._pairs(self.after.keep, TRAIN)
+        return self._retained.train
 
-    @cached_property
+    @property
     def valid(self) -> Pairs:
-        return self._pairs(self.after.keep, VALID)
+        return self._retained.valid
 
-    @cached_property
+    @property
     def test(self) -> Pairs:
-        return self._pairs(self.after.keep, TEST)
+        return self._retained.test
 
     @cached_property
     def train_before(self) -> Pairs:
         """Training pairs of the model being unlearned."""
-        return self._pairs(self.before.keep, TRAIN)
+        return part_pairs(self.dataset, self.split, TRAIN, keep=self.before.keep)
 
     @cached_property
     def forget(self) -> Pairs:
         """Training pairs removed by the requests (the forget set)."""
-        return self._pairs(self.before.keep & ~self.after.keep, TRAIN)
+        return part_pairs(self.dataset, self.split, TRAIN, keep=self.before.keep & ~self.after.keep)
 
     @cached_property
     def users_without_data(self) -> np.ndarray:
@@ -97,12 +101,6 @@ class UnlearnTask:
     @property
     def kinds(self) -> set[str]:
         return {r.kind for r in self.requests}
-
-    def retained_data(self):
-        """The :class:`llmrec.data.parts.RetainedData` of the view after the requests."""
-        from llmrec.data.parts import RetainedData
-
-        return RetainedData(self.after, self.train, self.valid, self.test)
 
 
 def make_task(
@@ -164,8 +162,9 @@ def make_task(
 
 @dataclass
 class UnlearnRecord:
-    """What one unlearning run cost and how it was configured (``seconds``: wall clock,
-    ``cpu_seconds``: CPU time of the process, less sensitive to other load on the machine)."""
+    """What one unlearning run cost, what it unlearned and how it was configured (``seconds``:
+    wall clock, ``cpu_seconds``: CPU time of the process, less sensitive to other load on the
+    machine; ``requests``: the requests the result reflects, up to ``ledger_version``)."""
 
     method: str
     model: str
@@ -181,6 +180,7 @@ class UnlearnRecord:
     n_forgotten: int
     history: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    requests: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -240,44 +240,31 @@ class Monitor:
         """CPU seconds of this process (all threads) since :meth:`start`, callbacks excluded."""
         return time.process_time() - self._c0 - self._cpu_paused
 
+    def off_clock(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+        """Run ``fn(*args)`` with the wall and CPU clocks paused; returns its result and its wall
+        seconds (set-up a request does not pay for, e.g. building a cached model)."""
+        t, c = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        wall = time.perf_counter() - t
+        self._paused += wall
+        self._cpu_paused += time.process_time() - c
+        return out, wall
+
     def report(self, model: CFModel, **entry: Any) -> None:
         """Record one iteration (with the elapsed seconds) and run the callback off the clock."""
         entry = {"seconds": self.elapsed(), **entry}
         self.history.append(entry)
         if self.callback is not None:
-            t, c = time.perf_counter(), time.process_time()
-            self.callback(model, dict(entry))
-            self._paused += time.perf_counter() - t
-            self._cpu_paused += time.process_time() - c
+            self.off_clock(self.callback, model, dict(entry))
 
 
-class Unlearner(abc.ABC):
-    """Base class. Subclasses set ``name`` (and ``handles``, ``exact``, ``workspace_cache`` where
-    the defaults do not fit), implement :meth:`_unlearn` and register with
-    :func:`llmrec.unlearning.registry.register_method`."""
+class Unlearner(Method, abc.ABC):
+    """Base class of the embedding unlearners. Subclasses set ``name`` (and ``handles``,
+    ``exact``, ``workspace_cache`` where the defaults of :class:`Method` do not fit), implement
+    :meth:`_unlearn` and register with :func:`llmrec.unlearning.registry.register_method`."""
 
     name: ClassVar[str] = "unlearner"
-    #: request kinds the method can honour
-    handles: ClassVar[tuple[str, ...]] = ("interactions", "user", "item")
-    #: whether the result equals retraining from scratch on the retained data (the seeded
-    #: retrain of the same recipe: bit for bit for Retrain, by construction for shard methods)
-    exact: ClassVar[bool] = False
-    #: folder under a workspace root where a run keeps the method's reusable state (its
-    #: ``cache_dir`` parameter), ``{model}`` standing for the base model; None: nothing to keep
-    workspace_cache: ClassVar[str | None] = None
-
-    @classmethod
-    def param_names(cls) -> tuple[str, ...]:
-        """The constructor's keyword parameters."""
-        return tuple(k for k in inspect.signature(cls.__init__).parameters if k != "self")
-
-    @classmethod
-    def workspace_defaults(cls, root: str | Path, model: str) -> dict[str, Any]:
-        """Constructor parameters a run on the workspace at ``root`` gets unless the user sets
-        them: the ``cache_dir`` of :attr:`workspace_cache` for base model ``model``."""
-        if cls.workspace_cache is None:
-            return {}
-        return {"cache_dir": str(Path(root) / cls.workspace_cache.format(model=model))}
+    family: ClassVar[str] = "embedding"
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.param_names()}
@@ -310,9 +297,14 @@ class Unlearner(abc.ABC):
                 f"method {self.name!r} handles {', '.join(self.handles)} requests, "
                 f"not {', '.join(sorted(bad))}{span}"
             )
-        if "attribute" not in self.handles and len(task.forget[0]) == 0:
+        if len(task.forget[0]) == 0 and (
+            "attribute" not in self.handles or not task.attribute_masks
+        ):
+            hides = (
+                " and hide no attribute it does not reflect" if "attribute" in self.handles else ""
+            )
             raise LlmrecError(
-                "the requests remove no training interaction of this model "
+                f"the requests remove no training interaction of this model{hides} "
                 f"(trained at ledger version {model.ledger_version})"
             )
         monitor = Monitor(callback)
@@ -337,6 +329,7 @@ class Unlearner(abc.ABC):
             n_forgotten=int(len(task.forget[0])),
             history=monitor.history,
             info=info,
+            requests=[r.to_dict() for r in task.requests],
         )
         return new, record
 

@@ -4,6 +4,7 @@ first-order baseline of the AltEraser paper). LightGCN's graph is rebuilt on the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -50,6 +51,36 @@ def bpr_epochs(
     return total / max(n, 1), False
 
 
+@dataclass
+class WarmStart:
+    """What warm-started training on the retained pairs needs: a copy of the model (LightGCN on
+    the retained graph), the pairs as tensors, their negative sampler, a seeded generator and
+    AdamW over the copy."""
+
+    model: CFModel
+    users: torch.Tensor
+    items: torch.Tensor
+    sampler: NegativeSampler
+    gen: torch.Generator
+    opt: torch.optim.Optimizer
+
+    @classmethod
+    def of(
+        cls, model: CFModel, task: UnlearnTask, lr: float, weight_decay: float, seed: int
+    ) -> WarmStart:
+        new = clone(model, graph=task.train)
+        u = torch.as_tensor(task.train[0], dtype=torch.int64)
+        i = torch.as_tensor(task.train[1], dtype=torch.int64)
+        return cls(
+            new,
+            u,
+            i,
+            NegativeSampler(new.n_users, new.n_items, u, i),
+            torch.Generator().manual_seed(int(seed)),
+            torch.optim.AdamW(new.parameters(), lr=lr, weight_decay=weight_decay),
+        )
+
+
 @register_method
 class FineTune(Unlearner):
     """Warm-started AdamW epochs on the retained training pairs."""
@@ -73,17 +104,13 @@ class FineTune(Unlearner):
         self.seed = seed
 
     def _unlearn(self, model: CFModel, task: UnlearnTask, monitor: Monitor) -> tuple[CFModel, dict]:
-        new = clone(model, graph=task.train)
-        u = torch.as_tensor(task.train[0], dtype=torch.int64)
-        i = torch.as_tensor(task.train[1], dtype=torch.int64)
-        sampler = NegativeSampler(new.n_users, new.n_items, u, i)
-        gen = torch.Generator().manual_seed(int(self.seed))
-        opt = torch.optim.AdamW(new.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        w = WarmStart.of(model, task, self.lr, self.weight_decay, self.seed)
+        new = w.model
         bs = int(self.batch_size or new.config["batch_size"])
         n_neg = int(self.n_neg or new.config["n_neg"])
         new.train()
         for epoch in range(1, int(self.epochs) + 1):
-            loss, _ = bpr_epochs(new, u, i, opt, sampler, gen, bs, n_neg)
+            loss, _ = bpr_epochs(new, w.users, w.items, w.opt, w.sampler, w.gen, bs, n_neg)
             new.eval()
             monitor.report(new, iteration=epoch, loss=loss)
             new.train()

@@ -70,9 +70,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrec.audit.attributes import attribute_labels
 from llmrec.errors import LlmrecError
 from llmrec.models import CFModel
+from llmrec.privacy.attributes import attribute_labels
 from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask, clone
 from llmrec.unlearning.embeddings import assign_final
 from llmrec.unlearning.registry import register_method

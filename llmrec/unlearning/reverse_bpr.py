@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from llmrec.models import CFModel, NegativeSampler
-from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask, clone
-from llmrec.unlearning.finetune import bpr_epochs
+from llmrec.unlearning.base import Monitor, UnlearnTask
+from llmrec.unlearning.finetune import FineTune, WarmStart, bpr_epochs
 from llmrec.unlearning.registry import register_method
 
 
@@ -46,7 +46,7 @@ def win_rate(
 
 
 @register_method
-class ReverseBPR(Unlearner):
+class ReverseBPR(FineTune):
     """Fine-tune with BPR on the retained data and reverse BPR on the forget set."""
 
     name = "reverse-bpr"
@@ -62,26 +62,17 @@ class ReverseBPR(Unlearner):
         n_neg: int | None = None,
         seed: int = 2020,
     ) -> None:
-        self.epochs = epochs
-        self.lr = lr
+        super().__init__(epochs, lr, weight_decay, batch_size, n_neg, seed)
         self.forget_weight = forget_weight
         self.target_win_rate = target_win_rate
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.n_neg = n_neg
-        self.seed = seed
 
     def _unlearn(self, model: CFModel, task: UnlearnTask, monitor: Monitor) -> tuple[CFModel, dict]:
-        new = clone(model, graph=task.train)
-        u = torch.as_tensor(task.train[0], dtype=torch.int64)
-        i = torch.as_tensor(task.train[1], dtype=torch.int64)
+        w = WarmStart.of(model, task, self.lr, self.weight_decay, self.seed)
+        new, u, i, gen = w.model, w.users, w.items, w.gen
         fu = torch.as_tensor(task.forget[0], dtype=torch.int64)
         fi = torch.as_tensor(task.forget[1], dtype=torch.int64)
-        sampler = NegativeSampler(new.n_users, new.n_items, u, i)
         # unseen items for the reverse term: neither retained nor forgotten for that user
         seen = NegativeSampler(new.n_users, new.n_items, *task.train_before)
-        gen = torch.Generator().manual_seed(int(self.seed))
-        opt = torch.optim.AdamW(new.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         bs = int(self.batch_size)
         n_neg = int(self.n_neg or new.config["n_neg"])
         steps = max(1, math.ceil(u.numel() / bs))
@@ -121,7 +112,7 @@ class ReverseBPR(Unlearner):
             epoch += 1
             new.train()
             loss, converged = bpr_epochs(
-                new, u, i, opt, sampler, gen, bs, n_neg, extra_loss=reverse, after_step=check
+                new, u, i, w.opt, w.sampler, gen, bs, n_neg, extra_loss=reverse, after_step=check
             )
             new.eval()
             monitor.report(new, iteration=epoch, loss=loss, forget_win_rate=state["wr"])

@@ -28,13 +28,14 @@ import time
 import numpy as np
 import torch
 
-from llmrec.audit.attributes import audit_attributes
-from llmrec.audit.membership import membership_inference, pair_ranks, rank_summary
 from llmrec.data.dataset import load_dataset
+from llmrec.data.parts import part_pairs
 from llmrec.data.requests import ForgetRequest, select_users, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
 from llmrec.evaluation import evaluate_model
 from llmrec.models import build_model
+from llmrec.privacy.attributes import attribute_inference
+from llmrec.privacy.membership import membership_inference, pair_ranks, rank_summary
 from llmrec.unlearning import LEGO, AltEraser, FineTune, Retrain, ReverseBPR, make_task
 
 from .common import emit
@@ -90,6 +91,23 @@ class _Scorer:
         }
 
 
+def _against_gold(
+    base: dict, method: str, seconds: float, gold_seconds: float, m: dict, gold: dict, **extra
+) -> dict:
+    """One method's line: its seconds and speed-up over Retrain, ``extra``, its NDCG@10 and MIA
+    AUC gaps to Retrain's, and its own figures."""
+    return {
+        **base,
+        "method": method,
+        "seconds": seconds,
+        "speedup": gold_seconds / seconds,
+        **extra,
+        "ndcg_gap": m["ndcg@10"] - gold["ndcg@10"],
+        "mia_gap": m["mia_auc"] - gold["mia_auc"],
+        **m,
+    }
+
+
 def _consistent(m: dict, gold: dict) -> bool:
     return (
         abs(m["ndcg@10"] - gold["ndcg@10"]) <= 0.01 and abs(m["mia_auc"] - gold["mia_auc"]) <= 0.05
@@ -127,13 +145,12 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.dataset, args.data_dir)
     split = random_split(ds, (0.8, 0.1, 0.1), seed=2020)
-    train = split.part == TRAIN
     users = select_users(ds, args.fraction, "random", args.seed)
     request = user_interactions_request(ds, users)
     for name in args.models:
         model = build_model(name, ds.n_users, ds.n_items, seed=args.seed)
         t0 = time.perf_counter()
-        model.fit(ds.inter_user[train], ds.inter_item[train])
+        model.fit(*part_pairs(ds, split, TRAIN))
         model.ledger_version = 0
         emit(
             {
@@ -186,58 +203,41 @@ def run(args: argparse.Namespace) -> int:
         alt = score(alt_model)
         _, _, alt_trace = _trace(AltEraser(seed=args.seed), model, task, score, gold)
         emit(
-            {
-                **base,
-                "method": "alteraser",
-                "seconds": alt_seconds,
-                "seconds_runs": [r.seconds for r in runs],
-                "speedup": gold_seconds / alt_seconds,
-                "cpu_seconds": alt_cpu,
-                "speedup_cpu": gold_cpu / alt_cpu,
-                "peak_memory_mb": runs[0].peak_memory_mb,
-                "sweeps": runs[0].iterations,
-                "ndcg_gap": alt["ndcg@10"] - gold["ndcg@10"],
-                "mia_gap": alt["mia_auc"] - gold["mia_auc"],
-                "seconds_to_consistency": _first_consistent(alt_trace),
-                "trace": alt_trace,
-                **alt,
-            }
-        )
+            _against_gold(
+                base, "alteraser", alt_seconds, gold_seconds, alt, gold,
+                seconds_runs=[r.seconds for r in runs],
+                cpu_seconds=alt_cpu,
+                speedup_cpu=gold_cpu / alt_cpu,
+                peak_memory_mb=runs[0].peak_memory_mb,
+                sweeps=runs[0].iterations,
+                seconds_to_consistency=_first_consistent(alt_trace),
+                trace=alt_trace,
+            )
+        )  # fmt: skip
 
         ft_model, ft_rec, ft_trace = _trace(
             FineTune(epochs=args.finetune_epochs, seed=args.seed), model, task, score, gold
         )
         ft = score(ft_model)
         emit(
-            {
-                **base,
-                "method": "finetune",
-                "seconds": ft_rec.seconds,
-                "speedup": gold_seconds / ft_rec.seconds,
-                "epochs": ft_rec.iterations,
-                "ndcg_gap": ft["ndcg@10"] - gold["ndcg@10"],
-                "mia_gap": ft["mia_auc"] - gold["mia_auc"],
-                "seconds_to_consistency": _first_consistent(ft_trace),
-                "trace": ft_trace,
-                **ft,
-            }
-        )
+            _against_gold(
+                base, "finetune", ft_rec.seconds, gold_seconds, ft, gold,
+                epochs=ft_rec.iterations,
+                seconds_to_consistency=_first_consistent(ft_trace),
+                trace=ft_trace,
+            )
+        )  # fmt: skip
 
         rb_model, rb_rec = ReverseBPR(seed=args.seed).unlearn(model, task)
         rb = score(rb_model)
         emit(
-            {
-                **base,
-                "method": "reverse-bpr",
-                "seconds": rb_rec.seconds,
-                "speedup": gold_seconds / rb_rec.seconds,
-                "epochs": rb_rec.iterations,
-                "steps": rb_rec.info.get("steps"),
-                "forget_win_rate": rb_rec.info.get("forget_win_rate"),
-                "ndcg_gap": rb["ndcg@10"] - gold["ndcg@10"],
-                **rb,
-            }
-        )
+            _against_gold(
+                base, "reverse-bpr", rb_rec.seconds, gold_seconds, rb, gold,
+                epochs=rb_rec.iterations,
+                steps=rb_rec.info.get("steps"),
+                forget_win_rate=rb_rec.info.get("forget_win_rate"),
+            )
+        )  # fmt: skip
 
         alt_cons = _first_consistent(alt_trace)
         ft_cons = _first_consistent(ft_trace)
@@ -291,7 +291,7 @@ def _lego(args, name, model, ds, split) -> dict:
     ndcg0 = evaluate_model(model, data, "test", ks=(10,))["ndcg@10"]
 
     def audit(emb):
-        return audit_attributes(
+        return attribute_inference(
             emb, ds, ATTRIBUTES, args.attackers, repeats=args.audit_repeats, seed=args.seed
         )
 

@@ -85,10 +85,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from llmrec.data.parts import RetainedData
-    from llmrec.data.split import TEST, VALID
     from llmrec.evaluation import evaluate_model
     from llmrec.models.training import train_model
-    from llmrec.pipelines.compare import RETRAIN_TOLERANCE, Scenario, _pairs
+    from llmrec.pipelines.compare import RETRAIN_TOLERANCE, Scenario
     from llmrec.unlearning.base import make_task
     from llmrec.workspace import Workspace
 
@@ -98,9 +97,7 @@ def run(args: argparse.Namespace) -> int:
     ds, before = ws.dataset, ws.view()
     requests, forget_users = Scenario.parse(args.scenario).build(ws, before, args.seed)
     task = make_task((ds, ws.split, before), requests)
-    data_before = RetainedData(
-        before, task.train_before, _pairs(ws, before.keep, VALID), _pairs(ws, before.keep, TEST)
-    )
+    data_before = RetainedData.of(before, ws.split)
     data_after = task.retained_data()
     row: dict = {"bench": "retrain-gold", "scenario": args.scenario, "seed": args.seed}
     for label, data in (("original", data_before), ("retrain", data_after)):

@@ -17,6 +17,7 @@ import torch
 
 from llmrec.cli.common import parse_overrides
 from llmrec.data.dataset import load_dataset
+from llmrec.data.parts import part_pairs
 from llmrec.data.split import TEST, TRAIN, VALID, random_split
 from llmrec.errors import LlmrecError
 from llmrec.evaluation import evaluate_ranking
@@ -53,12 +54,8 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, args.data_dir)
     split = random_split(ds, (0.8, 0.1, 0.1), seed=args.split_seed)
 
-    def pairs(*parts: int) -> tuple[np.ndarray, np.ndarray]:
-        m = np.isin(split.part, parts)
-        return ds.inter_user[m], ds.inter_item[m]
-
-    train, valid, test = pairs(TRAIN), pairs(VALID), pairs(TEST)
-    seen = pairs(TRAIN, VALID)
+    train, valid, test = (part_pairs(ds, split, p) for p in (TRAIN, VALID, TEST))
+    seen = part_pairs(ds, split, TRAIN, VALID)
     try:
         overrides = parse_overrides(args.set)
     except LlmrecError as exc:

@@ -25,15 +25,16 @@ import time
 import numpy as np
 import torch
 
-from llmrec.audit.membership import membership_inference
 from llmrec.data.dataset import load_dataset
+from llmrec.data.parts import part_pairs
 from llmrec.data.requests import select_users, user_interactions_request
 from llmrec.data.split import TRAIN, random_split
 from llmrec.evaluation import evaluate_model
 from llmrec.models import build_model
+from llmrec.privacy.membership import membership_inference
+from llmrec.unlearning import SISA, RecEraser
 from llmrec.unlearning.base import make_task
 from llmrec.unlearning.retrain import Retrain
-from llmrec.unlearning.sharded import SISA, RecEraser
 from llmrec.unlearning.unlearnrec import UnlearnRec, pretrain_encoder
 
 from .common import emit
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, args.data_dir)
     split = random_split(ds, (0.8, 0.1, 0.1), seed=2020)
     train_mask = split.part == TRAIN
-    train = (ds.inter_user[train_mask], ds.inter_item[train_mask])
+    train = part_pairs(ds, split, TRAIN)
     users = select_users(ds, args.fraction, "random", args.seed, mask=train_mask)
     request = user_interactions_request(ds, users)
     # a request that touches one user shard: the whole history of one user

@@ -33,7 +33,8 @@ from llmrec.pipelines.audit import run_audit
 from llmrec.pipelines.checkpoints import record_extra, save_checkpoint
 from llmrec.pipelines.cragru import default_lm_dir
 from llmrec.pipelines.forget import forget
-from llmrec.pipelines.stages import ALL_STAGES, StageContext, select
+from llmrec.pipelines.stage_context import StageContext
+from llmrec.pipelines.stages import ALL_STAGES, select
 from llmrec.workspace import Workspace
 from retrieval import sources
 from retrieval.store import RetrievalStore

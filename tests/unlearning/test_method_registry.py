@@ -28,15 +28,16 @@ class _Copy(Unlearner):
 
 
 def test_every_method_of_the_package_is_registered():
-    assert method_names() == (
+    assert method_names("embedding") == (
         "retrain", "finetune", "alteraser", "reverse-bpr", "lego", "unlearnrec", "sisa",
         "receraser",
     )  # fmt: skip
-    for name in method_names():
+    for name in method_names("embedding"):
         cls = get_method(name)
         assert cls.name == name and issubclass(cls, Unlearner)
         assert getattr(unlearning, cls.__name__) is cls  # exported by the package
-    assert {n for n, c in METHODS.items() if c.exact} == {"retrain", "sisa", "receraser"}
+    exact = {n for n, c in METHODS.items() if c.exact and c.family == "embedding"}
+    assert exact == {"retrain", "sisa", "receraser"}
     assert get_method("lego").handles == ("attribute",)
 
 
@@ -72,7 +73,7 @@ def test_refuses_duplicates_and_what_is_not_an_unlearner():
     class NotAMethod:
         name = "plain"
 
-    with pytest.raises(TypeError, match="Unlearner subclass"):
+    with pytest.raises(TypeError, match="Method subclass"):
         register_method(NotAMethod)
 
     class Abstract(Unlearner):
@@ -99,7 +100,14 @@ def test_refuses_duplicates_and_what_is_not_an_unlearner():
 
     with pytest.raises(ValueError, match="request kinds"):
         register_method(BadKinds)
-    assert not {"plain", "abstract", "bad-name", "bad-kinds"} & set(METHODS)
+
+    class BadFamily(_Copy):
+        name = "bad-family"
+        family = "graph"
+
+    with pytest.raises(ValueError, match="family must be one of"):
+        register_method(BadFamily)
+    assert not {"plain", "abstract", "bad-name", "bad-kinds", "bad-family"} & set(METHODS)
 
 
 def test_workspace_defaults_come_from_the_class(tmp_path):

@@ -1,4 +1,4 @@
-"""Attribute-inference audit (docs/design.md §5.4): how much a user-embedding matrix reveals an attribute.
+"""Attribute-inference attack (docs/design.md §5.4): how much a user-embedding matrix reveals an attribute.
 
 Protocol of the attribute-unlearning literature:
 
@@ -77,7 +77,7 @@ def balanced_sample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices (into ``labels``) of a class-balanced down-sample; labels ``< 0`` are ignored."""
     classes = np.unique(labels[labels >= 0])
     if len(classes) < 2:
-        raise DataError("attribute audit needs at least two classes")
+        raise DataError("attribute inference needs at least two classes")
     m = min(int((labels == c).sum()) for c in classes)
     picks = [rng.choice(np.flatnonzero(labels == c), m, replace=False) for c in classes]
     return np.sort(np.concatenate(picks))
@@ -130,7 +130,7 @@ def attack(
         n_classes, n_samples = len(classes), len(ys)
         k = min(folds, int(np.bincount(ys).min()))
         if k < 2:
-            raise DataError("attribute audit needs at least two users per class")
+            raise DataError("attribute inference needs at least two users per class")
         cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed + r)
         for tr, te in cv.split(xs, ys):
             clf = _attacker(attacker, seed + r)
@@ -163,7 +163,7 @@ def attack(
     return out
 
 
-def audit_attributes(
+def attribute_inference(
     embeddings: np.ndarray | torch.Tensor,
     ds: Dataset,
     attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
@@ -176,7 +176,7 @@ def audit_attributes(
 ) -> dict[str, dict]:
     """``{attribute: {attacker: metrics, "classes": [...]}}`` for a user-embedding matrix.
 
-    ``users`` restricts the audit to these internal user indices (default: every user with a
+    ``users`` restricts the attack to these internal user indices (default: every user with a
     known label).
     """
     x = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else embeddings

@@ -1,7 +1,7 @@
-"""Completeness audits over model scores: forgotten-pair rank and membership inference.
+"""Privacy attacks on model scores: forgotten-pair rank and membership inference.
 
 Both take a ``score_fn(users) -> [len(users), n_items]`` (a model's ``score``), so any scorer is
-audited the same way.
+attacked the same way.
 
 **Forgotten-pair rank.** For a pair ``(u, i)`` the rank of ``i`` in ``u``'s score row among all
 items except ``exclude`` pairs of ``u`` (normally the retained train items, which a model is
@@ -192,7 +192,7 @@ def membership_inference(
     """Run the shadow-trained attack (module docstring) and return its AUCs.
 
     Args:
-        target_users, target_items: the pairs whose membership is audited (forgotten pairs).
+        target_users, target_items: the pairs whose membership is attacked (forgotten pairs).
         member_users, member_items: known members for the shadow set (retained train pairs).
         all_keys: sorted ``user * n_items + item`` of every interaction of the dataset (pairs
             outside it are never-interacted).
@@ -207,7 +207,7 @@ def membership_inference(
     tu = np.asarray(target_users, dtype=np.int64)
     ti = np.asarray(target_items, dtype=np.int64)
     if len(tu) == 0:
-        raise ValueError("no target pairs to audit")
+        raise ValueError("no target pairs to attack")
     if len(tu) > max_target:
         pick = rng.choice(len(tu), max_target, replace=False)
         tu, ti = tu[pick], ti[pick]

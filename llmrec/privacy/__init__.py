@@ -1,16 +1,20 @@
-"""Audits of what a model still reveals: membership inference, forgotten-pair rank, attributes."""
+"""Privacy attacks: what a model still reveals (membership inference, forgotten-pair rank, attributes).
 
-from llmrec.audit.attributes import (
+Not to be confused with the compliance audits of :mod:`llmrec.pipelines.audit` (does any artifact
+still hold forgotten data?): these attack a model and measure how much it leaks.
+"""
+
+from llmrec.privacy.attributes import (
     AGE_GROUPS,
     ATTACKERS,
     DEFAULT_ATTRIBUTES,
     age_group,
     attack,
+    attribute_inference,
     attribute_labels,
-    audit_attributes,
     balanced_sample,
 )
-from llmrec.audit.membership import (
+from llmrec.privacy.membership import (
     MembershipResult,
     membership_inference,
     pair_features,
@@ -27,7 +31,7 @@ __all__ = [
     "age_group",
     "attack",
     "attribute_labels",
-    "audit_attributes",
+    "attribute_inference",
     "balanced_sample",
     "membership_inference",
     "pair_features",

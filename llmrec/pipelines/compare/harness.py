@@ -16,31 +16,20 @@ request from the scenario, run every method on it, and measure per method
 * attribute leakage when attributes are forgotten;
 * wall seconds, peak memory and the speed-up over retraining in the same run.
 
-Methods are looked up in :data:`METHOD_RUNNERS` by name; a runner returns a :class:`MethodOutput`
-whose ``score_fn`` ranks all items for a batch of users. ``stream:N`` scenarios are run by
-:mod:`llmrec.pipelines.compare_stream`.
+Methods are the classes of the one method registry (:mod:`llmrec.unlearning.registry`), by
+name: embedding unlearners and the LLM path (:mod:`llmrec.pipelines.compare.llm`); each run
+returns a :class:`MethodOutput` whose ``score_fn`` ranks all items for a batch of users.
+``stream:N`` scenarios are run by :mod:`llmrec.pipelines.compare.stream`.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from llmrec.data.requests import (
-    ForgetRequest,
-    interactions_request,
-    load_requests,
-    select_interactions,
-    select_users,
-    user_interactions_request,
-)
-from llmrec.data.retained import RetainedView
 from llmrec.data.split import TEST, TRAIN, VALID
 from llmrec.errors import LlmrecError
 from llmrec.evaluation import evaluate_ranking
@@ -50,190 +39,35 @@ from llmrec.evaluation.bias import (
     neighbours_and_controls,
     propagation_bias,
 )
+from llmrec.pipelines.compare import llm as _llm_methods  # noqa: F401  (registers cragru*)
+from llmrec.pipelines.compare.base import (
+    Context,
+    MethodOutput,
+    evaluate_users,
+    pairs,
+    train_original,
+)
+from llmrec.pipelines.compare.embedding import run_embedding
+from llmrec.pipelines.compare.scenario import REQUEST_KIND, Scenario
+from llmrec.pipelines.compare.stream import run_stream_seed
+from llmrec.unlearning.registry import get_method
 from llmrec.workspace import Workspace
-
-_SCENARIO = re.compile(r"^(random|core|edge):(\d+(?:\.\d+)?)%(users|interactions)$")
-_STREAM = re.compile(r"^stream:(\d+)$")
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A forget scenario: ``random:5%users``, ``core:10%interactions``, ``attribute:gender,age``,
-    ``stream:N`` (N single-user requests arriving one at a time) or the path of a request file."""
-
-    spec: str
-    kind: str
-    how: str = ""
-    fraction: float = 0.0
-    attributes: tuple[str, ...] = ()
-    path: str | None = None
-    count: int = 0
-
-    @classmethod
-    def parse(cls, spec: str) -> Scenario:
-        st = _STREAM.match(spec.strip())
-        if st:
-            if int(st.group(1)) < 1:
-                raise LlmrecError(f"scenario {spec!r}: a stream needs at least one request")
-            return cls(spec, "stream", "random", count=int(st.group(1)))
-        m = _SCENARIO.match(spec.strip())
-        if m:
-            frac = float(m.group(2)) / 100
-            if not 0 < frac <= 1:
-                raise LlmrecError(f"scenario {spec!r}: percentage must be in (0, 100]")
-            return cls(spec, m.group(3), m.group(1), frac)
-        if spec.startswith("attribute:"):
-            attrs = tuple(a.strip() for a in spec.split(":", 1)[1].split(",") if a.strip())
-            if not attrs:
-                raise LlmrecError(f"scenario {spec!r} names no attribute")
-            return cls(spec, "attribute", attributes=attrs)
-        if Path(spec).is_file():
-            return cls(spec, "file", path=spec)
-        raise LlmrecError(
-            f"unknown scenario {spec!r}: expected random|core|edge:N%users, random|core|edge:N%interactions, "
-            "attribute:a,b, stream:N or a request file"
-        )
-
-    def build(
-        self, ws: Workspace, view: RetainedView, seed: int
-    ) -> tuple[list[ForgetRequest], np.ndarray]:
-        """The requests and the forgotten users (owners of the forgotten data)."""
-        ds = ws.dataset
-        train = ws.split.mask(TRAIN, view.keep)
-        if self.kind == "users":
-            users = select_users(ds, self.fraction, self.how, seed, mask=train)
-            return [user_interactions_request(ds, users)], users
-        if self.kind == "interactions":
-            rows = select_interactions(ds, self.fraction, self.how, seed, mask=train)
-            return [interactions_request(ds, rows)], np.unique(ds.inter_user[rows])
-        if self.kind == "attribute":
-            req = ForgetRequest.from_dict(
-                {"kind": "attribute", "attributes": list(self.attributes)}
-            )
-            req.validate(ds)
-            return [req], np.zeros(0, dtype=np.int64)
-        reqs = load_requests(self.path)
-        for r in reqs:
-            r.validate(ds)
-        after = view.copy()
-        for r in reqs:
-            after.apply(r)
-        gone = np.flatnonzero(view.keep & ~after.keep)
-        return reqs, np.unique(ds.inter_user[gone])
-
-
-@dataclass
-class Context:
-    """Everything a method runner may use for one seed of one scenario."""
-
-    ws: Workspace
-    base: str
-    seed: int
-    requests: list[ForgetRequest]
-    before: RetainedView
-    after: RetainedView
-    original: object  # the CF model trained before the request
-    task: object  # llmrec.unlearning.base.UnlearnTask
-    run_dir: Path
-    cache: dict = field(default_factory=dict)
-
-
-@dataclass
-class MethodOutput:
-    """A method's result: how to score users, and what it cost."""
-
-    name: str
-    family: str  # "embedding" or "llm"
-    seconds: float
-    peak_memory_mb: float
-    score_fn: Callable[[np.ndarray], object]
-    user_embeddings: np.ndarray | None = None
-    model: object | None = None
-    exact: bool | None = None
-    info: dict = field(default_factory=dict)
-    #: the method's own gold (the same method rebuilt from scratch on the retained data) and
-    #: original (the same method before the request), as score functions; ``None``: for an
-    #: embedding unlearner the harness's retrained / trained base CF model, for the LLM path
-    #: not available (no bias against it is reported)
-    gold_fn: Callable[[np.ndarray], object] | None = None
-    original_fn: Callable[[np.ndarray], object] | None = None
-    #: what the two references are, in words (shown in the report)
-    references: dict = field(default_factory=dict)
-    #: shard per user (shardGF over the method's own shards); ``None``: the default partition
-    user_shards: np.ndarray | None = None
-    #: bool per user: served by a part of the model the request re-fitted (collateral group)
-    touched_users: np.ndarray | None = None
-
-
-# name -> "module:function(ctx) -> MethodOutput"
-METHOD_RUNNERS: dict[str, str] = {
-    "retrain": "llmrec.pipelines.compare_methods:run_embedding",
-    "finetune": "llmrec.pipelines.compare_methods:run_embedding",
-    "alteraser": "llmrec.pipelines.compare_methods:run_embedding",
-    "reverse-bpr": "llmrec.pipelines.compare_methods:run_embedding",
-    "lego": "llmrec.pipelines.compare_methods:run_embedding",
-    "unlearnrec": "llmrec.pipelines.compare_methods:run_embedding",
-    "sisa": "llmrec.pipelines.compare_methods:run_embedding",
-    "receraser": "llmrec.pipelines.compare_methods:run_embedding",
-    "cragru": "llmrec.pipelines.compare_methods:run_cragru",
-    "cragru-zeroshot": "llmrec.pipelines.compare_methods:run_cragru",
-}
-
-
-def register_method(name: str, target: str) -> None:
-    METHOD_RUNNERS[name] = target
 
 
 def method_handles(name: str, kind: str) -> bool:
-    """Whether method ``name`` can honour requests of scenario ``kind``."""
-    if name not in METHOD_RUNNERS:
-        raise LlmrecError(f"unknown method {name!r} (known: {', '.join(sorted(METHOD_RUNNERS))})")
-    if METHOD_RUNNERS[name].endswith(":run_embedding"):
-        from llmrec.pipelines.compare_methods import unlearner_classes
-
-        cls = unlearner_classes().get(name)
-        if cls is None:
-            raise LlmrecError(f"method {name!r} is not available in llmrec.unlearning")
-        req_kind = {
-            "users": "interactions",
-            "stream": "interactions",
-            "interactions": "interactions",
-            "attribute": "attribute",
-        }.get(kind)
-        return req_kind is None or req_kind in cls.handles
-    # the LLM path forgets attributes exactly by construction (profiles drop them); the
-    # comparison measures it on interaction requests, where there is something to measure
-    return kind != "attribute"
+    """Whether the registered method ``name`` can honour requests of scenario ``kind``."""
+    req_kind = REQUEST_KIND.get(kind)
+    return req_kind is None or req_kind in get_method(name).handles
 
 
-def _runner(name: str):
-    if name not in METHOD_RUNNERS:
-        raise LlmrecError(f"unknown method {name!r} (known: {', '.join(sorted(METHOD_RUNNERS))})")
-    mod, _, fn = METHOD_RUNNERS[name].partition(":")
-    return getattr(importlib.import_module(mod), fn)
-
-
-def _pairs(ws: Workspace, keep: np.ndarray, part: int) -> tuple[np.ndarray, np.ndarray]:
-    m = ws.split.mask(part, keep)
-    return ws.dataset.inter_user[m], ws.dataset.inter_item[m]
-
-
-def _evaluate(score_fn, ws: Workspace, keep: np.ndarray, users: np.ndarray, exclude_items, k: int):
-    """Per-user test evaluation on the split part ``TEST`` of ``keep`` (train+valid masked)."""
-    tr, va, te = (_pairs(ws, keep, p) for p in (TRAIN, VALID, TEST))
-    res = evaluate_ranking(
-        score_fn,
-        ws.dataset.n_items,
-        np.concatenate([tr[0], va[0]]),
-        np.concatenate([tr[1], va[1]]),
-        te[0],
-        te[1],
-        ks=(5, 10, 20),
-        users=users,
-        return_per_user=True,
-        exclude_items=exclude_items,
-    )
-    return res
+def run_method(ctx: Context, name: str) -> MethodOutput:
+    """The registered method ``name`` on the context's request: an embedding unlearner through
+    :func:`~llmrec.pipelines.compare.embedding.run_embedding`, an LLM-family method by its own
+    ``run``."""
+    cls = get_method(name)
+    if cls.family == "embedding":
+        return run_embedding(ctx, cls)
+    return cls.create(ctx.seed).run(ctx)
 
 
 def _summary(
@@ -261,7 +95,7 @@ RETRAIN_TOLERANCE = 0.10
 
 def _valid_ndcg(score_fn, ws: Workspace, keep: np.ndarray, users: np.ndarray, excl, k: int):
     """Mean VALID NDCG@k over ``users`` (train items masked), as in early stopping."""
-    tr, va = _pairs(ws, keep, TRAIN), _pairs(ws, keep, VALID)
+    tr, va = pairs(ws, keep, TRAIN), pairs(ws, keep, VALID)
     res = evaluate_ranking(
         score_fn, ws.dataset.n_items, *tr, *va, ks=(k,), users=users, exclude_items=excl
     )
@@ -297,26 +131,6 @@ def _references(o: MethodOutput, base: str) -> dict:
     }
 
 
-def train_original(ws, base: str, seed: int, before, train_pairs, overrides=None):
-    """The base model trained on the data before the request (the embedding methods' original);
-    returns it (stamped with ``before``'s ledger version) and its training seconds."""
-    from llmrec.data.parts import RetainedData
-    from llmrec.models.training import train_model
-
-    t0 = time.perf_counter()
-    model = train_model(
-        ws,
-        base,
-        seed=seed,
-        data=RetainedData(
-            before, train_pairs, _pairs(ws, before.keep, VALID), _pairs(ws, before.keep, TEST)
-        ),
-        **(overrides or {}),
-    )
-    model.ledger_version = before.version
-    return model, time.perf_counter() - t0
-
-
 def run_seed(
     ws: Workspace,
     scenario: Scenario,
@@ -341,8 +155,6 @@ def run_seed(
     from llmrec.unlearning.base import make_task
 
     if scenario.kind == "stream":
-        from llmrec.pipelines.compare_stream import run_stream_seed
-
         return run_stream_seed(
             ws, scenario, methods, base, seed, run_dir, k, log, model_overrides or {}
         )
@@ -355,7 +167,7 @@ def run_seed(
     log(f"seed {seed}: original {base} trained in {secs:.1f}s; {requests[0].describe()}")
     excl = after.forgotten_items if after.forgotten_items.any() else None
     alive = np.flatnonzero(~after.forgotten_users)
-    te_after = _pairs(ws, after.keep, TEST)
+    te_after = pairs(ws, after.keep, TEST)
     has_test = np.zeros(ds.n_users, dtype=bool)
     has_test[te_after[0]] = True
     # neighbours / controls from the original interaction rows (train part before the request)
@@ -387,14 +199,14 @@ def run_seed(
         order = ["retrain", *order]  # the embedding unlearners' gold, always run first
     for name in order:
         t = time.perf_counter()
-        outputs[name] = _runner(name)(ctx, name)
+        outputs[name] = run_method(ctx, name)
         log(f"  {name}: {outputs[name].seconds:.2f}s (wall {time.perf_counter() - t:.1f}s)")
 
     eval_after = {
-        n: _evaluate(o.score_fn, ws, after.keep, alive, excl, k) for n, o in outputs.items()
+        n: evaluate_users(o.score_fn, ws, after.keep, alive, excl, k) for n, o in outputs.items()
     }
     # the original model, on the same retained users, for the "versus original" bias
-    eval_original = _evaluate(original.score, ws, after.keep, alive, excl, k)
+    eval_original = evaluate_users(original.score, ws, after.keep, alive, excl, k)
     base_orig = PerUser.from_eval(eval_original, k)
     # an attribute request removes no interaction: retraining would reproduce the original
     base_gold = base_orig if attribute_only else PerUser.from_eval(eval_after["retrain"], k)
@@ -414,7 +226,7 @@ def run_seed(
         model's; ``None`` when the method has none (the LLM path without its rebuild)."""
         if fn is None:
             return fallback if o.family == "embedding" else None
-        return PerUser.from_eval(_evaluate(fn, ws, after.keep, users, excl, k), k)
+        return PerUser.from_eval(evaluate_users(fn, ws, after.keep, users, excl, k), k)
 
     results: dict[str, dict] = {}
     for name in [m for m in methods if m in outputs]:
@@ -444,7 +256,7 @@ def run_seed(
             "info": o.info,
         }
         if len(forget_users):
-            fe = _evaluate(o.score_fn, ws, before.keep, forget_users, excl, k)
+            fe = evaluate_users(o.score_fn, ws, before.keep, forget_users, excl, k)
             entry["utility"]["forget"] = _summary(fe)
         if len(neighbours):
             pu = PerUser.from_eval(ev, k)
@@ -502,7 +314,7 @@ def _collateral(
 
 
 def _completeness(ctx: Context, o: MethodOutput) -> dict:
-    from llmrec.audit.membership import membership_inference, pair_ranks, rank_summary
+    from llmrec.privacy.membership import membership_inference, pair_ranks, rank_summary
 
     ds = ctx.ws.dataset
     fu, fi = ctx.task.forget
@@ -521,9 +333,9 @@ def _completeness(ctx: Context, o: MethodOutput) -> dict:
 
 
 def _leakage(ctx: Context, emb: np.ndarray, attributes: Sequence[str], seed: int) -> dict:
-    from llmrec.audit.attributes import audit_attributes
+    from llmrec.privacy.attributes import attribute_inference
 
-    res = audit_attributes(emb, ctx.ws.dataset, attributes=list(attributes), seed=seed)
+    res = attribute_inference(emb, ctx.ws.dataset, attributes=list(attributes), seed=seed)
     return res
 
 

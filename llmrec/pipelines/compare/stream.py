@@ -20,6 +20,9 @@ import numpy as np
 
 from llmrec.data.requests import user_interactions_request
 from llmrec.data.split import TEST, TRAIN
+from llmrec.pipelines.compare.base import evaluate_users, pairs, train_original
+from llmrec.pipelines.compare.embedding import embedding_stream
+from llmrec.unlearning.registry import get_method
 from llmrec.workspace import Workspace
 
 #: retained users whose utility is measured after every request
@@ -43,52 +46,6 @@ def stream_requests(ws: Workspace, view, count: int, seed: int):
     return users, requests, views
 
 
-def _embedding_stream(ctx, name: str, requests, views, measure) -> list[dict]:
-    from llmrec.pipelines.compare_methods import _params, unlearner_classes
-
-    cls = unlearner_classes()[name]
-    unlearner = cls(seed=ctx["seed"]) if "seed" in _params(cls) else cls()
-    ws = ctx["ws"]
-    model, rows = ctx["original"], []
-    for j, req in enumerate(requests):
-        model, rec = unlearner.unlearn(model, (ws.dataset, ws.split, views[j]), [req])
-        rows.append(
-            {
-                "seconds": rec.seconds,
-                "initial_seconds": float(rec.info.get("initial_seconds", 0.0)),
-                "n_retrained": rec.info.get("n_retrained"),
-                **measure(model.score, views[j + 1]),
-            }
-        )
-    return rows
-
-
-def _cragru_stream(ctx, name: str, requests, views, measure) -> list[dict]:
-    from llmrec.pipelines.compare import Context
-    from llmrec.pipelines.compare_methods import _base_lm, _build_llm_path, _serving, _sub_workspace
-    from llmrec.pipelines.cragru import CragruOptions, CragruPipeline
-    from llmrec.pipelines.forget import forget
-
-    c = Context(
-        ctx["ws"], ctx["base"], ctx["seed"], [], views[0], views[0], None, None, ctx["run_dir"]
-    )
-    adapters = name != "cragru-zeroshot"
-    lm = _base_lm(c)
-    sub = _sub_workspace(c, f"{name}-stream")
-    t0 = time.perf_counter()
-    _build_llm_path(sub, lm, ctx["seed"], adapters)
-    initial = time.perf_counter() - t0
-    opts = CragruOptions(model=str(lm), adapters=adapters)
-    rows = []
-    for j, req in enumerate(requests):
-        t0 = time.perf_counter()
-        forget(sub, [req])
-        seconds = time.perf_counter() - t0
-        row = {"seconds": seconds, "initial_seconds": initial if j == 0 else 0.0}
-        rows.append({**row, **measure(_serving(CragruPipeline(sub, opts)), views[j + 1])})
-    return rows
-
-
 def run_stream_seed(
     ws: Workspace,
     scenario,
@@ -102,18 +59,16 @@ def run_stream_seed(
     eval_users: int = STREAM_EVAL_USERS,
 ) -> dict:
     """Every method through the same stream of single-user requests (see module docstring)."""
-    from llmrec.pipelines.compare import METHOD_RUNNERS, _evaluate, _pairs, train_original
-
     ds = ws.dataset
     before = ws.view()
     users, requests, views = stream_requests(ws, before, scenario.count, seed)
     original, secs = train_original(
-        ws, base, seed, before, _pairs(ws, before.keep, TRAIN), model_overrides
+        ws, base, seed, before, pairs(ws, before.keep, TRAIN), model_overrides
     )
     log(f"seed {seed}: original {base} trained in {secs:.1f}s")
     final = views[-1]
     has_test = np.zeros(ds.n_users, dtype=bool)
-    has_test[_pairs(ws, final.keep, TEST)[0]] = True
+    has_test[pairs(ws, final.keep, TEST)[0]] = True
     has_test[users] = False
     pool = np.flatnonzero(has_test & ~final.forgotten_users)
     rng = np.random.default_rng(seed + 1)
@@ -121,20 +76,23 @@ def run_stream_seed(
     excl = None
 
     def measure(score_fn, view) -> dict:
-        res = _evaluate(score_fn, ws, view.keep, sample, excl, k)
+        res = evaluate_users(score_fn, ws, view.keep, sample, excl, k)
         return {f"ndcg@{k}": float(res[f"ndcg@{k}"]), f"recall@{k}": float(res[f"recall@{k}"])}
 
     ctx = {"ws": ws, "base": base, "seed": seed, "run_dir": run_dir, "original": original}
     out: dict[str, dict] = {}
     for name in methods:
         t = time.perf_counter()
-        llm = METHOD_RUNNERS[name].endswith(":run_cragru")
-        rows = (_cragru_stream if llm else _embedding_stream)(ctx, name, requests, views, measure)
+        cls = get_method(name)
+        if cls.family == "embedding":
+            rows = embedding_stream(ctx, cls, requests, views, measure)
+        else:
+            rows = cls.create(seed).run_stream(ctx, requests, views, measure)
         cum = np.cumsum([r["seconds"] for r in rows])
         for r, c in zip(rows, cum):
             r["cumulative_seconds"] = float(c)
         out[name] = {
-            "family": "llm" if llm else "embedding",
+            "family": cls.family,
             "requests": rows,
             "total_seconds": float(cum[-1]) if len(cum) else 0.0,
             "initial_seconds": float(sum(r["initial_seconds"] for r in rows)),
