@@ -9,7 +9,8 @@ from llmrec.data.requests import load_requests
 from llmrec.errors import LlmrecError
 from llmrec.pipelines.audit import run_audit
 from llmrec.pipelines.forget import forget, resume
-from llmrec.pipelines.stages import StageContext, select
+from llmrec.pipelines.stage_context import StageContext
+from llmrec.pipelines.stages import select
 from llmrec.workspace import POLICIES
 
 

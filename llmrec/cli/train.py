@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise LlmrecError(f"bad hyper-parameter for {args.model}: {exc}") from None
     seconds = time.perf_counter() - t0
     path = checkpoint_path(ws, args.model)
-    extra = record_extra(model, "train", True, data.train, trained_at=data.version, seed=args.seed)
+    extra = record_extra({}, "train", True, data.train, trained_at=data.version, seed=args.seed)
     with ws.ledger() as led:
         save_checkpoint(led, model, path, f"model:{args.model}", data.version, extra)
     metrics = evaluate_model(model, data, "test")

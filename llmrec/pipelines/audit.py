@@ -34,8 +34,8 @@ from llmrec.data.ledger import Ledger
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.integrity import verify
 from llmrec.pipelines import stages as stage_registry
-from llmrec.pipelines.checkpoints import checkpoint_files
-from llmrec.pipelines.stages import Stage, StageAudit, StageContext
+from llmrec.pipelines.checkpoints import checkpoint_files, unreadable_checkpoints
+from llmrec.pipelines.stage_context import Stage, StageAudit, StageContext
 from llmrec.workspace import Workspace
 
 # artifact kinds the forget stages update: a registry/file disagreement there blocks `forget`
@@ -240,6 +240,7 @@ def preflight(ws: Workspace, ledger: Ledger | None = None) -> None:
         or f["artifact"].startswith("adapter/")
         or "ledger" in f["problem"]
     ]
+    staged += unreadable_checkpoints(ws)
     if staged:
         f = staged[0]
         more = f" (and {len(staged) - 1} more: see 'llmrec audit')" if len(staged) > 1 else ""

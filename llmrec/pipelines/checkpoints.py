@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from llmrec.errors import LlmrecError
+from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.pipelines.stage_context import StageAudit, StageContext
 from llmrec.workspace import Workspace
 
@@ -132,12 +133,11 @@ def update_method(ws: Workspace, ck: Checkpoint, model: Any) -> tuple[str, dict]
 
 
 def record_extra(
-    model: Any, method: str, exact: bool, pairs: tuple[np.ndarray, np.ndarray], **more: Any
+    base: dict, method: str, exact: bool, pairs: tuple[np.ndarray, np.ndarray], **more: Any
 ) -> dict:
-    """The checkpoint ``extra`` of a model brought to a version by ``method`` (its earlier
-    ``extra`` kept, ``trained_at`` carried along)."""
-    extra = dict(getattr(model, "extra", {}) or {})
-    extra.update(more)
+    """The checkpoint ``extra`` of a model brought to a version by ``method``: ``base`` (the
+    earlier checkpoint's ``extra``: its unlearning method, source, ``trained_at`` ...) updated."""
+    extra = {**base, **more}
     extra.update({"cf_method": method, "exact": bool(exact), "train_hash": train_hash(*pairs)})
     return extra
 
@@ -191,6 +191,23 @@ def start_unlearned(
     return True
 
 
+def unreadable_checkpoints(ws: Workspace) -> list[dict]:
+    """Checkpoint files that are not torch checkpoints at all (cheap: the file's zip header),
+    which the stage could not update: findings naming them."""
+    out = []
+    for name, path in checkpoint_files(ws):
+        if path.is_file() and not zipfile.is_zipfile(path):
+            out.append(
+                {
+                    "artifact": name,
+                    "path": str(path),
+                    "problem": f"unreadable checkpoint {path} (not a torch checkpoint): "
+                    f"retrain it with 'llmrec train' or delete it",
+                }
+            )
+    return out
+
+
 def _plain(obj: dict) -> dict:
     """``obj`` as JSON types only (a checkpoint's ``extra`` is loaded with weights_only)."""
     return json.loads(json.dumps(obj, default=str))
@@ -209,7 +226,14 @@ def apply(ctx: StageContext) -> dict:
     for ck in checkpoints(ctx):
         if not ck.path.is_file():
             continue  # deleted as a whole: nothing left to update
-        model = _load(ck.path)
+        try:
+            model = _load(ck.path)
+        except Exception as exc:  # an untrusted file: torch.load may fail in any way
+            why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(
+                f"unreadable checkpoint {ck.path} ({why}): retrain it with 'llmrec train' or "
+                "delete it, then run 'llmrec forget' to finish"
+            ) from None
         if model.ledger_version >= ctx.version:
             continue  # up to date (a newer claim is the audit's finding)
         out[ck.name] = update(ctx, ck, model)
@@ -249,7 +273,7 @@ def update(ctx: StageContext, ck: Checkpoint, model: Any) -> dict:
         exact, used = bool(cls.exact), method
     else:  # the training pairs it reflects are unchanged: its weights are the update
         new, record, exact, used = model, None, is_exact(extra), method_of(extra)
-    extra = record_extra(new, used, exact, task.train, updated_from=int(model.ledger_version))
+    extra = record_extra(extra, used, exact, task.train, updated_from=int(model.ledger_version))
     extra.setdefault("trained_at", int(model.ledger_version))
     if note:
         extra["note"] = note

@@ -21,7 +21,7 @@ from llmrec.data.ledger import Ledger
 from llmrec.data.requests import ForgetRequest
 from llmrec.locks import file_lock
 from llmrec.pipelines import stages as stage_registry
-from llmrec.pipelines.stages import StageContext
+from llmrec.pipelines.stage_context import StageContext
 from llmrec.workspace import Workspace
 
 

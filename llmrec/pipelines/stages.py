@@ -42,7 +42,17 @@ class AdapterStage:
 
     name = "adapters"
 
+    @staticmethod
+    def _present(ctx: StageContext) -> bool:
+        """Adapters tuned or registered here (checked before importing transformers)."""
+        if (ctx.ws.root / "artifacts" / "adapters" / "config.json").is_file():
+            return True
+        arts = ctx.ledger.artifacts() if ctx.ledger is not None else []
+        return any(a["kind"] == "lora-adapter" for a in arts)
+
     def apply(self, ctx: StageContext) -> dict:
+        if not self._present(ctx):
+            return {"skipped": "no adapters tuned in this workspace"}
         from llmrec.llm.adapters import load_config, tune_adapters
 
         if load_config(ctx.ws) is None:
@@ -51,6 +61,8 @@ class AdapterStage:
         return {"retuned": rep["retuned"], "untouched": rep["untouched"]}
 
     def audit(self, ctx: StageContext) -> StageAudit:
+        if not self._present(ctx):
+            return StageAudit()
         from llmrec.llm.adapters import load_config
         from llmrec.llm.audit import audit
 

@@ -1,7 +1,7 @@
 """``llmrec train`` / ``evaluate`` on a tiny dataset: checkpoints carry their ledger version."""
 
 import json
-from pathlib import Path
+import shutil
 
 from llmrec.cli.main import main
 from llmrec.models import load_model
@@ -26,15 +26,15 @@ def test_train_evaluate_forget_marks_stale(tmp_path, tiny_dir, capsys):
     assert res["ledger_version"] == 0 and res["epochs"] == 3
     assert 0 <= res["test"]["ndcg@10"] <= 1
     assert load_model(res["checkpoint"]).ledger_version == 0
-    before = Path(res["checkpoint"]).read_bytes()
     req = tmp_path / "r.jsonl"
     req.write_text('{"kind": "user", "users": ["u2"]}\n')
+    old = tmp_path / "bpr-v0.pt"
+    shutil.copy(res["checkpoint"], old)
     _json_out(capsys, ["forget", "--request", str(req), *common])
-    # the checkpoints stage retrained the checkpoint at the new version
+    # the checkpoint is a forget stage: retrained at the new version
     ev = _json_out(capsys, ["evaluate", "--model", "bpr", *common])
     assert not ev["stale"] and ev["model_ledger_version"] == 1 and ev["ledger_version"] == 1
-    # a checkpoint older than the ledger (put back by hand) is reported stale
-    Path(res["checkpoint"]).write_bytes(before)
+    shutil.copy(old, res["checkpoint"])  # a checkpoint from before the request is flagged
     ev = _json_out(capsys, ["evaluate", "--model", "bpr", *common])
     assert ev["stale"] and ev["model_ledger_version"] == 0 and ev["ledger_version"] == 1
     res = _json_out(capsys, ["train", "--model", "lightgcn", "--epochs", "2", *common])

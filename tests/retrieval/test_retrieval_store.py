@@ -283,7 +283,7 @@ def test_retrieve_contract(tmp_path):
     assert not np.isin(cands[u], ds.inter_item[valid]).any()
     assert store.item_embeddings.shape == (ds.n_items, 384)
     with pytest.raises(ValueError, match="strategy"):
-        store.retrieve(u, "random")
+        store.retrieve(u, "magic")
     with pytest.raises(DataError):
         store.retrieve(ds.n_users + 5, "preference")
 

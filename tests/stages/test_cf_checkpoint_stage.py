@@ -74,7 +74,14 @@ def test_train_index_forget_audit_with_exact_then_approximate_checkpoints(tmp_pa
     approx = {a["artifact"]: a["method"] for a in rep["stages"]["checkpoints"]["approximate"]}
     assert approx == {"model:bpr": "finetune", "model:bpr:alteraser": "alteraser"}
 
-    # back to retrain: the trained checkpoint is exact again; the unlearned one keeps its method
+    # a retrain-unlearned checkpoint started from the (approximate) trained one is exact
+    req = _request(tmp_path / "e.jsonl", str(ds.user_tokens[11]))
+    assert main(["unlearn", "--method", "retrain", "--request", req, *common]) == 0
+    capsys.readouterr()
+    gold = tmp_path / "ws" / "artifacts" / "unlearned" / "bpr-retrain.pt"
+    assert load_model(gold).extra["exact"] and load_model(gold).ledger_version == 4
+
+    # back to retrain: the trained checkpoint is exact again; unlearned ones keep their method
     req = _request(tmp_path / "d.jsonl", str(ds.user_tokens[9]))
     assert main(["forget", "--request", req, "--cf-method", "retrain", *common]) == 0
     capsys.readouterr()
@@ -83,6 +90,9 @@ def test_train_index_forget_audit_with_exact_then_approximate_checkpoints(tmp_pa
     approx = {a["artifact"]: a["method"] for a in rep["stages"]["checkpoints"]["approximate"]}
     assert approx == {"model:bpr:alteraser": "alteraser"}
     assert load_model(path).extra["exact"]
+    kept = load_model(gold).extra
+    assert (kept["method"], kept["cf_method"], kept["trained_at"]) == ("retrain", "retrain", 0)
+    assert load_model(gold).ledger_version == 5
 
 
 def test_attribute_request_keeps_the_weights_and_bumps_the_version(tmp_path, capsys):

@@ -33,7 +33,8 @@ from llmrec.pipelines.audit import run_audit
 from llmrec.pipelines.checkpoints import record_extra, save_checkpoint
 from llmrec.pipelines.cragru import default_lm_dir
 from llmrec.pipelines.forget import forget
-from llmrec.pipelines.stages import ALL_STAGES, StageContext, select
+from llmrec.pipelines.stage_context import StageContext
+from llmrec.pipelines.stages import ALL_STAGES, select
 from llmrec.workspace import Workspace
 from retrieval import sources
 from retrieval.store import RetrievalStore
@@ -58,7 +59,7 @@ def build_all(root: Path) -> Workspace:
     sources.build_source(ws, "bpr", seed=7, params=FAST)
     data = retained_data(ws)
     model = train_model(ws, "bpr", seed=1, data=data, **FAST)
-    extra = record_extra(model, "train", True, data.train, trained_at=0, seed=1)
+    extra = record_extra({}, "train", True, data.train, trained_at=0, seed=1)
     with ws.ledger() as led:
         save_checkpoint(led, model, checkpoint_path(ws, "bpr"), "model:bpr", 0, extra)
     ds = ws.dataset
@@ -272,3 +273,32 @@ def test_one_forget_opens_the_ledger_once(built, tmp_path, monkeypatch, capsys):
     monkeypatch.undo()
     res = run_audit(ws)
     assert res["ok"], res["violations"]
+
+
+def test_audit_opens_the_ledger_once(copy, monkeypatch):
+    """``llmrec audit`` hands every stage the same context: one ledger handle, one fold."""
+    from collections import Counter
+
+    from llmrec.data.ledger import Ledger
+    from llmrec.data.retained import RetainedView
+
+    ws, _ = copy
+    calls: Counter = Counter()
+    for owner, name in ((Ledger, "__init__"), (Ledger, "entries"), (Workspace, "view")):
+        orig = getattr(owner, name)
+
+        def wrapper(*a, _orig=orig, _name=name, **k):
+            calls[_name] += 1
+            return _orig(*a, **k)
+
+        monkeypatch.setattr(owner, name, wrapper)
+    snapshots = RetainedView.snapshots
+
+    def counted(cls, *a, **k):
+        calls["snapshots"] += 1
+        return snapshots(*a, **k)
+
+    monkeypatch.setattr(RetainedView, "snapshots", classmethod(counted))
+    res = run_audit(ws)
+    assert res["ok"], res["violations"]
+    assert calls == Counter({"__init__": 1, "entries": 1, "snapshots": 1}), calls
