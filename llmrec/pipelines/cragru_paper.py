@@ -197,7 +197,6 @@ def _prepare(
     from retrieval import sources as src_mod
     from retrieval.store import RetrievalStore
 
-    src_mod.register()
     ws = Workspace(root / name, **ws_kw)
     ds, split = ws.dataset, ws.split
     if ws.ledger_path.exists():
