@@ -34,9 +34,6 @@ MODELS = ("bpr", "lightgcn")
 
 
 def register(sub, common) -> None:
-    from llmrec.unlearning import method_names
-
-    names = method_names("embedding")
     p = sub.add_parser(
         "unlearn",
         parents=[common],
@@ -49,12 +46,7 @@ def register(sub, common) -> None:
         epilog=methods_help("embedding"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--method",
-        required=True,
-        metavar="METHOD",
-        help=f"unlearning method: {', '.join(names)}",
-    )
+    _method_arg(p, "unlearning method: {}", required=True)
     p.add_argument("--request", type=nonempty, required=True, help="request file (JSON lines)")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
@@ -112,18 +104,17 @@ def register(sub, common) -> None:
     q.set_defaults(func=cmd_unlearnrec_pretrain)
 
 
-def _target_args(p: argparse.ArgumentParser) -> None:
+def _method_arg(p: argparse.ArgumentParser, text: str, required: bool = False) -> None:
+    """``--method``, its help ``text`` naming every registered method where it holds ``{}``."""
     from llmrec.unlearning import method_names
 
-    names = method_names("embedding")
+    names = ", ".join(method_names("embedding"))
+    p.add_argument("--method", required=required, metavar="METHOD", help=text.format(names))
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
-    p.add_argument(
-        "--method",
-        default=None,
-        metavar="METHOD",
-        help=f"attack the checkpoint unlearned by METHOD ({', '.join(names)}; default: the "
-        "trained one)",
-    )
+    _method_arg(p, "attack the checkpoint unlearned by METHOD ({}; default: the trained one)")
     p.add_argument("--checkpoint", type=nonempty, default=None, help="attack this checkpoint file")
 
 

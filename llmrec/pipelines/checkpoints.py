@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.errors import LlmrecError
-from llmrec.pipelines.stages import StageAudit, StageContext
+from llmrec.pipelines.stage_context import StageAudit, StageContext
 from llmrec.workspace import Workspace
 
 KIND = "checkpoint"

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from llmrec.models import CFModel, NegativeSampler
-from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask
-from llmrec.unlearning.finetune import WarmStart, bpr_epochs
+from llmrec.unlearning.base import Monitor, UnlearnTask
+from llmrec.unlearning.finetune import FineTune, WarmStart, bpr_epochs
 from llmrec.unlearning.registry import register_method
 
 
@@ -46,7 +46,7 @@ def win_rate(
 
 
 @register_method
-class ReverseBPR(Unlearner):
+class ReverseBPR(FineTune):
     """Fine-tune with BPR on the retained data and reverse BPR on the forget set."""
 
     name = "reverse-bpr"
@@ -62,14 +62,9 @@ class ReverseBPR(Unlearner):
         n_neg: int | None = None,
         seed: int = 2020,
     ) -> None:
-        self.epochs = epochs
-        self.lr = lr
+        super().__init__(epochs, lr, weight_decay, batch_size, n_neg, seed)
         self.forget_weight = forget_weight
         self.target_win_rate = target_win_rate
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.n_neg = n_neg
-        self.seed = seed
 
     def _unlearn(self, model: CFModel, task: UnlearnTask, monitor: Monitor) -> tuple[CFModel, dict]:
         w = WarmStart.of(model, task, self.lr, self.weight_decay, self.seed)

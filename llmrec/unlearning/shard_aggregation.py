@@ -1,15 +1,16 @@
-"""RecEraser's adaptive aggregation of a sharded model's sub-models: per side (users, items) every shard
-embedding is mapped by its own transfer matrix (``W_s e``, initialised to the identity; no
-additive bias, so a user without data in any shard keeps no preference, as in the base
-models) into a common space, and the aggregate is the attention-weighted sum
-``sum_s a_s h_s`` with ``a = softmax_s(v . tanh(A h_s + c))`` over the shards holding the
-row; the score is the dot product of the aggregates. The aggregator is trained with the BPR
-loss on all retained training pairs, the sub-models frozen. Simplifications against the paper:
-a fixed number of epochs (no validation), uniform negatives, a plain dot-product prediction
-layer, and the aggregator is retrained from its seeded initialisation after every request (it
-is trained on every shard's data, so it must be; it is small and cheap), which keeps the
-exactness: the aggregator after a request equals one trained from scratch on the retained
-data over the same shards.
+"""RecEraser's adaptive aggregation of a sharded model's sub-models.
+
+Per side (users, items) every shard embedding is mapped by its own transfer matrix (``W_s e``,
+initialised to the identity; no additive bias, so a user without data in any shard keeps no
+preference, as in the base models) into a common space, and the aggregate is the
+attention-weighted sum ``sum_s a_s h_s`` with ``a = softmax_s(v . tanh(A h_s + c))`` over the
+shards holding the row; the score is the dot product of the aggregates. The aggregator is
+trained with the BPR loss on all retained training pairs, the sub-models frozen. Simplifications
+against the paper: a fixed number of epochs (no validation), uniform negatives, a plain
+dot-product prediction layer, and the aggregator is retrained from its seeded initialisation
+after every request (it is trained on every shard's data, so it must be; it is small and cheap),
+which keeps the exactness: the aggregator after a request equals one trained from scratch on the
+retained data over the same shards.
 """
 
 from __future__ import annotations

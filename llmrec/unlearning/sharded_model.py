@@ -1,5 +1,5 @@
-"""The sharded model of shard-based exact unlearning: SISA (Bourtoule et al., S&P 2021) and RecEraser (Chen et al.,
-"Recommendation Unlearning", WWW 2022).
+"""The sharded model of shard-based exact unlearning: SISA (Bourtoule et al., S&P 2021) and
+RecEraser (Chen et al., "Recommendation Unlearning", WWW 2022).
 
 The training pairs are split into ``n_shards`` disjoint shards by a fixed partition of users,
 items or interactions (:mod:`llmrec.data.partition`); one sub-model (BPR-MF or LightGCN,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmrec.data.dataset import Dataset
-from llmrec.data.split import TRAIN, Split
+from llmrec.data.dataset import Dataset, load_dataset
+from llmrec.data.split import TRAIN, Split, random_split
 from llmrec.data.synthetic import SyntheticSpec, write_synthetic
 from llmrec.models import CFModel, build_model
 from llmrec.workspace import Workspace
@@ -40,6 +40,16 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory) -> tuple[Dataset, Split, Path]:
+    """A small synthetic dataset ``s`` (4,000 interactions) with a seeded random split, and the
+    folder it lies in."""
+    folder = tmp_path_factory.mktemp("synth")
+    write_synthetic(SyntheticSpec(4000, users=120, items=200, seed=5), folder, "s")
+    ds = load_dataset("s", folder / "s")
+    return ds, random_split(ds, seed=1), folder
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from test_unlearner_contract import CHECKS, method_cases
@@ -59,11 +61,70 @@ def test_registered_method_passes_the_contract_suite(plugged, tiny):
     assert not zeroed.user_emb.weight[[1, 5, 9]].any()
 
 
+def test_registered_method_runs_through_llmrec_unlearn(plugged, tiny, tmp_path, capsys):
+    import json
+
+    ws = [
+        "--workspace",
+        str(tmp_path / "ws"),
+        "--dataset",
+        "tiny",
+        "--data-dir",
+        str(tiny.data_dir),
+    ]
+    req = tmp_path / "req.jsonl"
+    req.write_text(_user_request(tiny).to_json() + "\n")
+    assert main(["train", "--model", "bpr", "--epochs", "2", *ws]) == 0
+    capsys.readouterr()
+    assert main(["unlearn", "--method", plugged, "--request", str(req), "--json", *ws]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["method"] == plugged and res["ledger_version"] == 1
+    assert res["record"]["info"]["zeroed"] == 3 and res["record"]["settings"]["method"] == plugged
+
+
 def test_unregistered_method_is_gone(plugged):
     assert plugged in method_names()
     _unregister(plugged)
     assert plugged not in method_names()
     register_method(ZeroForgotten)  # the fixture removes it again
+
+
+class Careless(Unlearner):
+    """Breaks the contract on purpose: moves the input's rows, keeps its (full) graph, adds
+    unseeded noise."""
+
+    name = "careless-test"
+    handles = ("user", "interactions")
+
+    def _unlearn(self, model, task, monitor):
+        with torch.no_grad():
+            model.user_emb.weight[0] += 1.0
+        new = clone(model)
+        with torch.no_grad():
+            new.item_emb.weight.add_(1e-3 * torch.randn(new.item_emb.weight.shape))
+        return new, {"iterations": 0}
+
+
+def test_the_contract_catches_a_careless_method(tiny):
+    """The checks are not vacuous: each breach of :class:`Careless` fails its check."""
+    from test_unlearner_contract import (
+        check_deterministic_for_a_seed,
+        check_forgotten_pairs_not_trained_on,
+        check_input_model_not_mutated,
+    )
+
+    own = dataclasses.replace(tiny, models={k: clone(m).eval() for k, m in tiny.models.items()})
+    register_method(Careless)
+    try:
+        for check in (
+            check_deterministic_for_a_seed,
+            check_input_model_not_mutated,
+            check_forgotten_pairs_not_trained_on,
+        ):
+            with pytest.raises(AssertionError):
+                check(Careless.name, own)
+    finally:
+        _unregister(Careless.name)
 
 
 def test_registered_method_is_offered_by_the_comparison_harness(plugged, capsys):

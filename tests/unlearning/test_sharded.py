@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from llmrec.data.dataset import load_dataset
 from llmrec.data.partition import balanced_kmeans, capped_assignment, random_partition
 from llmrec.data.requests import interactions_request, user_interactions_request
-from llmrec.data.split import TRAIN, random_split
-from llmrec.data.synthetic import SyntheticSpec, write_synthetic
+from llmrec.data.split import TRAIN
 from llmrec.models import build_model
 from llmrec.unlearning.base import make_task
 from llmrec.unlearning.receraser import RecEraser
@@ -22,20 +20,9 @@ from llmrec.unlearning.sisa import SISA
 FAST = dict(dim=16, epochs=3, batch_size=2048, n_neg=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    write_synthetic(SyntheticSpec(4000, users=120, items=200, seed=5), folder, "s")
-    ds = load_dataset("s", folder / "s")
-    split = random_split(ds, seed=1)
+def data(synthetic):
+    ds, split, _ = synthetic
     m = split.mask(TRAIN)
     model = build_model("bpr", ds.n_users, ds.n_items, **FAST, seed=3)
     model.fit(ds.inter_user[m], ds.inter_item[m])

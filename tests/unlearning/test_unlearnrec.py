@@ -10,10 +10,8 @@ import pytest
 import torch
 
 from llmrec.cli.unlearn import cmd_pretrain
-from llmrec.data.dataset import load_dataset
 from llmrec.data.requests import interactions_request, user_interactions_request
-from llmrec.data.split import TRAIN, random_split
-from llmrec.data.synthetic import SyntheticSpec, write_synthetic
+from llmrec.data.split import TRAIN
 from llmrec.models import BPRMF, LightGCN, build_model
 from llmrec.unlearning.base import make_task
 from llmrec.unlearning.fingerprint import model_fingerprint
@@ -29,20 +27,9 @@ FAST = dict(dim=16, epochs=4, batch_size=2048, n_neg=2)
 PRE = dict(requests=6, valid_requests=2, hidden=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    write_synthetic(SyntheticSpec(4000, users=120, items=200, seed=5), folder, "s")
-    ds = load_dataset("s", folder / "s")
-    split = random_split(ds, seed=1)
+def data(synthetic):
+    ds, split, folder = synthetic
     m = split.mask(TRAIN)
     train = (ds.inter_user[m], ds.inter_item[m])
     models = {}
