@@ -242,31 +242,56 @@ def answer_loss(
         core = model.module if isinstance(model, DistributedDataParallel) else model
         hl = core.get_output_embeddings()(h)
         hist_loss = F.cross_entropy(hl.float(), torch.tensor(tgts, device=dev), reduction="sum")
-    logp = F.log_softmax(logits.float(), dim=-1)
-    first, rest = [], torch.zeros((), device=dev)
-    listed = torch.zeros((), device=dev)
-    for b, e in enumerate(batch):
-        j0 = keep - e.n_answer - 1  # logit row predicting the first answer token
-        if e.candidates:
-            cand = torch.tensor(e.candidates, device=dev)
-            prior = torch.tensor(rank_prior(len(cand)), dtype=logits.dtype, device=dev)
-            z = torch.log_softmax(logits[b, j0, cand].float() + prior_weight * prior, dim=-1)
+    # Every term gathers its logit rows with one indexing op per term: indexing the [B, keep, V]
+    # logits per example makes autograd materialise a full-size zero gradient per index (most
+    # of a tuning step's time before).
+    n = len(batch)
+    j0 = torch.tensor([keep - e.n_answer - 1 for e in batch], device=dev)  # first answer slot
+    rows0 = logits[torch.arange(n, device=dev), j0].float()  # [B, V]
+    targets, t_w = _padded([e.targets for e in batch], dev)
+    t_loss = -(rows0.log_softmax(-1).gather(1, targets) * t_w).sum(1)  # mean over the targets
+    first = t_loss
+    with_c = [bool(e.candidates) for e in batch]
+    if any(with_c):
+        cands, c_mask = _padded([e.candidates for e in batch], dev, weights=False)
+        prior = torch.zeros(cands.shape, device=dev)
+        hit = torch.zeros(cands.shape, device=dev)
+        for b, e in enumerate(batch):
+            prior[b, : len(e.candidates)] = torch.as_tensor(rank_prior(len(e.candidates)))
             pos = [e.candidates.index(t) for t in e.targets if t in e.candidates]
-            loss_b = -z[torch.tensor(pos, device=dev)].mean() if pos else z.new_zeros(())
-            if vocab_weight:
-                tg = torch.tensor(e.targets, device=dev)
-                loss_b = loss_b - vocab_weight * logp[b, j0, tg].mean()
-            first.append(loss_b)
-        else:
-            first.append(-logp[b, j0, torch.tensor(e.targets, device=dev)].mean())
-        if e.n_answer > 1:
-            tgt = torch.tensor(e.ids[-e.n_answer + 1 :], device=dev)
-            rest = rest - logp[b, j0 + 1 : keep - 1].gather(1, tgt[:, None]).sum()
-        if list_weight and totals.list_slots:
+            if pos:
+                hit[b, pos] = 1.0 / len(pos)
+        z = (rows0.gather(1, cands) + prior_weight * prior).masked_fill(c_mask == 0, -1e9)
+        c_loss = -(z.log_softmax(-1).masked_fill(c_mask == 0, 0.0) * hit).sum(1)
+        if vocab_weight:
+            c_loss = c_loss + vocab_weight * t_loss
+        first = torch.where(torch.tensor(with_c, device=dev), c_loss, t_loss)
+    rest = torch.zeros((), device=dev)
+    if totals.answer_tokens:
+        rb, rr, rt = [], [], []
+        for b, e in enumerate(batch):
+            for t in range(1, e.n_answer):
+                rb.append(b)
+                rr.append(keep - e.n_answer - 1 + t)
+                rt.append(e.ids[len(e.ids) - e.n_answer + t])
+        if rb:
+            picked = logits[torch.tensor(rb, device=dev), torch.tensor(rr, device=dev)].float()
+            rest = F.cross_entropy(picked, torch.tensor(rt, device=dev), reduction="sum")
+    listed = torch.zeros((), device=dev)
+    if list_weight and totals.list_slots:
+        lb, lr, lefts, ks = [], [], [], []
+        for b, e in enumerate(batch):
             for j, left, k in list_slots(e):
-                z = torch.log_softmax(logits[b, j0 + j, torch.tensor(left, device=dev)].float(), -1)
-                listed = listed - z[k]
-    loss = torch.stack(first).sum() / totals.examples
+                lb.append(b)
+                lr.append(keep - e.n_answer - 1 + j)
+                lefts.append(left)
+                ks.append(k)
+        if lb:
+            left_ids, l_mask = _padded(lefts, dev, weights=False)
+            picked = logits[torch.tensor(lb, device=dev), torch.tensor(lr, device=dev)].float()
+            z = picked.gather(1, left_ids).masked_fill(l_mask == 0, -1e9).log_softmax(-1)
+            listed = -z.gather(1, torch.tensor(ks, device=dev)[:, None]).sum()
+    loss = first.sum() / totals.examples
     if totals.answer_tokens:
         loss = loss + answer_weight * rest / totals.answer_tokens
     if list_weight and totals.list_slots:
@@ -274,6 +299,20 @@ def answer_loss(
     if hist_loss is not None and totals.history_tokens:
         loss = loss + history_weight * hist_loss / totals.history_tokens
     return loss
+
+
+def _padded(
+    lists: Sequence[Sequence[int]], dev: torch.device, weights: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[len(lists), longest]`` ids (pad: id 0) and per-entry weights: ``1/len``
+    (a mean over each list) with ``weights``, else a 0/1 mask."""
+    width = max(1, max((len(x) for x in lists), default=0))
+    ids = torch.zeros((len(lists), width), dtype=torch.long)
+    w = torch.zeros((len(lists), width))
+    for k, x in enumerate(lists):
+        ids[k, : len(x)] = torch.as_tensor(list(x), dtype=torch.long)
+        w[k, : len(x)] = 1.0 / len(x) if weights else 1.0
+    return ids.to(dev), w.to(dev)
 
 
 def tune_adapter(

@@ -123,6 +123,7 @@ class ExampleSettings:
     max_targets: int = 10
     min_items: int = 3
     answer_fill: bool = False  # the answer ranks the candidate list (Example.answer_items)
+    cold: float = 0.0  # share of an epoch's examples shown with no history (see epoch_examples)
     generator: dict[str, float] = field(default_factory=lambda: {"text_weight": 0.0})
 
     def generator_config(self) -> GeneratorConfig:
@@ -143,6 +144,12 @@ def epoch_examples(
             continue
         m = int(np.clip(round(settings.holdout * n), 1, settings.max_targets))
         perm = rng.permutation(n)
+        if settings.cold > 0 and rng.random() < settings.cold:
+            # a user without retained history (as a forget user is served): only the profile
+            # shows, the targets are any of the user's items, the candidates the generator's
+            # order for an empty history (popularity)
+            drawn.append((rec, perm[: min(n, settings.max_targets)], perm[:0]))
+            continue
         drawn.append((rec, perm[:m], perm[m:]))
     if not drawn:
         return []

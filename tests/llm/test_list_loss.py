@@ -81,3 +81,58 @@ def test_list_loss_of_process_slices_sums_to_the_full_batch(model):
             for i in range(2)
         ]
     assert float(sum(parts)) == pytest.approx(float(full), rel=1e-5)
+
+
+def _reference_loss(model, batch, answer_weight, prior_weight, vocab_weight, list_weight):
+    """The loss written example by example (the definition the batched one must equal)."""
+    from llmrec.llm.lora import rank_prior
+
+    totals = LossTotals.of(batch, 0.0, list_weight)
+    firsts, rest, listed = [], 0.0, 0.0
+    for e in batch:
+        logits = model(torch.tensor([e.ids])).logits[0].float()
+        logp = torch.log_softmax(logits, -1)
+        j0 = len(e.ids) - e.n_answer - 1
+        if e.candidates:
+            prior = torch.tensor(rank_prior(len(e.candidates)), dtype=torch.float32)
+            z = torch.log_softmax(logits[j0, e.candidates] + prior_weight * prior, -1)
+            pos = [e.candidates.index(t) for t in e.targets if t in e.candidates]
+            f = -z[pos].mean() if pos else torch.zeros(())
+            if vocab_weight:
+                f = f - vocab_weight * logp[j0, e.targets].mean()
+        else:
+            f = -logp[j0, e.targets].mean()
+        firsts.append(f)
+        for t in range(1, e.n_answer):
+            rest = rest - logp[j0 + t, e.ids[len(e.ids) - e.n_answer + t]]
+        for j, left, k in list_slots(e):
+            listed = listed - torch.log_softmax(logits[j0 + j, left], -1)[k]
+    loss = torch.stack(firsts).sum() / totals.examples
+    loss = loss + answer_weight * rest / totals.answer_tokens
+    if list_weight:
+        loss = loss + list_weight * listed / totals.list_slots
+    return float(loss)
+
+
+@pytest.mark.parametrize("weights", [(0.5, 0.0, 0.0, 0.0), (1.0, 0.7, 0.5, 2.0)])
+def test_batched_loss_equals_the_per_example_definition(model, weights):
+    batch = [
+        *_batch(),
+        _example([1, 4], [30, SEP, 31], [30, 31], []),  # no candidates: whole-vocabulary slot
+        _example([1, 4, 4], [20, SEP, 21], [40], [20, 21, 22]),  # no target among candidates
+    ]
+    with torch.no_grad():
+        got = answer_loss(
+            model, batch, 0, weights[0], weights[1], weights[2], list_weight=weights[3]
+        )
+        want = _reference_loss(model, batch, *weights)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_batched_loss_has_finite_gradients(model):
+    batch = [*_batch(), _example([1, 4], [30, SEP, 31], [30, 31], [])]
+    model.zero_grad()
+    answer_loss(model, batch, 0, 0.5, 0.5, 0.5, list_weight=1.0).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
