@@ -13,7 +13,7 @@ and their standard errors. Results: WORKSPACE/runs/cragru-TIME/{config,versions,
 
 The same flow step by step (each step is skipped by the script when already done)::
 
-    llmrec build-lm --workspace ws-cragru            # tokenizer + small GPT-2, catalogue only
+    llmrec build-lm --workspace ws-cragru            # MiniLM turned decoder, catalogue text only
     llmrec index build --workspace ws-cragru         # retrieval store (text encoder, EASE)
     llmrec adapters tune --workspace ws-cragru       # one LoRA adapter per user shard
     llmrec recommend --workspace ws-cragru --user 196 --mode likelihood

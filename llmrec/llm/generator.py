@@ -11,9 +11,11 @@ to the model's true context length); answers are tokenised in context.
   the prompt's KV cache (the prompt runs once per user, not once per candidate).
 * ``verbalizer`` -- LlamaRec style: the candidates are listed under index labels (``A``, ``B``,
   ...) and ranked from one next-token distribution over the labels.
-* ``json`` -- the model writes ``{item_id: score}`` freely (greedy); :func:`parse_ranking`
-  validates it (unknown ids, duplicates, forgotten items dropped; fallback to the candidate
-  order counted).
+* ``json`` -- the model writes ``{item_id: score}`` itself (greedy: ids, scores, separators and
+  where to stop); :func:`parse_ranking` validates it (unknown ids, duplicates, forgotten items
+  dropped; fallback to the candidate order counted). With single-token ids the item tokens the
+  model may write are the candidates it has not written yet (``json_items="candidates"``, the
+  default; ``"free"``: every non-forgotten item); the JSON text is the model's own.
 * ``constrained`` -- greedy decoding restricted to valid answers over the candidates (or the
   catalogue) minus forgotten items: item slots follow a token trie for single-token ids and a
   text-level constraint (:mod:`llmrec.llm.constrained`) for ids spelled as text, with the JSON
@@ -106,6 +108,27 @@ class _Suppress(LogitsProcessor):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         scores[:, self.ids.to(scores.device)] = -torch.inf
         return scores
+
+
+class _CandidateItems(LogitsProcessor):
+    """Free JSON generation over single-token ids: at every step an item token may only be a
+    candidate of the row not yet written; every other token (the JSON text) is the model's."""
+
+    def __init__(self, item_ids: np.ndarray, allowed: Sequence[np.ndarray], prompt_width: int):
+        self.items = torch.as_tensor(np.asarray(item_ids, dtype=np.int64))
+        self.allowed = [torch.as_tensor(np.asarray(a, dtype=np.int64)) for a in allowed]
+        self.width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        dev = scores.device
+        ban = torch.zeros(scores.shape, dtype=torch.bool, device=dev)
+        ban[:, self.items.to(dev)] = True
+        gen = input_ids[:, self.width :]
+        for row, a in enumerate(self.allowed):
+            a = a.to(dev)
+            left = a[~torch.isin(a, gen[row])] if gen.shape[1] else a
+            ban[row, left] = False
+        return scores.masked_fill(ban, -torch.inf)
 
 
 class _RowState:
@@ -226,6 +249,7 @@ class Generator:
         max_prompt_tokens: int | None = None,
         merged: dict[str, Any] | None = None,
         kv_cache: bool = True,
+        json_items: str = "candidates",
     ):
         placed = getattr(model, "hf_device_map", None) is not None
         if placed:  # dispatched by a device map: leave it where it is
@@ -247,6 +271,9 @@ class Generator:
         self.top_k = top_k
         self.max_prompt_tokens = limit
         self.kv_cache = kv_cache
+        if json_items not in ("candidates", "free"):
+            raise ValueError(f"json_items must be 'candidates' or 'free', got {json_items!r}")
+        self.json_items = json_items
         self._trie: ItemTrie | None = None
         self._trie_removed: frozenset[int] = frozenset()
         self._item_seqs: list[list[int]] | None = None
@@ -601,7 +628,12 @@ class Generator:
             budget += max(len(h) for h in heads)
         else:
             kwargs["stopping_criteria"] = [_StopAtBrace(self.vocab_index(), width)]
-            if self.verbalizer.single_token and forgotten.any():
+            if self.verbalizer.single_token and self.json_items == "candidates":
+                tok = self.verbalizer.token_ids
+                kwargs["logits_processor"] = [
+                    _CandidateItems(tok, [tok[c.candidates] for c in batch], width)
+                ]
+            elif self.verbalizer.single_token and forgotten.any():
                 banned = self.verbalizer.token_ids[np.flatnonzero(forgotten)]
                 kwargs["logits_processor"] = [_Suppress(banned)]
         gen = self.active.generate(

@@ -49,6 +49,7 @@ class LoraSettings:
     prior_weight: float = 0.5
     vocab_weight: float = 0.5
     history_weight: float = 0.0
+    list_weight: float = 0.0
     zero_residual: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,19 +149,45 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.T
     return {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
 
 
+def list_slots(e: TokenizedExample) -> list[tuple[int, list[int], int]]:
+    """The answer's item slots after the first whose token is a candidate: ``(offset in the
+    answer, candidates not written before it, index of the written one among them)``."""
+    if not e.candidates or e.n_answer < 2:
+        return []
+    cands = set(e.candidates)
+    answer = e.ids[-e.n_answer :]
+    written: set[int] = {answer[0]} if answer[0] in cands else set()
+    out = []
+    for j in range(1, len(answer)):
+        t = answer[j]
+        if t in cands and t not in written:
+            left = [c for c in e.candidates if c not in written]
+            out.append((j, left, left.index(t)))
+            written.add(t)
+    return out
+
+
 @dataclass(frozen=True)
 class LossTotals:
     """Normalisers of :func:`answer_loss`: examples, answer tokens after the first slot, history
-    targets. Computed on the global batch, they make per-process slices sum to the full loss."""
+    targets, candidate slots after the first. Computed on the global batch, they make
+    per-process slices sum to the full loss."""
 
     examples: int
     answer_tokens: int
     history_tokens: int
+    list_slots: int = 0
 
     @classmethod
-    def of(cls, batch: Sequence[TokenizedExample], history_weight: float = 0.0) -> LossTotals:
+    def of(
+        cls,
+        batch: Sequence[TokenizedExample],
+        history_weight: float = 0.0,
+        list_weight: float = 0.0,
+    ) -> LossTotals:
         hist = sum(max(0, len(e.history) - 1) for e in batch) if history_weight > 0 else 0
-        return cls(len(batch), sum(max(0, e.n_answer - 1) for e in batch), hist)
+        lst = sum(len(list_slots(e)) for e in batch) if list_weight > 0 else 0
+        return cls(len(batch), sum(max(0, e.n_answer - 1) for e in batch), hist, lst)
 
 
 def answer_loss(
@@ -172,6 +199,7 @@ def answer_loss(
     vocab_weight: float = 0.0,
     history_weight: float = 0.0,
     totals: LossTotals | None = None,
+    list_weight: float = 0.0,
 ) -> torch.Tensor:
     """First-slot multinomial loss over all held-out items + CE on the rest of the answer.
 
@@ -186,8 +214,13 @@ def answer_loss(
 
     ``totals``: the normalisers (examples, answer tokens, history tokens) of the *global* batch
     when ``batch`` is one process's slice of it (data parallelism); default: ``batch``'s own.
+
+    ``list_weight``: at every later answer slot that writes a candidate, the cross-entropy of
+    a softmax over the candidates not yet written (a Plackett-Luce likelihood of the answer's
+    ranking of the candidate list, :func:`list_slots`): what likelihood serving and a valid
+    JSON answer both need, the model choosing among the prompt's candidates.
     """
-    totals = totals or LossTotals.of(batch, history_weight)
+    totals = totals or LossTotals.of(batch, history_weight, list_weight)
     inputs = collate(batch, pad_id)
     dev = next(model.parameters()).device
     inputs = {k: v.to(dev) for k, v in inputs.items()}
@@ -209,31 +242,77 @@ def answer_loss(
         core = model.module if isinstance(model, DistributedDataParallel) else model
         hl = core.get_output_embeddings()(h)
         hist_loss = F.cross_entropy(hl.float(), torch.tensor(tgts, device=dev), reduction="sum")
-    logp = F.log_softmax(logits.float(), dim=-1)
-    first, rest = [], torch.zeros((), device=dev)
-    for b, e in enumerate(batch):
-        j0 = keep - e.n_answer - 1  # logit row predicting the first answer token
-        if e.candidates:
-            cand = torch.tensor(e.candidates, device=dev)
-            prior = torch.tensor(rank_prior(len(cand)), dtype=logits.dtype, device=dev)
-            z = torch.log_softmax(logits[b, j0, cand].float() + prior_weight * prior, dim=-1)
+    # Every term gathers its logit rows with one indexing op per term: indexing the [B, keep, V]
+    # logits per example makes autograd materialise a full-size zero gradient per index (most
+    # of a tuning step's time before).
+    n = len(batch)
+    j0 = torch.tensor([keep - e.n_answer - 1 for e in batch], device=dev)  # first answer slot
+    rows0 = logits[torch.arange(n, device=dev), j0].float()  # [B, V]
+    targets, t_w = _padded([e.targets for e in batch], dev)
+    t_loss = -(rows0.log_softmax(-1).gather(1, targets) * t_w).sum(1)  # mean over the targets
+    first = t_loss
+    with_c = [bool(e.candidates) for e in batch]
+    if any(with_c):
+        cands, c_mask = _padded([e.candidates for e in batch], dev, weights=False)
+        prior = torch.zeros(cands.shape, device=dev)
+        hit = torch.zeros(cands.shape, device=dev)
+        for b, e in enumerate(batch):
+            prior[b, : len(e.candidates)] = torch.as_tensor(rank_prior(len(e.candidates)))
             pos = [e.candidates.index(t) for t in e.targets if t in e.candidates]
-            loss_b = -z[torch.tensor(pos, device=dev)].mean() if pos else z.new_zeros(())
-            if vocab_weight:
-                tg = torch.tensor(e.targets, device=dev)
-                loss_b = loss_b - vocab_weight * logp[b, j0, tg].mean()
-            first.append(loss_b)
-        else:
-            first.append(-logp[b, j0, torch.tensor(e.targets, device=dev)].mean())
-        if e.n_answer > 1:
-            tgt = torch.tensor(e.ids[-e.n_answer + 1 :], device=dev)
-            rest = rest - logp[b, j0 + 1 : keep - 1].gather(1, tgt[:, None]).sum()
-    loss = torch.stack(first).sum() / totals.examples
+            if pos:
+                hit[b, pos] = 1.0 / len(pos)
+        z = (rows0.gather(1, cands) + prior_weight * prior).masked_fill(c_mask == 0, -1e9)
+        c_loss = -(z.log_softmax(-1).masked_fill(c_mask == 0, 0.0) * hit).sum(1)
+        if vocab_weight:
+            c_loss = c_loss + vocab_weight * t_loss
+        first = torch.where(torch.tensor(with_c, device=dev), c_loss, t_loss)
+    rest = torch.zeros((), device=dev)
+    if totals.answer_tokens:
+        rb, rr, rt = [], [], []
+        for b, e in enumerate(batch):
+            for t in range(1, e.n_answer):
+                rb.append(b)
+                rr.append(keep - e.n_answer - 1 + t)
+                rt.append(e.ids[len(e.ids) - e.n_answer + t])
+        if rb:
+            picked = logits[torch.tensor(rb, device=dev), torch.tensor(rr, device=dev)].float()
+            rest = F.cross_entropy(picked, torch.tensor(rt, device=dev), reduction="sum")
+    listed = torch.zeros((), device=dev)
+    if list_weight and totals.list_slots:
+        lb, lr, lefts, ks = [], [], [], []
+        for b, e in enumerate(batch):
+            for j, left, k in list_slots(e):
+                lb.append(b)
+                lr.append(keep - e.n_answer - 1 + j)
+                lefts.append(left)
+                ks.append(k)
+        if lb:
+            left_ids, l_mask = _padded(lefts, dev, weights=False)
+            picked = logits[torch.tensor(lb, device=dev), torch.tensor(lr, device=dev)].float()
+            z = picked.gather(1, left_ids).masked_fill(l_mask == 0, -1e9).log_softmax(-1)
+            listed = -z.gather(1, torch.tensor(ks, device=dev)[:, None]).sum()
+    loss = first.sum() / totals.examples
     if totals.answer_tokens:
         loss = loss + answer_weight * rest / totals.answer_tokens
+    if list_weight and totals.list_slots:
+        loss = loss + list_weight * listed / totals.list_slots
     if hist_loss is not None and totals.history_tokens:
         loss = loss + history_weight * hist_loss / totals.history_tokens
     return loss
+
+
+def _padded(
+    lists: Sequence[Sequence[int]], dev: torch.device, weights: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[len(lists), longest]`` ids (pad: id 0) and per-entry weights: ``1/len``
+    (a mean over each list) with ``weights``, else a 0/1 mask."""
+    width = max(1, max((len(x) for x in lists), default=0))
+    ids = torch.zeros((len(lists), width), dtype=torch.long)
+    w = torch.zeros((len(lists), width))
+    for k, x in enumerate(lists):
+        ids[k, : len(x)] = torch.as_tensor(list(x), dtype=torch.long)
+        w[k, : len(x)] = 1.0 / len(x) if weights else 1.0
+    return ids.to(dev), w.to(dev)
 
 
 def tune_adapter(
@@ -310,7 +389,7 @@ def tune_adapter(
         total, n = torch.zeros((), device=acc.device), 0
         for s in range(0, len(order), settings.batch_size):
             batch = [data[k] for k in order[s : s + settings.batch_size]]
-            totals = LossTotals.of(batch, settings.history_weight)
+            totals = LossTotals.of(batch, settings.history_weight, settings.list_weight)
             mine = batch[acc.process_index :: world] if world > 1 else batch
             with autocast:
                 loss = answer_loss(
@@ -322,6 +401,7 @@ def tune_adapter(
                     settings.vocab_weight,
                     settings.history_weight,
                     totals,
+                    settings.list_weight,
                 ) * (world if mine else 0.0)  # DDP averages: world x (slice sum / global count)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)

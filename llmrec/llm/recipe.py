@@ -10,7 +10,10 @@ sits on the last transformer layer and the LM-head transform, and the per-item r
 in the output head only, so the backward pass never runs through the lower layers; item rows
 start from the base model's (text-initialised) rows instead of a common mean, and the adapter
 learns the whole preference (no candidate prior inside the loss) -- the served score is blended
-with the candidate order afterwards, with a weight tuned on VALID.
+with the candidate order afterwards, with a weight tuned on VALID. Its tuning answers rank the
+candidate list (held-out items first, then the other candidates in the generator's order), with
+a candidate-softmax loss at every later answer slot (``list_weight``), so the answers it learns
+to write name candidates only.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def lora_settings(
         r=8,
         target_modules=rf".*encoder\.layer\.{top}\.attention\.self\.(query|value)|.*transform\.dense",
         item_token_layers="output",
-        epochs=1 if epochs is None else epochs,
+        epochs=3 if epochs is None else epochs,
         batch_size=16,
         lr=2e-3,
         item_lr=3e-3,
@@ -72,10 +75,12 @@ def lora_settings(
         zero_residual=False,
         answer_weight=0.5,
         vocab_weight=0.5,
+        list_weight=1.0,
     )
 
 
 def example_settings(base: str | Path) -> ExampleSettings:
     """Training-example settings matching :func:`serving` (candidate-list length)."""
     s = serving(base)
-    return ExampleSettings(history=s.history, n_candidates=s.n_candidates)
+    fill = _init(base) == "minilm"  # its answers rank the candidate list (docs/default_lm.md)
+    return ExampleSettings(history=s.history, n_candidates=s.n_candidates, answer_fill=fill)

@@ -101,9 +101,15 @@ class Example:
     candidates: np.ndarray
     targets: np.ndarray
 
-    def answer_items(self, k: int) -> np.ndarray:
-        """Up to ``k`` targets for the written answer: those in the candidate list first."""
+    def answer_items(self, k: int, fill: bool = False) -> np.ndarray:
+        """Up to ``k`` items for the written answer: the targets, those in the candidate list
+        first; with ``fill`` the answer ranks the candidate list itself -- the targets among
+        the candidates, then the other candidates, each part in the generator's order -- so
+        every answer entry is a candidate, as a served answer must be."""
         inside = np.isin(self.targets, self.candidates)
+        if fill:
+            hit = np.isin(self.candidates, self.targets)
+            return np.concatenate([self.candidates[hit], self.candidates[~hit]])[:k]
         return np.concatenate([self.targets[inside], self.targets[~inside]])[:k]
 
 
@@ -116,6 +122,8 @@ class ExampleSettings:
     holdout: float = 0.2
     max_targets: int = 10
     min_items: int = 3
+    answer_fill: bool = False  # the answer ranks the candidate list (Example.answer_items)
+    cold: float = 0.0  # share of an epoch's examples shown with no history (see epoch_examples)
     generator: dict[str, float] = field(default_factory=lambda: {"text_weight": 0.0})
 
     def generator_config(self) -> GeneratorConfig:
@@ -136,6 +144,12 @@ def epoch_examples(
             continue
         m = int(np.clip(round(settings.holdout * n), 1, settings.max_targets))
         perm = rng.permutation(n)
+        if settings.cold > 0 and rng.random() < settings.cold:
+            # a user without retained history (as a forget user is served): only the profile
+            # shows, the targets are any of the user's items, the candidates the generator's
+            # order for an empty history (popularity)
+            drawn.append((rec, perm[: min(n, settings.max_targets)], perm[:0]))
+            continue
         drawn.append((rec, perm[:m], perm[m:]))
     if not drawn:
         return []
