@@ -215,7 +215,10 @@ class ShardTrainingData:
         ctx = UserContext(e.user, e.attributes, e.history_items, e.history_ratings, e.candidates)
         enc = self.builder.encode(ctx)
         answer = answer_text(
-            [self.verbalizer(int(t)) for t in e.answer_items(self.cfg.answer_items, self.cfg.examples.answer_fill)]
+            [
+                self.verbalizer(int(t))
+                for t in e.answer_items(self.cfg.answer_items, self.cfg.examples.answer_fill)
+            ]
         )
         single = self.verbalizer.single_token
         suffixes = [answer] + ([] if single else [self.verbalizer(int(t)) + '"' for t in e.targets])

@@ -10,7 +10,7 @@ from llmrec.llm.catalog import Catalog
 from llmrec.llm.generator import Generator, _CandidateItems
 from llmrec.llm.parsing import extract_entries
 from llmrec.llm.prompt import UserContext
-from tests.test_llm_fixtures import small_workspace, tiny_lm
+from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 
 def test_processor_bans_other_items_and_written_candidates_only():
