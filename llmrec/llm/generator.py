@@ -112,23 +112,32 @@ class _Suppress(LogitsProcessor):
 
 class _CandidateItems(LogitsProcessor):
     """Free JSON generation over single-token ids: at every step an item token may only be a
-    candidate of the row not yet written; every other token (the JSON text) is the model's."""
+    candidate of the row not yet written; every other token (the JSON text) is the model's.
+    One ``[rows, vocabulary]`` ban mask per batch, updated with each step's written item."""
 
-    def __init__(self, item_ids: np.ndarray, allowed: Sequence[np.ndarray], prompt_width: int):
-        self.items = torch.as_tensor(np.asarray(item_ids, dtype=np.int64))
-        self.allowed = [torch.as_tensor(np.asarray(a, dtype=np.int64)) for a in allowed]
+    def __init__(
+        self, item_ids: np.ndarray, allowed: Sequence[np.ndarray], prompt_width: int, vocab: int
+    ):
+        items = torch.as_tensor(np.asarray(item_ids, dtype=np.int64))
+        self.is_item = torch.zeros(vocab, dtype=torch.bool)
+        self.is_item[items] = True
+        self.ban = self.is_item.repeat(len(allowed), 1)
+        for row, a in enumerate(allowed):
+            self.ban[row, torch.as_tensor(np.asarray(a, dtype=np.int64))] = False
         self.width = prompt_width
+        self.seen = prompt_width
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        dev = scores.device
-        ban = torch.zeros(scores.shape, dtype=torch.bool, device=dev)
-        ban[:, self.items.to(dev)] = True
-        gen = input_ids[:, self.width :]
-        for row, a in enumerate(self.allowed):
-            a = a.to(dev)
-            left = a[~torch.isin(a, gen[row])] if gen.shape[1] else a
-            ban[row, left] = False
-        return scores.masked_fill(ban, -torch.inf)
+        ban = self.ban.to(scores.device)
+        for step in range(self.seen, input_ids.shape[1]):  # tokens written since the last call
+            tok = input_ids[:, step].to(ban.device)
+            rows = self.is_item.to(ban.device)[tok].nonzero().flatten()
+            ban[rows, tok[rows]] = True
+        self.seen, self.ban = input_ids.shape[1], ban
+        width = min(scores.shape[1], ban.shape[1])
+        out = scores.clone()
+        out[:, :width] = scores[:, :width].masked_fill(ban[:, :width], -torch.inf)
+        return out
 
 
 class _RowState:
@@ -630,8 +639,9 @@ class Generator:
             kwargs["stopping_criteria"] = [_StopAtBrace(self.vocab_index(), width)]
             if self.verbalizer.single_token and self.json_items == "candidates":
                 tok = self.verbalizer.token_ids
+                vocab = max(len(self.tokenizer), int(tok.max()) + 1)
                 kwargs["logits_processor"] = [
-                    _CandidateItems(tok, [tok[c.candidates] for c in batch], width)
+                    _CandidateItems(tok, [tok[c.candidates] for c in batch], width, vocab)
                 ]
             elif self.verbalizer.single_token and forgotten.any():
                 banned = self.verbalizer.token_ids[np.flatnonzero(forgotten)]

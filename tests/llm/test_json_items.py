@@ -15,8 +15,10 @@ from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 def test_processor_bans_other_items_and_written_candidates_only():
     items = np.array([10, 11, 12, 13])  # item tokens; 0..9 are text
-    proc = _CandidateItems(items, [np.array([11, 12]), np.array([13])], prompt_width=2)
-    ids = torch.tensor([[5, 6, 11, 3], [5, 6, 4, 3]])  # row 0 already wrote item 11
+    proc = _CandidateItems(items, [np.array([11, 12]), np.array([13])], prompt_width=2, vocab=14)
+    first = proc(torch.tensor([[5, 6], [5, 6]]), torch.zeros(2, 14))
+    assert torch.isinf(first[0, [10, 13]]).all() and (first[0, [11, 12]] == 0).all()
+    ids = torch.tensor([[5, 6, 11, 3], [5, 6, 4, 3]])  # row 0 has written item 11 since
     out = proc(ids, torch.zeros(2, 14))
     assert torch.isinf(out[0, [10, 11, 13]]).all() and out[0, 12] == 0
     assert torch.isinf(out[1, [10, 11, 12]]).all() and out[1, 13] == 0
