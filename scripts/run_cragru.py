@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--epochs", type=int, default=None, help="adapter epochs (default: the base LM's recipe)"
     )
+    p.add_argument(
+        "--recipe",
+        choices=["fast", "quality"],
+        default="fast",
+        help="named adapter recipe of the MiniLM base (llmrec.llm.recipe; docs/default_lm.md)",
+    )
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder=args.encoder,
         n_shards=args.shards,
         epochs=args.epochs,
+        recipe=args.recipe,
         seed=args.seed,
     )
     say = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))

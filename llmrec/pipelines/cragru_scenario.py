@@ -53,6 +53,7 @@ class ScenarioConfig:
     encoder: str = "text"
     n_shards: int = 4
     epochs: int | None = None  # None: the base model's recipe (llmrec.llm.recipe)
+    recipe: str = "fast"  # a named recipe of llmrec.llm.recipe.RECIPES
     seed: int = 2020
     ks: tuple[int, ...] = (5, 10, 20)
     blend_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
@@ -127,8 +128,8 @@ def _build_missing(ws: Workspace, cfg: ScenarioConfig, device: str, clock: _Cloc
             template=serve.template or "compact",
             answer_items=serve.answer_items,
             device=device,
-            lora=lora_settings(lm_dir, cfg.epochs),
-            examples=example_settings(lm_dir),
+            lora=lora_settings(lm_dir, cfg.epochs, recipe=cfg.recipe),
+            examples=example_settings(lm_dir, cfg.recipe),
         )
         clock("tune_adapters", lambda: tune_adapters(ws, acfg, progress=clock.say))
     return serve
