@@ -60,12 +60,19 @@ def register(sub, common) -> None:
 
 
 def _set_cf_method(ws, method: str, settings: list[str]) -> str:
-    from llmrec.unlearning import METHODS, method_names
+    from llmrec.unlearning import METHODS
+    from llmrec.unlearning.shard_unlearner import ShardedUnlearner
 
-    if method not in METHODS:
-        raise LlmrecError(
-            f"unknown CF method {method!r} (expected one of: {', '.join(method_names())})"
-        )
+    # an embedding unlearner that returns a model of the checkpoint's own class (a shard method
+    # turns it into a sharded ensemble, which 'llmrec evaluate' and the candidate sources do not
+    # read as a trained checkpoint)
+    usable = [
+        n
+        for n, c in METHODS.items()
+        if c.family == "embedding" and not issubclass(c, ShardedUnlearner)
+    ]
+    if method not in usable:
+        raise LlmrecError(f"unknown CF method {method!r} (expected one of: {', '.join(usable)})")
     cls = METHODS[method]
     params = parse_overrides(settings)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from llmrec.cli.main import main
@@ -110,9 +111,18 @@ def test_attribute_request_keeps_the_weights_and_bumps_the_version(tmp_path, cap
     assert run_audit(ws)["ok"]
 
 
-def test_unknown_cf_method_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["magic", "sisa", "cragru"])
+def test_unknown_cf_method_is_one_line(tmp_path, capsys, name):
+    """Not a method, a shard method (it would turn the checkpoint into an ensemble) or an
+    LLM-path method: refused in one line, the workspace's setting untouched."""
+    import llmrec.pipelines.compare  # noqa: F401  (registers the LLM-path methods)
+
     ws = small_workspace(tmp_path)
     assert ws.dataset.n_users  # writes workspace.json
-    rc = main(["forget", "--cf-method", "magic", "--workspace", str(ws.root)])
+    rc = main(["forget", "--cf-method", name, "--workspace", str(ws.root)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc != 0 and len(err) == 1 and "unknown CF method 'magic'" in err[0]
+    assert rc != 0 and len(err) == 1 and f"unknown CF method {name!r}" in err[0]
+    assert "finetune" in err[0] and "sisa" not in err[0].split("expected")[1]
+    assert json.loads((ws.root / "workspace.json").read_text()).get("cf_method", "retrain") == (
+        "retrain"
+    )
