@@ -17,7 +17,7 @@ The forget scenario that evaluates this serving is :mod:`llmrec.pipelines.cragru
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,19 @@ class CragruOptions:
 
 
 BLEND_FILE = "blend.json"
+
+#: prior weights searched on VALID for the served blend (0: the LM alone)
+BLEND_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+
+
+def choose_blend(
+    valid_score: Callable[[float], float], grid: Sequence[float] = BLEND_GRID
+) -> tuple[float, dict[float, float]]:
+    """The weight of ``grid`` whose blended lists score best on VALID (``valid_score(w)``, e.g.
+    NDCG@10), the smallest on ties, and the whole curve."""
+    curve = {float(w): float(valid_score(float(w))) for w in grid}
+    best = max(curve, key=lambda w: (curve[w], -w))
+    return best, curve
 
 
 def save_blend(ws: Workspace, weight: float, version: int, valid: float, cand_valid: float) -> None:

@@ -420,13 +420,16 @@ def _llm_lists(ctxs, ranked, weight: float | None, list_len: int) -> dict[int, n
 def _tune_blend(side: _Side, ctxs, ranked, cfg: ProtocolConfig) -> tuple[float, dict]:
     """The prior weight with the best VALID NDCG@10 of the exact source's LLM lists (the
     protocol's VALID part: retained valid, or the re-split's valid for the paper)."""
+    from llmrec.pipelines.cragru import choose_blend
+
     users = np.array([c.user for c in ctxs], dtype=np.int64)
     has = np.array([len(side.valid[u]) > 0 for u in users], dtype=bool)
-    curve = {}
-    for w in BLEND_GRID:
+
+    def valid_ndcg(w: float) -> float:
         lists = _llm_lists(ctxs, ranked, w, cfg.list_len)
-        curve[w] = float(list_metrics(lists, side.valid, users[has], 1)["ndcg@10"].mean())
-    best = max(BLEND_GRID, key=lambda w: (curve[w], -w))
+        return float(list_metrics(lists, side.valid, users[has], 1)["ndcg@10"].mean())
+
+    best, curve = choose_blend(valid_ndcg, BLEND_GRID)
     return best, {"tuned_on": "valid ndcg@10", "fitted_with": cfg.model, "curve": curve}
 
 

@@ -30,9 +30,11 @@ from llmrec.io import atomic_write_json, atomic_write_text
 from llmrec.llm.generator import MODES, Ranking
 from llmrec.llm.recipe import serving
 from llmrec.pipelines.cragru import (
+    BLEND_GRID,
     CragruOptions,
     CragruPipeline,
     blend_ranking,
+    choose_blend,
     default_lm_dir,
     save_blend,
 )
@@ -56,7 +58,7 @@ class ScenarioConfig:
     recipe: str = "fast"  # a named recipe of llmrec.llm.recipe.RECIPES
     seed: int = 2020
     ks: tuple[int, ...] = (5, 10, 20)
-    blend_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+    blend_grid: tuple[float, ...] = BLEND_GRID
     cold_users: int = 10  # subset: users with at most this many retained train interactions
     cold_items: int = 5  # subset: test items with at most this many retained train interactions
 
@@ -219,9 +221,10 @@ def _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate) ->
         return {r.user: blend_ranking(r, cands[r.user], w).items for r in lik}
 
     grid = sorted({*cfg.blend_grid, pipe.blend})
-    valid_curve = {w: evaluate(blended(w), "valid", users)["ndcg@10"] for w in grid}
+    best, valid_curve = choose_blend(
+        lambda w: evaluate(blended(w), "valid", users)["ndcg@10"], grid
+    )
     cand_valid = evaluate(methods["candidates"], "valid", users)["ndcg@10"]
-    best = max(grid, key=lambda w: (valid_curve[w], -w))
     methods["llm_likelihood"] = blended(best)
     save_blend(ws, best, int(data.version), valid_curve[best], cand_valid)
     return {

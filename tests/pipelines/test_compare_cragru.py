@@ -10,7 +10,7 @@ import pytest
 
 from llmrec.pipelines.compare import llm as compare_llm
 from llmrec.pipelines.compare import run_compare
-from llmrec.pipelines.cragru import default_lm_dir
+from llmrec.pipelines.cragru import BLEND_GRID, default_lm_dir
 from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
@@ -67,6 +67,12 @@ def test_llm_path_is_exact_and_unbiased_against_its_own_gold(run):
         assert "before the request" in m["references"]["original"]
         assert m["collateral"]["n_users"] > 0
         assert m["info"]["gold_serving"].startswith("the method's own serving")
+        # served as `llmrec recommend` serves: the prior weight chosen on VALID at each state
+        blend = m["info"]["blend"]
+        curve = {float(w): v for w, v in blend["after_valid_ndcg@10"].items()}
+        assert set(curve) == set(BLEND_GRID) and blend["gold"] == blend["after"]
+        assert curve[blend["after"]] == max(curve.values())
+        assert blend["original"] in BLEND_GRID
     assert seed["methods"]["cragru"]["fairness"]["shard_gf"]["own_shards"]
     md = open(run["run_dir"] + "/results.md").read()
     assert "adapters vs zero-shot" in md
@@ -92,13 +98,22 @@ class _FakePipe:
         import numpy as np
 
         self.order = np.asarray(order)
-        self.view = SimpleNamespace(forgotten_users=np.zeros(n_users, bool))
+        self.blend = 0.0
+        self.view = SimpleNamespace(
+            forgotten_users=np.zeros(n_users, bool), forgotten_items=np.zeros(n_items, bool)
+        )
         self.ws = SimpleNamespace(dataset=SimpleNamespace(n_items=n_items))
         self.store = SimpleNamespace(candidate_scores=lambda us: np.ones((len(us), n_items)))
 
-    def recommend(self, users, mode):
+    def context(self, user):
         from types import SimpleNamespace
 
+        return SimpleNamespace(candidates=self.order)
+
+    def recommend(self, users, mode, contexts=None, blend=None):
+        from types import SimpleNamespace
+
+        assert blend == 0.0  # the comparison blends the LM's own scores itself
         return [SimpleNamespace(items=self.order[:3]) for _ in users]
 
 

@@ -110,27 +110,87 @@ def _adapter_bytes(ws) -> dict[str, bytes]:
     return {k: (p / "adapter_model.safetensors").read_bytes() for k, p in paths.items()}
 
 
-def _serving(pipe, users: np.ndarray | None = None):
-    """A score function over a CRAGRU pipeline: its likelihood-mode ranking first, then the
-    candidate generator's order (rankings cached per user). ``users`` are ranked at once (for a
-    state that is about to change: the pre-forget serving)."""
-    n_items = pipe.ws.dataset.n_items
-    cache: dict[int, np.ndarray] = {}
+class _Serving:
+    """A CRAGRU pipeline scored as it is served: the likelihood-mode LM scores blended with the
+    candidate order by a prior weight tuned on the VALID part of ``tune_users`` at the
+    pipeline's own ledger state (as ``scripts/run_cragru.py`` tunes the served default; with
+    no such users the pipeline's own weight), ranked first, then the candidate generator's
+    order. Rankings are computed once per user (the LM pass never depends on the weight)."""
 
-    def score_fn(batch: np.ndarray) -> np.ndarray:
+    def __init__(self, pipe, tune_users: np.ndarray | None = None):
+        self.pipe = pipe
+        self.n_items = pipe.ws.dataset.n_items
+        self.raw: dict[int, tuple[object, np.ndarray, np.ndarray]] = {}
+        self.weight: float | None = None
+        self.curve: dict[float, float] = {}
+        self._tune_users = np.asarray([] if tune_users is None else tune_users, dtype=np.int64)
+
+    def _rank(self, users) -> None:
+        view = self.pipe.view
+        todo = [int(u) for u in users if int(u) not in self.raw and not view.forgotten_users[u]]
+        if not todo:
+            return
+        ctxs = [self.pipe.context(u) for u in todo]
+        base = self.pipe.store.candidate_scores(np.asarray(todo))
+        ranked = self.pipe.recommend(todo, "likelihood", contexts=ctxs, blend=0.0)
+        for u, c, r, b in zip(todo, ctxs, ranked, base):
+            self.raw[u] = (r, c.candidates[~view.forgotten_items[c.candidates]], b)
+
+    def _scores(self, users, weight: float) -> np.ndarray:
+        from llmrec.pipelines.cragru import blend_ranking
+
+        rows = []
+        for u in users:
+            got = self.raw.get(int(u))
+            if got is None:  # forgotten: nothing is served
+                rows.append(np.full(self.n_items, -np.inf, np.float32))
+                continue
+            r, cands, b = got
+            items = blend_ranking(r, cands, weight).items
+            rows.append(
+                ranking_first_scores(items, b, self.n_items, floor=-np.inf, dtype=np.float32)
+            )
+        return np.stack(rows) if rows else np.zeros((0, self.n_items), np.float32)
+
+    def tune(self) -> float:
+        """Choose the served weight on VALID (once)."""
+        from llmrec.pipelines.compare.harness import _valid_ndcg
+        from llmrec.pipelines.cragru import choose_blend
+
+        if self.weight is not None:
+            return self.weight
+        view = self.pipe.view
+        users = self._tune_users[~view.forgotten_users[self._tune_users]]
+        if not len(users):
+            self.weight = float(self.pipe.blend)
+            return self.weight
+        self._rank(users)
+        excl = view.forgotten_items if view.forgotten_items.any() else None
+
+        def valid(w: float) -> float:
+            fn = lambda batch: self._scores(batch, w)  # noqa: E731
+            return _valid_ndcg(fn, self.pipe.ws, view.keep, users, excl, 10)[0]
+
+        self.weight, self.curve = choose_blend(valid)
+        return self.weight
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        weight = self.tune()
         batch = np.asarray(batch, dtype=np.int64)
-        todo = [int(u) for u in batch if int(u) not in cache and not pipe.view.forgotten_users[u]]
-        if todo:
-            base = pipe.store.candidate_scores(np.asarray(todo))
-            for u, r, b in zip(todo, pipe.recommend(todo, "likelihood"), base):
-                cache[u] = ranking_first_scores(
-                    r.items, b, n_items, floor=-np.inf, dtype=np.float32
-                )
-        return np.stack([cache.get(int(u), np.full(n_items, -np.inf, np.float32)) for u in batch])
+        self._rank(batch)
+        return self._scores(batch, weight)
 
+    def info(self) -> dict:
+        return {"weight": self.weight, "valid_ndcg@10": {str(w): v for w, v in self.curve.items()}}
+
+
+def _serving(pipe, users: np.ndarray | None = None) -> _Serving:
+    """The served scores of a CRAGRU pipeline, the blend tuned on ``users``' VALID part; they
+    are ranked (and the weight chosen) at once: for a state that is about to change."""
+    fn = _Serving(pipe, users)
     if users is not None and len(users):
-        score_fn(np.asarray(users, dtype=np.int64))
-    return score_fn
+        fn.tune()
+    return fn
 
 
 #: users served by both the method and its verified-identical gold before the gold's serving
@@ -201,7 +261,10 @@ class Cragru(LLMMethod):
             diffs = timed("compare_stores", lambda: store.differences(scratch))
             exact = not diffs and (not self.adapters or _adapter_bytes(sub) == _adapter_bytes(gold))
         pipe = CragruPipeline(sub, opts)
-        score_fn = _timed_fn(_serving(pipe), phases, "serve_after")
+        after = _Serving(pipe, ref_users)
+        timed("serve_after", after.tune)
+        score_fn = _timed_fn(after, phases, "serve_after")
+        gold_weight = None
         gold_serving = None
         if exact is not None:
             gold_pipe = CragruPipeline(gold, opts)
@@ -212,8 +275,11 @@ class Cragru(LLMMethod):
                     f"the method's own serving: adapters and retrieval store byte-identical, "
                     f"{SPOT_CHECK_USERS} users served by both with identical rankings"
                 )
+                gold_weight = after.weight
             else:
-                gold_fn = _timed_fn(_serving(gold_pipe), phases, "serve_gold")
+                gold_serve = _Serving(gold_pipe, ref_users)
+                gold_weight = timed("serve_gold", gold_serve.tune)
+                gold_fn = _timed_fn(gold_serve, phases, "serve_gold")
         if pipe.assignment is not None:
             shards = np.asarray(pipe.assignment, dtype=np.int64)
             fu = np.unique(ctx.task.forget[0])
@@ -230,7 +296,14 @@ class Cragru(LLMMethod):
             exact=exact,
             info={
                 "stage_seconds": stages,
-                "blend": pipe.blend,
+                # prior weights of the served blend, each tuned on the reference users' VALID
+                # part at its own state (original, after the request, gold)
+                "blend": {
+                    "original": original_fn.weight,
+                    "after": after.weight,
+                    "gold": gold_weight,
+                    "after_valid_ndcg@10": after.info()["valid_ndcg@10"],
+                },
                 "adapters": self.adapters,
                 "workspace": str(sub.root),
                 "original_serving_seconds": phases["serve_original"],
@@ -271,7 +344,8 @@ class Cragru(LLMMethod):
             forget(sub, [req])
             seconds = time.perf_counter() - t0
             row = {"seconds": seconds, "initial_seconds": initial if j == 0 else 0.0}
-            rows.append({**row, **measure(_serving(CragruPipeline(sub, opts)), views[j + 1])})
+            # served with the pipeline's own prior weight (no reference users to tune it on)
+            rows.append({**row, **measure(_Serving(CragruPipeline(sub, opts)), views[j + 1])})
         return rows
 
 
