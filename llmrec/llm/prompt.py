@@ -210,15 +210,26 @@ class PromptBuilder:
                 f"but the model takes {self.limit} positions ({self.limit - budget} kept for the "
                 "answer): use fewer candidates or a shorter template"
             )
+        # the largest n that fits (token counts grow with n): interpolation search, since
+        # counts grow about linearly, with a bisection step whenever a guess shrank the
+        # bracket by less than half (same answer as plain bisection, fewer encodings)
         lo, hi = 0, n_all  # fits(lo), not fits(hi)
+        n_lo, n_hi = len(lo_ids), len(ids)
         best = (lo_text, lo_ids)
+        bisect = False
         while hi - lo > 1:
-            mid = (lo + hi) // 2
+            if bisect:
+                mid = (lo + hi) // 2
+            else:
+                guess = lo + (budget - n_lo) * (hi - lo) // max(1, n_hi - n_lo)
+                mid = min(max(guess, lo + 1), hi - 1)
+            width = hi - lo
             t, i = build(mid)
             if len(i) <= budget:
-                lo, best = mid, (t, i)
+                lo, n_lo, best = mid, len(i), (t, i)
             else:
-                hi = mid
+                hi, n_hi = mid, len(i)
+            bisect = not bisect and (hi - lo) * 2 > width
         return EncodedPrompt(best[0], best[1], lo, self.limit)
 
     def continuations(

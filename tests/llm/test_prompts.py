@@ -104,6 +104,20 @@ def test_builder_truncates_history_to_fit(tiny):
     # exactly the greedy fill: the longest history prefix that fits, not a coarse guess
     n = max(k for k in range(9) if len(b.render(ctx, k)) <= len(full) - 50)
     assert short == b.render(ctx, n) and 0 < n < 8
+    # the search finds the greedy fill for every budget and uneven entry lengths (long titles
+    # at the front), encoding far fewer prompts than there are history lengths
+    ctx = UserContext(0, {"age": 20}, np.arange(40) % 8, np.full(40, 4.0), np.arange(3))
+    lens = [len(b.render(ctx, k)) for k in range(41)]
+    calls = []
+    render = b.render
+    b.render = lambda c, k=None, labels=None: calls.append(k) or render(c, k, labels)
+    for limit in range(lens[0], lens[40] + 2):
+        calls.clear()
+        b.limit = limit
+        enc = b.encode(ctx, reserve=0)
+        want = max(k for k in range(41) if lens[k] <= limit)
+        assert enc.n_history == want and enc.text == render(ctx, want)
+        assert len(calls) <= 9
 
 
 def test_answer_text():

@@ -21,7 +21,9 @@ def patched(tmp_path_factory):
     ws = small_workspace(root)
     lm = tiny_lm(ws, default_lm_dir(ws))
 
-    def small_build(sub, lm_dir, seed, adapters=True):
+    def small_build(sub, lm_dir, seed, adapters=True, cache_dir=None):
+        # a CF-encoded store: its embeddings hold user data, so no cache is shared (cache_dir
+        # is the text encoder's)
         from llmrec.llm.adapters import tune_adapters
         from retrieval.store import RetrievalStore
 

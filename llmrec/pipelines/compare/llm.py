@@ -82,15 +82,22 @@ def _base_lm(ctx: Context):
     return shared
 
 
-def build_llm_path(sub, lm, seed: int, adapters: bool = True) -> None:
+def _text_cache(ctx: Context) -> Path:
+    """One text-embedding cache for every workspace of a comparison run (item text only: the
+    encoder never reads user data, so the catalogue is encoded once, not once per store)."""
+    return Path(ctx.run_dir) / "text-embeddings"
+
+
+def build_llm_path(sub, lm, seed: int, adapters: bool = True, cache_dir=None) -> None:
     """Retrieval store and (optionally) adapters, tuned with the base model's recipe
     (:mod:`llmrec.llm.recipe`: template, candidate/history shape, LoRA settings), as
-    ``llmrec adapters tune`` and ``scripts/run_cragru.py`` do."""
+    ``llmrec adapters tune`` and ``scripts/run_cragru.py`` do. ``cache_dir``: the store's
+    text-embedding cache (item text only), shared by the comparison's workspaces."""
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
     from llmrec.llm.recipe import example_settings, lora_settings, serving
     from retrieval.store import RetrievalStore
 
-    RetrievalStore.build(sub, encoder="text", n_candidates=50, seed=seed)
+    RetrievalStore.build(sub, encoder="text", n_candidates=50, seed=seed, cache_dir=cache_dir)
     if adapters:
         cfg = AdapterConfig(
             base=str(Path(lm).resolve()),
@@ -243,7 +250,7 @@ class Cragru(LLMMethod):
         lm = timed("base_lm", lambda: _base_lm(ctx))
         opts = CragruOptions(model=str(lm), adapters=self.adapters)
         sub = _sub_workspace(ctx, self.name)
-        timed("build", lambda: build_llm_path(sub, lm, self.seed, self.adapters))
+        timed("build", lambda: build_llm_path(sub, lm, self.seed, self.adapters, _text_cache(ctx)))
         ref_users = np.asarray(ctx.cache.get("reference_users", ()), dtype=np.int64)
         original_fn = timed(
             "serve_original", lambda: _serving(CragruPipeline(sub, opts), ref_users)
@@ -256,7 +263,10 @@ class Cragru(LLMMethod):
         exact, gold_fn = None, None
         if ctx.cache.get("verify_exact", True):
             gold = _sub_workspace(ctx, f"{self.name}-scratch", ctx.requests)
-            timed("build_gold", lambda: build_llm_path(gold, lm, self.seed, self.adapters))
+            timed(
+                "build_gold",
+                lambda: build_llm_path(gold, lm, self.seed, self.adapters, _text_cache(ctx)),
+            )
             store, scratch = RetrievalStore.load(sub), RetrievalStore.load(gold)
             diffs = timed("compare_stores", lambda: store.differences(scratch))
             exact = not diffs and (not self.adapters or _adapter_bytes(sub) == _adapter_bytes(gold))
@@ -335,7 +345,7 @@ class Cragru(LLMMethod):
         lm = _base_lm(c)
         sub = _sub_workspace(c, f"{self.name}-stream")
         t0 = time.perf_counter()
-        build_llm_path(sub, lm, self.seed, self.adapters)
+        build_llm_path(sub, lm, self.seed, self.adapters, _text_cache(c))
         initial = time.perf_counter() - t0
         opts = CragruOptions(model=str(lm), adapters=self.adapters)
         rows = []
