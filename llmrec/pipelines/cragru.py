@@ -9,7 +9,10 @@ Blending (likelihood mode): the adapters are tuned as a residual on top of the c
 generator's order (``logit + beta * prior``, prior ``-log2(2 + rank)``), so the served score is
 ``log p_LM(item) + blend * prior``; ``blend = 0`` is the pure LM ranking. The scenario tunes
 ``blend`` on the VALID part of the evaluated users (grid search) and stores it
-(``adapters/blend.json``) as the served default; without it ``blend = beta``.
+(``adapters/blend.json``) as the served default; without it ``blend = beta``. Users with at most
+10 retained train interactions get their own weight, tuned on their own VALID part
+(:class:`ServedBlend`): for them the candidate order is popularity and the LM's reading of the
+profile and titles is all there is.
 
 The forget scenario that evaluates this serving is :mod:`llmrec.pipelines.cragru_scenario`.
 """
@@ -85,8 +88,34 @@ def choose_blend(
     return best, curve
 
 
-def save_blend(ws: Workspace, weight: float, version: int, valid: float, cand_valid: float) -> None:
-    """Record the prior weight tuned on VALID (served by default afterwards)."""
+@dataclass(frozen=True)
+class ServedBlend:
+    """The served prior weight: ``weight`` for every user, or ``cold_weight`` for users with at
+    most ``cold_max`` retained train interactions (both tuned on VALID), where the LM's reading
+    of profile and titles should matter most."""
+
+    weight: float
+    cold_weight: float | None = None
+    cold_max: int = 10
+
+    def for_history(self, n_train: int) -> float:
+        """The weight of a user with ``n_train`` retained train interactions."""
+        if self.cold_weight is not None and n_train <= self.cold_max:
+            return self.cold_weight
+        return self.weight
+
+
+def save_blend(
+    ws: Workspace,
+    weight: float,
+    version: int,
+    valid: float,
+    cand_valid: float,
+    cold: dict | None = None,
+) -> None:
+    """Record the prior weight tuned on VALID (served by default afterwards); ``cold``:
+    ``{"max_train": N, "blend": w, ...}``, the weight of the users with at most N retained train
+    interactions, tuned on their VALID part."""
     from llmrec.llm.adapters import adapters_root
 
     atomic_write_json(
@@ -97,15 +126,24 @@ def save_blend(ws: Workspace, weight: float, version: int, valid: float, cand_va
             "ledger_version": version,
             "valid_ndcg@10": valid,
             "candidates_valid_ndcg@10": cand_valid,
+            **({"cold_users": cold} if cold else {}),
         },
     )
 
 
-def load_blend(ws: Workspace) -> float | None:
+def load_blend(ws: Workspace) -> ServedBlend | None:
     from llmrec.llm.adapters import adapters_root
 
     p = adapters_root(ws) / BLEND_FILE
-    return float(json.loads(p.read_text())["blend"]) if p.is_file() else None
+    if not p.is_file():
+        return None
+    d = json.loads(p.read_text())
+    cold = d.get("cold_users") or {}
+    return ServedBlend(
+        float(d["blend"]),
+        None if "blend" not in cold else float(cold["blend"]),
+        int(cold.get("max_train", 10)),
+    )
 
 
 def blend_ranking(r: Ranking, candidates: np.ndarray, weight: float) -> Ranking:
@@ -193,12 +231,24 @@ class CragruPipeline:
         if cfg is not None and not explicit:
             self._check_contract(cfg)
         if self.opt.blend is not None:
-            self.blend = float(self.opt.blend)
+            self.served_blend = ServedBlend(float(self.opt.blend))
         elif self.adapter_config is None:
-            self.blend = 0.0
+            self.served_blend = ServedBlend(0.0)
         else:
             tuned = load_blend(ws)
-            self.blend = self.adapter_config.lora.prior_weight if tuned is None else tuned
+            prior = ServedBlend(float(self.adapter_config.lora.prior_weight))
+            self.served_blend = prior if tuned is None else tuned
+
+    @property
+    def blend(self) -> float:
+        """The served prior weight of users with a history (:class:`ServedBlend`)."""
+        return self.served_blend.weight
+
+    def user_blend(self, user: int) -> float:
+        """The served prior weight of ``user`` (by their retained train history's length)."""
+        if self.served_blend.cold_weight is None:
+            return self.served_blend.weight
+        return self.served_blend.for_history(len(self.store.history(int(user))[0]))
 
     def _check_binding(self, cfg: Any, model: str, template: str | None, explicit: bool) -> None:
         """The base and template asked for are the adapters' own (unless named explicitly)."""
@@ -298,7 +348,7 @@ class CragruPipeline:
         ctxs = (
             list(contexts) if contexts is not None else [self.context(u, strategy) for u in users]
         )
-        weight = self.blend if blend is None else float(blend)
+        weights = [self.user_blend(u) if blend is None else float(blend) for u in users]
         out: dict[int, Ranking] = {}
         groups = (
             {None: list(range(len(users)))}
@@ -317,7 +367,7 @@ class CragruPipeline:
             for k, r in zip(idx, ranked):
                 cands = ctxs[k].candidates[~self.view.forgotten_items[ctxs[k].candidates]]
                 out[k] = _apply_policy(
-                    self.ws, self.view, users[k], blend_ranking(r, cands, weight)
+                    self.ws, self.view, users[k], blend_ranking(r, cands, weights[k])
                 )
         return [out[k] for k in range(len(users))]
 

@@ -209,29 +209,62 @@ def _regenerate(pipe: CragruPipeline, users: np.ndarray, cfg: ScenarioConfig, cl
     return ctxs, base, methods, outputs
 
 
+#: fewest cold users with which the scenario tunes them their own blend weight
+MIN_COLD_USERS = 10
+
+
 def _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate) -> dict[str, Any]:
     """Grid-search the likelihood blend on VALID, store it as the served default and add the
-    blended ranking as ``llm_likelihood`` to ``methods``."""
+    blended ranking as ``llm_likelihood`` to ``methods``.
+
+    Users with at most ``cfg.cold_users`` retained train interactions (as the pipeline counts
+    them) get their own weight, tuned on their VALID part, the others one weight tuned on
+    theirs: VALID NDCG is a mean over users, so the two choices are the joint optimum."""
     if "likelihood" not in outputs:
         return {}
     cands = {int(c.user): c.candidates for c in ctxs}
     lik = outputs["likelihood"]
+    n_train = np.array([len(pipe.store.history(int(u))[0]) for u in users])
+    cold = users[n_train <= cfg.cold_users]
+    warm = users[n_train > cfg.cold_users]
+    if len(cold) < MIN_COLD_USERS or not len(warm):
+        cold, warm = cold[:0], users
 
-    def blended(w: float) -> dict[int, np.ndarray]:
-        return {r.user: blend_ranking(r, cands[r.user], w).items for r in lik}
+    def blended(w: float, w_cold: float | None = None) -> dict[int, np.ndarray]:
+        is_cold = set(cold.tolist())
+        return {
+            r.user: blend_ranking(
+                r, cands[r.user], w if w_cold is None or r.user not in is_cold else w_cold
+            ).items
+            for r in lik
+        }
 
     grid = sorted({*cfg.blend_grid, pipe.blend})
-    best, valid_curve = choose_blend(
-        lambda w: evaluate(blended(w), "valid", users)["ndcg@10"], grid
-    )
+    best, valid_curve = choose_blend(lambda w: evaluate(blended(w), "valid", warm)["ndcg@10"], grid)
+    info: dict[str, Any] = {}
+    best_cold = None
+    if len(cold):
+        best_cold, cold_curve = choose_blend(
+            lambda w: evaluate(blended(w), "valid", cold)["ndcg@10"], grid
+        )
+        info["cold_users"] = {
+            "max_train": cfg.cold_users,
+            "users": int(len(cold)),
+            "blend": best_cold,
+            "valid_ndcg@10": {str(w): v for w, v in cold_curve.items()},
+        }
     cand_valid = evaluate(methods["candidates"], "valid", users)["ndcg@10"]
-    methods["llm_likelihood"] = blended(best)
-    save_blend(ws, best, int(data.version), valid_curve[best], cand_valid)
+    methods["llm_likelihood"] = blended(best, best_cold)
+    valid_best = evaluate(methods["llm_likelihood"], "valid", users)["ndcg@10"]
+    cold_saved = None if best_cold is None else {k: v for k, v in info["cold_users"].items()}
+    save_blend(ws, best, int(data.version), valid_best, cand_valid, cold_saved)
     return {
         "trained_prior_weight": pipe.blend,
         "valid_tuned_blend": best,
         "valid_ndcg@10": {str(w): v for w, v in valid_curve.items()},
+        "served_valid_ndcg@10": valid_best,
         "candidates_valid_ndcg@10": cand_valid,
+        **info,
     }
 
 

@@ -114,8 +114,42 @@ def test_scenario_writes_results_and_never_outputs_forgotten_items(ready):
     rows = [json.loads(x) for x in (run / "rankings.jsonl").read_text().splitlines()]
     assert all(str(ws.dataset.item_tokens[3]) not in r["items"] for r in rows)
     assert "NDCG@10" in format_results(s)
-    # the tuned blend is served by default from now on
-    assert CragruPipeline(ws).blend == s["blend"]["valid_tuned_blend"]
+    # the tuned blend is served by default from now on, the cold users' weight to them
+    pipe = CragruPipeline(ws)
+    assert pipe.blend == s["blend"]["valid_tuned_blend"]
+    cold = s["blend"]["cold_users"]  # the forget users keep no train interaction
+    assert cold["users"] >= 10 and pipe.served_blend.cold_weight == cold["blend"]
+    curve = {float(w): v for w, v in cold["valid_ndcg@10"].items()}
+    assert curve[cold["blend"]] == max(curve.values())
+    lens = np.array([len(pipe.store.history(v)[0]) for v in range(ws.dataset.n_users)])
+    u = int(np.flatnonzero(~pipe.view.forgotten_users & (lens == 0))[0])
+    assert pipe.user_blend(u) == cold["blend"]
+
+
+def test_served_blend_weighs_users_by_history_length(ready):
+    from llmrec.pipelines.cragru import ServedBlend, load_blend, save_blend
+
+    b = ServedBlend(4.0, 0.5, 10)
+    assert (b.for_history(10), b.for_history(11), ServedBlend(4.0).for_history(0)) == (0.5, 4, 4)
+    ws = ready
+    from llmrec.llm.adapters import adapters_root
+
+    path = adapters_root(ws) / "blend.json"
+    old = path.read_bytes() if path.is_file() else None
+    try:
+        # every user of the small workspace counts as cold under a large max_train
+        save_blend(ws, 4.0, 0, 0.1, 0.1, {"max_train": 10**6, "blend": 0.5})
+        assert load_blend(ws) == ServedBlend(4.0, 0.5, 10**6)
+        pipe = CragruPipeline(ws)
+        users = [0, 5, 9]
+        got = [r.items.tolist() for r in pipe.recommend(users)]
+        assert got == [r.items.tolist() for r in pipe.recommend(users, blend=0.5)]
+        assert pipe.blend == 4.0 and all(pipe.user_blend(u) == 0.5 for u in users)
+    finally:
+        if old is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(old)
 
 
 def test_forgotten_users_are_not_served_and_stale_adapters_refused(ready, tmp_path):

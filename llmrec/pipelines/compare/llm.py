@@ -354,8 +354,9 @@ class Cragru(LLMMethod):
             forget(sub, [req])
             seconds = time.perf_counter() - t0
             row = {"seconds": seconds, "initial_seconds": initial if j == 0 else 0.0}
-            # served with the pipeline's own prior weight (no reference users to tune it on)
-            rows.append({**row, **measure(_Serving(CragruPipeline(sub, opts)), views[j + 1])})
+            # the served blend tuned on the measured users' VALID part (TEST is measured)
+            served = _Serving(CragruPipeline(sub, opts), ctx.get("eval_users"))
+            rows.append({**row, **measure(served, views[j + 1]), "blend": served.tune()})
         return rows
 
 

@@ -79,7 +79,14 @@ def run_stream_seed(
         res = evaluate_users(score_fn, ws, view.keep, sample, excl, k)
         return {f"ndcg@{k}": float(res[f"ndcg@{k}"]), f"recall@{k}": float(res[f"recall@{k}"])}
 
-    ctx = {"ws": ws, "base": base, "seed": seed, "run_dir": run_dir, "original": original}
+    ctx = {
+        "ws": ws,
+        "base": base,
+        "seed": seed,
+        "run_dir": run_dir,
+        "original": original,
+        "eval_users": sample,  # an LLM method tunes its served blend on their VALID part
+    }
     out: dict[str, dict] = {}
     for name in methods:
         t = time.perf_counter()
