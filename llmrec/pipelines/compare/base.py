@@ -97,3 +97,12 @@ def train_original(ws, base: str, seed: int, before, train_pairs, overrides=None
     model = train_model(ws, base, seed=seed, data=data, **(overrides or {}))
     model.ledger_version = before.version
     return model, time.perf_counter() - t0
+
+
+def valid_ndcg(score_fn, ws: Workspace, keep: np.ndarray, users: np.ndarray, excl, k: int):
+    """Mean VALID NDCG@k over ``users`` (train items masked), as in early stopping."""
+    tr, va = pairs(ws, keep, TRAIN), pairs(ws, keep, VALID)
+    res = evaluate_ranking(
+        score_fn, ws.dataset.n_items, *tr, *va, ks=(k,), users=users, exclude_items=excl
+    )
+    return float(res[f"ndcg@{k}"]), int(res["n_users"])

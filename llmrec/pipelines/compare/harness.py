@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.data.split import TEST, TRAIN, VALID
+from llmrec.data.split import TEST
 from llmrec.errors import LlmrecError
-from llmrec.evaluation import evaluate_ranking
 from llmrec.evaluation.bias import (
     PerUser,
     interaction_matrix,
@@ -46,6 +45,7 @@ from llmrec.pipelines.compare.base import (
     evaluate_users,
     pairs,
     train_original,
+    valid_ndcg,
 )
 from llmrec.pipelines.compare.embedding import run_embedding
 from llmrec.pipelines.compare.scenario import REQUEST_KIND, Scenario
@@ -93,19 +93,10 @@ def _group_metrics(per: dict, users: np.ndarray, k: int = 10) -> dict:
 RETRAIN_TOLERANCE = 0.10
 
 
-def _valid_ndcg(score_fn, ws: Workspace, keep: np.ndarray, users: np.ndarray, excl, k: int):
-    """Mean VALID NDCG@k over ``users`` (train items masked), as in early stopping."""
-    tr, va = pairs(ws, keep, TRAIN), pairs(ws, keep, VALID)
-    res = evaluate_ranking(
-        score_fn, ws.dataset.n_items, *tr, *va, ks=(k,), users=users, exclude_items=excl
-    )
-    return float(res[f"ndcg@{k}"]), int(res["n_users"])
-
-
 def retrain_check(ws: Workspace, after, retrain_fn, original_fn, users, excl, k: int = 10) -> dict:
     """Is the retrained gold trustworthy? Its VALID NDCG@k on ``users`` against the original's."""
-    r, n = _valid_ndcg(retrain_fn, ws, after.keep, users, excl, k)
-    o, _ = _valid_ndcg(original_fn, ws, after.keep, users, excl, k)
+    r, n = valid_ndcg(retrain_fn, ws, after.keep, users, excl, k)
+    o, _ = valid_ndcg(original_fn, ws, after.keep, users, excl, k)
     ok = r >= (1 - RETRAIN_TOLERANCE) * o
     out = {
         f"retrain_valid_ndcg@{k}": r,

@@ -19,7 +19,7 @@ import numpy as np
 
 from llmrec.errors import LlmrecError
 from llmrec.evaluation.ranking import ranking_first_scores
-from llmrec.pipelines.compare.base import Context, MethodOutput
+from llmrec.pipelines.compare.base import Context, MethodOutput, valid_ndcg
 from llmrec.unlearning.method import Method
 from llmrec.unlearning.registry import register_method
 
@@ -161,7 +161,6 @@ class _Serving:
 
     def tune(self) -> float:
         """Choose the served weight on VALID (once)."""
-        from llmrec.pipelines.compare.harness import _valid_ndcg
         from llmrec.pipelines.cragru import choose_blend
 
         if self.weight is not None:
@@ -176,7 +175,7 @@ class _Serving:
 
         def valid(w: float) -> float:
             fn = lambda batch: self._scores(batch, w)  # noqa: E731
-            return _valid_ndcg(fn, self.pipe.ws, view.keep, users, excl, 10)[0]
+            return valid_ndcg(fn, self.pipe.ws, view.keep, users, excl, 10)[0]
 
         self.weight, self.curve = choose_blend(valid)
         return self.weight
