@@ -244,11 +244,15 @@ class CragruPipeline:
         """The served prior weight of users with a history (:class:`ServedBlend`)."""
         return self.served_blend.weight
 
+    def n_history(self, user: int) -> int:
+        """How many retained train items ``user`` has (what :class:`ServedBlend` groups by)."""
+        return len(self.store.history(int(user))[0])
+
     def user_blend(self, user: int) -> float:
         """The served prior weight of ``user`` (by their retained train history's length)."""
         if self.served_blend.cold_weight is None:
             return self.served_blend.weight
-        return self.served_blend.for_history(len(self.store.history(int(user))[0]))
+        return self.served_blend.for_history(self.n_history(user))
 
     def _check_binding(self, cfg: Any, model: str, template: str | None, explicit: bool) -> None:
         """The base and template asked for are the adapters' own (unless named explicitly)."""

@@ -224,14 +224,15 @@ def _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate) ->
         return {}
     cands = {int(c.user): c.candidates for c in ctxs}
     lik = outputs["likelihood"]
-    n_train = np.array([len(pipe.store.history(int(u))[0]) for u in users])
+    n_train = np.array([pipe.n_history(u) for u in users])
     cold = users[n_train <= cfg.cold_users]
     warm = users[n_train > cfg.cold_users]
     if len(cold) < MIN_COLD_USERS or not len(warm):
         cold, warm = cold[:0], users
 
+    is_cold = set(cold.tolist())
+
     def blended(w: float, w_cold: float | None = None) -> dict[int, np.ndarray]:
-        is_cold = set(cold.tolist())
         return {
             r.user: blend_ranking(
                 r, cands[r.user], w if w_cold is None or r.user not in is_cold else w_cold
@@ -256,8 +257,7 @@ def _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate) ->
     cand_valid = evaluate(methods["candidates"], "valid", users)["ndcg@10"]
     methods["llm_likelihood"] = blended(best, best_cold)
     valid_best = evaluate(methods["llm_likelihood"], "valid", users)["ndcg@10"]
-    cold_saved = None if best_cold is None else {k: v for k, v in info["cold_users"].items()}
-    save_blend(ws, best, int(data.version), valid_best, cand_valid, cold_saved)
+    save_blend(ws, best, int(data.version), valid_best, cand_valid, info.get("cold_users"))
     return {
         "trained_prior_weight": pipe.blend,
         "valid_tuned_blend": best,
