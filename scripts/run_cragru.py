@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from llmrec.cli.llm import RECIPE_NAMES  # noqa: E402
 from llmrec.errors import LlmrecError  # noqa: E402
 from llmrec.io import to_json  # noqa: E402
 from llmrec.llm.generator import MODES  # noqa: E402
@@ -43,7 +44,8 @@ from llmrec.pipelines.cragru_scenario import (  # noqa: E402
 from llmrec.workspace import Workspace  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (their defaults are the README's default path)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workspace", default="llmrec-workspace")
     p.add_argument("--dataset", default=None)
@@ -76,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--recipe",
-        choices=["fast", "quality"],
-        default="fast",
+        choices=RECIPE_NAMES,
+        default=RECIPE_NAMES[0],
         help="named adapter recipe of the MiniLM base (llmrec.llm.recipe; docs/default_lm.md)",
     )
     p.add_argument("--seed", type=int, default=2020)
@@ -90,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         help="toolkit: this leak-free scenario; paper: the CRAGRU reference's accounting beside "
         "the toolkit's on one run (scripts/cragru_protocols.py, --workspace as its root)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.protocol == "paper":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from cragru_protocols import main as protocols

@@ -55,7 +55,7 @@ class ScenarioConfig:
     encoder: str = "text"
     n_shards: int = 4
     epochs: int | None = None  # None: the base model's recipe (llmrec.llm.recipe)
-    recipe: str = "fast"  # a named recipe of llmrec.llm.recipe.RECIPES
+    recipe: str = "quality"  # a named recipe of llmrec.llm.recipe.RECIPES (its default)
     seed: int = 2020
     ks: tuple[int, ...] = (5, 10, 20)
     blend_grid: tuple[float, ...] = BLEND_GRID

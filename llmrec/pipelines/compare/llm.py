@@ -91,10 +91,12 @@ def _text_cache(ctx: Context) -> Path:
 def build_llm_path(sub, lm, seed: int, adapters: bool = True, cache_dir=None) -> None:
     """Retrieval store and (optionally) adapters, tuned with the base model's recipe
     (:mod:`llmrec.llm.recipe`: template, candidate/history shape, LoRA settings), as
-    ``llmrec adapters tune`` and ``scripts/run_cragru.py`` do. ``cache_dir``: the store's
-    text-embedding cache (item text only), shared by the comparison's workspaces."""
+    ``llmrec adapters tune`` does, but with :data:`~llmrec.llm.recipe.COMPARE_RECIPE`: the
+    comparison tunes every shard three times (original, after the request, gold) inside its time
+    budget. ``cache_dir``: the store's text-embedding cache (item text only), shared by the
+    comparison's workspaces."""
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
-    from llmrec.llm.recipe import example_settings, lora_settings, serving
+    from llmrec.llm.recipe import COMPARE_RECIPE, example_settings, lora_settings, serving
     from retrieval.store import RetrievalStore
 
     RetrievalStore.build(sub, encoder="text", n_candidates=50, seed=seed, cache_dir=cache_dir)
@@ -104,8 +106,8 @@ def build_llm_path(sub, lm, seed: int, adapters: bool = True, cache_dir=None) ->
             seed=seed,
             template=serving(lm).template,
             answer_items=serving(lm).answer_items,
-            lora=lora_settings(lm),
-            examples=example_settings(lm),
+            lora=lora_settings(lm, recipe=COMPARE_RECIPE),
+            examples=example_settings(lm, COMPARE_RECIPE),
         )
         tune_adapters(sub, cfg)
 
