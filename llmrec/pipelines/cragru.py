@@ -88,6 +88,29 @@ def choose_blend(
     return best, curve
 
 
+#: a user group keeps its own VALID-tuned weight only when, on its VALID users, that weight beats
+#: the common one by a paired t-test at this level: tuned on a few dozen users, the group's
+#: argmax alone is mostly noise (docs/default_lm.md)
+GROUP_BLEND_ALPHA = 0.05
+
+
+def group_weight(
+    own: float,
+    common: float,
+    own_scores: np.ndarray,
+    common_scores: np.ndarray,
+    alpha: float = GROUP_BLEND_ALPHA,
+) -> tuple[float, dict[str, float]]:
+    """The weight a user group is served: ``own`` (tuned on its VALID part) when the group's
+    per-user VALID scores under it beat those under ``common`` (same users, same order) with a
+    paired t-test p below ``alpha``, else ``common``; and the test's mean gain and p-value."""
+    from llmrec.evaluation.paired import paired_difference
+
+    test = paired_difference(own_scores, common_scores)
+    keep = own != common and test["mean_diff"] > 0 and test["t_p_value"] < alpha
+    return (own if keep else common), {"mean_diff": test["mean_diff"], "p": test["t_p_value"]}
+
+
 @dataclass(frozen=True)
 class ServedBlend:
     """The served prior weight: ``weight`` for every user, or ``cold_weight`` for users with at

@@ -36,6 +36,7 @@ from llmrec.pipelines.cragru import (
     blend_ranking,
     choose_blend,
     default_lm_dir,
+    group_weight,
     save_blend,
 )
 from llmrec.workspace import Workspace
@@ -219,7 +220,9 @@ def _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate) ->
 
     Users with at most ``cfg.cold_users`` retained train interactions (as the pipeline counts
     them) get their own weight, tuned on their VALID part, the others one weight tuned on
-    theirs: VALID NDCG is a mean over users, so the two choices are the joint optimum."""
+    theirs (VALID NDCG is a mean over users, so the two choices are the joint optimum); the cold
+    users' own weight is served only when it beats the common one on their VALID part
+    (:func:`~llmrec.pipelines.cragru.group_weight`)."""
     if "likelihood" not in outputs:
         return {}
     cands = {int(c.user): c.candidates for c in ctxs}
@@ -245,13 +248,21 @@ def _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate) ->
     info: dict[str, Any] = {}
     best_cold = None
     if len(cold):
-        best_cold, cold_curve = choose_blend(
+        tuned_cold, cold_curve = choose_blend(
             lambda w: evaluate(blended(w), "valid", cold)["ndcg@10"], grid
         )
+
+        def cold_scores(w: float) -> np.ndarray:
+            res = evaluate(blended(best, w), "valid", cold, per_user=True)
+            return np.asarray(res["per_user"]["ndcg@10"])
+
+        best_cold, gain = group_weight(tuned_cold, best, cold_scores(tuned_cold), cold_scores(best))
         info["cold_users"] = {
             "max_train": cfg.cold_users,
             "users": int(len(cold)),
             "blend": best_cold,
+            "tuned_blend": tuned_cold,
+            "valid_gain_over_common": gain,
             "valid_ndcg@10": {str(w): v for w, v in cold_curve.items()},
         }
     cand_valid = evaluate(methods["candidates"], "valid", users)["ndcg@10"]
@@ -321,9 +332,11 @@ def run_scenario(
     )
     ctxs, base, methods, outputs = _regenerate(pipe, users, cfg, clock)
 
-    def evaluate(rankings: dict[int, np.ndarray], part: str, who: np.ndarray) -> dict:
+    def evaluate(rankings: dict[int, np.ndarray], part: str, who: np.ndarray, per_user=False):
         fn = _score_fn(rankings, base, users, ds.n_items)
-        return evaluate_model(None, data, part, who, ks=cfg.ks, score_fn=fn)
+        return evaluate_model(
+            None, data, part, who, ks=cfg.ks, score_fn=fn, return_per_user=per_user
+        )
 
     blend_info = _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate)
     bpr = clock("bpr_retrain", lambda: train_model(ws, "bpr", seed=cfg.seed, data=data))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from llmrec.llm.adapters import tune_adapters
 from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir
 from llmrec.pipelines.cragru_scenario import ScenarioConfig, format_results, run_scenario
 from llmrec.pipelines.forget import forget
+from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
 from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
@@ -120,10 +122,26 @@ def test_scenario_writes_results_and_never_outputs_forgotten_items(ready):
     cold = s["blend"]["cold_users"]  # the forget users keep no train interaction
     assert cold["users"] >= 10 and pipe.served_blend.cold_weight == cold["blend"]
     curve = {float(w): v for w, v in cold["valid_ndcg@10"].items()}
-    assert curve[cold["blend"]] == max(curve.values())
+    assert curve[cold["tuned_blend"]] == max(curve.values())
+    # their own weight only when it beats the common one on their VALID part
+    own = cold["blend"] == cold["tuned_blend"] != pipe.blend
+    assert own == (cold["valid_gain_over_common"]["p"] < 0.05 and cold["blend"] != pipe.blend)
+    assert cold["blend"] in (cold["tuned_blend"], pipe.blend)
     lens = np.array([len(pipe.store.history(v)[0]) for v in range(ws.dataset.n_users)])
     u = int(np.flatnonzero(~pipe.view.forgotten_users & (lens == 0))[0])
     assert pipe.user_blend(u) == cold["blend"]
+
+
+def test_group_weight_needs_a_significant_valid_gain():
+    from llmrec.pipelines.cragru import group_weight
+
+    rng = np.random.default_rng(0)
+    common = rng.uniform(0, 0.3, 47)
+    assert group_weight(1.0, 16.0, common + 0.05, common)[0] == 1.0  # a consistent gain
+    noisy = common + rng.normal(0.005, 0.1, 47)  # a small mean gain, mostly noise
+    w, test = group_weight(1.0, 16.0, noisy, common)
+    assert w == 16.0 and test["p"] >= 0.05
+    assert group_weight(1.0, 16.0, common - 0.05, common)[0] == 16.0  # a consistent loss
 
 
 def test_served_blend_weighs_users_by_history_length(ready):
@@ -153,7 +171,10 @@ def test_served_blend_weighs_users_by_history_length(ready):
 
 
 def test_forgotten_users_are_not_served_and_stale_adapters_refused(ready, tmp_path):
-    ws = ready
+    # a copy: the request this test leaves unapplied would make every later test's serving
+    # refuse the module's workspace
+    shutil.copytree(ready.root, tmp_path / "ws")
+    ws = Workspace(tmp_path / "ws")
     pipe = CragruPipeline(ws)
     gone = (
         int(np.flatnonzero(pipe.view.forgotten_users)[0])
