@@ -248,15 +248,15 @@ def _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate) ->
     info: dict[str, Any] = {}
     best_cold = None
     if len(cold):
-        tuned_cold, cold_curve = choose_blend(
-            lambda w: evaluate(blended(w), "valid", cold)["ndcg@10"], grid
-        )
-
-        def cold_scores(w: float) -> np.ndarray:
-            res = evaluate(blended(best, w), "valid", cold, per_user=True)
-            return np.asarray(res["per_user"]["ndcg@10"])
-
-        best_cold, gain = group_weight(tuned_cold, best, cold_scores(tuned_cold), cold_scores(best))
+        # the cold users' per-user VALID NDCG@10 at every weight, evaluated once
+        per = {
+            float(w): np.asarray(
+                evaluate(blended(w), "valid", cold, per_user=True)["per_user"]["ndcg@10"]
+            )
+            for w in grid
+        }
+        tuned_cold, cold_curve = choose_blend(lambda w: per[w].mean(), grid)
+        best_cold, gain = group_weight(tuned_cold, best, per[tuned_cold], per[best])
         info["cold_users"] = {
             "max_train": cfg.cold_users,
             "users": int(len(cold)),
