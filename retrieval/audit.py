@@ -1,5 +1,5 @@
 """Forget audit of the retrieval artifacts (the ``retrieval`` stage's audit,
-:class:`llmrec.pipelines.stages.RetrievalStage`).
+:class:`llmrec.forget.registry.RetrievalStage`).
 
 For every retrieval store of the workspace, against the ledger's newest retained view:
 

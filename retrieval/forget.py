@@ -1,6 +1,6 @@
 """The ``retrieval`` forget stage's work: apply the ledger's requests to every retrieval store.
 
-:class:`llmrec.pipelines.stages.RetrievalStage` calls :func:`apply_stores` with the forget
+:class:`llmrec.forget.registry.RetrievalStage` calls :func:`apply_stores` with the forget
 runner's open ledger and retained views. Stores are found through the ledger's artifact table
 *and* the workspace's files (a store whose registry row was lost is still forgotten in), so a
 workspace may hold several (e.g. a text and a CF store). A workspace without a store has

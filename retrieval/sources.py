@@ -14,7 +14,7 @@
 A source built in a workspace is saved under ``artifacts/candidates/<name>.pt`` plus
 ``<name>.json`` (its record) and registered in the ledger's artifact table (kind
 :data:`KIND`), which is how the forget stage and the audit find it
-(:class:`llmrec.pipelines.stages.CandidateSourceStage` calls :func:`apply` and :func:`audit`).
+(:class:`llmrec.forget.registry.CandidateSourceStage` calls :func:`apply` and :func:`audit`).
 """
 
 from __future__ import annotations

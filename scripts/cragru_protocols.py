@@ -23,12 +23,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from llmrec.errors import LlmrecError  # noqa: E402
-from llmrec.io import to_json  # noqa: E402
-from llmrec.pipelines.cragru_paper import (  # noqa: E402
+from llmrec.experiments.cragru_paper import (  # noqa: E402
     ProtocolConfig,
     format_protocols,
     run_protocols,
 )
+from llmrec.io import to_json  # noqa: E402
 from retrieval.strategies import ALL_STRATEGIES  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run a CRAGRU forget scenario end to end (thin wrapper over llmrec.pipelines.cragru_scenario).
+"""Run a CRAGRU forget scenario end to end (thin wrapper over llmrec.experiments.cragru_scenario).
 
 Builds what the workspace lacks (catalog-only base LM, retrieval store, per-shard LoRA adapters),
 selects a forget set (default: the train interactions of 5% of the users, at random), applies
@@ -34,13 +34,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from llmrec.cli.llm import RECIPE_NAMES  # noqa: E402
 from llmrec.errors import LlmrecError  # noqa: E402
-from llmrec.io import to_json  # noqa: E402
-from llmrec.llm.generator import MODES  # noqa: E402
-from llmrec.pipelines.cragru_scenario import (  # noqa: E402
+from llmrec.experiments.cragru_scenario import (  # noqa: E402
     ScenarioConfig,
     format_results,
     run_scenario,
 )
+from llmrec.io import to_json  # noqa: E402
+from llmrec.llm.generator import MODES  # noqa: E402
 from llmrec.workspace import Workspace  # noqa: E402
 
 

@@ -18,7 +18,7 @@ DEFAULT_METHODS = "retrain,finetune,alteraser,reverse-bpr,cragru,cragru-zeroshot
 
 
 def register(sub, common) -> None:
-    import llmrec.pipelines.compare  # noqa: F401  (registers the LLM-path methods for the help)
+    import llmrec.experiments.compare  # noqa: F401  (registers the LLM-path methods for the help)
 
     for name, helptext in (
         (
@@ -85,7 +85,7 @@ def register(sub, common) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from llmrec.pipelines.compare import run_compare
+    from llmrec.experiments.compare import run_compare
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:

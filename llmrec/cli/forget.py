@@ -7,10 +7,10 @@ import argparse
 from llmrec.cli.common import emit, nonempty, open_workspace, parse_overrides
 from llmrec.data.requests import load_requests
 from llmrec.errors import LlmrecError
-from llmrec.pipelines.audit import run_audit
-from llmrec.pipelines.forget import forget, resume
-from llmrec.pipelines.stage_context import StageContext
-from llmrec.pipelines.stages import select
+from llmrec.forget.audit import run_audit
+from llmrec.forget.registry import select
+from llmrec.forget.runner import forget, resume
+from llmrec.forget.stage import StageContext
 from llmrec.workspace import POLICIES
 
 

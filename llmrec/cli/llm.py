@@ -186,7 +186,7 @@ def _say(args: argparse.Namespace):
 
 def cmd_build_lm(args: argparse.Namespace) -> int:
     from llmrec.llm.lm_builder import LMConfig, build_lm
-    from llmrec.pipelines.cragru import default_lm_dir
+    from llmrec.serving.cragru import default_lm_dir
 
     ws = open_workspace(args)
     out = Path(args.out) if args.out else default_lm_dir(ws)
@@ -231,7 +231,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
     from llmrec.llm.recipe import example_settings, lora_settings, serving
-    from llmrec.pipelines.cragru import default_lm_dir
+    from llmrec.serving.cragru import default_lm_dir
 
     ws = open_workspace(args)
     base = args.model or str(default_lm_dir(ws).resolve())
@@ -315,8 +315,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from llmrec.pipelines.cragru import CragruOptions, CragruPipeline
-    from llmrec.pipelines.served import log_served
+    from llmrec.serving.cragru import CragruOptions, CragruPipeline
+    from llmrec.serving.served_log import log_served
 
     ws = open_workspace(args)
     ds = ws.dataset

@@ -17,9 +17,9 @@ from llmrec.cli.common import (
 )
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.evaluation import evaluate_model
+from llmrec.forget.stages.checkpoints import record_extra, save_checkpoint
 from llmrec.models import MODEL_REGISTRY
 from llmrec.models.training import checkpoint_path, load_checkpoint, retained_data, train_model
-from llmrec.pipelines.checkpoints import record_extra, save_checkpoint
 
 
 def register(sub, common) -> None:

@@ -178,8 +178,8 @@ def _table(rows: list[tuple[str, object]]) -> str:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.data.requests import load_requests
     from llmrec.evaluation import evaluate_model
-    from llmrec.pipelines import forget as forget_pipeline
-    from llmrec.pipelines.checkpoints import start_unlearned
+    from llmrec.forget import runner as forget_pipeline
+    from llmrec.forget.stages.checkpoints import start_unlearned
     from llmrec.privacy.membership import pair_ranks, rank_summary
     from llmrec.unlearning import get_method, make_task
 

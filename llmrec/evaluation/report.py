@@ -1,6 +1,6 @@
 """Comparison outputs: aggregated table, significance tests, CSV/Markdown, PNG plots, HTML report.
 
-Input is the list of per-seed results of :func:`llmrec.pipelines.compare.run_seed`.
+Input is the list of per-seed results of :func:`llmrec.experiments.compare.run_seed`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Forget audit of the LoRA adapters (the ``adapters`` stage's audit,
-:class:`llmrec.pipelines.stages.AdapterStage`).
+:class:`llmrec.forget.registry.AdapterStage`).
 
 Each shard's manifest records the hash of the exact token stream it was tuned on, the hash of
 the adapter files written and the hash of the base model's weights. The audit checks, per shard:

@@ -1,6 +1,6 @@
 """Privacy attacks: what a model still reveals (membership inference, forgotten-pair rank, attributes).
 
-Not to be confused with the compliance audits of :mod:`llmrec.pipelines.audit` (does any artifact
+Not to be confused with the compliance audits of :mod:`llmrec.forget.audit` (does any artifact
 still hold forgotten data?): these attack a model and measure how much it leaks.
 """
 

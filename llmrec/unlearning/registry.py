@@ -3,7 +3,7 @@
 A method is one file: a :class:`~llmrec.unlearning.method.Method` subclass decorated with
 :func:`register_method` -- an :class:`~llmrec.unlearning.base.Unlearner` of a CF model (family
 ``embedding``, imported by ``llmrec/unlearning/__init__.py``) or an LLM-path method (family
-``llm``, registered by :mod:`llmrec.pipelines.compare.llm`). Everything that offers
+``llm``, registered by :mod:`llmrec.experiments.compare.llm`). Everything that offers
 methods (``llmrec unlearn``, its help, the comparison harness, the contract tests) reads this
 registry, so a registered class is everywhere at once::
 

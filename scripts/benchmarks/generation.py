@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from llmrec.errors import ArtifactError
     from llmrec.llm.lm_builder import build_lm
-    from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir
+    from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
     from llmrec.workspace import Workspace
     from retrieval.store import RetrievalStore
 

@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     from llmrec.data.parts import RetainedData
     from llmrec.evaluation import evaluate_model
+    from llmrec.experiments.compare import RETRAIN_TOLERANCE, Scenario
     from llmrec.models.training import train_model
-    from llmrec.pipelines.compare import RETRAIN_TOLERANCE, Scenario
     from llmrec.unlearning.base import make_task
     from llmrec.workspace import Workspace
 

@@ -10,8 +10,10 @@ functions count too):
    class, and the models' early stopping uses it, so it sits below them)
 3. ``llmrec.models``, ``llmrec.privacy`` (the CF models; the privacy attacks on a model)
 4. ``retrieval``, ``llmrec.llm``, ``llmrec.unlearning`` (the two forget paths and the LM)
-5. ``llmrec.pipelines`` (forget runner, stages, audit, CRAGRU, comparison)
-6. ``llmrec.cli``, ``llmrec.__main__``
+5. ``llmrec.serving`` (CRAGRU serving, the served-score blend, the served log)
+6. ``llmrec.forget`` (the forget runner, the stage protocol and registry, the stages, the audit)
+7. ``llmrec.experiments`` (comparison harness, scenarios, the paper protocol)
+8. ``llmrec.cli``, ``llmrec.__main__``
 
 Also checked: no import cycle between modules, no ``importlib.import_module`` / ``__import__``
 (imports by string hide the data flow), and no benchmark code in the library (benchmarks live
@@ -44,9 +46,11 @@ LAYERS: dict[str, int] = {
     "retrieval": 4,
     "llmrec.llm": 4,
     "llmrec.unlearning": 4,
-    "llmrec.pipelines": 5,
-    "llmrec.cli": 6,
-    "llmrec.__main__": 6,
+    "llmrec.serving": 5,
+    "llmrec.forget": 6,
+    "llmrec.experiments": 7,
+    "llmrec.cli": 8,
+    "llmrec.__main__": 8,
 }
 
 
@@ -267,17 +271,17 @@ def test_the_checks_find_planted_violations(tmp_path):
         {
             "llmrec/__init__.py": "",
             "llmrec/data/__init__.py": "",
-            "llmrec/data/a.py": "def f():\n    from llmrec.pipelines import run\n",
-            "llmrec/pipelines/__init__.py": "",
-            "llmrec/pipelines/run.py": "from . import other\nimport importlib\n"
+            "llmrec/data/a.py": "def f():\n    from llmrec.experiments import run\n",
+            "llmrec/experiments/__init__.py": "",
+            "llmrec/experiments/run.py": "from . import other\nimport importlib\n"
             "importlib.import_module('llmrec.x')\n",
-            "llmrec/pipelines/other.py": "from llmrec.pipelines.run import go\n",
+            "llmrec/experiments/other.py": "from llmrec.experiments.run import go\n",
             "llmrec/models/speed_bench.py": "import json\ndef emit(r):\n    print(json.dumps(r))\n",
         },
     )
-    assert s.upward() == ["llmrec.data.a:2 (layer 1) imports llmrec.pipelines.run (layer 5)"]
-    assert s.cycles() == [["llmrec.pipelines.other", "llmrec.pipelines.run"]]
-    assert s.dynamic() == ["llmrec.pipelines.run:3"]
+    assert s.upward() == ["llmrec.data.a:2 (layer 1) imports llmrec.experiments.run (layer 7)"]
+    assert s.cycles() == [["llmrec.experiments.other", "llmrec.experiments.run"]]
+    assert s.dynamic() == ["llmrec.experiments.run:3"]
     assert s.benchmarks() == [
         "llmrec.models.speed_bench: module named like a benchmark",
         "llmrec.models.speed_bench:2: defines emit()",

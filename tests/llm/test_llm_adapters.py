@@ -12,6 +12,7 @@ import pytest
 from llmrec.data.requests import ForgetRequest, users_request
 from llmrec.data.split import TRAIN
 from llmrec.errors import ArtifactError
+from llmrec.forget.runner import forget
 from llmrec.llm.adapters import (
     adapters_root,
     load_config,
@@ -22,7 +23,6 @@ from llmrec.llm.adapters import (
 )
 from llmrec.llm.catalog import Catalog
 from llmrec.llm.shards import shard_of
-from llmrec.pipelines.forget import forget
 from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 WEIGHTS = "adapter_model.safetensors"

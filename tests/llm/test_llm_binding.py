@@ -15,7 +15,7 @@ from llmrec.llm.audit import audit as audit_adapters
 from llmrec.llm.catalog import Catalog
 from llmrec.llm.generator import Generator
 from llmrec.llm.prompt import PromptTooLong, UserContext
-from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir
+from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
 from retrieval.store import RetrievalStore
 from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 

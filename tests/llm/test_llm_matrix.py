@@ -30,7 +30,7 @@ from llmrec.llm.catalog import Catalog
 from llmrec.llm.prompt import UserContext
 from llmrec.llm.shards import epoch_examples, shard_of
 from llmrec.llm.tiny_models import FAMILIES, build_tiny, catalog_corpus_text
-from llmrec.pipelines.cragru import CragruOptions, CragruPipeline
+from llmrec.serving.cragru import CragruOptions, CragruPipeline
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
 

@@ -137,7 +137,7 @@ def test_recipe_tunes_and_serves_the_minilm_model(built, tmp_path):
     served ranking covers the candidates and json answers parse."""
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
     from llmrec.llm.recipe import example_settings, lora_settings, serving
-    from llmrec.pipelines.cragru import CragruOptions, CragruPipeline
+    from llmrec.serving.cragru import CragruOptions, CragruPipeline
     from retrieval.store import RetrievalStore
 
     ws, out, _ = built

@@ -23,13 +23,13 @@ from llmrec.cli.main import main
 from llmrec.data.requests import parse_requests
 from llmrec.data.synthetic import SyntheticSpec, write_synthetic
 from llmrec.errors import ArtifactError
+from llmrec.forget.runner import forget
 from llmrec.llm.adapters import tune_adapters
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.generator import MODES
 from llmrec.llm.lm_builder import build_lm
 from llmrec.llm.parsing import parse_ranking
-from llmrec.pipelines.cragru import CragruOptions, CragruPipeline, default_lm_dir
-from llmrec.pipelines.forget import forget
+from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
 from tests.llm.test_llm_fixtures import TINY_LM, adapter_config

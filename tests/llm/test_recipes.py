@@ -25,8 +25,8 @@ def test_cli_spells_the_recipes_as_the_library():
 
 
 def test_default_path_and_compare_use_their_documented_recipes():
+    from llmrec.experiments.cragru_scenario import ScenarioConfig
     from llmrec.llm.recipe import COMPARE_RECIPE
-    from llmrec.pipelines.cragru_scenario import ScenarioConfig
 
     assert ScenarioConfig().recipe == DEFAULT_RECIPE
     assert build_parser().parse_args([]).recipe == DEFAULT_RECIPE
@@ -36,7 +36,7 @@ def test_default_path_and_compare_use_their_documented_recipes():
 def test_compare_tunes_with_the_compare_recipe(minilm_dir, monkeypatch):
     import llmrec.llm.adapters as adapters
     import retrieval.store as store
-    from llmrec.pipelines.compare.llm import build_llm_path
+    from llmrec.experiments.compare.llm import build_llm_path
 
     seen = []
     monkeypatch.setattr(store.RetrievalStore, "build", staticmethod(lambda *a, **k: None))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from llmrec.data.requests import ForgetRequest
-from llmrec.pipelines import stages
-from llmrec.pipelines.audit import run_audit
-from llmrec.pipelines.forget import forget
+from llmrec.forget import registry as stages
+from llmrec.forget.audit import run_audit
+from llmrec.forget.runner import forget
 from llmrec.workspace import Workspace
 from retrieval import sources
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llmrec.cli.main import main
-from llmrec.pipelines import stages
+from llmrec.forget import registry as stages
 from tests.retrieval.test_retrieval_store import shared_text_cache
 
 

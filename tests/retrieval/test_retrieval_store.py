@@ -25,8 +25,8 @@ from llmrec.data.requests import (
 from llmrec.data.retained import RetainedView
 from llmrec.data.split import TRAIN
 from llmrec.errors import ArtifactError, DataError
-from llmrec.pipelines import forget as forget_pipeline
-from llmrec.pipelines import stages
+from llmrec.forget import registry as stages
+from llmrec.forget import runner as forget_pipeline
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
 

@@ -129,7 +129,7 @@ def test_the_contract_catches_a_careless_method(tiny):
 
 def test_registered_method_is_offered_by_the_comparison_harness(plugged, capsys):
     from llmrec.cli.main import main
-    from llmrec.pipelines.compare import method_handles
+    from llmrec.experiments.compare import method_handles
 
     assert method_handles(plugged, "users")
     assert not method_handles(plugged, "attribute")
@@ -145,7 +145,7 @@ def _user_request(tiny):
 
 
 def test_registered_method_runs_in_llmrec_compare(plugged, tmp_path):
-    from llmrec.pipelines.compare import run_compare
+    from llmrec.experiments.compare import run_compare
     from llmrec.workspace import Workspace
     from tests.conftest import write_tiny_dataset
 

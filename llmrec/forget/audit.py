@@ -1,0 +1,335 @@
+"""``llmrec audit``: scan every artifact that can hold user data for forgotten records.
+
+The audit trusts nothing it can check:
+
+* **the ledger**: SQLite integrity, every stage of every request done;
+* **discovery**: artifacts are found from the workspace's files (retrieval stores, adapter
+  shards, CF checkpoints, the base LM) *and* from the ledger's registry; a store or adapter the
+  registry does not know, or a registered artifact whose files are partly gone, is a violation
+  (the forget stages would skip it); unregistered checkpoints are audited from their files;
+* **ledger identity**: an artifact claiming a ledger version the ledger does not have, or built
+  on another history (:meth:`~llmrec.data.ledger.Ledger.head`), means the ledger was lost or
+  replaced;
+* **content hashes** recorded when each artifact was written (:mod:`llmrec.integrity`): a
+  garbled, truncated or edited file is named;
+* then each forget stage's own audit (:data:`llmrec.forget.registry.STAGES`, the same list and
+  names the forget runner uses), which re-derives what it can from the retained data. A stage
+  whose artifact cannot be read reports that as a finding. Each stage is shown with its status:
+  ``clean``, ``approximate`` (a CF checkpoint updated by an approximate unlearning method: not a
+  violation, named with its method), ``violation`` or ``empty``.
+
+The ledger is opened once and the retained view built once for the whole scan. A finding is a
+dict with ``artifact`` (a name the user recognises), ``path`` and ``problem``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmrec.data.ledger import Ledger
+from llmrec.errors import ArtifactError, LlmrecError
+from llmrec.forget import registry as stage_registry
+from llmrec.forget.stage import Stage, StageAudit, StageContext
+from llmrec.forget.stages.checkpoints import checkpoint_files, unreadable_checkpoints
+from llmrec.integrity import verify
+from llmrec.workspace import Workspace
+
+# artifact kinds the forget stages update: a registry/file disagreement there blocks `forget`
+STAGED_KINDS = ("retrieval-store", "lora-adapter")
+
+
+def _finding(artifact: str, path: Path | str, problem: str) -> dict:
+    return {"artifact": artifact, "path": str(path), "problem": problem}
+
+
+# ------------------------------------------------------------------------------ discovery
+@dataclass(frozen=True)
+class Found:
+    """An artifact found on disk: its registry name, kind, path and the version it claims."""
+
+    name: str
+    kind: str
+    path: Path
+    claimed_version: int | None = None
+    claimed_head: str | None = None
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def discover(ws: Workspace) -> list[Found]:
+    """Artifacts present in the workspace's ``artifacts/`` folder, whatever the ledger says."""
+    art = ws.root / "artifacts"
+    out: list[Found] = []
+    if not art.is_dir():
+        return out
+    for d in sorted(p for p in art.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (d / "manifest.json").is_file() or _store_leftovers(d):
+            man = _json(d / "manifest.json") or {}
+            out.append(
+                Found(
+                    f"retrieval-store:{d.name}",
+                    "retrieval-store",
+                    d,
+                    _int(man.get("ledger_version")),
+                    man.get("ledger_head") if isinstance(man.get("ledger_head"), str) else None,
+                )
+            )
+    adapters = art / "adapters"
+    if adapters.is_dir():
+        for d in sorted(adapters.glob("shard-[0-9]*")):
+            if d.is_dir():
+                m = _json(d / "llmrec_shard.json") or {}
+                out.append(Found(f"adapter/{d.name}", "lora-adapter", d, _int(m.get("trained_at"))))
+    for name, p in checkpoint_files(ws):
+        out.append(Found(name, "checkpoint", p))
+    if (art / "lm" / "config.json").is_file():
+        out.append(Found("lm/base", "base-lm", art / "lm"))
+    return out
+
+
+def _store_leftovers(d: Path) -> bool:
+    """A folder holding retrieval-store files (index/clusters/counts) without its manifest."""
+    return any(d.glob("index.v*.faiss")) or (d / "counts.npy").is_file()
+
+
+def consistency(
+    ws: Workspace, ledger: Ledger | None = None, deep: bool = True
+) -> tuple[list[dict], list[str]]:
+    """Registry versus files versus ledger history; ``deep`` also verifies content hashes.
+    ``ledger``: an open ledger of ``ws`` (default: open one if the workspace has a ledger).
+
+    Returns ``(findings, notes)``; notes are registered artifacts deleted as a whole (no data
+    left behind, nothing to forget in them).
+    """
+    findings: list[dict] = []
+    notes: list[str] = []
+    found = discover(ws)
+    if ledger is not None or ws.ledger_path.exists():
+        with ws.ledger() if ledger is None else nullcontext(ledger) as led:
+            latest = led.version
+            registry = led.artifacts()
+            heads = {
+                v: led.head(v)
+                for v in {a["ledger_version"] for a in registry}
+                | {f.claimed_version for f in found if f.claimed_version is not None}
+                if v <= latest
+            }
+    else:
+        latest, registry, heads = 0, [], {0: None}
+    replaced = "the ledger was lost or replaced (restore it from a backup, or rebuild the artifact)"
+    by_name = {a["name"]: a for a in registry}
+    for a in registry:
+        path = Path(a["path"])
+        name = a["name"]
+        if a["ledger_version"] > latest:
+            findings.append(
+                _finding(
+                    name,
+                    path,
+                    f"registered at ledger v{a['ledger_version']} but the ledger "
+                    f"is at v{latest}: {replaced}",
+                )
+            )
+        head = a["detail"].get("ledger_head")
+        if head and heads.get(a["ledger_version"]) not in (None, head):
+            findings.append(
+                _finding(
+                    name,
+                    path,
+                    f"built on another ledger history than v{a['ledger_version']}"
+                    f" of this one: {replaced}",
+                )
+            )
+        if not path.exists():
+            notes.append(f"{name}: deleted ({path})")
+            continue
+        recorded = a["detail"].get("sha256")
+        if isinstance(recorded, dict) and recorded:
+            if deep:
+                problems = verify(path, recorded)
+            else:
+                problems = [
+                    f"{rel or path.name} is missing"
+                    for rel in recorded
+                    if not (path / rel if rel else path).is_file()
+                ]
+            for p in problems:
+                findings.append(_finding(name, path, p))
+    for f in found:
+        if f.claimed_version is not None and f.claimed_version > latest:
+            findings.append(
+                _finding(
+                    f.name,
+                    f.path,
+                    f"claims ledger v{f.claimed_version} but the ledger is "
+                    f"at v{latest}: {replaced}",
+                )
+            )
+        elif f.claimed_head and heads.get(f.claimed_version) not in (None, f.claimed_head):
+            findings.append(
+                _finding(
+                    f.name,
+                    f.path,
+                    f"built on another ledger history than "
+                    f"v{f.claimed_version} of this one: {replaced}",
+                )
+            )
+        if f.name not in by_name and f.kind in STAGED_KINDS:
+            findings.append(
+                _finding(
+                    f.name,
+                    f.path,
+                    "present in the workspace but not in the ledger's "
+                    "registry (rows deleted or ledger replaced): forgets would skip it; "
+                    "rebuild it",
+                )
+            )
+    adapters = ws.root / "artifacts" / "adapters"
+    shards = [f for f in found if f.kind == "lora-adapter"] or [
+        a for a in registry if a["kind"] == "lora-adapter" and Path(a["path"]).exists()
+    ]
+    cfg = _json(adapters / "config.json")
+    n_shards = _int(cfg.get("n_shards")) if cfg else None
+    for f in found:
+        if f.kind == "lora-adapter" and n_shards is not None:
+            idx = f.path.name.removeprefix("shard-")
+            if idx.isdigit() and int(idx) >= n_shards:
+                findings.append(
+                    _finding(
+                        f.name,
+                        f.path,
+                        f"left over from an earlier tuning (the adapters "
+                        f"have {n_shards} shards now): no forget updates it; delete it",
+                    )
+                )
+    if shards and not (adapters / "config.json").is_file():
+        findings.append(
+            _finding(
+                "adapters",
+                adapters / "config.json",
+                "adapters/config.json is missing "
+                "while shard adapters exist: forgets would skip them; re-tune with "
+                "'llmrec adapters tune --force'",
+            )
+        )
+    return findings, notes
+
+
+def preflight(ws: Workspace, ledger: Ledger | None = None) -> None:
+    """Refuse to record a request the stages could not apply to every artifact (cheap: no
+    hashing). :class:`ArtifactError` with the first problem."""
+    findings, _ = consistency(ws, ledger, deep=False)
+    staged = [
+        f
+        for f in findings
+        if f["artifact"].split(":")[0] in ("retrieval-store", "adapters")
+        or f["artifact"].startswith("adapter/")
+        or "ledger" in f["problem"]
+    ]
+    staged += unreadable_checkpoints(ws)
+    if staged:
+        f = staged[0]
+        more = f" (and {len(staged) - 1} more: see 'llmrec audit')" if len(staged) > 1 else ""
+        raise ArtifactError(f"refusing to forget: {f['artifact']}: {f['problem']}{more}")
+
+
+# ------------------------------------------------------------------------------ ledger
+def audit_ledger(ws: Workspace) -> list[dict]:
+    findings = []
+    path = ws.ledger_path
+    if not path.exists():
+        return findings
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [_finding("ledger", path, f"cannot open: {exc}")]
+    try:
+        ok = db.execute("PRAGMA integrity_check").fetchone()[0]
+        if ok != "ok":
+            findings.append(_finding("ledger", path, f"integrity check: {ok}"))
+        for stage in (s.name for s in stage_registry.STAGES):
+            rows = db.execute(
+                "SELECT r.version FROM requests r LEFT JOIN stages s ON s.version=r.version AND s.stage=? "
+                "WHERE s.status IS NULL OR s.status!='done' ORDER BY r.version",
+                (stage,),
+            ).fetchall()
+            if rows:
+                vs = [r[0] for r in rows]
+                findings.append(
+                    _finding(
+                        f"stage:{stage}",
+                        path,
+                        f"requests {vs[:10]} not applied (run 'llmrec forget' to resume)",
+                    )
+                )
+    except sqlite3.Error as exc:
+        findings.append(_finding("ledger", path, f"unreadable ({exc}): restore it from a backup"))
+    finally:
+        db.close()
+    return findings
+
+
+def _run_stage_audit(stage: Stage, ctx: StageContext) -> StageAudit:
+    try:
+        return stage.audit(ctx)
+    except Exception as exc:  # noqa: BLE001 - whatever breaks an audit is a finding
+        # the artifact could not even be read: that is a finding, not a crash
+        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        return StageAudit(
+            [_finding(stage.name, ctx.ws.root / "artifacts", f"cannot be audited: {msg}")]
+        )
+
+
+def run_audit(ws: Workspace) -> dict:
+    """All findings, what was scanned and each stage's status (module docstring)."""
+    findings = audit_ledger(ws)
+    ledger = None
+    try:
+        if ws.ledger_path.exists():
+            ledger = ws.ledger()
+        ctx = StageContext.open(ws, ledger)
+    except (LlmrecError, sqlite3.Error, ValueError, KeyError) as exc:
+        if ledger is not None:
+            ledger.close()
+        findings.append(_finding("ledger", ws.ledger_path, f"unreadable: {str(exc)[:300]}"))
+        return {"ledger_version": None, "scanned": ["ledger"], "violations": findings, "ok": False}
+    try:
+        more, notes = consistency(ws, ledger)
+        findings += more
+        scanned = ["ledger", "registry"]
+        stages: dict[str, dict] = {}
+        for stage in stage_registry.STAGES:
+            rep = _run_stage_audit(stage, ctx)
+            findings += rep.findings
+            scanned.append(stage.name)
+            stages[stage.name] = {
+                "status": rep.status,
+                "artifacts": rep.artifacts,
+                "approximate": rep.approximate,
+                "violations": len(rep.findings),
+            }
+    finally:
+        if ledger is not None:
+            ledger.close()
+    return {
+        "ledger_version": ctx.version,
+        "scanned": scanned,
+        "stages": stages,
+        "violations": findings,
+        "notes": notes,
+        "ok": not findings,
+    }

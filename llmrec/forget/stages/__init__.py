@@ -1,0 +1,1 @@
+"""Forget stages: one module per artifact family."""

@@ -1,0 +1,2 @@
+"""Serving: CRAGRU's retrieval + LLM regeneration for one user, its served-score blend and the
+served-recommendation log."""

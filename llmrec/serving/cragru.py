@@ -1,0 +1,416 @@
+"""CRAGRU serving: forget-aware retrieval + LLM regeneration for a user.
+
+Serving (:class:`CragruPipeline`): for a user, the retrieval store gives the retained history
+selected by a CRAGRU strategy, the visible profile and the candidate list (exactly unlearnable
+co-occurrence generator); the prompt is rendered with a template; the user's shard adapter on
+the base LM regenerates the ranking in one of three modes (:mod:`llmrec.llm.generator`).
+
+Blending (likelihood mode): the adapters are tuned as a residual on top of the candidate
+generator's order (``logit + beta * prior``, prior ``-log2(2 + rank)``), so the served score is
+``log p_LM(item) + blend * prior``; ``blend = 0`` is the pure LM ranking. The scenario tunes
+``blend`` on the VALID part of the evaluated users (grid search) and stores it
+(``adapters/blend.json``) as the served default; without it ``blend = beta``. Users with at most
+10 retained train interactions get their own weight, tuned on their own VALID part
+(:class:`ServedBlend`): for them the candidate order is popularity and the LM's reading of the
+profile and titles is all there is.
+
+The forget scenario that evaluates this serving is :mod:`llmrec.experiments.cragru_scenario`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrec.errors import ArtifactError, DataError
+from llmrec.io import atomic_write_json
+from llmrec.llm.catalog import Catalog
+from llmrec.llm.generator import RANK_MODES, Generator, Ranking
+from llmrec.llm.loading import LoadOptions, resolve_base, weights_hash
+from llmrec.llm.lora import rank_prior
+from llmrec.llm.prompt import UserContext
+from llmrec.llm.recipe import serving
+from llmrec.serving.served_log import suppress_filter
+from llmrec.workspace import Workspace
+
+LM_DIR = ("artifacts", "lm")
+
+
+def default_lm_dir(ws: Workspace) -> Path:
+    """Where ``llmrec build-lm`` puts the workspace's base model."""
+    return ws.root.joinpath(*LM_DIR)
+
+
+@dataclass
+class CragruOptions:
+    """Serving options.
+
+    ``model``: hub id or folder (default: the base the workspace's adapters were tuned on, else
+    the workspace's built LM). ``adapters``: ``True`` the workspace's adapters, ``False`` (or
+    ``"none"``) the base model alone, a folder: the adapters tuned there (named explicitly, they
+    may be served with another template or base). ``template`` and ``n_candidates`` default to
+    the adapters' own (the list length they were tuned on), else to the base model's recipe
+    (:func:`llmrec.llm.recipe.serving`), which also sets the default history budget. ``load``: dtype, device map, attention implementation, remote code of the base.
+    """
+
+    model: str | None = None
+    adapters: bool | str = True
+    template: str | None = None
+    strategy: str = "preference"
+    history: int | None = None
+    n_candidates: int | None = None
+    top_k: int = 10
+    batch_size: int = 32
+    device: str = "cpu"
+    blend: float | None = None
+    scope: str = "candidates"
+    load: LoadOptions | None = None
+
+
+BLEND_FILE = "blend.json"
+
+#: prior weights searched on VALID for the served blend (0: the LM alone)
+BLEND_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+
+
+def choose_blend(
+    valid_score: Callable[[float], float], grid: Sequence[float] = BLEND_GRID
+) -> tuple[float, dict[float, float]]:
+    """The weight of ``grid`` whose blended lists score best on VALID (``valid_score(w)``, e.g.
+    NDCG@10), the smallest on ties, and the whole curve."""
+    curve = {float(w): float(valid_score(float(w))) for w in grid}
+    best = max(curve, key=lambda w: (curve[w], -w))
+    return best, curve
+
+
+#: a user group keeps its own VALID-tuned weight only when, on its VALID users, that weight beats
+#: the common one by a paired t-test at this level: tuned on a few dozen users, the group's
+#: argmax alone is mostly noise (docs/default_lm.md)
+GROUP_BLEND_ALPHA = 0.05
+
+
+def group_weight(
+    own: float,
+    common: float,
+    own_scores: np.ndarray,
+    common_scores: np.ndarray,
+    alpha: float = GROUP_BLEND_ALPHA,
+) -> tuple[float, dict[str, float]]:
+    """The weight a user group is served: ``own`` (tuned on its VALID part) when the group's
+    per-user VALID scores under it beat those under ``common`` (same users, same order) with a
+    paired t-test p below ``alpha``, else ``common``; and the test's mean gain and p-value."""
+    from llmrec.evaluation.paired import paired_difference
+
+    test = paired_difference(own_scores, common_scores)
+    keep = own != common and test["mean_diff"] > 0 and test["t_p_value"] < alpha
+    return (own if keep else common), {"mean_diff": test["mean_diff"], "p": test["t_p_value"]}
+
+
+@dataclass(frozen=True)
+class ServedBlend:
+    """The served prior weight: ``weight`` for every user, or ``cold_weight`` for users with at
+    most ``cold_max`` retained train interactions (both tuned on VALID), where the LM's reading
+    of profile and titles should matter most."""
+
+    weight: float
+    cold_weight: float | None = None
+    cold_max: int = 10
+
+    def for_history(self, n_train: int) -> float:
+        """The weight of a user with ``n_train`` retained train interactions."""
+        if self.cold_weight is not None and n_train <= self.cold_max:
+            return self.cold_weight
+        return self.weight
+
+
+def save_blend(
+    ws: Workspace,
+    weight: float,
+    version: int,
+    valid: float,
+    cand_valid: float,
+    cold: dict | None = None,
+) -> None:
+    """Record the prior weight tuned on VALID (served by default afterwards); ``cold``:
+    ``{"max_train": N, "blend": w, ...}``, the weight of the users with at most N retained train
+    interactions, tuned on their VALID part."""
+    from llmrec.llm.adapters import adapters_root
+
+    atomic_write_json(
+        adapters_root(ws) / BLEND_FILE,
+        {
+            "blend": weight,
+            "tuned_on": "valid ndcg@10",
+            "ledger_version": version,
+            "valid_ndcg@10": valid,
+            "candidates_valid_ndcg@10": cand_valid,
+            **({"cold_users": cold} if cold else {}),
+        },
+    )
+
+
+def load_blend(ws: Workspace) -> ServedBlend | None:
+    from llmrec.llm.adapters import adapters_root
+
+    p = adapters_root(ws) / BLEND_FILE
+    if not p.is_file():
+        return None
+    d = json.loads(p.read_text())
+    cold = d.get("cold_users") or {}
+    return ServedBlend(
+        float(d["blend"]),
+        None if "blend" not in cold else float(cold["blend"]),
+        int(cold.get("max_train", 10)),
+    )
+
+
+def blend_ranking(r: Ranking, candidates: np.ndarray, weight: float) -> Ranking:
+    """Re-sort a likelihood ranking by ``score + weight * prior(rank in candidates)``."""
+    if weight == 0 or r.mode != "likelihood" or not len(r.items):
+        return r
+    rank = {int(c): k for k, c in enumerate(candidates)}
+    prior = rank_prior(len(candidates))
+    pos = np.array([rank[int(i)] for i in r.items])
+    score = r.scores + weight * prior[pos]
+    order = np.lexsort((pos, -score))
+    return Ranking(
+        r.user,
+        r.items[order],
+        score[order],
+        r.mode,
+        r.fallback,
+        r.report,
+        r.text,
+        {**r.extra, "blend": weight},
+    )
+
+
+class CragruPipeline:
+    """Serve regenerated rankings from a workspace's store, base model and adapters, under the
+    prompt contract the adapters were tuned with (template, chat template, BOS, budget)."""
+
+    def __init__(self, ws: Workspace, options: CragruOptions | None = None, store: Any = None):
+        from llmrec.llm.adapters import adapters_root, load_config
+        from llmrec.llm.shards import shard_of
+        from retrieval.store import RetrievalStore
+
+        self.ws = ws
+        self.opt = options or CragruOptions()
+        self.store = store or RetrievalStore.load(ws)
+        ds = ws.dataset
+        self.catalog = Catalog.from_dataset(ds)
+        want = self.opt.adapters
+        explicit = isinstance(want, str) and want != "none"
+        root = Path(want) if explicit else adapters_root(ws)
+        cfg = load_config(ws, root) if want and want != "none" else None
+        if explicit and cfg is None:
+            raise ArtifactError(f"no adapters under {root} (config.json missing)")
+        if cfg is not None:
+            model = self.opt.model or cfg.base
+        else:
+            model = self.opt.model or str(default_lm_dir(ws))
+            if self.opt.model is None and not Path(model).is_dir():
+                raise ArtifactError(f"no base model in {model}: run 'llmrec build-lm' first")
+        model = resolve_base(model)
+        template = self.opt.template
+        adapters = None
+        self.adapter_config = None
+        self.adapter_root = root if cfg is not None else None
+        recipe = serving(model)
+        self.history = self.opt.history
+        self.n_candidates = self.opt.n_candidates
+        if cfg is not None:
+            self._check_binding(cfg, model, template, explicit)
+            template = template or cfg.template
+            adapters = self._adapter_paths(cfg, root, explicit)
+            self.adapter_config = cfg
+            if self.n_candidates is None:  # rank lists of the length the adapters learned
+                self.n_candidates = cfg.examples.n_candidates
+        else:
+            template = template or recipe.template
+        self.history = recipe.history if self.history is None else self.history
+        self.n_candidates = recipe.n_candidates if self.n_candidates is None else self.n_candidates
+        self.assignment = shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters else None
+        load = self.opt.load or (cfg.load if cfg is not None else LoadOptions())
+        self.generator = Generator.from_pretrained(
+            model,
+            self.catalog,
+            adapters=adapters,
+            device=self.opt.device,
+            template=template,
+            batch_size=self.opt.batch_size,
+            top_k=self.opt.top_k,
+            dtype=None if load.dtype == "auto" else load.dtype,
+            device_map=load.device_map,
+            attn_implementation=load.attn_implementation,
+            trust_remote_code=load.trust_remote_code,
+            revision=load.revision,
+        )
+        if cfg is not None and not explicit:
+            self._check_contract(cfg)
+        if self.opt.blend is not None:
+            self.served_blend = ServedBlend(float(self.opt.blend))
+        elif self.adapter_config is None:
+            self.served_blend = ServedBlend(0.0)
+        else:
+            tuned = load_blend(ws)
+            prior = ServedBlend(float(self.adapter_config.lora.prior_weight))
+            self.served_blend = prior if tuned is None else tuned
+
+    @property
+    def blend(self) -> float:
+        """The served prior weight of users with a history (:class:`ServedBlend`)."""
+        return self.served_blend.weight
+
+    def n_history(self, user: int) -> int:
+        """How many retained train items ``user`` has (what :class:`ServedBlend` groups by)."""
+        return len(self.store.history(int(user))[0])
+
+    def user_blend(self, user: int) -> float:
+        """The served prior weight of ``user`` (by their retained train history's length)."""
+        if self.served_blend.cold_weight is None:
+            return self.served_blend.weight
+        return self.served_blend.for_history(self.n_history(user))
+
+    def _check_binding(self, cfg: Any, model: str, template: str | None, explicit: bool) -> None:
+        """The base and template asked for are the adapters' own (unless named explicitly)."""
+        from prompts import template_ref
+
+        if explicit:
+            return
+        if model != resolve_base(cfg.base):
+            raise ArtifactError(
+                f"the adapters were tuned on {cfg.base}, not {model}: serve without --model, "
+                "with '--adapters none' for the base model alone, or name adapters with "
+                "'--adapters DIR'"
+            )
+        if template is not None and template_ref(template) != cfg.template:
+            raise ArtifactError(
+                f"the adapters were tuned with template {cfg.template!r}, not {template!r}: "
+                "serve without --template (or '--adapters none' / '--adapters DIR')"
+            )
+
+    def _adapter_paths(self, cfg: Any, root: Path, explicit: bool) -> dict[str, Path]:
+        """Shard adapter folders; for the workspace's own: fresh, and on an unchanged base."""
+        from llmrec.llm.adapters import adapter_paths, read_manifest, shard_dir, stale_shards
+
+        if not explicit:
+            stale = stale_shards(ws=self.ws)
+            if stale:
+                raise ArtifactError(
+                    f"adapters of shards {stale} do not reflect the newest ledger version; run "
+                    "'llmrec forget' to finish the pending stages"
+                )
+            have = weights_hash(cfg.base, cfg.load.revision)
+            for s in range(cfg.n_shards):
+                m = read_manifest(shard_dir(root, s)) or {}
+                if m.get("base_weights_sha256") not in (None, have):
+                    raise ArtifactError(
+                        f"base model {cfg.base} changed since the adapters were tuned (weights "
+                        "hash differs): re-tune with 'llmrec adapters tune --force'"
+                    )
+        return adapter_paths(self.ws, root)[1]
+
+    def _check_contract(self, cfg: Any) -> None:
+        """The tokenizer renders and encodes prompts as it did when the adapters were tuned."""
+        from llmrec.llm.adapters import prompt_contract
+
+        if not cfg.contract:
+            return
+        now = prompt_contract(self.generator.builder)
+        for key in ("template", "template_sha256", "chat_template_sha256", "bos"):
+            if key in cfg.contract and cfg.contract[key] != now[key]:
+                raise ArtifactError(
+                    f"prompt contract broken: {key} is {now[key]!r} now but the adapters were "
+                    f"tuned with {cfg.contract[key]!r}; re-tune with 'llmrec adapters tune --force'"
+                )
+
+    def adapter_for(self, user: int) -> str | None:
+        """Name of the shard adapter serving ``user`` (``None``: the base model alone)."""
+        if self.assignment is None:
+            return None
+        return f"shard-{int(self.assignment[int(user)]):03d}"
+
+    @property
+    def view(self):
+        return self.store.view
+
+    def context(self, user: int, strategy: str | None = None) -> UserContext:
+        """Prompt material of one user from the retrieval store (retained data only)."""
+        got = self.store.retrieve(
+            int(user),
+            strategy or self.opt.strategy,
+            H=self.history,
+            n_candidates=self.n_candidates,
+        )
+        return UserContext(
+            int(user),
+            got["profile"],
+            np.asarray(got["history_items"], dtype=np.int64),
+            np.asarray(got["history_ratings"], dtype=np.float64),
+            np.asarray(got["candidates"], dtype=np.int64),
+        )
+
+    def recommend(
+        self,
+        users: Sequence[int],
+        mode: str = "likelihood",
+        strategy: str | None = None,
+        blend: float | None = None,
+        contexts: Sequence[UserContext] | None = None,
+    ) -> list[Ranking]:
+        """Regenerated rankings for ``users`` (internal indices), in input order."""
+        if mode not in RANK_MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(RANK_MODES)}")
+        users = [int(u) for u in users]
+        for u in users:
+            if self.view.forgotten_users[u]:
+                tok = self.ws.dataset.user_tokens[u]
+                raise DataError(f"user {tok!r} has been forgotten: nothing is served for them")
+        ctxs = (
+            list(contexts) if contexts is not None else [self.context(u, strategy) for u in users]
+        )
+        weights = [self.user_blend(u) if blend is None else float(blend) for u in users]
+        out: dict[int, Ranking] = {}
+        groups = (
+            {None: list(range(len(users)))}
+            if self.assignment is None
+            else _group(self.assignment[users])
+        )
+        for shard, idx in groups.items():
+            name = None if shard is None else f"shard-{shard:03d}"
+            ranked = self.generator.rank(
+                [ctxs[k] for k in idx],
+                mode,
+                forgotten=self.view.forgotten_items,
+                adapter=name,
+                scope=self.opt.scope,
+            )
+            for k, r in zip(idx, ranked):
+                cands = ctxs[k].candidates[~self.view.forgotten_items[ctxs[k].candidates]]
+                out[k] = _apply_policy(
+                    self.ws, self.view, users[k], blend_ranking(r, cands, weights[k])
+                )
+        return [out[k] for k in range(len(users))]
+
+
+def _apply_policy(ws: Workspace, view: Any, user: int, r: Ranking) -> Ranking:
+    """Drop what the workspace's forget policy never shows ``user`` (under ``suppress``: items of
+    their forgotten interactions; a catalogue-scope answer can name items outside the already
+    filtered candidate list, so the served ranking is filtered too)."""
+    keep = np.isin(r.items, suppress_filter(ws, view, user, r.items))
+    if keep.all():
+        return r
+    return replace(r, items=r.items[keep], scores=r.scores[keep])
+
+
+def _group(labels: np.ndarray) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for k, s in enumerate(labels.tolist()):
+        groups.setdefault(int(s), []).append(k)
+    return groups

@@ -1,0 +1,61 @@
+"""The forget audit and the served-recommendation log (a forget stage of its own)."""
+
+import json
+
+from llmrec.cli.main import main
+from llmrec.data.requests import ForgetRequest
+from llmrec.forget import registry as stages
+from llmrec.forget.audit import run_audit
+from llmrec.models.training import checkpoint_path, retained_data, train_model
+from llmrec.serving import served_log as served
+from llmrec.workspace import Workspace
+
+
+def _ws(tmp_path, tiny_dir):
+    return Workspace(tmp_path / "ws", dataset="tiny", data_dir=tiny_dir)
+
+
+def test_served_log_is_scrubbed_and_audited(tmp_path, tiny_dir):
+    ws = _ws(tmp_path, tiny_dir)
+    served.log_served(ws, "u1", ["i1", "i2", "i4"], 0, "test")
+    served.log_served(ws, "u2", ["i1", "i5"], 0, "test")
+    with ws.ledger() as led:
+        led.record(ForgetRequest("item", items=("i2",)))
+        led.record(ForgetRequest("user", users=("u2",)))
+        led.record(ForgetRequest("interactions", pairs=(("u1", "i4"),)))
+    view = ws.view()
+    with ws.ledger() as led:
+        entries = led.entries()
+    problems = " ".join(f["problem"] for f in served.audit(ws, view, entries))
+    assert "forgotten item i2" in problems and "forgotten user u2" in problems
+    assert "forgotten interaction (u1, i4)" in problems
+    assert served.scrub(ws, view, entries)["scrubbed"] == 2
+    assert served.audit(ws, view, entries) == []
+    assert [(e["user"], e["items"]) for e in served.read_log(ws)] == [("u1", ["i1"])]
+
+
+def test_audit_flags_stale_checkpoint_and_unfinished_stage(tmp_path, tiny_dir, capsys, monkeypatch):
+    ws = _ws(tmp_path, tiny_dir)
+    model = train_model(ws, "bpr", epochs=1)
+    path = checkpoint_path(ws, "bpr")
+    model.save(path, 0)
+    with ws.ledger() as led:
+        led.register_artifact("model:bpr", "checkpoint", path, 0)
+    assert run_audit(ws)["ok"]
+    with ws.ledger() as led:
+        led.record(ForgetRequest("user", users=("u3",)), stages=["served"])
+    # only the checkpoint and served stages in this workspace (no retrieval artifacts)
+    monkeypatch.setattr(stages, "STAGES", stages.select("checkpoints", "served"))
+    res = run_audit(ws)
+    names = {f["artifact"] for f in res["violations"]}
+    assert names == {"model:bpr", "stage:served", "stage:checkpoints"}
+    rc = main(["audit", "--workspace", str(tmp_path / "ws"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1 and not out["ok"]
+    # retraining at the new version and resuming the stage clears both findings
+    data = retained_data(ws)
+    train_model(ws, "bpr", epochs=1, data=data).save(path, data.version)
+    with ws.ledger() as led:
+        led.register_artifact("model:bpr", "checkpoint", path, data.version)
+    assert main(["forget", "--workspace", str(tmp_path / "ws")]) == 0
+    assert run_audit(ws)["ok"]
