@@ -64,6 +64,9 @@ def check_config(cfg: object, path: Path | str) -> dict:
         or not all(0 <= r <= 1 for r in ratios)
     ):
         raise bad("split 'ratios' must be three numbers in [0, 1]")
+    cold = split.get("cold_items", 0)
+    if isinstance(cold, bool) or not isinstance(cold, (int, float)) or not 0 <= cold <= 100:
+        raise bad("split 'cold_items' must be a percentage in [0, 100]")
     if cfg.get("forget_policy", DEFAULT_POLICY) not in POLICIES:
         raise bad(f"'forget_policy' must be one of {', '.join(POLICIES)}")
     method = cfg.get("cf_method", DEFAULT_CF_METHOD)
@@ -169,7 +172,11 @@ class Workspace:
     def split(self) -> Split:
         s = self.config["split"]
         return make_split(
-            self.dataset, s["method"], int(s["seed"]), tuple(s.get("ratios", (0.8, 0.1, 0.1)))
+            self.dataset,
+            s["method"],
+            int(s["seed"]),
+            tuple(s.get("ratios", (0.8, 0.1, 0.1))),
+            float(s.get("cold_items", 0)),
         )
 
     @property

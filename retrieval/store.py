@@ -69,6 +69,7 @@ from retrieval.artifacts import (
 from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, top_n, user_rows
 from retrieval.clusters import ItemClusters
 from retrieval.encoders import DEFAULT_TEXT_MODEL, CFEncoder, EmbeddingCache, TextEncoder
+from retrieval.hybrid import DEFAULT_SOURCE, check_source, history_queries, merge, text_slots
 from retrieval.index import ForgetAwareIndex, check_factory
 from retrieval.manifest import (
     DEFAULT_NAME,
@@ -146,6 +147,7 @@ class RetrievalStore(StoreFiles):
         cf_params: dict | None = None,
         cache_dir: str | Path | None = None,
         name: str = DEFAULT_NAME,
+        source: str = DEFAULT_SOURCE,
     ) -> RetrievalStore:
         """Build every artifact from scratch on the retained data at the ledger's newest
         version, save them and register the store with the ledger.
@@ -163,6 +165,8 @@ class RetrievalStore(StoreFiles):
             cf_params: CF model hyper-parameter overrides (default: the model's own recipe).
             cache_dir: embedding cache folder (default ``WORKSPACE/artifacts/embeddings``).
             name: store folder name under ``WORKSPACE/artifacts``.
+            source: the candidate list served by default, one of
+                :data:`retrieval.hybrid.SOURCES` (``hybrid`` and ``text`` need a text encoder).
         """
         if encoder == "text":
             enc = TextEncoder(model=model or DEFAULT_TEXT_MODEL)
@@ -177,6 +181,9 @@ class RetrievalStore(StoreFiles):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
             raise ValueError(f"store name {name!r}: use letters, digits, '_', '-', '.'")
         check_factory(factory)
+        check_source(source)
+        if source != "ease" and encoder != "text":
+            raise ValueError(f"candidate source {source!r} needs the text encoder")
         config = {
             "encoder": enc.spec(),
             "factory": factory,
@@ -186,6 +193,7 @@ class RetrievalStore(StoreFiles):
             "n_clusters": int(n_clusters),
             "generator": (generator or GeneratorConfig()).to_dict(),
             "cache_dir": None if cache_dir is None else relative_to_root(ws.root, cache_dir),
+            "candidate_source": source,
         }
         t0 = time.perf_counter()
         view = ws.view()
@@ -478,11 +486,21 @@ class RetrievalStore(StoreFiles):
         s[:, self.view.forgotten_items] = -np.inf
         return s
 
+    @property
+    def source(self) -> str:
+        """The candidate list served by default (:data:`retrieval.hybrid.SOURCES`)."""
+        return self.config.get("candidate_source", DEFAULT_SOURCE)
+
     @one_blas_thread
     def candidates(
-        self, users: np.ndarray, n: int | None = None, exclude_valid: bool = False
+        self,
+        users: np.ndarray,
+        n: int | None = None,
+        exclude_valid: bool = False,
+        source: str | None = None,
     ) -> np.ndarray:
-        """Top-``n`` candidate items ``[len(users), n]`` per user, best first.
+        """Top-``n`` candidate items ``[len(users), n]`` per user, best first, from ``source``
+        (default: the store's; :mod:`retrieval.hybrid`).
 
         Never an item of the user's retained train history, never a forgotten item, and under
         the workspace policy ``suppress`` never an item of the user's forgotten interactions
@@ -491,12 +509,51 @@ class RetrievalStore(StoreFiles):
         """
         users = np.asarray(users, dtype=np.int64).reshape(-1)
         n = self.config["n_candidates"] if n is None else int(n)
+        source = check_source(self.source if source is None else source)
         blocked = user_rows(self.n_items, [self._rows[u] for u in users])
         if exclude_valid:
             blocked = blocked + self._valid_rows(users)
         if self.ws.policy == "suppress":
             blocked = blocked + self._suppressed_rows(users)
-        return top_n(self.candidate_scores(users), n, blocked)
+        cf = top_n(self.candidate_scores(users), n, blocked)
+        if source == "ease":
+            return cf
+        if source == "text":
+            text = self.text_neighbours(users, n, blocked)
+            empty = np.array([not len(self._rows[u]) for u in users])
+            return np.where(empty[:, None], cf, text)
+        text = self.text_neighbours(users, text_slots(n), blocked, new_only=True)
+        return np.stack([merge(c, t, n) for c, t in zip(cf, text)]) if len(users) else cf
+
+    def text_neighbours(
+        self,
+        users: np.ndarray,
+        n: int,
+        blocked: sp.csr_matrix | None = None,
+        new_only: bool = False,
+    ) -> np.ndarray:
+        """The ``n`` retained items nearest to each user's retained history in the text index
+        (:func:`retrieval.hybrid.history_queries`), best first, never an item of ``blocked``
+        (same rows as ``users``; default: the history), padded with ``-1``. ``new_only``: only
+        items without retained train interactions (the generator cannot score them)."""
+        if self.config["encoder"]["kind"] != "text":
+            raise ArtifactError(
+                f"retrieval store {self.name!r} has a {self.config['encoder']['kind']} encoder: "
+                "text neighbours need 'llmrec index build --encoder text'"
+            )
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        rows = [self._rows[u] for u in users]
+        if blocked is None:
+            blocked = user_rows(self.n_items, rows)
+        warm = np.flatnonzero(self.generator.degree > 0) if new_only else np.zeros(0, np.int64)
+        exclude = [
+            np.union1d(blocked.indices[blocked.indptr[k] : blocked.indptr[k + 1]], warm)
+            for k in range(len(users))
+        ]
+        _, ids = self.index.search(history_queries(self._unit_vectors, rows), int(n), exclude)
+        ids = np.where(ids >= 0, ids, -1).astype(np.int64)
+        ids[[not len(r) for r in rows]] = -1  # no history, no query
+        return ids
 
     def _suppressed_rows(self, users: np.ndarray) -> sp.csr_matrix:
         """Per user, the items of its forgotten interactions (policy ``suppress``)."""
@@ -531,11 +588,13 @@ class RetrievalStore(StoreFiles):
         n_candidates: int | None = None,
         seed: int | None = None,
         ratios: np.ndarray | None = None,
+        source: str | None = None,
     ) -> dict:
         """Prompt material for ``user``: at most ``H`` retained history items chosen by a
         strategy of :data:`retrieval.strategies.ALL_STRATEGIES` (chronological), their ratings,
-        the candidate list and the visible profile. ``ratios``: the ``dp`` strategy's
-        per-cluster shares (:func:`retrieval.strategies.knapsack_ratios`).
+        the candidate list (from ``source``, default the store's) and the visible profile.
+        ``ratios``: the ``dp`` strategy's per-cluster shares
+        (:func:`retrieval.strategies.knapsack_ratios`).
         """
         user = self._check_user(user)
         if self.view.forgotten_users[user]:
@@ -546,7 +605,7 @@ class RetrievalStore(StoreFiles):
         seed = self.config["seed"] if seed is None else int(seed)
         n = self.config["n_candidates"] if n_candidates is None else int(n_candidates)
         items, ratings = self.history(user)
-        cands = self.candidates(np.array([user]), n)[0]
+        cands = self.candidates(np.array([user]), n, source=source)[0]
         cands = cands[cands >= 0]
         pos = self._select(user, strategy, int(H), seed, items, ratings, cands, ratios)
         return {
@@ -555,6 +614,7 @@ class RetrievalStore(StoreFiles):
             "history_items": items[pos],
             "history_ratings": ratings[pos],
             "candidates": cands,
+            "candidate_source": self.source if source is None else source,
             "profile": self.profile(user),
             "ledger_version": self.ledger_version,
         }

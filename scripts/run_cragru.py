@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=RECIPE_NAMES[0],
         help="named adapter recipe of the MiniLM base (llmrec.llm.recipe; docs/default_lm.md)",
     )
+    p.add_argument(
+        "--scenario",
+        default=None,
+        help="cold-items:P -- instead of a forget set, move P%% of the items (drawn among those "
+        "with few interactions) out of TRAIN and VALID and compare EASE, text neighbours, the "
+        "hybrid candidate order and the LLM path over it on their test pairs (a fresh "
+        "--workspace; docs/cold_items.md)",
+    )
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -106,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["--json"] if args.json else []
         base = ["--root", args.workspace, "--seed", str(args.seed), "--device", args.device]
         return protocols([*base, "--llm", "--encoder", args.encoder, *extra])
+    if args.scenario is not None:
+        return _cold_items(args)
     cfg = ScenarioConfig(
         fraction=args.fraction,
         selection=args.selection,
@@ -131,6 +141,43 @@ def main(argv: list[str] | None = None) -> int:
         print(to_json(summary))
     else:
         print(format_results(summary))
+        print(f"results in {summary['run_dir']}")
+    return 0
+
+
+def _cold_items(args: argparse.Namespace) -> int:
+    """``--scenario cold-items:P`` (:mod:`llmrec.experiments.cold_items`)."""
+    from llmrec.experiments.cold_items import (
+        ColdItemsConfig,
+        cold_split,
+        format_cold_items,
+        parse_spec,
+        run_cold_items,
+    )
+
+    say = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        percent = parse_spec(args.scenario)
+        ws = Workspace(
+            args.workspace,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            split=cold_split(percent, args.seed),
+        )
+        cfg = ColdItemsConfig(
+            percent=percent,
+            seed=args.seed,
+            n_shards=args.shards,
+            recipe=args.recipe,
+            epochs=args.epochs,
+            strategy=args.strategy,
+        )
+        summary = run_cold_items(ws, cfg, progress=say, device=args.device)
+    except LlmrecError as exc:
+        print(f"run_cragru: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(to_json(summary) if args.json else format_cold_items(summary))
+    if not args.json:
         print(f"results in {summary['run_dir']}")
     return 0
 

@@ -26,6 +26,8 @@ class Split:
     method: str
     seed: int
     ratios: tuple[float, ...] = (0.8, 0.1, 0.1)
+    #: percent of the catalogue moved out of TRAIN and VALID (:func:`with_cold_items`)
+    cold_items: float = 0.0
 
     def mask(self, part: int, keep: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask of interactions in ``part`` (and in ``keep`` if given)."""
@@ -33,7 +35,8 @@ class Split:
         return m & keep if keep is not None else m
 
     def config(self) -> dict:
-        return {"method": self.method, "seed": self.seed, "ratios": list(self.ratios)}
+        out = {"method": self.method, "seed": self.seed, "ratios": list(self.ratios)}
+        return {**out, "cold_items": self.cold_items} if self.cold_items else out
 
 
 def _group_counts(ratios: tuple[float, ...], n: np.ndarray) -> np.ndarray:
@@ -103,12 +106,39 @@ def _label(ds: Dataset, order: np.ndarray, ratios: tuple[float, ...]) -> np.ndar
     return part
 
 
+def select_cold_items(ds: Dataset, percent: float, seed: int) -> np.ndarray:
+    """``percent`` % of the catalogue (rounded, at least one item), drawn with ``seed`` among the
+    items with at most the median number of interactions; sorted item indices."""
+    if not 0 < percent <= 100:
+        raise DataError(f"cold items: percentage must be in (0, 100], got {percent}")
+    count = np.bincount(ds.inter_item, minlength=ds.n_items)
+    pool = np.flatnonzero(count <= np.median(count))
+    n = min(len(pool), max(1, int(round(percent / 100 * ds.n_items))))
+    return np.sort(np.random.default_rng(seed).choice(pool, n, replace=False))
+
+
+def with_cold_items(ds: Dataset, split: Split, percent: float) -> Split:
+    """``split`` with the interactions of :func:`select_cold_items` (seeded by the split's
+    seed) moved out of TRAIN and VALID into TEST: items no model has seen an interaction of,
+    whose test pairs measure what text alone can recommend."""
+    part = split.part.copy()
+    part[np.isin(ds.inter_item, select_cold_items(ds, percent, split.seed))] = TEST
+    return Split(part, split.method, split.seed, split.ratios, float(percent))
+
+
 def make_split(
-    ds: Dataset, method: str = "random", seed: int = 2020, ratios=(0.8, 0.1, 0.1)
+    ds: Dataset,
+    method: str = "random",
+    seed: int = 2020,
+    ratios=(0.8, 0.1, 0.1),
+    cold_items: float = 0.0,
 ) -> Split:
-    """Build a split by name: ``random`` (RS 8:1:1) or ``loo`` (leave-one-out by time)."""
+    """Build a split by name: ``random`` (RS 8:1:1) or ``loo`` (leave-one-out by time);
+    ``cold_items``: percent of the catalogue moved to TEST (:func:`with_cold_items`)."""
     if method == "random":
-        return random_split(ds, tuple(ratios), seed)
-    if method == "loo":
-        return leave_one_out(ds, seed)
-    raise DataError(f"unknown split method {method!r} (expected 'random' or 'loo')")
+        split = random_split(ds, tuple(ratios), seed)
+    elif method == "loo":
+        split = leave_one_out(ds, seed)
+    else:
+        raise DataError(f"unknown split method {method!r} (expected 'random' or 'loo')")
+    return with_cold_items(ds, split, cold_items) if cold_items else split

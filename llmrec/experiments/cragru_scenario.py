@@ -62,6 +62,7 @@ class ScenarioConfig:
     blend_grid: tuple[float, ...] = BLEND_GRID
     cold_users: int = 10  # subset: users with at most this many retained train interactions
     cold_items: int = 5  # subset: test items with at most this many retained train interactions
+    candidate_source: str = "ease"  # the store's candidate list (retrieval.hybrid.SOURCES)
 
 
 def _score_fn(rankings: dict[int, np.ndarray], base: np.ndarray, users: np.ndarray, n: int):
@@ -120,7 +121,13 @@ def _build_missing(ws: Workspace, cfg: ScenarioConfig, device: str, clock: _Cloc
     except ArtifactError:
         clock(
             "build_store",
-            lambda: RetrievalStore.build(ws, encoder=cfg.encoder, n_candidates=50, seed=cfg.seed),
+            lambda: RetrievalStore.build(
+                ws,
+                encoder=cfg.encoder,
+                n_candidates=50,
+                seed=cfg.seed,
+                source=cfg.candidate_source,
+            ),
         )
     serve = serving(lm_dir)
     if load_config(ws) is None:

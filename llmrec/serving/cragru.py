@@ -56,6 +56,8 @@ class CragruOptions:
     may be served with another template or base). ``template`` and ``n_candidates`` default to
     the adapters' own (the list length they were tuned on), else to the base model's recipe
     (:func:`llmrec.llm.recipe.serving`), which also sets the default history budget. ``load``: dtype, device map, attention implementation, remote code of the base.
+    ``candidates``: the candidate list served (``ease``, ``text``, ``hybrid``; default: the
+    retrieval store's, :mod:`retrieval.hybrid`).
     """
 
     model: str | None = None
@@ -70,6 +72,7 @@ class CragruOptions:
     blend: float | None = None
     scope: str = "candidates"
     load: LoadOptions | None = None
+    candidates: str | None = None  # candidate source (retrieval.hybrid.SOURCES); None: store's
 
 
 BLEND_FILE = "blend.json"
@@ -347,6 +350,7 @@ class CragruPipeline:
             strategy or self.opt.strategy,
             H=self.history,
             n_candidates=self.n_candidates,
+            source=self.opt.candidates,
         )
         return UserContext(
             int(user),
