@@ -13,8 +13,9 @@ from llmrec.cli.common import (
     positive_int,
 )
 from llmrec.errors import LlmrecError
+from retrieval.hybrid import SOURCES
 
-DEFAULT_METHODS = "retrain,finetune,alteraser,reverse-bpr,cragru,cragru-zeroshot,lego"
+DEFAULT_METHODS = "retrain,finetune,alteraser,reverse-bpr,cragru,cragru-zeroshot,candidates,lego"
 
 
 def register(sub, common) -> None:
@@ -81,6 +82,13 @@ def register(sub, common) -> None:
             help="NDCG of CURE4Rec's A-IGF and shardGF: RecBole's (IDCG over min(|test|, K)) or "
             "CURE4Rec's (IDCG over every test item)",
         )
+        p.add_argument(
+            "--candidate-source",
+            choices=SOURCES,
+            default="ease",
+            help="the LLM path's candidate list: ease, text or hybrid (retrieval/hybrid.py) "
+            "(default: %(default)s)",
+        )
         p.set_defaults(func=cmd_compare, harness=name)
 
 
@@ -113,6 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         model_overrides=parse_overrides(args.set),
         verify_exact=not args.no_exact_check,
         fairness_ndcg=args.fairness_ndcg,
+        candidate_source=args.candidate_source,
     )
     md = (ws.root / "runs").joinpath(res["run_dir"]).joinpath("results.md")
     text = md.read_text() if md.is_file() else ""

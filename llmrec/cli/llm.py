@@ -17,6 +17,7 @@ from llmrec.cli.common import (
     progress_enabled,
 )
 from llmrec.errors import LlmrecError
+from retrieval.hybrid import SOURCES
 
 #: llmrec.llm.recipe.RECIPES, default first (not imported here: that module loads torch and peft)
 RECIPE_NAMES = ("quality", "fast")
@@ -141,6 +142,11 @@ def register(sub, common) -> None:
     )
     r.add_argument(
         "--candidates", type=positive_int, help="candidates to rank (default: the adapters')"
+    )
+    r.add_argument(
+        "--candidate-source",
+        choices=SOURCES,
+        help="ease, text or hybrid (retrieval/hybrid.py; default: the retrieval store's)",
     )
     r.add_argument("--top-k", type=positive_int, default=10)
     r.add_argument(
@@ -342,6 +348,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             device=args.device,
             blend=args.blend,
+            candidates=args.candidate_source,
         ),
     )
     ctx = pipe.context(user)
@@ -352,6 +359,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         "pipeline": args.pipeline,
         "mode": args.mode,
         "strategy": args.strategy,
+        "candidate_source": args.candidate_source or pipe.store.source,
         "ledger_version": int(pipe.store.ledger_version),
         "items": [str(ds.item_tokens[i]) for i in top],
         "titles": [pipe.catalog.text(int(i)) for i in top],

@@ -8,6 +8,7 @@ import numpy as np
 
 from llmrec.cli.common import emit, nonempty, nonneg_int, open_workspace, positive_int
 from llmrec.errors import LlmrecError
+from retrieval.hybrid import SOURCES
 
 
 def register(sub, common) -> None:
@@ -42,6 +43,14 @@ def register(sub, common) -> None:
         default="ease",
         help="candidate generator on the co-occurrence statistics: EASE (strongest) or item "
         "KNN (no matrix inverse, for very large catalogues) (default: %(default)s)",
+    )
+    b.add_argument(
+        "--candidate-source",
+        choices=SOURCES,
+        default="ease",
+        help="candidate list served by default: the generator's (ease), the text neighbours of "
+        "the user's retained history (text), or the generator's head with the new items nearest "
+        "in text in its tail (hybrid; retrieval/hybrid.py) (default: %(default)s)",
     )
     b.add_argument(
         "--clusters", type=positive_int, default=20, help="item clusters for the strategies"
@@ -82,6 +91,12 @@ def register(sub, common) -> None:
         "--candidates", type=positive_int, default=None, help="candidates (default: store's)"
     )
     r.add_argument(
+        "--candidate-source",
+        choices=SOURCES,
+        default=None,
+        help="ease, text or hybrid (default: the store's, set by 'index build')",
+    )
+    r.add_argument(
         "--name", type=nonempty, default="retrieval", help="store name (default: %(default)s)"
     )
     r.set_defaults(func=cmd_retrieve)
@@ -112,6 +127,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             cf_params={"epochs": args.cf_epochs} if args.cf_epochs else None,
             cache_dir=args.cache_dir,
             name=args.name,
+            source=args.candidate_source,
         )
     except ValueError as exc:
         raise LlmrecError(str(exc)) from None
@@ -141,6 +157,7 @@ def _info(store) -> dict:
         "n_candidates": store.config["n_candidates"],
         "n_clusters": store.clusters.k,
         "generator": store.config["generator"],
+        "candidate_source": store.source,
         "seed": store.config["seed"],
     }
 
@@ -153,7 +170,8 @@ def _info_text(r: dict) -> str:
             f"  encoder {enc['kind']} {enc['model']}  dim {r['dim']}",
             f"  index {r['factory']}: {r['items_indexed']} items "
             f"({r['items_forgotten']} forgotten items excluded)",
-            f"  candidates {r['n_candidates']} by {r['generator']['model']}  "
+            f"  candidates {r['n_candidates']} by {r['generator']['model']} "
+            f"({r['candidate_source']})  "
             f"clusters {r['n_clusters']}  seed {r['seed']}",
         ]
     )
@@ -163,7 +181,13 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     ws, store = _load(args)
     ds = ws.dataset
     user = ds.user_index(args.user)
-    out = store.retrieve(user, args.strategy, H=args.H, n_candidates=args.candidates)
+    out = store.retrieve(
+        user,
+        args.strategy,
+        H=args.H,
+        n_candidates=args.candidates,
+        source=args.candidate_source,
+    )
     n_hist = len(store.history(user)[0])
     scores = store.candidate_scores(np.array([user]))[0]
 
@@ -179,6 +203,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     result = {
         "user": args.user,
         "strategy": args.strategy,
+        "candidate_source": out["candidate_source"],
         "ledger_version": out["ledger_version"],
         "profile": profile,
         "history_total": n_hist,

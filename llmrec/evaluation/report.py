@@ -249,6 +249,7 @@ def markdown(
             f"shards' users {_cell(a['D_collateral_vs_orig'])} (zero-shot, nothing to re-tune: "
             f"{_cell(z['D_collateral_vs_orig'])}).",
         ]
+    lines += _gain_lines(seeds or [])
     refs = {m: e.get("references") for m, e in (seeds or [{}])[0].get("methods", {}).items()}
     refs = {m: r for m, r in refs.items() if r and not m.startswith("_")}
     if refs:
@@ -268,6 +269,33 @@ def markdown(
                 f"| {r['a']} | {r['b']} | {r['n_pairs']} | {r['mean_diff']:.4f} | {r['wilcoxon_p']:.3g} | {'' if t is None else f'{t:.3g}'} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _gain_lines(seeds: list[dict]) -> list[str]:
+    """What the LLM path adds over its own candidate order (method ``candidates``), paired per
+    user, one line per LLM method and seed."""
+    rows = [
+        (m, s.get("seed"), e["gain_over_candidates"])
+        for s in seeds
+        for m, e in s.get("methods", {}).items()
+        if "gain_over_candidates" in e
+    ]
+    if not rows:
+        return []
+    out = [
+        "",
+        "What the LLM adds over its candidate generator's own order (method `candidates`), "
+        "paired per user on the same retained users:",
+        "",
+    ]
+    for m, seed, g in rows:
+        out.append(
+            f"- {m} (seed {seed}): {g['metric'].upper()} {g['mean_diff']:+.4f} "
+            f"± {g['std_err']:.4f} (s.e., {g['n_users']} users; paired t p={g['t_p_value']:.3g}, "
+            f"Wilcoxon p={g['wilcoxon_p_value']:.3g}; wins/losses/ties "
+            f"{g['wins']}/{g['losses']}/{g['ties']})"
+        )
+    return out
 
 
 # ------------------------------------------------------------------ plots

@@ -89,3 +89,25 @@ def test_scenario_table_on_a_small_workspace(tmp_path):
     text = format_cold_items(s)
     assert "cold R@10" in text and "cragru-zeroshot" in text and "text alone" in text
     assert (ws.root / s["run_dir"].split(str(ws.root) + "/")[-1] / "results.json").is_file()
+
+
+def test_recommend_serves_the_candidate_source_asked_for(tmp_path, capsys):
+    from llmrec.cli.main import main
+
+    small_workspace(tmp_path)
+    ws = Workspace(
+        tmp_path / "cold", dataset="syn", data_dir=tmp_path / "data", split=cold_split(20, 5)
+    )
+    tiny_lm(ws, default_lm_dir(ws))
+    RetrievalStore.build(ws, encoder="text", n_candidates=20, seed=3, n_clusters=4)
+    new = set(ws.dataset.item_tokens[select_cold_items(ws.dataset, 20, 5)].tolist())
+    user = str(ws.dataset.user_tokens[0])
+    got = {}
+    for source in ("ease", "hybrid"):
+        argv = ["recommend", "--workspace", str(ws.root), "--user", user, "--no-adapters"]
+        rc = main([*argv, "--candidates", "8", "--candidate-source", source, "--json"])
+        got[source] = json.loads(capsys.readouterr().out)
+        assert rc == 0 and got[source]["candidate_source"] == source
+    assert not new & set(got["ease"]["candidates"])
+    assert new & set(got["hybrid"]["candidates"][6:])  # 2 text slots of 8 hold new items
+    assert got["hybrid"]["candidates"][:6] == got["ease"]["candidates"][:6]

@@ -21,13 +21,15 @@ def patched(tmp_path_factory):
     ws = small_workspace(root)
     lm = tiny_lm(ws, default_lm_dir(ws))
 
-    def small_build(sub, lm_dir, seed, adapters=True, cache_dir=None):
+    def small_build(sub, lm_dir, seed, adapters=True, cache_dir=None, source="ease"):
         # a CF-encoded store: its embeddings hold user data, so no cache is shared (cache_dir
         # is the text encoder's)
         from llmrec.llm.adapters import tune_adapters
         from retrieval.store import RetrievalStore
 
-        RetrievalStore.build(sub, encoder="cf", n_candidates=20, seed=seed, n_clusters=4)
+        RetrievalStore.build(
+            sub, encoder="cf", n_candidates=20, seed=seed, n_clusters=4, source=source
+        )
         if adapters:
             tune_adapters(sub, adapter_config(lm.resolve(), epochs=1))
 
@@ -47,7 +49,7 @@ def run(patched):
     return run_compare(
         patched,
         ["random:10%users"],
-        ["retrain", "cragru", "cragru-zeroshot"],
+        ["retrain", "cragru", "cragru-zeroshot", "candidates"],
         seeds=[3],
         completeness=False,
         model_overrides=HP,
@@ -80,8 +82,29 @@ def test_llm_path_is_exact_and_unbiased_against_its_own_gold(run):
     assert "adapters vs zero-shot" in md
 
 
+def test_candidate_order_is_the_control_with_the_llm_gain_paired_per_user(run):
+    seed = run["scenarios"]["random:10%users"][0]
+    ctrl = seed["methods"]["candidates"]
+    assert ctrl["family"] == "llm" and ctrl["completeness"]["exact"] is True
+    assert ctrl["seconds"] > 0 and "retrieval" in ctrl["info"]["stage_seconds"]
+    assert ctrl["bias"]["vs_gold"]["neighbours"]["divergence"] == 0
+    assert "candidates" not in ctrl.get("gain_over_candidates", {})
+    md = open(run["run_dir"] + "/results.md").read()
+    assert "over its candidate generator's own order" in md
+    for name in ("cragru", "cragru-zeroshot"):
+        g = seed["methods"][name]["gain_over_candidates"]
+        utility = seed["methods"][name]["utility"]["all"]
+        assert g["n_users"] == utility["n_users"] == ctrl["utility"]["all"]["n_users"]
+        assert g["mean_diff"] == pytest.approx(
+            utility["ndcg@10"] - ctrl["utility"]["all"]["ndcg@10"], abs=1e-9
+        )
+        assert 0 <= g["t_p_value"] <= 1 and f"{name} (seed 3)" in md
+
+
 def test_llm_path_answers_a_request_stream(patched):
-    res = run_compare(patched, ["stream:2"], ["cragru", "sisa"], seeds=[3], model_overrides=HP)
+    res = run_compare(
+        patched, ["stream:2"], ["cragru", "sisa", "candidates"], seeds=[3], model_overrides=HP
+    )
     seed = res["scenarios"]["stream:2"][0]
     llm = seed["methods"]["cragru"]
     assert llm["family"] == "llm" and len(llm["requests"]) == 2
@@ -89,6 +112,8 @@ def test_llm_path_answers_a_request_stream(patched):
     assert llm["requests"][1]["cumulative_seconds"] == pytest.approx(
         sum(r["seconds"] for r in llm["requests"])
     )
+    ctrl = seed["methods"]["candidates"]
+    assert len(ctrl["requests"]) == 2 and all(r["seconds"] > 0 for r in ctrl["requests"])
 
 
 class _FakePipe:

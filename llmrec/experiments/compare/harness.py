@@ -136,6 +136,7 @@ def run_seed(
     model_overrides: dict | None = None,
     verify_exact: bool = True,
     fairness_ndcg: str = "recbole",
+    candidate_source: str = "ease",
 ) -> dict:
     """All methods on one seed. Returns the per-method results (with per-user data).
 
@@ -180,7 +181,11 @@ def run_seed(
         original,
         task,
         run_dir,
-        {"verify_exact": verify_exact, "reference_users": reference_users},
+        {
+            "verify_exact": verify_exact,
+            "reference_users": reference_users,
+            "candidate_source": candidate_source,
+        },
     )
 
     outputs: dict[str, MethodOutput] = {}
@@ -266,6 +271,7 @@ def run_seed(
         if scenario.kind == "attribute" and o.user_embeddings is not None:
             entry["attribute_leakage"] = _leakage(ctx, o.user_embeddings, scenario.attributes, seed)
         results[name] = entry
+    _gain_over_candidates(results, eval_after, k)
     if scenario.kind == "attribute":
         results.setdefault("_original", {})["attribute_leakage"] = _leakage(
             ctx, original.user_embeddings().detach().cpu().numpy(), scenario.attributes, seed
@@ -282,6 +288,25 @@ def run_seed(
         "retrain_check": check,
         "methods": results,
     }
+
+
+def _gain_over_candidates(results: dict, eval_after: dict, k: int) -> None:
+    """Per LLM-path method, its NDCG@k minus the candidate order's (method ``candidates``),
+    paired per user over the same retained users (``results[m]["gain_over_candidates"]``)."""
+    from llmrec.evaluation.paired import paired_difference
+
+    if "candidates" not in eval_after:
+        return
+    ref = eval_after["candidates"]["per_user"]
+    for name, entry in results.items():
+        if entry["family"] != "llm" or name == "candidates":
+            continue
+        per = eval_after[name]["per_user"]
+        if np.array_equal(per["users"], ref["users"]):
+            entry["gain_over_candidates"] = {
+                "metric": f"ndcg@{k}",
+                **paired_difference(per[f"ndcg@{k}"], ref[f"ndcg@{k}"]),
+            }
 
 
 def _collateral(
@@ -354,13 +379,15 @@ def run_compare(
     model_overrides: dict | None = None,
     verify_exact: bool = True,
     fairness_ndcg: str = "recbole",
+    candidate_source: str = "ease",
 ) -> dict:
     """Run every scenario × seed × applicable method; write the report into a new run folder.
 
     ``model_overrides``: base-model hyper-parameters (``--set``), used by the original and so by
     every method built from it; ``verify_exact=False`` skips the LLM path's from-scratch rebuild
     (its bias against its own gold is then not reported); ``fairness_ndcg``: ``recbole`` or
-    ``cure`` (CURE4Rec's normalisation) for A-IGF and shardGF."""
+    ``cure`` (CURE4Rec's normalisation) for A-IGF and shardGF; ``candidate_source``: the LLM
+    path's candidate list (:mod:`retrieval.hybrid`)."""
     from llmrec.evaluation.report import write_report
 
     if fairness_ndcg not in ("recbole", "cure"):
@@ -389,6 +416,7 @@ def run_compare(
         "model_overrides": model_overrides or {},
         "verify_exact": verify_exact,
         "fairness_ndcg": fairness_ndcg,
+        "candidate_source": candidate_source,
         "retrain_tolerance": RETRAIN_TOLERANCE,
         "dataset": ws.dataset.name,
         "split": ws.split.config(),
@@ -413,6 +441,7 @@ def run_compare(
                 model_overrides,
                 verify_exact,
                 fairness_ndcg,
+                candidate_source,
             )
             for seed in seeds
         ]

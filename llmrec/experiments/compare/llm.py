@@ -88,18 +88,22 @@ def _text_cache(ctx: Context) -> Path:
     return Path(ctx.run_dir) / "text-embeddings"
 
 
-def build_llm_path(sub, lm, seed: int, adapters: bool = True, cache_dir=None) -> None:
+def build_llm_path(
+    sub, lm, seed: int, adapters: bool = True, cache_dir=None, source: str = "ease"
+) -> None:
     """Retrieval store and (optionally) adapters, tuned with the base model's recipe
     (:mod:`llmrec.llm.recipe`: template, candidate/history shape, LoRA settings), as
     ``llmrec adapters tune`` does, but with :data:`~llmrec.llm.recipe.COMPARE_RECIPE`: the
     comparison tunes every shard three times (original, after the request, gold) inside its time
     budget. ``cache_dir``: the store's text-embedding cache (item text only), shared by the
-    comparison's workspaces."""
+    comparison's workspaces; ``source``: the store's candidate list (:mod:`retrieval.hybrid`)."""
     from llmrec.llm.adapters import AdapterConfig, tune_adapters
     from llmrec.llm.recipe import COMPARE_RECIPE, example_settings, lora_settings, serving
     from retrieval.store import RetrievalStore
 
-    RetrievalStore.build(sub, encoder="text", n_candidates=50, seed=seed, cache_dir=cache_dir)
+    RetrievalStore.build(
+        sub, encoder="text", n_candidates=50, seed=seed, cache_dir=cache_dir, source=source
+    )
     if adapters:
         cfg = AdapterConfig(
             base=str(Path(lm).resolve()),
@@ -251,7 +255,11 @@ class Cragru(LLMMethod):
         lm = timed("base_lm", lambda: _base_lm(ctx))
         opts = CragruOptions(model=str(lm), adapters=self.adapters)
         sub = _sub_workspace(ctx, self.name)
-        timed("build", lambda: build_llm_path(sub, lm, self.seed, self.adapters, _text_cache(ctx)))
+        source = ctx.cache.get("candidate_source", "ease")
+        timed(
+            "build",
+            lambda: build_llm_path(sub, lm, self.seed, self.adapters, _text_cache(ctx), source),
+        )
         ref_users = np.asarray(ctx.cache.get("reference_users", ()), dtype=np.int64)
         original_fn = timed(
             "serve_original", lambda: _serving(CragruPipeline(sub, opts), ref_users)
@@ -266,7 +274,9 @@ class Cragru(LLMMethod):
             gold = _sub_workspace(ctx, f"{self.name}-scratch", ctx.requests)
             timed(
                 "build_gold",
-                lambda: build_llm_path(gold, lm, self.seed, self.adapters, _text_cache(ctx)),
+                lambda: build_llm_path(
+                    gold, lm, self.seed, self.adapters, _text_cache(ctx), source
+                ),
             )
             store, scratch = RetrievalStore.load(sub), RetrievalStore.load(gold)
             diffs = timed("compare_stores", lambda: store.differences(scratch))
@@ -368,6 +378,132 @@ class CragruZeroShot(Cragru):
 
     name: ClassVar[str] = "cragru-zeroshot"
     adapters: ClassVar[bool] = False
+
+
+class _CandidateOrder:
+    """A retrieval store's candidate lists of ``n`` items ranked first, then the generator's
+    order: the ranking the LLM path re-ranks, as a score function (rows cached per user)."""
+
+    def __init__(self, store, n: int) -> None:
+        self.store, self.n = store, int(n)
+        self.rows: dict[int, np.ndarray] = {}
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.int64)
+        todo = np.array([u for u in batch.tolist() if u not in self.rows], dtype=np.int64)
+        if len(todo):
+            cands = self.store.candidates(todo, self.n)
+            base = self.store.candidate_scores(todo)
+            forgotten = self.store.view.forgotten_users
+            for u, c, b in zip(todo.tolist(), cands, base):
+                self.rows[u] = (
+                    np.full(len(b), -np.inf, np.float32)
+                    if forgotten[u]
+                    else ranking_first_scores(c[c >= 0], b, len(b), floor=-np.inf, dtype=np.float32)
+                )
+        n_items = self.store.n_items
+        return (
+            np.stack([self.rows[u] for u in batch.tolist()])
+            if len(batch)
+            else np.zeros((0, n_items), np.float32)
+        )
+
+
+@register_method
+class CandidateOrder(LLMMethod):
+    """The control of the LLM path: its candidate generator's own order (the retrieval store's
+    candidate list of the length the LLM re-ranks, then the generator's order), with no LM. Its
+    forget cost is the retrieval store's update; what the LLM adds is measured against it."""
+
+    name: ClassVar[str] = "candidates"
+    exact: ClassVar[bool] = True
+
+    def run(self, ctx: Context) -> MethodOutput:
+        """Build the store on the data before the request, rank the reference users, apply the
+        request through the forget stages (timed) and rank; with the exactness check, also
+        rebuild the store from scratch on the retained data (the gold)."""
+        from llmrec.forget.runner import forget
+        from llmrec.llm.recipe import serving
+        from llmrec.unlearning.base import PeakMemory
+        from retrieval.store import RetrievalStore
+
+        source = ctx.cache.get("candidate_source", "ease")
+        # the list length the LLM path re-ranks (its base model's recipe); under ``ease`` any
+        # length gives the same ranking, so no base model is needed for it
+        n = serving(_base_lm(ctx)).n_candidates if source != "ease" else 50
+        phases: dict[str, float] = {}
+        sub = _sub_workspace(ctx, self.name)
+        t = time.perf_counter()
+        # the LLM path's own store (the same recipe), without adapters
+        build_llm_path(sub, None, self.seed, False, _text_cache(ctx), source)
+        phases["build"] = round(time.perf_counter() - t, 2)
+        ref_users = np.asarray(ctx.cache.get("reference_users", ()), dtype=np.int64)
+        original_fn = _CandidateOrder(RetrievalStore.load(sub), n)
+        original_fn(ref_users)  # ranked now: the state is about to change
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            applied = forget(sub, ctx.requests)
+            seconds = time.perf_counter() - t0
+        store = RetrievalStore.load(sub)
+        score_fn = _CandidateOrder(store, n)
+        exact, gold_fn = None, None
+        if ctx.cache.get("verify_exact", True):
+            gold = _sub_workspace(ctx, f"{self.name}-scratch", ctx.requests)
+            build_llm_path(gold, None, self.seed, False, _text_cache(ctx), source)
+            scratch = RetrievalStore.load(gold)
+            exact = not store.differences(scratch)
+            gold_fn = score_fn if exact else _CandidateOrder(scratch, n)
+        stages = {k: round(v.get("seconds", 0.0), 3) for k, v in applied.get("stages", {}).items()}
+        return MethodOutput(
+            name=self.name,
+            family="llm",
+            seconds=seconds,
+            peak_memory_mb=mem.increase_mb,
+            score_fn=score_fn,
+            exact=exact,
+            info={
+                "candidate_source": source,
+                "n_candidates": n,
+                "stage_seconds": stages,
+                "workspace": str(sub.root),
+                "phase_seconds": phases,
+            },
+            gold_fn=gold_fn,
+            original_fn=original_fn,
+            references={
+                "gold": f"the {source} candidate order of a store rebuilt from scratch on the "
+                "retained data"
+                if gold_fn is not None
+                else "none (exactness check skipped)",
+                "original": f"the {source} candidate order before the request",
+            },
+        )
+
+    def run_stream(self, ctx: dict, requests, views, measure) -> list[dict]:
+        """Build the store once before the first request, then each request through the forget
+        stages and the candidate order of the updated store."""
+        from llmrec.forget.runner import forget
+        from retrieval.store import RetrievalStore
+
+        c = Context(
+            ctx["ws"], ctx["base"], ctx["seed"], [], views[0], views[0], None, None, ctx["run_dir"]
+        )
+        sub = _sub_workspace(c, f"{self.name}-stream")
+        t0 = time.perf_counter()
+        build_llm_path(sub, None, self.seed, False, _text_cache(c))
+        initial = time.perf_counter() - t0
+        rows = []
+        for j, req in enumerate(requests):
+            t0 = time.perf_counter()
+            forget(sub, [req])
+            row = {
+                "seconds": time.perf_counter() - t0,
+                "initial_seconds": initial if j == 0 else 0.0,
+            }
+            rows.append(
+                {**row, **measure(_CandidateOrder(RetrievalStore.load(sub), 50), views[j + 1])}
+            )
+        return rows
 
 
 def _timed_fn(fn, phases: dict[str, float], key: str):
