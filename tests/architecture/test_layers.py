@@ -4,7 +4,7 @@ Layers, low to high (a module may import only its own layer or a lower one; impo
 functions count too):
 
 0. ``llmrec`` (the package: its version), ``llmrec.errors``, ``llmrec.io``, ``llmrec.integrity``,
-   ``llmrec.locks``, ``prompts`` (templates and their loader)
+   ``llmrec.locks``, ``llmrec.progress``, ``prompts`` (templates and their loader)
 1. ``llmrec.data``, ``llmrec.workspace`` (a workspace is the dataset, split and ledger on disk)
 2. ``llmrec.evaluation`` (RecBole's protocol over any score function: it never needs a model
    class, and the models' early stopping uses it, so it sits below them)
@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "llmrec.io": 0,
     "llmrec.integrity": 0,
     "llmrec.locks": 0,
+    "llmrec.progress": 0,
     "prompts": 0,
     "llmrec.data": 1,
     "llmrec.workspace": 1,

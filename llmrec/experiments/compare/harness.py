@@ -50,6 +50,7 @@ from llmrec.experiments.compare.base import (
 from llmrec.experiments.compare.embedding import run_embedding
 from llmrec.experiments.compare.scenario import REQUEST_KIND, Scenario
 from llmrec.experiments.compare.stream import run_stream_seed
+from llmrec.progress import phase
 from llmrec.unlearning.registry import get_method
 from llmrec.workspace import Workspace
 
@@ -154,7 +155,8 @@ def run_seed(
     requests, forget_users = scenario.build(ws, before, seed)
     task = make_task((ds, ws.split, before), requests)
     after = task.after
-    original, secs = train_original(ws, base, seed, before, task.train_before, model_overrides)
+    with phase(f"seed {seed}: original {base}"):
+        original, secs = train_original(ws, base, seed, before, task.train_before, model_overrides)
     log(f"seed {seed}: original {base} trained in {secs:.1f}s; {requests[0].describe()}")
     excl = after.forgotten_items if after.forgotten_items.any() else None
     alive = np.flatnonzero(~after.forgotten_users)
@@ -190,12 +192,14 @@ def run_seed(
         order = ["retrain", *order]  # the embedding unlearners' gold, always run first
     for name in order:
         t = time.perf_counter()
-        outputs[name] = run_method(ctx, name)
+        with phase(f"seed {seed}: {name}"):
+            outputs[name] = run_method(ctx, name)
         log(f"  {name}: {outputs[name].seconds:.2f}s (wall {time.perf_counter() - t:.1f}s)")
 
-    eval_after = {
-        n: evaluate_users(o.score_fn, ws, after.keep, alive, excl, k) for n, o in outputs.items()
-    }
+    eval_after = {}
+    for n, o in outputs.items():
+        with phase(f"seed {seed}: {n}: serving and scoring {len(alive)} users"):
+            eval_after[n] = evaluate_users(o.score_fn, ws, after.keep, alive, excl, k)
     # the original model, on the same retained users, for the "versus original" bias
     eval_original = evaluate_users(original.score, ws, after.keep, alive, excl, k)
     base_orig = PerUser.from_eval(eval_original, k)
@@ -219,8 +223,8 @@ def run_seed(
             return fallback if o.family == "embedding" else None
         return PerUser.from_eval(evaluate_users(fn, ws, after.keep, users, excl, k), k)
 
-    results: dict[str, dict] = {}
-    for name in [m for m in methods if m in outputs]:
+    def measure(name: str) -> dict:
+        """One method's entry: utility, fairness, bias, collateral, completeness."""
         o = outputs[name]
         ev = eval_after[name]
         per = ev["per_user"]
@@ -265,7 +269,12 @@ def run_seed(
         entry["completeness"] = _completeness(ctx, o) if completeness else {"exact": o.exact}
         if scenario.kind == "attribute" and o.user_embeddings is not None:
             entry["attribute_leakage"] = _leakage(ctx, o.user_embeddings, scenario.attributes, seed)
-        results[name] = entry
+        return entry
+
+    results: dict[str, dict] = {}
+    for name in [m for m in methods if m in outputs]:
+        with phase(f"seed {seed}: {name}: bias, fairness and completeness"):
+            results[name] = measure(name)
     if scenario.kind == "attribute":
         results.setdefault("_original", {})["attribute_leakage"] = _leakage(
             ctx, original.user_embeddings().detach().cpu().numpy(), scenario.attributes, seed
