@@ -14,7 +14,6 @@ BackendFactory = Callable[[BackendSpec], RankBackend]
 DEFAULT_BACKEND = "hf"
 
 
-
 def _hf(spec: BackendSpec) -> RankBackend:
     from llmrec.llm.backends.hf import HFBackend  # imported when chosen: torch is heavy
 
