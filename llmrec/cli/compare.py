@@ -113,6 +113,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text += f"\nreport: {res['report']}\nresults: {res['results']}"
     summary = {k: res[k] for k in ("run_dir", "report", "results", "images")}
     summary["aggregate"] = {s: _aggregate(res, s) for s in res["scenarios"]}
+    summary["skipped"] = res["config"].get("skipped", {})
     emit(args, summary, text)
     return 0
 

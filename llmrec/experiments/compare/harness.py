@@ -57,8 +57,19 @@ from llmrec.workspace import Workspace
 
 def method_handles(name: str, kind: str) -> bool:
     """Whether the registered method ``name`` can honour requests of scenario ``kind``."""
+    return skip_reason(name, kind) is None
+
+
+def skip_reason(name: str, kind: str) -> str | None:
+    """Why the registered method ``name`` cannot honour scenario ``kind`` (``None``: it can)."""
     req_kind = REQUEST_KIND.get(kind)
-    return req_kind is None or req_kind in get_method(name).handles
+    handles = get_method(name).handles
+    if req_kind is None or req_kind in handles:
+        return None
+    return (
+        f"it handles only {', '.join(handles)} requests, and this scenario sends {req_kind} "
+        "requests"
+    )
 
 
 def run_method(ctx: Context, name: str) -> MethodOutput:
@@ -190,16 +201,20 @@ def run_seed(
     order = [m for m in methods if m != "retrain"]
     if not attribute_only:
         order = ["retrain", *order]  # the embedding unlearners' gold, always run first
+    wall: dict[str, float] = {}
     for name in order:
         t = time.perf_counter()
         with phase(f"seed {seed}: {name}"):
             outputs[name] = run_method(ctx, name)
-        log(f"  {name}: {outputs[name].seconds:.2f}s (wall {time.perf_counter() - t:.1f}s)")
+        wall[name] = time.perf_counter() - t
+        log(f"  {name}: {outputs[name].seconds:.2f}s (wall {wall[name]:.1f}s)")
 
-    eval_after = {}
+    eval_after, serving = {}, {}
     for n, o in outputs.items():
+        t = time.perf_counter()
         with phase(f"seed {seed}: {n}: serving and scoring {len(alive)} users"):
             eval_after[n] = evaluate_users(o.score_fn, ws, after.keep, alive, excl, k)
+        serving[n] = time.perf_counter() - t
     # the original model, on the same retained users, for the "versus original" bias
     eval_original = evaluate_users(original.score, ws, after.keep, alive, excl, k)
     base_orig = PerUser.from_eval(eval_original, k)
@@ -232,6 +247,10 @@ def run_seed(
             "family": o.family,
             "references": _references(o, base),
             "seconds": o.seconds,
+            # serving every retained user once after the request (rank + score), and the
+            # method's whole run (building, its gold's rebuild, pre-request serving included)
+            "serving_seconds": serving[name],
+            "wall_seconds": wall[name],
             "peak_memory_mb": o.peak_memory_mb,
             "speedup_vs_retrain": retrain_seconds / o.seconds if o.seconds > 0 else float("nan"),
             "utility": {
@@ -376,11 +395,11 @@ def run_compare(
         raise LlmrecError(f"fairness NDCG must be 'recbole' or 'cure', got {fairness_ndcg!r}")
     _check_overrides(base, model_overrides or {})
     parsed = [Scenario.parse(s) for s in scenarios]
-    plan = {}
+    plan, skipped = {}, {}
     for sc in parsed:
-        ms = [m for m in methods if method_handles(m, sc.kind)]
-        if sc.kind == "file":
-            ms = list(methods)
+        reasons = {} if sc.kind == "file" else {m: skip_reason(m, sc.kind) for m in methods}
+        ms = [m for m in methods if reasons.get(m) is None]
+        skipped[sc.spec] = {m: r for m, r in reasons.items() if r is not None}
         if not ms:
             raise LlmrecError(
                 f"none of the methods {', '.join(methods)} handles scenario {sc.spec!r}"
@@ -391,6 +410,7 @@ def run_compare(
         "scenarios": list(scenarios),
         "methods": list(methods),
         "plan": plan,
+        "skipped": skipped,
         "base": base,
         "seeds": list(seeds),
         "k_neighbours": k_neighbours,
@@ -407,6 +427,8 @@ def run_compare(
     by_scenario = {}
     for sc in parsed:
         log(f"scenario {sc.spec}: methods {', '.join(plan[sc.spec])}")
+        for m, why in skipped[sc.spec].items():
+            log(f"scenario {sc.spec}: {m} skipped: {why}")
         by_scenario[sc.spec] = [
             run_seed(
                 ws,
