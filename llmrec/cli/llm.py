@@ -149,6 +149,12 @@ def register(sub, common) -> None:
         "--blend", type=nonneg_float, help="weight of the candidate prior (default: the adapters')"
     )
     r.add_argument("--device", type=device_name, default="cpu")
+    r.add_argument(
+        "--backend",
+        default="hf",
+        help="serving backend: hf (Hugging Face + peft) or one registered with "
+        "llmrec.llm.backends.register_backend",
+    )
     _load_flags(r)
     r.add_argument(
         "--show-prompt",
@@ -352,6 +358,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             device=args.device,
             blend=args.blend,
+            backend=args.backend,
         ),
     )
     ctx = pipe.context(user)
@@ -381,10 +388,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     )
     if rk.text is not None:
         result["text"] = rk.text
-    prompt = pipe.generator.prompt(ctx, args.mode).text
+    prompt = pipe.backend.prompt(ctx, args.mode).text
     if args.show_prompt:
         result["prompt"] = prompt
-        result["template"] = pipe.generator.builder.template.name
+        result["template"] = pipe.backend.builder.template.name
         result["adapter"] = pipe.adapter_for(user)
     lines = [f"user {args.user} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
     if args.show_prompt:
