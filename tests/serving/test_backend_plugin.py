@@ -171,6 +171,7 @@ def test_toy_backend_serves_llmrec_recommend_before_and_after_a_forget(ws, toy, 
 
 def test_unknown_backend_is_one_clear_error(ws, capsys):
     user = str(ws.dataset.user_tokens[4])
-    code = main(["recommend", "--user", user, "--backend", "nope", "--workspace", str(ws.root)])
+    argv = ["recommend", "--user", user, "--backend", "nope", "--model", "toy"]
+    code = main([*argv, "--workspace", str(ws.root)])
     err = capsys.readouterr().err
     assert code != 0 and "unknown serving backend 'nope'" in err and "Traceback" not in err
