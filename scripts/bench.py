@@ -9,7 +9,7 @@ full ranking), training seconds beside RecBole 1.2.1's anchors; see :mod:`benchm
 latency vs rebuild, candidate quality vs BPR-MF, FAISS index types at 10^6 vectors); see
 :mod:`benchmarks.retrieval_layer`.
 
-``llm``: users per second of the CRAGRU generator for each mode (likelihood, json, constrained)
+``llm``: users per second of the CRAGRU serving backend for each mode (likelihood, json, constrained)
 with the default model on CPU; see :mod:`benchmarks.generation`.
 
 ``unlearn``: the embedding unlearners on ml-100k for BPR-MF and LightGCN: AltEraser, FineTune

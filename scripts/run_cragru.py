@@ -40,7 +40,7 @@ from llmrec.experiments.cragru_scenario import (  # noqa: E402
     run_scenario,
 )
 from llmrec.io import to_json  # noqa: E402
-from llmrec.llm.generator import MODES  # noqa: E402
+from llmrec.llm.backends import MODES  # noqa: E402
 from llmrec.workspace import Workspace  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from llmrec.cli.common import (
     positive_int,
     progress_enabled,
 )
-from llmrec.errors import LlmrecError
+from llmrec.errors import ArtifactError, LlmrecError
 from retrieval.hybrid import SOURCES
 
 #: llmrec.llm.recipe.RECIPES, default first (not imported here: that module loads torch and peft)
@@ -126,12 +126,14 @@ def register(sub, common) -> None:
     )
     r.add_argument(
         "--model",
-        help="hub id or folder (default: the base the adapters were tuned on, else the built LM)",
+        help="hub id or folder (default: the base the adapters were tuned on, else the built LM: "
+        "the workspace's 'llmrec build-lm' or the one 'llmrec compare' built)",
     )
     r.add_argument(
         "--adapters",
         default=None,
-        help="'none': the base model alone; DIR: adapters tuned there (default: the workspace's)",
+        help="'none': the base model alone; DIR: adapters tuned there (default: the "
+        "workspace's adapters when tuned, else the base LM alone, as the output then says)",
     )
     r.add_argument("--no-adapters", action="store_true", help="same as '--adapters none'")
     r.add_argument("--template", help="prompt template name or path (default: the adapters' own)")
@@ -153,6 +155,12 @@ def register(sub, common) -> None:
         "--blend", type=nonneg_float, help="weight of the candidate prior (default: the adapters')"
     )
     r.add_argument("--device", type=device_name, default="cpu")
+    r.add_argument(
+        "--backend",
+        default="hf",
+        help="serving backend: hf (Hugging Face + peft) or one registered with "
+        "llmrec.llm.backends.register_backend",
+    )
     _load_flags(r)
     r.add_argument(
         "--show-prompt",
@@ -322,6 +330,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from llmrec.serving.cragru import CragruOptions, CragruPipeline
+    from llmrec.serving.prerequisites import serving_plan
     from llmrec.serving.served_log import log_served
 
     ws = open_workspace(args)
@@ -332,13 +341,20 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         adapters = False
     elif args.adapters:
         adapters = str(Path(args.adapters).resolve())
+    plan = serving_plan(ws, args.model, adapters)
+    if plan.missing:
+        raise ArtifactError(
+            f"recommend needs {' and '.join(w for w, _ in plan.missing)}: build "
+            f"{'them' if len(plan.missing) > 1 else 'it'} with '{plan.build_command(ws)}'"
+        )
+    adapters = adapters if plan.adapters else False
     explicit_load = args.dtype != "auto" or any(
         (args.device_map, args.attn_implementation, args.trust_remote_code, args.revision)
     )
     pipe = CragruPipeline(
         ws,
         CragruOptions(
-            model=args.model,
+            model=args.model or plan.model,
             adapters=adapters,
             load=_load_options(args) if explicit_load else None,
             template=args.template,
@@ -349,6 +365,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             device=args.device,
             blend=args.blend,
             candidates=args.candidate_source,
+            backend=args.backend,
         ),
     )
     ctx = pipe.context(user)
@@ -369,6 +386,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         "candidates": [str(ds.item_tokens[i]) for i in ctx.candidates],
         "profile": {k: str(v) for k, v in ctx.attributes.items()},
     }
+    if plan.notes:
+        result["notes"] = plan.notes
     if rk.report is not None:
         result["parse"] = rk.report.to_dict()
     # what is shown is user data too: the served log is scrubbed by the "served" forget stage
@@ -377,10 +396,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     )
     if rk.text is not None:
         result["text"] = rk.text
-    prompt = pipe.generator.prompt(ctx, args.mode).text
+    prompt = pipe.backend.prompt(ctx, args.mode).text
     if args.show_prompt:
         result["prompt"] = prompt
-        result["template"] = pipe.generator.builder.template.name
+        result["template"] = pipe.backend.builder.template.name
         result["adapter"] = pipe.adapter_for(user)
     lines = [f"user {args.user} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
     if args.show_prompt:
@@ -389,5 +408,6 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         lines.append(f"{k:3d}. {i:>6s}  {t}")
     if rk.fallback:
         lines.append("(model answer unusable: candidate order used)")
+    lines += [f"({note})" for note in plan.notes]
     emit(args, result, "\n".join(lines))
     return 0

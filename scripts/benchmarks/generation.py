@@ -2,7 +2,7 @@
 
 Builds what the workspace lacks (the catalog-only default LM, a retrieval store), retrieves the
 prompt material of ``--users`` users once (timed separately), then times
-:meth:`Generator.rank` per mode -- prompt rendering, tokenisation and the model -- after one
+:meth:`HFBackend.rank` per mode -- prompt rendering, tokenisation and the model -- after one
 warm-up batch. With tuned adapters in the workspace the users' shard adapters are used. One JSON
 line per mode on stdout.
 
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from llmrec.llm.generator import MODES
+from llmrec.llm.backends import MODES
 
 from .common import emit
 
@@ -53,8 +53,8 @@ def kv_ratio(args: argparse.Namespace) -> dict:
     import yaml
 
     from llmrec.data.synthetic import SyntheticSpec, write_synthetic
+    from llmrec.llm.backends.hf import HFBackend
     from llmrec.llm.catalog import Catalog
-    from llmrec.llm.generator import Generator
     from llmrec.llm.prompt import UserContext
     from llmrec.llm.tiny_models import build_tiny, catalog_corpus_text
     from llmrec.workspace import Workspace
@@ -89,7 +89,7 @@ def kv_ratio(args: argparse.Namespace) -> dict:
             vocab_size=2000,
             seed=args.seed,
         )
-        gen = Generator.from_pretrained(
+        gen = HFBackend.from_pretrained(
             model_dir, cat, template=str(root / "bench-kv.yaml"), device=args.device
         )
         gen.builder._reserve = reserve  # the prompt takes exactly the positions left
@@ -133,7 +133,7 @@ def kv_ratio(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Users/second of the CRAGRU generator per mode (default model, CPU)."""
+    """Users/second of the CRAGRU serving backend per mode (default model, CPU)."""
     if args.kv_ratio:
         emit(kv_ratio(args))
         return 0

@@ -4,7 +4,7 @@ Layers, low to high (a module may import only its own layer or a lower one; impo
 functions count too):
 
 0. ``llmrec`` (the package: its version), ``llmrec.errors``, ``llmrec.io``, ``llmrec.integrity``,
-   ``llmrec.locks``, ``prompts`` (templates and their loader)
+   ``llmrec.locks``, ``llmrec.progress``, ``prompts`` (templates and their loader)
 1. ``llmrec.data``, ``llmrec.workspace`` (a workspace is the dataset, split and ledger on disk)
 2. ``llmrec.evaluation`` (RecBole's protocol over any score function: it never needs a model
    class, and the models' early stopping uses it, so it sits below them)
@@ -12,7 +12,8 @@ functions count too):
 4. ``retrieval``, ``llmrec.llm``, ``llmrec.unlearning`` (the two forget paths and the LM)
 5. ``llmrec.serving`` (CRAGRU serving, the served-score blend, the served log)
 6. ``llmrec.forget`` (the forget runner, the stage protocol and registry, the stages, the audit)
-7. ``llmrec.experiments`` (comparison harness, scenarios, the paper protocol)
+7. ``llmrec.experiments`` (comparison harness, scenarios, the paper protocol), ``llmrec.testing``
+   (the public contract suites: they exercise any layer below)
 8. ``llmrec.cli``, ``llmrec.__main__``
 
 Also checked: no import cycle between modules, no ``importlib.import_module`` / ``__import__``
@@ -37,6 +38,7 @@ LAYERS: dict[str, int] = {
     "llmrec.io": 0,
     "llmrec.integrity": 0,
     "llmrec.locks": 0,
+    "llmrec.progress": 0,
     "prompts": 0,
     "llmrec.data": 1,
     "llmrec.workspace": 1,
@@ -49,6 +51,7 @@ LAYERS: dict[str, int] = {
     "llmrec.serving": 5,
     "llmrec.forget": 6,
     "llmrec.experiments": 7,
+    "llmrec.testing": 7,
     "llmrec.cli": 8,
     "llmrec.__main__": 8,
 }

@@ -1,4 +1,6 @@
-"""Ranking candidates with any Hugging Face causal LM, in four modes.
+"""The Hugging Face + peft serving backend: any ``AutoModelForCausalLM``, optionally with LoRA
+adapters (merged copies per adapter, or switched on one peft model), as a
+:class:`~llmrec.llm.backends.base.RankBackend`.
 
 Prompts follow the prompt contract of :class:`llmrec.llm.prompt.PromptBuilder` (the template
 and chat template the adapters were tuned with, BOS where the tokenizer adds it, history filled
@@ -13,13 +15,12 @@ to the model's true context length); answers are tokenised in context.
   ...) and ranked from one next-token distribution over the labels.
 * ``json`` -- the model writes ``{item_id: score}`` itself (greedy: ids, scores, separators and
   where to stop); :func:`parse_ranking` validates it (unknown ids, duplicates, forgotten items
-  dropped; fallback to the candidate order counted). With single-token ids the item tokens the
-  model may write are the candidates it has not written yet (``json_items="candidates"``, the
-  default; ``"free"``: every non-forgotten item); the JSON text is the model's own.
+  dropped; fallback to the candidate order counted). With single-token item ids the item tokens
+  the model may write are the candidates it has not written yet (``json_items="candidates"``,
+  the default; ``"free"``: every non-forgotten item); the JSON text is the model's own.
 * ``constrained`` -- greedy decoding restricted to valid answers over the candidates (or the
-  catalogue) minus forgotten items: item slots follow a token trie for single-token ids and a
-  text-level constraint (:mod:`llmrec.llm.constrained`) for ids spelled as text, with the JSON
-  scaffold forced, so the answer always parses to exact ids.
+  catalogue) minus forgotten items (:mod:`llmrec.llm.constrained`, applied here as a logits
+  processor), with the JSON scaffold forced, so the answer always parses to exact ids.
 
 Whatever the mode and whatever the model prefers, a forgotten item is never returned: it is
 removed from the candidates, from the trie and from the parsed answer.
@@ -27,10 +28,10 @@ removed from the candidates, from the trie and from the parsed answer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,46 +39,23 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
+from llmrec.llm.backends.base import (
+    BackendSpec,
+    Ranking,
+    check_mode,
+    encode_prompt,
+    forgotten_mask,
+    index_labels,
+    ranked,
+    without_forgotten,
+)
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
-from llmrec.llm.constrained import TextConstraint, VocabIndex
+from llmrec.llm.constrained import AnswerConstraint, AnswerSpelling, TextConstraint, VocabIndex
 from llmrec.llm.loading import LoadOptions, ensure_pad, load_model, load_tokenizer, resolve_base
 from llmrec.llm.lora import TokenizedExample, collate
-from llmrec.llm.parsing import ParseReport, parse_ranking, scrub
-from llmrec.llm.prompt import EncodedPrompt, PromptBuilder, UserContext, context_limit, span_tokens
-from llmrec.llm.trie import ItemTrie
+from llmrec.llm.parsing import parse_ranking, scrub
+from llmrec.llm.prompt import EncodedPrompt, PromptBuilder, UserContext, context_limit
 from prompts import ANSWER_OPEN, PromptTemplate, default_template
-
-MODES = ("likelihood", "json", "constrained")
-RANK_MODES = MODES + ("verbalizer",)  # verbalizer: candidates under index labels (LlamaRec)
-
-
-@dataclass
-class Ranking:
-    """One user's regenerated ranking of the candidate list (forgotten items removed)."""
-
-    user: int
-    items: np.ndarray
-    scores: np.ndarray
-    mode: str
-    fallback: bool = False
-    report: ParseReport | None = None
-    text: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self, item_tokens: Sequence[str] | None = None) -> dict[str, Any]:
-        items = self.items.tolist()
-        out: dict[str, Any] = {
-            "user": self.user,
-            "mode": self.mode,
-            "items": [str(item_tokens[i]) for i in items] if item_tokens is not None else items,
-            "scores": [None if np.isnan(s) else float(s) for s in self.scores],
-            "fallback": self.fallback,
-        }
-        if self.report is not None:
-            out["parse"] = self.report.to_dict()
-        if self.text is not None:
-            out["text"] = self.text
-        return out
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -140,105 +118,22 @@ class _CandidateItems(LogitsProcessor):
         return out
 
 
-class _RowState:
-    __slots__ = ("consumed", "phase", "prefix", "items", "scaffold", "pos")
+class _Constrained(LogitsProcessor):
+    """Applies a constraint automaton (:mod:`llmrec.llm.constrained`) to greedy decoding: per
+    row, every token but those the automaton allows after the row's written tokens is banned."""
 
-    def __init__(self) -> None:
-        self.consumed = 0
-        self.phase = "item"
-        self.prefix: list[int] = []
-        self.items: list[int] = []
-        self.scaffold: list[int] = []
-        self.pos = 0
-
-
-class AnswerConstraint(LogitsProcessor):
-    """Forces ``item": score, "item": score}`` with items from a trie (greedy decoding).
-
-    Per row, item slots may only spell items of the trie that are in ``allowed[row]`` and not yet
-    written; after ``k_items`` items (or when none is left) the object is closed and EOS forced.
-    """
-
-    def __init__(
-        self,
-        trie: ItemTrie,
-        allowed: Sequence[set[int] | None],
-        scaffolds: tuple[list[list[int]], list[list[int]]],
-        prompt_width: int,
-        k_items: int,
-        eos_id: int,
-    ):
-        """``scaffolds``: the in-context tokens between item ``j`` and the next one
-        (``": 10, "``) and after the last one (``": 10}``), for ``j < k_items``."""
-        self.trie = trie
-        self.allowed = [None if a is None else set(a) for a in allowed]
+    def __init__(self, constraint: AnswerConstraint | TextConstraint, prompt_width: int):
+        self.constraint = constraint
         self.width = prompt_width
-        self.k = k_items
-        self.eos = eos_id
-        self.mid, self.final = scaffolds
-        self.states = [_RowState() for _ in allowed]
-
-    def _remaining(self, row: int, st: _RowState) -> set[int] | None:
-        a = self.allowed[row]
-        if a is None:
-            return None
-        return a.difference(st.items)
-
-    def _closing(self, row: int, st: _RowState, item: int) -> list[int]:
-        j = len(st.items)  # index of the item being completed
-        rem = self._remaining(row, st)
-        left = None if rem is None else rem - {item}
-        if j + 1 >= self.k or (left is not None and not left):
-            return self.final[j]
-        return self.mid[j]
-
-    def _advance(self, row: int, st: _RowState, tok: int) -> None:
-        if st.phase == "item":
-            ext = st.prefix + [tok]
-            if self.trie.node(ext) is not None:
-                st.prefix = ext
-                return
-            item = self.trie.complete(st.prefix)
-            if item is None:  # cannot happen under the mask; end the answer defensively
-                st.phase = "done"
-                return
-            st.scaffold = self._closing(row, st, item)
-            st.items.append(item)
-            st.prefix = []
-            st.phase, st.pos = "scaffold", 1
-        else:
-            st.pos += 1
-        if st.phase == "scaffold" and st.pos >= len(st.scaffold):
-            final = len(st.items) >= self.k or st.scaffold == self.final[len(st.items) - 1]
-            st.phase = "done" if final else "item"
-
-    def allowed_tokens(self, row: int, st: _RowState) -> list[int]:
-        if st.phase == "done":
-            return [self.eos]
-        if st.phase == "scaffold":
-            return [st.scaffold[st.pos]]
-        rem = self._remaining(row, st)
-        out = self.trie.next_tokens(st.prefix, rem)
-        item = self.trie.complete(st.prefix, rem)
-        if item is not None:
-            out.append(self._closing(row, st, item)[0])
-        return out or [self.eos]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         mask = torch.full_like(scores, -torch.inf)
-        gen = input_ids[:, self.width :].tolist()
-        for row, toks in enumerate(gen):
-            st = self.states[row]
-            if len(toks) < st.consumed:  # a new generation reused the processor
-                st = self.states[row] = _RowState()
-            for t in toks[st.consumed :]:
-                self._advance(row, st, int(t))
-            st.consumed = len(toks)
-            mask[row, self.allowed_tokens(row, st)] = 0.0
+        for row, toks in enumerate(input_ids[:, self.width :].tolist()):
+            mask[row, self.constraint.allowed_after(row, toks)] = 0.0
         return scores + mask
 
 
-class Generator:
+class HFBackend:
     """A causal LM (any ``AutoModelForCausalLM``), optionally with LoRA adapters, as a ranker.
 
     ``kv_cache`` (likelihood with multi-token ids): run the prompt once and score every
@@ -276,6 +171,7 @@ class Generator:
             template = default_template(self.verbalizer.single_token)
         limit = max_prompt_tokens or context_limit(tokenizer, model.config)
         self.builder = PromptBuilder(template, catalog, self.verbalizer, tokenizer, top_k, limit)
+        self.spelling = AnswerSpelling(self.builder, self.verbalizer, self.tokenizer)
         self.batch_size = batch_size
         self.top_k = top_k
         self.max_prompt_tokens = limit
@@ -283,14 +179,36 @@ class Generator:
         if json_items not in ("candidates", "free"):
             raise ValueError(f"json_items must be 'candidates' or 'free', got {json_items!r}")
         self.json_items = json_items
-        self._trie: ItemTrie | None = None
-        self._trie_removed: frozenset[int] = frozenset()
-        self._item_seqs: list[list[int]] | None = None
-        self._scaffolds: tuple[list[list[int]], list[list[int]]] | None = None
-        self._vocab: VocabIndex | None = None
         self.stats: dict[str, float] = {"users": 0, "seconds": 0.0, "fallbacks": 0}
+        self._modes = {
+            "likelihood": self._likelihood,
+            "verbalizer": self._verbalizer,
+            "json": self._json,
+            "constrained": self._constrained,
+        }
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> HFBackend:
+        """The backend of a :class:`BackendSpec` (what serving builds); ``spec.options`` go to
+        :meth:`from_pretrained`."""
+        load = spec.load or LoadOptions()
+        return cls.from_pretrained(
+            spec.model,
+            spec.catalog,
+            adapters=spec.adapters,
+            device=spec.device,
+            template=spec.template,
+            batch_size=spec.batch_size,
+            top_k=spec.top_k,
+            dtype=None if load.dtype == "auto" else load.dtype,
+            device_map=load.device_map,
+            attn_implementation=load.attn_implementation,
+            trust_remote_code=load.trust_remote_code,
+            revision=load.revision,
+            **spec.options,
+        )
+
     @classmethod
     def from_pretrained(
         cls,
@@ -305,7 +223,7 @@ class Generator:
         trust_remote_code: bool = False,
         revision: str | None = None,
         **kwargs: Any,
-    ) -> Generator:
+    ) -> HFBackend:
         """Load a local folder or a cached hub id (and named peft adapters), from local files.
 
         ``dtype``: a ``torch.dtype`` or ``auto|float32|bfloat16|float16`` (default: bfloat16 on
@@ -355,8 +273,6 @@ class Generator:
 
     def _adapter_ctx(self, adapter: str | None):
         """Context selecting ``adapter`` (``None``: the base model, adapters disabled)."""
-        import contextlib
-
         if adapter is not None and adapter not in self.adapters:
             raise ValueError(f"adapter {adapter!r} requested but the model has {self.adapters}")
         if self.merged or not self.adapters:
@@ -368,7 +284,7 @@ class Generator:
         self.model.set_adapter(adapter)
         return contextlib.nullcontext()
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ RankBackend
     def rank(
         self,
         contexts: Sequence[UserContext],
@@ -384,38 +300,22 @@ class Generator:
         ``mode`` ``verbalizer``: candidates are written under index labels and ranked from the
         next-token distribution over the labels (LlamaRec).
         """
-        if mode not in RANK_MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(RANK_MODES)}")
-        forgotten = (
-            np.zeros(len(self.catalog), dtype=bool)
-            if forgotten is None
-            else np.asarray(forgotten, dtype=bool)
-        )
-        clean = [
-            UserContext(
-                c.user,
-                c.attributes,
-                c.history_items,
-                c.history_ratings,
-                np.asarray(c.candidates, dtype=np.int64)[
-                    ~forgotten[np.asarray(c.candidates, dtype=np.int64)]
-                ],
-            )
-            for c in contexts
-        ]
+        check_mode(mode, scope)
+        forgotten = forgotten_mask(forgotten, len(self.catalog))
+        clean = without_forgotten(contexts, forgotten)
+        run = self._modes[mode]
+        # nothing to rank (every candidate forgotten): an empty ranking, the model not asked
+        # (a catalogue-scope answer may still name other items)
+        asked = [k for k, c in enumerate(clean) if len(c.candidates) or scope == "catalog"]
+        todo = [clean[k] for k in asked]
         t0 = time.perf_counter()
-        out: list[Ranking] = []
+        got: list[Ranking] = []
         with torch.no_grad(), self._adapter_ctx(adapter):
-            for s in range(0, len(clean), self.batch_size):
-                batch = clean[s : s + self.batch_size]
-                if mode == "likelihood":
-                    out += self._likelihood(batch)
-                elif mode == "verbalizer":
-                    out += [self._verbalized(c) for c in batch]
-                elif mode == "json":
-                    out += self._generate(batch, forgotten, constrained=False)
-                else:
-                    out += self._generate(batch, forgotten, constrained=True, scope=scope)
+            for s in range(0, len(todo), self.batch_size):
+                got += run(todo[s : s + self.batch_size], forgotten, scope)
+        out = [ranked(c, np.zeros(0), mode) for c in clean]
+        for k, r in zip(asked, got):
+            out[k] = r
         for r in out:  # defence in depth: nothing forgotten leaves this method
             keep = ~forgotten[r.items] if len(r.items) else np.zeros(0, bool)
             r.items, r.scores = r.items[keep], r.scores[keep]
@@ -426,9 +326,7 @@ class Generator:
 
     def prompt(self, ctx: UserContext, mode: str = "likelihood") -> EncodedPrompt:
         """The prompt served for ``ctx`` in ``mode`` (text and token ids)."""
-        if mode == "verbalizer":
-            return self.builder.encode(ctx, labels=self.labels(len(ctx.candidates)))
-        return self.builder.encode(ctx)
+        return encode_prompt(self.builder, ctx, mode)
 
     # ------------------------------------------------------------------ likelihood
     def _forward_last(self, ids: list[list[int]]) -> torch.Tensor:
@@ -437,7 +335,9 @@ class Generator:
         logits = self.active(**inputs, logits_to_keep=1).logits[:, -1]
         return torch.log_softmax(logits.float(), dim=-1)
 
-    def _likelihood(self, batch: Sequence[UserContext]) -> list[Ranking]:
+    def _likelihood(
+        self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str
+    ) -> list[Ranking]:
         encs = [self.builder.encode(c) for c in batch]
         if self.verbalizer.single_token:
             logp = self._forward_last([e.ids for e in encs]).cpu().numpy()
@@ -447,7 +347,7 @@ class Generator:
                 self.continuation_scores(e, [self.verbalizer(int(i)) + '"' for i in c.candidates])
                 for e, c in zip(encs, batch)
             ]
-        return [_ranked(c, sc, "likelihood") for c, sc in zip(batch, scores)]
+        return [ranked(c, sc, "likelihood") for c, sc in zip(batch, scores)]
 
     def continuation_scores(self, prompt: EncodedPrompt, suffixes: Sequence[str]) -> np.ndarray:
         """Log-likelihood of ``prompt.text + s`` after the shared prefix, for every suffix,
@@ -518,13 +418,13 @@ class Generator:
         return scores
 
     # ------------------------------------------------------------------ verbalizer
-    def labels(self, n: int) -> list[str]:
-        """Index labels of ``n`` candidates: ``A``..``Z``, ``a``..``z``, then numbers."""
-        letters = [chr(c) for c in range(65, 91)] + [chr(c) for c in range(97, 123)]
-        return [letters[k] if k < len(letters) else str(k + 1) for k in range(n)]
+    def _verbalizer(
+        self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str
+    ) -> list[Ranking]:
+        return [self._verbalized(c) for c in batch]
 
     def _verbalized(self, ctx: UserContext) -> Ranking:
-        labels = self.labels(len(ctx.candidates))
+        labels = index_labels(len(ctx.candidates))
         enc = self.builder.encode(ctx, labels=labels)
         cut, tails = self.builder.continuations(enc, [lab + '"' for lab in labels])
         firsts = [t[0] for t in tails if t]
@@ -533,62 +433,14 @@ class Generator:
             scores = logp[np.asarray(firsts, dtype=np.int64)].astype(np.float64)
         else:  # a label is not one distinct token here: score the labels' spellings
             scores = self.continuation_scores(enc, [lab + '"' for lab in labels])
-        return _ranked(ctx, scores, "verbalizer")
+        return ranked(ctx, scores, "verbalizer")
 
-    # ------------------------------------------------------------------ constrained decoding
-    def item_sequences(self) -> list[list[int]]:
-        """Every item's token ids as written inside an answer (after ``{"``, before ``"``),
-        from the tokenised answer text itself; an item the tokenizer merges with the quotes
-        falls back to its own tokenisation."""
-        if self._item_seqs is None:
-            if self.verbalizer.single_token:
-                self._item_seqs = [[int(t)] for t in self.verbalizer.token_ids]
-            else:
-                words = [self.verbalizer(i) for i in range(len(self.catalog))]
-                lead = self.builder.template.answer_prefix
-                texts = [f'{lead}{w}": 10}}' for w in words]
-                spans = [(len(lead), len(lead) + len(w)) for w in words]
-                got = span_tokens(self.tokenizer, texts, spans)
-                alone = self.tokenizer(words, add_special_tokens=False)["input_ids"]
-                self._item_seqs = [g if g else list(a) for g, a in zip(got, alone)]
-        return self._item_seqs
+    # ------------------------------------------------------------------ written answers
+    def _json(self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str):
+        return self._generate(batch, forgotten, constrained=False)
 
-    def scaffolds(self, k: int) -> tuple[list[list[int]], list[list[int]]]:
-        """In-context tokens of ``": 10, "`` (between items) and ``": 10}`` (closing)."""
-        if self._scaffolds is None or len(self._scaffolds[0]) < k:
-            a, b = self.verbalizer(0), self.verbalizer(min(1, len(self.catalog) - 1))
-            lead = self.builder.template.answer_prefix
-            mids, finals = [], []
-            for j in range(k):
-                score = max(1, 10 - j)
-                mid, fin = f'": {score}, "', f'": {score}}}'
-                t_mid, t_fin = lead + a + mid + b + '"', lead + a + fin
-                s0 = len(lead) + len(a)
-                got = span_tokens(
-                    self.tokenizer, [t_mid, t_fin], [(s0, s0 + len(mid)), (s0, s0 + len(fin))]
-                )
-                enc = lambda x: self.tokenizer(x, add_special_tokens=False)["input_ids"]  # noqa: E731
-                mids.append(got[0] or enc(mid))
-                finals.append(got[1] or enc(fin))
-            self._scaffolds = (mids, finals)
-        return self._scaffolds[0][:k], self._scaffolds[1][:k]
-
-    def trie(self, forgotten: np.ndarray) -> ItemTrie:
-        """Catalogue trie with ``forgotten`` items removed (cached per forgotten set)."""
-        removed = frozenset(np.flatnonzero(forgotten).tolist())
-        if self._trie is None:
-            self._trie = ItemTrie(dict(enumerate(self.item_sequences())))
-        if not self._trie_removed <= removed:  # the cached trie lacks items now allowed
-            self._trie, self._trie_removed = None, frozenset()
-            return self.trie(forgotten)
-        self._trie.remove_many(removed - self._trie_removed)
-        self._trie_removed = removed
-        return self._trie
-
-    def vocab_index(self) -> VocabIndex:
-        if self._vocab is None:
-            self._vocab = VocabIndex(self.tokenizer)
-        return self._vocab
+    def _constrained(self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str):
+        return self._generate(batch, forgotten, constrained=True, scope=scope)
 
     def _generate(
         self,
@@ -628,15 +480,15 @@ class Generator:
             k = max(1, min(self.top_k, max(len(a) for a in allowed)))
             if textual:
                 words = [{i: self.verbalizer(i) for i in sorted(a)} for a in allowed]
-                proc: Any = TextConstraint(self.vocab_index(), words, heads, width, k, eos)
+                con: Any = TextConstraint(self.spelling.vocab_index(), words, heads, k, eos)
             else:
-                proc = AnswerConstraint(
-                    self.trie(forgotten), allowed, self.scaffolds(k), width, k, eos
+                con = AnswerConstraint(
+                    self.spelling.trie(forgotten), allowed, self.spelling.scaffolds(k), k, eos
                 )
-            kwargs["logits_processor"] = [proc]
+            kwargs["logits_processor"] = [_Constrained(con, width)]
             budget += max(len(h) for h in heads)
         else:
-            kwargs["stopping_criteria"] = [_StopAtBrace(self.vocab_index(), width)]
+            kwargs["stopping_criteria"] = [_StopAtBrace(self.spelling.vocab_index(), width)]
             if self.verbalizer.single_token and self.json_items == "candidates":
                 tok = self.verbalizer.token_ids
                 vocab = max(len(self.tokenizer), int(tok.max()) + 1)
@@ -663,7 +515,7 @@ class Generator:
             text = ANSWER_OPEN + written
             cands = c.candidates
             if constrained and scope == "catalog":
-                chosen = proc.written(k) if textual else proc.states[k].items
+                chosen = con.written(k)
                 cands = np.array(
                     chosen + [int(i) for i in c.candidates if int(i) not in chosen],
                     dtype=np.int64,
@@ -692,8 +544,3 @@ def _cache_argument(model: Any) -> str:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-def _ranked(ctx: UserContext, scores: np.ndarray, mode: str) -> Ranking:
-    order = np.argsort(-scores, kind="stable")
-    return Ranking(ctx.user, ctx.candidates[order], scores[order].astype(np.float64), mode)
