@@ -103,6 +103,20 @@ def register(sub, common) -> None:
         "at least as many shards as processes",
     )
     t.set_defaults(func=cmd_tune)
+    bl = asub.add_parser(
+        "blend",
+        parents=[common],
+        help="fit the served blend (LM score vs candidate order) on VALID",
+        description="Rank every served user with a retained VALID pair with the adapters (pure "
+        "LM, likelihood mode) and choose the prior weight of the candidate order that scores "
+        "best on VALID NDCG@10; written to adapters/blend.json, served by default and re-fitted "
+        "by 'llmrec forget' (llmrec/serving/blend.py).",
+    )
+    bl.add_argument(
+        "--strategy", choices=["preference", "diversity", "attention"], default="preference"
+    )
+    bl.add_argument("--device", type=device_name, default="cpu")
+    bl.set_defaults(func=cmd_blend)
     s = asub.add_parser("status", parents=[common], help="adapters, versions, data hashes")
     s.set_defaults(func=cmd_status)
 
@@ -237,6 +251,25 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
         f"loss {man['train_loss'][-1]:.3f}, {man['seconds']:.1f}s"
     )
     emit(args, man, text)
+    return 0
+
+
+def cmd_blend(args: argparse.Namespace) -> int:
+    from llmrec.serving.blend import BlendFit, fit_blend, write_blend
+
+    ws = open_workspace(args)
+    record = fit_blend(ws, BlendFit(strategy=args.strategy, device=args.device))
+    path = write_blend(ws, record)
+    cold = record.get("cold_users", {}).get("blend")
+    emit(
+        args,
+        {**record, "path": str(path)},
+        f"served blend {record['blend']:g}"
+        + ("" if cold is None else f" (users with a short history: {cold:g})")
+        + f" at ledger v{record['ledger_version']}, VALID NDCG@10 "
+        f"{record['served_valid_ndcg@10']:.4f} (candidate order "
+        f"{record['candidates_valid_ndcg@10']:.4f}); {path}",
+    )
     return 0
 
 

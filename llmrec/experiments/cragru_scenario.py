@@ -34,10 +34,7 @@ from llmrec.serving.cragru import (
     CragruOptions,
     CragruPipeline,
     blend_ranking,
-    choose_blend,
     default_lm_dir,
-    group_weight,
-    save_blend,
 )
 from llmrec.workspace import Workspace
 
@@ -217,73 +214,36 @@ def _regenerate(pipe: CragruPipeline, users: np.ndarray, cfg: ScenarioConfig, cl
     return ctxs, base, methods, outputs
 
 
-#: fewest cold users with which the scenario tunes them their own blend weight
-MIN_COLD_USERS = 10
+def _tune_blend(ws, pipe, cfg: ScenarioConfig, ctxs, outputs, methods) -> dict[str, Any]:
+    """Fit the served blend from scratch on VALID (:func:`llmrec.serving.blend.fit_blend`, the
+    fit the ``blend`` forget stage repeats), store it as the served default and add the blended
+    ranking of the evaluated users as ``llm_likelihood`` to ``methods``."""
+    from llmrec.serving.blend import BlendFit, fit_blend, write_blend
 
-
-def _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate) -> dict[str, Any]:
-    """Grid-search the likelihood blend on VALID, store it as the served default and add the
-    blended ranking as ``llm_likelihood`` to ``methods``.
-
-    Users with at most ``cfg.cold_users`` retained train interactions (as the pipeline counts
-    them) get their own weight, tuned on their VALID part, the others one weight tuned on
-    theirs (VALID NDCG is a mean over users, so the two choices are the joint optimum); the cold
-    users' own weight is served only when it beats the common one on their VALID part
-    (:func:`~llmrec.serving.cragru.group_weight`)."""
     if "likelihood" not in outputs:
         return {}
+    fit = BlendFit(
+        grid=tuple(cfg.blend_grid),
+        cold_max=cfg.cold_users,
+        strategy=cfg.strategy,
+        history=pipe.history,
+        n_candidates=pipe.n_candidates,
+        template=pipe.opt.template,
+        device=pipe.opt.device,
+    )
+    record = fit_blend(ws, fit, store=pipe.store)
+    write_blend(ws, record)
+    cold = record.get("cold_users", {}).get("blend")
     cands = {int(c.user): c.candidates for c in ctxs}
-    lik = outputs["likelihood"]
-    n_train = np.array([pipe.n_history(u) for u in users])
-    cold = users[n_train <= cfg.cold_users]
-    warm = users[n_train > cfg.cold_users]
-    if len(cold) < MIN_COLD_USERS or not len(warm):
-        cold, warm = cold[:0], users
-
-    is_cold = set(cold.tolist())
-
-    def blended(w: float, w_cold: float | None = None) -> dict[int, np.ndarray]:
-        return {
-            r.user: blend_ranking(
-                r, cands[r.user], w if w_cold is None or r.user not in is_cold else w_cold
-            ).items
-            for r in lik
-        }
-
-    grid = sorted({*cfg.blend_grid, pipe.blend})
-    best, valid_curve = choose_blend(lambda w: evaluate(blended(w), "valid", warm)["ndcg@10"], grid)
-    info: dict[str, Any] = {}
-    best_cold = None
-    if len(cold):
-        # the cold users' per-user VALID NDCG@10 at every weight, evaluated once
-        per = {
-            float(w): np.asarray(
-                evaluate(blended(w), "valid", cold, per_user=True)["per_user"]["ndcg@10"]
-            )
-            for w in grid
-        }
-        tuned_cold, cold_curve = choose_blend(lambda w: per[w].mean(), grid)
-        best_cold, gain = group_weight(tuned_cold, best, per[tuned_cold], per[best])
-        info["cold_users"] = {
-            "max_train": cfg.cold_users,
-            "users": int(len(cold)),
-            "blend": best_cold,
-            "tuned_blend": tuned_cold,
-            "valid_gain_over_common": gain,
-            "valid_ndcg@10": {str(w): v for w, v in cold_curve.items()},
-        }
-    cand_valid = evaluate(methods["candidates"], "valid", users)["ndcg@10"]
-    methods["llm_likelihood"] = blended(best, best_cold)
-    valid_best = evaluate(methods["llm_likelihood"], "valid", users)["ndcg@10"]
-    save_blend(ws, best, int(data.version), valid_best, cand_valid, info.get("cold_users"))
-    return {
-        "trained_prior_weight": pipe.blend,
-        "valid_tuned_blend": best,
-        "valid_ndcg@10": {str(w): v for w, v in valid_curve.items()},
-        "served_valid_ndcg@10": valid_best,
-        "candidates_valid_ndcg@10": cand_valid,
-        **info,
+    methods["llm_likelihood"] = {
+        r.user: blend_ranking(
+            r,
+            cands[r.user],
+            record["blend"] if cold is None or pipe.n_history(r.user) > cfg.cold_users else cold,
+        ).items
+        for r in outputs["likelihood"]
     }
+    return {**record, "valid_tuned_blend": record["blend"]}
 
 
 def _parse_counts(outputs: dict[str, list[Ranking]]) -> dict[str, dict]:
@@ -339,13 +299,7 @@ def run_scenario(
     )
     ctxs, base, methods, outputs = _regenerate(pipe, users, cfg, clock)
 
-    def evaluate(rankings: dict[int, np.ndarray], part: str, who: np.ndarray, per_user=False):
-        fn = _score_fn(rankings, base, users, ds.n_items)
-        return evaluate_model(
-            None, data, part, who, ks=cfg.ks, score_fn=fn, return_per_user=per_user
-        )
-
-    blend_info = _tune_blend(ws, pipe, data, users, ctxs, outputs, methods, cfg, evaluate)
+    blend_info = _tune_blend(ws, pipe, cfg, ctxs, outputs, methods)
     bpr = clock("bpr_retrain", lambda: train_model(ws, "bpr", seed=cfg.seed, data=data))
     results: dict[str, Any] = {"methods": {}}
     per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -15,6 +15,7 @@ transformers) are imported inside the methods, so importing this module stays ch
 from __future__ import annotations
 
 from llmrec.forget.stage import Stage, StageAudit, StageContext
+from llmrec.forget.stages.blend import BlendStage
 
 
 class RetrievalStage:
@@ -129,6 +130,7 @@ ALL_STAGES: tuple[Stage, ...] = (
     AdapterStage(),
     CandidateSourceStage(),
     CheckpointStage(),
+    BlendStage(),  # after the retrieval store and the adapters it ranks with
     ServedLogStage(),
 )
 #: the stages the forget runner and the audit iterate (tests may narrow it)

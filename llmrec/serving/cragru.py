@@ -8,19 +8,18 @@ the base LM regenerates the ranking in one of four modes, run by a serving backe
 
 Blending (likelihood mode): the adapters are tuned as a residual on top of the candidate
 generator's order (``logit + beta * prior``, prior ``-log2(2 + rank)``), so the served score is
-``log p_LM(item) + blend * prior``; ``blend = 0`` is the pure LM ranking. The scenario tunes
-``blend`` on the VALID part of the evaluated users (grid search) and stores it
-(``adapters/blend.json``) as the served default; without it ``blend = beta``. Users with at most
-10 retained train interactions get their own weight, tuned on their own VALID part
-(:class:`ServedBlend`): for them the candidate order is popularity and the LM's reading of the
-profile and titles is all there is.
+``log p_LM(item) + blend * prior``; ``blend = 0`` is the pure LM ranking. ``blend`` is fitted
+on VALID (grid search, :mod:`llmrec.serving.blend`: a forget-stage artifact, re-fitted by
+``llmrec forget``) and stored (``adapters/blend.json``) as the served default; without it
+``blend = beta``. Users with at most 10 retained train interactions get their own weight, tuned
+on their own VALID part (:class:`ServedBlend`): for them the candidate order is popularity and
+the LM's reading of the profile and titles is all there is.
 
 The forget scenario that evaluates this serving is :mod:`llmrec.experiments.cragru_scenario`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from llmrec.errors import ArtifactError, DataError
-from llmrec.io import atomic_write_json
 from llmrec.llm.backends import (
     DEFAULT_BACKEND,
     RANK_MODES,
@@ -44,6 +42,7 @@ from llmrec.llm.loading import LoadOptions, resolve_base, weights_hash
 from llmrec.llm.lora import rank_prior
 from llmrec.llm.prompt import UserContext
 from llmrec.llm.recipe import serving
+from llmrec.serving.blend import BLEND_GRID
 from llmrec.serving.served_log import suppress_filter
 from llmrec.workspace import Workspace
 
@@ -87,12 +86,6 @@ class CragruOptions:
     backend: str = DEFAULT_BACKEND
     backend_options: dict[str, Any] = field(default_factory=dict)
     candidates: str | None = None  # candidate source (retrieval.hybrid.SOURCES); None: store's
-
-
-BLEND_FILE = "blend.json"
-
-#: prior weights searched on VALID for the served blend (0: the LM alone)
-BLEND_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 def choose_blend(
@@ -145,45 +138,28 @@ class ServedBlend:
         return self.weight
 
 
-def save_blend(
-    ws: Workspace,
-    weight: float,
-    version: int,
-    valid: float,
-    cand_valid: float,
-    cold: dict | None = None,
-) -> None:
-    """Record the prior weight tuned on VALID (served by default afterwards); ``cold``:
-    ``{"max_train": N, "blend": w, ...}``, the weight of the users with at most N retained train
-    interactions, tuned on their VALID part."""
-    from llmrec.llm.adapters import adapters_root
-
-    atomic_write_json(
-        adapters_root(ws) / BLEND_FILE,
-        {
-            "blend": weight,
-            "tuned_on": "valid ndcg@10",
-            "ledger_version": version,
-            "valid_ndcg@10": valid,
-            "candidates_valid_ndcg@10": cand_valid,
-            **({"cold_users": cold} if cold else {}),
-        },
-    )
-
-
 def load_blend(ws: Workspace) -> ServedBlend | None:
-    from llmrec.llm.adapters import adapters_root
+    """The served blend fitted in the workspace (:mod:`llmrec.serving.blend`), ``None`` if
+    there is none; :class:`ArtifactError` for a truncated, foreign or unknown file."""
+    from llmrec.serving.blend import read_blend
 
-    p = adapters_root(ws) / BLEND_FILE
-    if not p.is_file():
+    d = read_blend(ws)
+    if d is None:
         return None
-    d = json.loads(p.read_text())
     cold = d.get("cold_users") or {}
     return ServedBlend(
         float(d["blend"]),
         None if "blend" not in cold else float(cold["blend"]),
         int(cold.get("max_train", 10)),
     )
+
+
+def blend_version(ws: Workspace) -> int | None:
+    """The ledger version the workspace's served blend reflects (``None``: no blend)."""
+    from llmrec.serving.blend import read_blend
+
+    d = read_blend(ws)
+    return None if d is None else int(d["ledger_version"])
 
 
 def blend_ranking(r: Ranking, candidates: np.ndarray, weight: float) -> Ranking:
@@ -211,12 +187,21 @@ class CragruPipeline:
     """Serve regenerated rankings from a workspace's store, base model and adapters, under the
     prompt contract the adapters were tuned with (template, chat template, BOS, budget)."""
 
-    def __init__(self, ws: Workspace, options: CragruOptions | None = None, store: Any = None):
+    def __init__(
+        self,
+        ws: Workspace,
+        options: CragruOptions | None = None,
+        store: Any = None,
+        ledger: Any = None,
+    ):
+        """``store``: an open retrieval store of ``ws`` (default: load it); ``ledger``: an
+        open ledger of ``ws`` for the adapters' freshness check (default: open one)."""
         from llmrec.llm.adapters import adapters_root, load_config
         from llmrec.llm.shards import shard_of
         from retrieval.store import RetrievalStore
 
         self.ws = ws
+        self._ledger = ledger
         self.opt = options or CragruOptions()
         if self.opt.backend not in backend_names():
             raise ArtifactError(
@@ -258,6 +243,7 @@ class CragruPipeline:
         self.history = recipe.history if self.history is None else self.history
         self.n_candidates = recipe.n_candidates if self.n_candidates is None else self.n_candidates
         self.assignment = shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters else None
+        self.served_blend = self._served_blend()  # checked before the model is loaded
         load = self.opt.load or (cfg.load if cfg is not None else LoadOptions())
         self.backend = create_backend(
             self.opt.backend,
@@ -275,14 +261,25 @@ class CragruPipeline:
         )
         if cfg is not None and not explicit:
             self._check_contract(cfg)
+
+    def _served_blend(self) -> ServedBlend:
+        """``--blend`` if given; without adapters 0 (the LM alone); else the workspace's fitted
+        blend (:mod:`llmrec.serving.blend`, at the store's ledger version) or the adapters'
+        trained prior weight."""
         if self.opt.blend is not None:
-            self.served_blend = ServedBlend(float(self.opt.blend))
-        elif self.adapter_config is None:
-            self.served_blend = ServedBlend(0.0)
-        else:
-            tuned = load_blend(ws)
-            prior = ServedBlend(float(self.adapter_config.lora.prior_weight))
-            self.served_blend = prior if tuned is None else tuned
+            return ServedBlend(float(self.opt.blend))
+        if self.adapter_config is None:
+            return ServedBlend(0.0)
+        tuned = load_blend(self.ws)
+        if tuned is None:
+            return ServedBlend(float(self.adapter_config.lora.prior_weight))
+        version = blend_version(self.ws)
+        if version != self.store.ledger_version:
+            raise ArtifactError(
+                f"the served blend reflects ledger v{version}, the retrieval store "
+                f"v{self.store.ledger_version}: re-fit it with 'llmrec adapters blend'"
+            )
+        return tuned
 
     @property
     def blend(self) -> float:
@@ -322,7 +319,7 @@ class CragruPipeline:
         from llmrec.llm.adapters import adapter_paths, read_manifest, shard_dir, stale_shards
 
         if not explicit:
-            stale = stale_shards(ws=self.ws)
+            stale = stale_shards(ws=self.ws, ledger=self._ledger)
             if stale:
                 raise ArtifactError(
                     f"adapters of shards {stale} do not reflect the newest ledger version; run "

@@ -34,6 +34,7 @@ from llmrec.llm.shards import shard_of
 from llmrec.models import load_model
 from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.serving import served_log as served
+from llmrec.serving.blend import BlendFit, blend_path, fit_blend, write_blend
 from llmrec.serving.cragru import default_lm_dir
 from llmrec.workspace import Workspace
 from retrieval import sources
@@ -50,12 +51,13 @@ def forgotten_user(ws: Workspace) -> str:
 
 
 def build_all(root: Path) -> Workspace:
-    """A workspace with a retrieval store, 4 adapter shards, a CF candidate source, a trained
-    CF checkpoint and a served log, every artifact at ledger v0."""
+    """A workspace with a retrieval store, 4 adapter shards, a served blend, a CF candidate
+    source, a trained CF checkpoint and a served log, every artifact at ledger v0."""
     ws = small_workspace(root)
     lm = tiny_lm(ws, default_lm_dir(ws))
     RetrievalStore.build(ws, encoder="cf", n_candidates=20, seed=3, n_clusters=4, cf_params=FAST)
     tune_adapters(ws, adapter_config(lm.resolve(), n_shards=N_SHARDS, epochs=1))
+    write_blend(ws, fit_blend(ws, BlendFit(grid=(0.0, 2.0))))
     sources.build_source(ws, "bpr", seed=7, params=FAST)
     data = retained_data(ws)
     model = train_model(ws, "bpr", seed=1, data=data, **FAST)
@@ -156,6 +158,16 @@ def _plant_checkpoint(ws: Workspace, before: Path) -> None:
         save_checkpoint(led, new, path, "model:bpr", new.ledger_version, dict(new.extra))
 
 
+def _blend_versions(ws: Workspace) -> list[int]:
+    file = json.loads(blend_path(ws).read_text())["ledger_version"]
+    return [file, *_registered_versions("served-blend")(ws)]
+
+
+def _plant_blend(ws: Workspace, before: Path) -> None:
+    """The blend fitted on the forgotten user's VALID data restored."""
+    shutil.copy(before / "artifacts" / "adapters" / "blend.json", blend_path(ws))
+
+
 def _plant_served(ws: Workspace, before: Path) -> None:
     """A list shown to the forgotten user after the request."""
     with ws.ledger() as led:
@@ -175,6 +187,7 @@ SPECS = {
     "adapters": Spec(_registered_versions("lora-adapter"), _plant_adapter),
     "candidate-source": Spec(_source_versions, _plant_source),
     "checkpoints": Spec(_checkpoint_versions, _plant_checkpoint),
+    "blend": Spec(_blend_versions, _plant_blend),
     "served": Spec(_served_versions, _plant_served, current=False),
 }
 NAMES = [s.name for s in ALL_STAGES]

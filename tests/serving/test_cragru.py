@@ -145,18 +145,25 @@ def test_group_weight_needs_a_significant_valid_gain():
 
 
 def test_served_blend_weighs_users_by_history_length(ready):
-    from llmrec.serving.cragru import ServedBlend, load_blend, save_blend
+    from llmrec.serving.blend import BlendFit, blend_path, encode
+    from llmrec.serving.cragru import ServedBlend, load_blend
 
     b = ServedBlend(4.0, 0.5, 10)
     assert (b.for_history(10), b.for_history(11), ServedBlend(4.0).for_history(0)) == (0.5, 4, 4)
     ws = ready
-    from llmrec.llm.adapters import adapters_root
-
-    path = adapters_root(ws) / "blend.json"
+    path = blend_path(ws)
     old = path.read_bytes() if path.is_file() else None
     try:
         # every user of the small workspace counts as cold under a large max_train
-        save_blend(ws, 4.0, 0, 0.1, 0.1, {"max_train": 10**6, "blend": 0.5})
+        record = {
+            "format": 1,
+            "dataset": ws.dataset.fingerprint,
+            "ledger_version": RetrievalStore.load(ws).ledger_version,
+            "fit": BlendFit().to_dict(),
+            "blend": 4.0,
+            "cold_users": {"max_train": 10**6, "blend": 0.5},
+        }
+        path.write_text(encode(record))
         assert load_blend(ws) == ServedBlend(4.0, 0.5, 10**6)
         pipe = CragruPipeline(ws)
         users = [0, 5, 9]

@@ -1,0 +1,92 @@
+"""The ``blend`` forget stage: the served blend (``adapters/blend.json``), fitted on VALID from
+user data, is re-fitted from scratch on the retained data (:func:`llmrec.serving.blend.fit_blend`
+with the settings the file records), after the retrieval store and the adapters it ranks with
+are current; the audit checks the file against the ledger (version, registered content hash,
+dataset)."""
+
+from __future__ import annotations
+
+import time
+
+from llmrec.errors import ArtifactError
+from llmrec.forget.stage import StageAudit, StageContext
+
+
+def _registered(ctx: StageContext) -> list[dict]:
+    from llmrec.serving.blend import KIND
+
+    arts = ctx.ledger.artifacts() if ctx.ledger is not None else []
+    return [a for a in arts if a["kind"] == KIND]
+
+
+class BlendStage:
+    """The served blend: re-fitted from scratch when the ledger moved past it."""
+
+    name = "blend"
+
+    def apply(self, ctx: StageContext) -> dict:
+        from llmrec.serving.blend import BlendFit, blend_path, fit_blend, read_blend, write_blend
+
+        if not blend_path(ctx.ws).is_file() and not _registered(ctx):
+            return {"skipped": "no served blend in this workspace"}
+        record = read_blend(ctx.ws)
+        if record is None:
+            raise ArtifactError(
+                f"served blend {blend_path(ctx.ws)} is registered but missing: re-fit it with "
+                "'llmrec adapters blend'"
+            )
+        if int(record["ledger_version"]) >= ctx.version:
+            return {"refitted": False, "ledger_version": int(record["ledger_version"])}
+        from retrieval.store import RetrievalStore
+
+        t0 = time.perf_counter()
+        store = RetrievalStore.load(
+            ctx.ws, allow_stale=True, ledger=ctx.ledger, view_at=ctx.view_at
+        )
+        if store.ledger_version != ctx.version:
+            raise ArtifactError(
+                f"the retrieval store reflects ledger v{store.ledger_version}, not "
+                f"v{ctx.version}: the served blend is re-fitted after it"
+            )
+        new = fit_blend(ctx.ws, BlendFit.from_dict(record["fit"]), store=store, ledger=ctx.ledger)
+        write_blend(ctx.ws, new, ctx.ledger)
+        return {
+            "refitted": True,
+            "blend": new["blend"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    def audit(self, ctx: StageContext) -> StageAudit:
+        from llmrec.integrity import file_sha256
+        from llmrec.serving.blend import NAME, blend_path, read_blend
+
+        path = blend_path(ctx.ws)
+        regs = _registered(ctx)
+        if not path.is_file() and not regs:
+            return StageAudit()
+        findings: list[dict] = []
+
+        def report(problem: str) -> None:
+            findings.append({"artifact": NAME, "path": str(path), "problem": problem})
+
+        if not path.is_file():
+            report("registered in the ledger but the file is missing")
+            return StageAudit(findings, [NAME])
+        try:
+            record = read_blend(ctx.ws)
+        except ArtifactError as exc:
+            report(str(exc))
+            return StageAudit(findings, [NAME])
+        version = int(record["ledger_version"])
+        if version < ctx.version:
+            report(f"stale: fitted at ledger v{version}, the ledger is at v{ctx.version}")
+        if not regs:
+            report("not registered in the ledger: what it was fitted on cannot be verified")
+            return StageAudit(findings, [NAME])
+        reg = regs[0]
+        if int(reg["ledger_version"]) != version:
+            report(f"file says ledger v{version}, registry says v{reg['ledger_version']}")
+        want = (reg["detail"].get("sha256") or {}).get("")
+        if want != file_sha256(path):
+            report("edited since it was fitted (content hash differs from the registered one)")
+        return StageAudit(findings, [NAME])
