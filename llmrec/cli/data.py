@@ -60,7 +60,7 @@ def register(sub, common) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     ds = ws.dataset
     view = ws.view()
     per_user = np.bincount(ds.inter_user, minlength=ds.n_users)

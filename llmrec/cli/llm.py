@@ -296,7 +296,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         stale_shards,
     )
 
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     cfg = load_config(ws)
     if cfg is None:
         raise LlmrecError(f"no adapters in {ws.root}: run 'llmrec adapters tune' first")

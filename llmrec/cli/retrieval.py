@@ -90,7 +90,7 @@ def register(sub, common) -> None:
 def _load(args: argparse.Namespace):
     from retrieval.store import RetrievalStore
 
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     return ws, RetrievalStore.load(ws, args.name)
 
 

@@ -156,7 +156,7 @@ def load_trained(ws, name: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     model = load_trained(ws, args.model)
     with ws.ledger() as led:
         current = led.version
