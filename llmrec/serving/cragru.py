@@ -35,6 +35,7 @@ from llmrec.llm.backends import (
     RANK_MODES,
     BackendSpec,
     Ranking,
+    backend_names,
     checked_rank,
     create_backend,
 )
@@ -214,6 +215,11 @@ class CragruPipeline:
 
         self.ws = ws
         self.opt = options or CragruOptions()
+        if self.opt.backend not in backend_names():
+            raise ArtifactError(
+                f"unknown serving backend {self.opt.backend!r}; choose one of "
+                f"{', '.join(backend_names())}"
+            )
         self.store = store or RetrievalStore.load(ws)
         ds = ws.dataset
         self.catalog = Catalog.from_dataset(ds)

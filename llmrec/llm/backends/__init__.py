@@ -20,6 +20,7 @@ from llmrec.llm.backends.registry import (
     backend_names,
     create_backend,
     register_backend,
+    unregister_backend,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "encode_prompt",
     "index_labels",
     "register_backend",
+    "unregister_backend",
 ]

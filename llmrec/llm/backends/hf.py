@@ -304,11 +304,18 @@ class HFBackend:
         forgotten = forgotten_mask(forgotten, len(self.catalog))
         clean = without_forgotten(contexts, forgotten)
         run = self._modes[mode]
+        # nothing to rank (every candidate forgotten): an empty ranking, the model not asked
+        # (a catalogue-scope answer may still name other items)
+        asked = [k for k, c in enumerate(clean) if len(c.candidates) or scope == "catalog"]
+        todo = [clean[k] for k in asked]
         t0 = time.perf_counter()
-        out: list[Ranking] = []
+        got: list[Ranking] = []
         with torch.no_grad(), self._adapter_ctx(adapter):
-            for s in range(0, len(clean), self.batch_size):
-                out += run(clean[s : s + self.batch_size], forgotten, scope)
+            for s in range(0, len(todo), self.batch_size):
+                got += run(todo[s : s + self.batch_size], forgotten, scope)
+        out = [ranked(c, np.zeros(0), mode) for c in clean]
+        for k, r in zip(asked, got):
+            out[k] = r
         for r in out:  # defence in depth: nothing forgotten leaves this method
             keep = ~forgotten[r.items] if len(r.items) else np.zeros(0, bool)
             r.items, r.scores = r.items[keep], r.scores[keep]

@@ -32,6 +32,13 @@ def register_backend(name: str, factory: BackendFactory) -> BackendFactory:
     return factory
 
 
+def unregister_backend(name: str) -> BackendFactory:
+    """Remove a registered backend (for tests); returns its factory."""
+    if name not in _REGISTERED:
+        raise ArtifactError(f"no registered serving backend {name!r}")
+    return _REGISTERED.pop(name)
+
+
 def backend_names() -> list[str]:
     return sorted({*_BUILTIN, *_REGISTERED})
 
