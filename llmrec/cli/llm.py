@@ -155,6 +155,17 @@ def register(sub, common) -> None:
         help="serving backend: hf (Hugging Face + peft) or one registered with "
         "llmrec.llm.backends.register_backend",
     )
+    r.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="hf backend on CPU: dynamic int8 quantisation of the Linear layers (faster; "
+        "rankings may differ slightly: scripts/bench.py llm --levers reports the agreement)",
+    )
+    r.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        help="hf backend: reuse the KV cache of the instruction prefix every prompt shares",
+    )
     _load_flags(r)
     r.add_argument(
         "--show-prompt",
@@ -172,6 +183,16 @@ def _load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attn-implementation", help="e.g. eager, sdpa, flash_attention_2")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--revision", help="hub revision of the base model")
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    """The hf backend's CPU serving options asked for on the command line."""
+    opts: dict = {}
+    if args.quantize:
+        opts["quantize"] = args.quantize
+    if args.prefix_cache:
+        opts["prefix_cache"] = True
+    return opts
 
 
 def _load_options(args: argparse.Namespace):
@@ -359,6 +380,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             device=args.device,
             blend=args.blend,
             backend=args.backend,
+            backend_options=_backend_options(args),
         ),
     )
     ctx = pipe.context(user)
