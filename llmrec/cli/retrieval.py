@@ -22,7 +22,13 @@ def register(sub, common) -> None:
         "cluster the items, at the ledger's newest version. Later 'llmrec forget' runs update "
         "all of it incrementally.",
     )
-    b.add_argument("--encoder", choices=["text", "cf"], default="text")
+    b.add_argument(
+        "--encoder",
+        choices=["text", "cf"],
+        default="text",
+        help="item vectors: text (sentence-transformers on the item text, no user data) or cf "
+        "(a CF model's item embeddings on the retained data)",
+    )
     b.add_argument(
         "--model",
         default=None,
