@@ -78,7 +78,11 @@ def check_config(cfg: object, path: Path | str) -> dict:
 
 
 class Workspace:
-    """Open (or create) a workspace. ``dataset``/``data_dir`` must match an existing one."""
+    """Open (or create) a workspace. ``dataset``/``data_dir`` must match an existing one.
+
+    ``read_only``: open to read: nothing is written (not even ``workspace.json`` of a new
+    workspace); recording a setting or a run is an error. Otherwise ``workspace.json`` is written
+    once the dataset is known to load."""
 
     def __init__(
         self,
@@ -86,7 +90,9 @@ class Workspace:
         dataset: str | None = None,
         data_dir: str | Path | None = None,
         split: dict | None = None,
+        read_only: bool = False,
     ):
+        self.read_only = read_only
         if not str(root).strip():
             raise LlmrecError("--workspace must name a folder (got an empty path)")
         self.root = Path(root)
@@ -125,8 +131,12 @@ class Workspace:
             }
             self._persisted = False
 
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise LlmrecError(f"workspace {self.root} was opened read-only")
+
     def _persist(self) -> None:
-        if not self._persisted:
+        if not self._persisted and not self.read_only:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.root / "workspace.json", self.config)
             self._persisted = True
@@ -140,6 +150,7 @@ class Workspace:
         """Fix the forget policy in ``workspace.json``."""
         if policy not in POLICIES:
             raise LlmrecError(f"forget policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        self._check_writable()
         self.config = {**self.config, "forget_policy": policy}
         self._persisted = False
         self._persist()
@@ -158,6 +169,7 @@ class Workspace:
         """Fix the CF checkpoints' update method (and its parameters) in ``workspace.json``."""
         if not isinstance(method, str) or not method:
             raise LlmrecError(f"cf method must be a method name, got {method!r}")
+        self._check_writable()
         self.config = {**self.config, "cf_method": method, "cf_params": dict(params or {})}
         self._persisted = False
         self._persist()
@@ -194,12 +206,13 @@ class Workspace:
             return led.retained_view(self.dataset, version)
 
     def artifact_path(self, *parts: str) -> Path:
-        p = self.root.joinpath("artifacts", *parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
+        """``WORKSPACE/artifacts/<parts>`` (nothing is created: a writer makes its folder)."""
+        return self.root.joinpath("artifacts", *parts)
 
     def new_run(self, name: str, config: dict) -> Path:
         """A fresh results folder holding the resolved config and package versions."""
+        self._check_writable()
+        self._persist()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = self.root / "runs" / f"{name}-{stamp}"
         run = base

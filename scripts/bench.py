@@ -56,6 +56,8 @@ from benchmarks import (  # noqa: E402
 )
 from benchmarks.common import Subcommands  # noqa: E402
 
+from llmrec.cli.help_format import use_everywhere  # noqa: E402
+
 SUBCOMMANDS: Subcommands = {
     **train.SUBCOMMANDS,
     **generation.SUBCOMMANDS,
@@ -67,7 +69,8 @@ SUBCOMMANDS: Subcommands = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per benchmark; every option's help says its default."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (configure, run) in SUBCOMMANDS.items():
@@ -75,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=doc.replace("%", "%%") or None)  # argparse formats help
         configure(p)
         p.set_defaults(func=run)
-    args = parser.parse_args(argv)
+    use_everywhere(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return int(args.func(args))
 
 

@@ -67,16 +67,28 @@ def register(sub, common) -> None:
         help="attribute-inference attack on a model's user embeddings (docs/design.md §5.4)",
     )
     _target_args(a)
-    a.add_argument("--attributes", nargs="+", default=["gender", "age", "occupation"])
+    a.add_argument(
+        "--attributes",
+        nargs="+",
+        default=["gender", "age", "occupation"],
+        help="user attributes to infer from the user embeddings",
+    )
     a.add_argument("--attackers", nargs="+", default=["mlp", "gbdt"], help="mlp and/or gbdt")
-    a.add_argument("--folds", type=int_in(2, 100), default=5)
+    a.add_argument(
+        "--folds", type=int_in(2, 100), default=5, help="cross-validation folds of the attackers"
+    )
     a.add_argument(
         "--repeats",
         type=int_in(1, 1000),
         default=1,
         help="independent balanced down-samplings",
     )
-    a.add_argument("--min-class-size", type=positive_int, default=50)
+    a.add_argument(
+        "--min-class-size",
+        type=positive_int,
+        default=50,
+        help="attribute values with fewer users are merged into 'other'",
+    )
     a.set_defaults(func=cmd_attack_attributes)
 
     m = sub.add_parser(
@@ -429,8 +441,10 @@ def configure_pretrain_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of the pre-training command (``--workspace``/``--seed`` come from the CLI)."""
     p.add_argument("--model", default="bpr", help="trained model name in the workspace")
     p.add_argument("--requests", type=positive_int, default=32, help="simulated requests")
-    p.add_argument("--epochs", type=positive_int, default=5)
-    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--epochs", type=positive_int, default=5, help="pre-training epochs")
+    p.add_argument(
+        "--hidden", type=positive_int, default=128, help="hidden size of the influence encoder"
+    )
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
 
 

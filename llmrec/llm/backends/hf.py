@@ -24,6 +24,16 @@ to the model's true context length); answers are tokenised in context.
 
 Whatever the mode and whatever the model prefers, a forgotten item is never returned: it is
 removed from the candidates, from the trie and from the parsed answer.
+
+CPU serving options (off by default; ``scripts/bench.py llm --levers`` measures each against the
+default, with the agreement of the rankings):
+
+* ``quantize="int8"`` -- dynamic int8 quantisation of every ``Linear`` layer (weights int8,
+  activations quantised per batch; CPU only, merged adapters only);
+* ``memo=True`` -- answers kept in the process-wide :mod:`~llmrec.llm.backends.memo`, keyed by
+  the prompt, candidates, answer settings, base weights and adapter bytes;
+* ``prefix_cache=True`` -- the likelihood and verbalizer modes run the instruction prefix every
+  prompt of a batch shares once per adapter and reuse its KV cache.
 """
 
 from __future__ import annotations
@@ -49,13 +59,24 @@ from llmrec.llm.backends.base import (
     ranked,
     without_forgotten,
 )
+from llmrec.llm.backends.memo import SHARED_MEMO, RankMemo, digest, folder_digest, module_digest
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.constrained import AnswerConstraint, AnswerSpelling, TextConstraint, VocabIndex
-from llmrec.llm.loading import LoadOptions, ensure_pad, load_model, load_tokenizer, resolve_base
+from llmrec.llm.loading import (
+    LoadOptions,
+    ensure_pad,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+    weights_hash,
+)
 from llmrec.llm.lora import TokenizedExample, collate
 from llmrec.llm.parsing import parse_ranking, scrub
 from llmrec.llm.prompt import EncodedPrompt, PromptBuilder, UserContext, context_limit
 from prompts import ANSWER_OPEN, PromptTemplate, default_template
+
+#: the shortest shared prefix worth a KV cache of its own (``prefix_cache``)
+MIN_PREFIX = 8
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -154,7 +175,13 @@ class HFBackend:
         merged: dict[str, Any] | None = None,
         kv_cache: bool = True,
         json_items: str = "candidates",
+        quantize: str | None = None,
+        memo: bool | RankMemo = False,
+        prefix_cache: bool = False,
+        identity: dict[str, Any] | None = None,
     ):
+        """``identity`` (for the memo): ``{"base": hash, "adapters": {name: hash}}`` of the
+        files the model was loaded from (default: hashes of the loaded weights)."""
         placed = getattr(model, "hf_device_map", None) is not None
         if placed:  # dispatched by a device map: leave it where it is
             self.device = next(model.parameters()).device
@@ -179,7 +206,27 @@ class HFBackend:
         if json_items not in ("candidates", "free"):
             raise ValueError(f"json_items must be 'candidates' or 'free', got {json_items!r}")
         self.json_items = json_items
-        self.stats: dict[str, float] = {"users": 0, "seconds": 0.0, "fallbacks": 0}
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        self.quantize = quantize
+        if quantize:
+            self._quantize_int8()
+        self.memo: RankMemo | None = (
+            SHARED_MEMO if memo is True else memo if isinstance(memo, RankMemo) else None
+        )
+        self.identity = identity
+        self.prefix_cache = prefix_cache
+        self._prefix_kv: dict[tuple, Any] = {}
+        self._instruction: list[int] | None = None
+        self._adapter: str | None = None
+        self._encoded: dict[tuple[int, bool], EncodedPrompt] = {}
+        self.stats: dict[str, float] = {
+            "users": 0,
+            "seconds": 0.0,
+            "fallbacks": 0,
+            "memo_hits": 0,
+            "prompt_tokens": 0,
+        }
         self._modes = {
             "likelihood": self._likelihood,
             "verbalizer": self._verbalizer,
@@ -248,6 +295,14 @@ class HFBackend:
         base = resolve_base(name_or_path)
         tok = load_tokenizer(base, opts)
         model = load_model(base, opts, device=None if dev is None else str(dev))
+        memo = kwargs.get("memo")
+        if (memo is True or isinstance(memo, RankMemo)) and "identity" not in kwargs:
+            kwargs["identity"] = {  # what the memo keys answers on
+                "base": weights_hash(base, revision),
+                "load": opts.to_dict(),
+                "adapters": {n: folder_digest(p) for n, p in (adapters or {}).items()},
+                "merge": merge,
+            }
         if not adapters:
             return cls(model, tok, catalog, device=dev, **kwargs)
         from peft import PeftModel
@@ -275,6 +330,7 @@ class HFBackend:
         """Context selecting ``adapter`` (``None``: the base model, adapters disabled)."""
         if adapter is not None and adapter not in self.adapters:
             raise ValueError(f"adapter {adapter!r} requested but the model has {self.adapters}")
+        self._adapter = adapter
         if self.merged or not self.adapters:
             self.active = self.model if adapter is None else self.merged[adapter]
             return contextlib.nullcontext()
@@ -307,15 +363,33 @@ class HFBackend:
         # nothing to rank (every candidate forgotten): an empty ranking, the model not asked
         # (a catalogue-scope answer may still name other items)
         asked = [k for k, c in enumerate(clean) if len(c.candidates) or scope == "catalog"]
-        todo = [clean[k] for k in asked]
-        t0 = time.perf_counter()
-        got: list[Ranking] = []
-        with torch.no_grad(), self._adapter_ctx(adapter):
-            for s in range(0, len(todo), self.batch_size):
-                got += run(todo[s : s + self.batch_size], forgotten, scope)
         out = [ranked(c, np.zeros(0), mode) for c in clean]
+        t0 = time.perf_counter()
+        keys: dict[int, str] = {}
+        with torch.no_grad(), self._adapter_ctx(adapter):
+            if self.memo is not None:
+                keys = {k: self._memo_key(clean[k], mode, scope, forgotten) for k in asked}
+                hits = {k: self.memo.get(keys[k]) for k in asked}
+                for k, hit in hits.items():
+                    if hit is not None:
+                        out[k] = hit
+                self.stats["memo_hits"] += sum(h is not None for h in hits.values())
+                asked = [k for k in asked if hits[k] is None]
+            todo = [clean[k] for k in asked]
+            got: list[Ranking] = []
+            try:
+                for s in range(0, len(todo), self.batch_size):
+                    got += run(todo[s : s + self.batch_size], forgotten, scope)
+                read = {id(c) for c in todo}
+                self.stats["prompt_tokens"] += sum(
+                    len(e.ids) for (i, _), e in self._encoded.items() if i in read
+                )
+            finally:
+                self._encoded.clear()
         for k, r in zip(asked, got):
             out[k] = r
+            if self.memo is not None:
+                self.memo.put(keys[k], r)
         for r in out:  # defence in depth: nothing forgotten leaves this method
             keep = ~forgotten[r.items] if len(r.items) else np.zeros(0, bool)
             r.items, r.scores = r.items[keep], r.scores[keep]
@@ -324,21 +398,149 @@ class HFBackend:
         self.stats["fallbacks"] += sum(r.fallback for r in out)
         return out
 
+    def _encode(self, ctx: UserContext, labels: Sequence[str] | None = None) -> EncodedPrompt:
+        """``builder.encode`` once per context and rank call (the memo key needs it too)."""
+        key = (id(ctx), labels is not None)
+        enc = self._encoded.get(key)
+        if enc is None:
+            enc = self.builder.encode(ctx, labels=labels)
+            self._encoded[key] = enc
+        return enc
+
+    # ------------------------------------------------------------------ CPU serving options
+    def _quantize_int8(self) -> None:
+        """Dynamic int8 quantisation of every ``Linear`` layer (weights int8, activations per
+        batch) of the base model and the merged copies."""
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        if self.device.type != "cpu":
+            raise ValueError("int8 dynamic quantisation runs on CPU only (use --device cpu)")
+        if getattr(self.model, "peft_config", None):
+            raise ValueError("int8 quantisation serves merged adapters only (merge=True)")
+
+        def q(m: Any) -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao -> torchao
+                warnings.simplefilter("ignore", UserWarning)  # quantised tensor creation
+                return quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8).eval()
+
+        self.model = q(self.model)
+        self.merged = {k: q(m) for k, m in self.merged.items()}
+        self.active = self.model
+
+    def _weights_id(self, adapter: str | None) -> str:
+        """What the answers of ``adapter`` (``None``: the base) are computed with."""
+        ident = self.identity
+        if ident is None:  # built from a model object: hash what is loaded
+            ident = self.identity = {"weights": {}}
+        if "weights" in ident:
+            if adapter not in ident["weights"]:
+                model = self.model if adapter is None or not self.merged else self.merged[adapter]
+                ident["weights"][adapter] = module_digest(model)
+            return digest(ident["weights"][adapter], adapter, self.quantize)
+        adapters = ident.get("adapters", {})
+        return digest(ident["base"], ident.get("load"), ident.get("merge"), adapter,
+                      adapters.get(adapter), self.quantize, str(self.device))  # fmt: skip
+
+    def _memo_key(self, ctx: UserContext, mode: str, scope: str, forgotten: np.ndarray) -> str:
+        """Everything the answer for ``ctx`` depends on (see :mod:`~llmrec.llm.backends.memo`):
+        the prompt's token ids in this mode, the candidates, the answer settings, the weights;
+        the forgotten set where the model may name items outside the candidates; the whole
+        history where the answer may not name it (catalogue scope)."""
+        labels = index_labels(len(ctx.candidates)) if mode == "verbalizer" else None
+        enc = self._encode(ctx, labels)
+        free = (mode == "constrained" and scope == "catalog") or (
+            mode == "json"
+            and not (self.verbalizer.single_token and self.json_items == "candidates")
+        )
+        return digest(
+            self._weights_id(self._adapter),
+            mode,
+            scope,
+            self.top_k,
+            self.json_items,
+            self.kv_cache,
+            self.prefix_cache,
+            self.builder.template.name,
+            np.asarray(enc.ids, dtype=np.int64),
+            np.asarray(ctx.candidates, dtype=np.int64),
+            np.flatnonzero(forgotten) if free else None,
+            np.asarray(ctx.history_items, dtype=np.int64) if scope == "catalog" else None,
+        )
+
+    def instruction_prefix(self) -> list[int]:
+        """The token ids every prompt of this builder starts with (system text, chat markup and
+        whatever the template writes before the first user-specific word): the common prefix
+        of two prompts that share no attribute, history or candidate."""
+        if self._instruction is None:
+            n = len(self.catalog)
+            one = np.array([0]), np.array([max(n - 1, 0)])
+            a = UserContext(-1, {"gender": "F", "age": "1"}, one[0], np.array([5.0]), one[1])
+            b = UserContext(-2, {"gender": "M", "age": "56"}, one[1], np.array([1.0]), one[0])
+            ia, ib = self.builder.encode(a).ids, self.builder.encode(b).ids
+            k = 0
+            while k < min(len(ia), len(ib)) and ia[k] == ib[k]:
+                k += 1
+            self._instruction = ia[:k]
+        return self._instruction
+
+    def _shared_prefix(self, ids: Sequence[list[int]]) -> int:
+        """How many leading tokens of every row the cached instruction prefix covers (0: the
+        prefix cache is off, too short to pay, or a row does not start with it)."""
+        if not self.prefix_cache:
+            return 0
+        head = self.instruction_prefix()
+        n = len(head)
+        if n < MIN_PREFIX or any(len(i) <= n or i[:n] != head for i in ids):
+            return 0
+        return n
+
+    def _prefix_state(self, prefix: tuple[int, ...]) -> Any:
+        """The KV cache of ``prefix`` under the active adapter (computed once)."""
+        key = (self._adapter, prefix)
+        if key not in self._prefix_kv:
+            ids = torch.tensor([list(prefix)], device=self.device)
+            out = self.active(input_ids=ids, use_cache=True, logits_to_keep=1)
+            self._prefix_kv[key] = out[_cache_argument(self.active)]
+        return self._prefix_kv[key]
+
     def prompt(self, ctx: UserContext, mode: str = "likelihood") -> EncodedPrompt:
         """The prompt served for ``ctx`` in ``mode`` (text and token ids)."""
         return encode_prompt(self.builder, ctx, mode)
 
     # ------------------------------------------------------------------ likelihood
     def _forward_last(self, ids: list[list[int]]) -> torch.Tensor:
+        """Next-token log-probabilities after each prompt (one forward pass for the batch; with
+        ``prefix_cache`` the shared prefix comes from its KV cache)."""
+        n = self._shared_prefix(ids)
+        if n:
+            return self._forward_last_after_prefix(ids, n)
         inputs = collate([TokenizedExample(i, 0, []) for i in ids], self.tokenizer.pad_token_id)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         logits = self.active(**inputs, logits_to_keep=1).logits[:, -1]
         return torch.log_softmax(logits.float(), dim=-1)
 
+    def _forward_last_after_prefix(self, ids: list[list[int]], n: int) -> torch.Tensor:
+        cache = copy.deepcopy(self._prefix_state(tuple(ids[0][:n])))
+        cache.batch_repeat_interleave(len(ids))
+        rest = collate([TokenizedExample(i[n:], 0, []) for i in ids], self.tokenizer.pad_token_id)
+        mask = torch.cat([torch.ones(len(ids), n, dtype=torch.long), rest["attention_mask"]], 1)
+        logits = self.active(
+            input_ids=rest["input_ids"].to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=(rest["position_ids"] + n).to(self.device),
+            use_cache=True,
+            logits_to_keep=1,
+            **{_cache_argument(self.active): cache},
+        ).logits[:, -1]
+        return torch.log_softmax(logits.float(), dim=-1)
+
     def _likelihood(
         self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str
     ) -> list[Ranking]:
-        encs = [self.builder.encode(c) for c in batch]
+        encs = [self._encode(c) for c in batch]
         if self.verbalizer.single_token:
             logp = self._forward_last([e.ids for e in encs]).cpu().numpy()
             scores = [logp[k, self.verbalizer.token_ids[c.candidates]] for k, c in enumerate(batch)]
@@ -362,10 +564,21 @@ class HFBackend:
 
     def _scores_cached(self, prefix: list[int], tails: list[list[int]]) -> np.ndarray:
         """The prompt once; every continuation on a copy of its KV cache."""
-        ids = torch.tensor([prefix], device=self.device)
-        out = self.active(input_ids=ids, use_cache=True, logits_to_keep=1)
-        first = torch.log_softmax(out.logits[0, -1].float(), -1)
         cache_arg = _cache_argument(self.active)
+        shared = self._shared_prefix([prefix])
+        if shared:  # the instruction prefix from its cache, the rest of the prompt on top
+            kv = copy.deepcopy(self._prefix_state(tuple(prefix[:shared])))
+            out = self.active(
+                input_ids=torch.tensor([prefix[shared:]], device=self.device),
+                position_ids=torch.arange(shared, len(prefix), device=self.device)[None],
+                use_cache=True,
+                logits_to_keep=1,
+                **{cache_arg: kv},
+            )
+        else:
+            ids = torch.tensor([prefix], device=self.device)
+            out = self.active(input_ids=ids, use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)
         cache = out[cache_arg]
         n = len(prefix)
         scores = np.zeros(len(tails))
@@ -425,7 +638,7 @@ class HFBackend:
 
     def _verbalized(self, ctx: UserContext) -> Ranking:
         labels = index_labels(len(ctx.candidates))
-        enc = self.builder.encode(ctx, labels=labels)
+        enc = self._encode(ctx, labels)
         cut, tails = self.builder.continuations(enc, [lab + '"' for lab in labels])
         firsts = [t[0] for t in tails if t]
         if cut == len(enc.ids) and len(firsts) == len(tails) and len(set(firsts)) == len(tails):
@@ -450,7 +663,7 @@ class HFBackend:
         scope: str = "candidates",
     ) -> list[Ranking]:
         budget = self.builder.answer_reserve()
-        encs = [self.builder.encode(c) for c in batch]
+        encs = [self._encode(c) for c in batch]
         ids = [e.ids for e in encs]
         heads = [""] * len(batch)
         textual = constrained and not self.verbalizer.single_token
