@@ -121,9 +121,12 @@ def register(sub, common) -> None:
         "by 'llmrec forget' (llmrec/serving/blend.py).",
     )
     bl.add_argument(
-        "--strategy", choices=["preference", "diversity", "attention"], default="preference"
+        "--strategy",
+        choices=["preference", "diversity", "attention"],
+        default="preference",
+        help="CRAGRU history-selection strategy of the ranked prompts",
     )
-    bl.add_argument("--device", type=device_name, default="cpu")
+    bl.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
     bl.set_defaults(func=cmd_blend)
     s = asub.add_parser("status", parents=[common], help="adapters, versions, data hashes")
     s.set_defaults(func=cmd_status)
