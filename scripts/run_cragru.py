@@ -5,8 +5,8 @@ Builds what the workspace lacks (catalog-only base LM, retrieval store, per-shar
 selects a forget set (default: the train interactions of 5% of the users, at random), applies
 it through the forget ledger (retrieval store and adapters are updated exactly), regenerates
 recommendations for every served user (the forget users and their neighbours are also reported
-as groups) and prints NDCG@10 / Recall@10 of the LLM ranking, the candidate generator's order and
-BPR-MF retrained on the retained data, on the same users, with the paired per-user differences
+as groups) and prints NDCG@10 / Recall@10 of the LLM ranking, the base LM alone (zero-shot), the
+candidate generator's order (the control) and BPR-MF retrained on the retained data, on the same users, with the paired per-user differences
 and their standard errors. Results: WORKSPACE/runs/cragru-TIME/{config,versions,results}.json + rankings.jsonl.
 
     python scripts/run_cragru.py --workspace ws-cragru
@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         "hybrid candidate order and the LLM path over it on their test pairs (a fresh "
         "--workspace; docs/cold_items.md)",
     )
+    p.add_argument(
+        "--no-zeroshot",
+        action="store_true",
+        help="skip the base LM alone (no adapters) over the same contexts (default: served)",
+    )
     p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         recipe=args.recipe,
         seed=args.seed,
+        zeroshot=not args.no_zeroshot,
     )
     say = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     try:

@@ -32,9 +32,15 @@ from llmrec.data.parts import RetainedData
 from llmrec.data.split import select_cold_items
 from llmrec.errors import LlmrecError
 from llmrec.evaluation.paired import paired_difference
-from llmrec.experiments.cragru_scenario import ScenarioConfig, _build_missing, _Clock, _score_fn
+from llmrec.experiments.cragru_scenario import (
+    ScenarioConfig,
+    _build_missing,
+    _Clock,
+    _score_fn,
+    valid_blended,
+)
 from llmrec.io import atomic_write_json
-from llmrec.serving.cragru import BLEND_GRID, blend_ranking, choose_blend
+from llmrec.serving.cragru import BLEND_GRID
 from llmrec.workspace import DEFAULT_SPLIT, Workspace
 
 _SPEC = re.compile(r"^cold-items:(\d+(?:\.\d+)?)%?$")
@@ -83,42 +89,6 @@ def _groups(data: RetainedData, cold: np.ndarray) -> dict[str, RetainedData]:
     return out
 
 
-def _llm_rankings(
-    ws: Workspace,
-    opts: Any,
-    users: np.ndarray,
-    data: RetainedData,
-    base: np.ndarray,
-    cfg: ColdItemsConfig,
-    clock: Callable[[str, Callable[[], Any]], Any],
-    name: str,
-) -> tuple[dict[int, np.ndarray], dict]:
-    """One LLM pipeline's likelihood rankings over the hybrid lists, blended with the lists'
-    order by the weight of ``cfg.blend_grid`` best on VALID (all users)."""
-    from llmrec.evaluation import evaluate_model
-    from llmrec.serving.cragru import CragruPipeline
-
-    pipe = CragruPipeline(ws, opts)
-    ctxs = [pipe.context(int(u)) for u in users]
-    ranked = clock(
-        f"{name}_rank", lambda: pipe.recommend(users, "likelihood", contexts=ctxs, blend=0.0)
-    )
-    cands = {int(c.user): c.candidates for c in ctxs}
-
-    def blended(w: float) -> dict[int, np.ndarray]:
-        return {r.user: blend_ranking(r, cands[r.user], w).items for r in ranked}
-
-    def valid(w: float) -> float:
-        fn = _score_fn(blended(w), base, users, ws.dataset.n_items)
-        return evaluate_model(None, data, "valid", users, ks=(10,), score_fn=fn)["ndcg@10"]
-
-    weight, curve = choose_blend(valid, cfg.blend_grid)
-    return blended(weight), {
-        "blend": weight,
-        "valid_ndcg@10": {str(w): v for w, v in curve.items()},
-    }
-
-
 def run_cold_items(
     ws: Workspace,
     cfg: ColdItemsConfig | None = None,
@@ -131,7 +101,7 @@ def run_cold_items(
     from llmrec.evaluation import evaluate_model
     from llmrec.llm.adapters import load_config
     from llmrec.models.training import retained_data
-    from llmrec.serving.cragru import CragruOptions, default_lm_dir
+    from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
     from retrieval.store import RetrievalStore
 
     cfg = cfg or ColdItemsConfig()
@@ -177,8 +147,9 @@ def run_cold_items(
             n_candidates=n,
             candidates="hybrid",
         )
-        rankings[method], blends[method] = _llm_rankings(
-            ws, opts, users, data, base, cfg, clock, method
+        pipe = CragruPipeline(ws, opts)
+        rankings[method], blends[method] = clock(
+            method, lambda p=pipe: valid_blended(ws, p, users, data, base, cfg.blend_grid)
         )
     groups = _groups(data, cold)
     table: dict[str, dict[str, dict]] = {}

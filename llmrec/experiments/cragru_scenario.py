@@ -34,6 +34,7 @@ from llmrec.serving.cragru import (
     CragruOptions,
     CragruPipeline,
     blend_ranking,
+    choose_blend,
     default_lm_dir,
 )
 from llmrec.workspace import Workspace
@@ -60,6 +61,7 @@ class ScenarioConfig:
     cold_users: int = 10  # subset: users with at most this many retained train interactions
     cold_items: int = 5  # subset: test items with at most this many retained train interactions
     candidate_source: str = "ease"  # the store's candidate list (retrieval.hybrid.SOURCES)
+    zeroshot: bool = True  # also serve the base LM alone (no adapters) over the same contexts
 
 
 def _score_fn(rankings: dict[int, np.ndarray], base: np.ndarray, users: np.ndarray, n: int):
@@ -214,6 +216,49 @@ def _regenerate(pipe: CragruPipeline, users: np.ndarray, cfg: ScenarioConfig, cl
     return ctxs, base, methods, outputs
 
 
+def valid_blended(
+    ws: Workspace,
+    pipe: CragruPipeline,
+    users: np.ndarray,
+    data: Any,
+    base: np.ndarray,
+    grid: Sequence[float],
+    contexts: Sequence[Any] | None = None,
+) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
+    """``pipe``'s likelihood rankings of ``users`` (pure LM) blended with the candidate order by
+    the weight of ``grid`` best on their VALID NDCG@10 (``base``: the candidate scores of
+    ``users``, the order after the ranking); the rankings and the weight with its curve."""
+    from llmrec.evaluation import evaluate_model
+
+    ctxs = list(contexts) if contexts is not None else [pipe.context(int(u)) for u in users]
+    ranked = pipe.recommend(users, "likelihood", contexts=ctxs, blend=0.0)
+    cands = {int(c.user): c.candidates for c in ctxs}
+
+    def blended(w: float) -> dict[int, np.ndarray]:
+        return {r.user: blend_ranking(r, cands[r.user], w).items for r in ranked}
+
+    def valid(w: float) -> float:
+        fn = _score_fn(blended(w), base, users, ws.dataset.n_items)
+        return evaluate_model(None, data, "valid", users, ks=(10,), score_fn=fn)["ndcg@10"]
+
+    weight, curve = choose_blend(valid, grid)
+    return blended(weight), {
+        "blend": weight,
+        "valid_ndcg@10": {str(w): v for w, v in curve.items()},
+    }
+
+
+def _zeroshot(ws, pipe, users, data, base, cfg, ctxs, clock) -> tuple[dict, dict]:
+    """The same contexts served by the base LM alone (no adapters), blended on VALID."""
+    from dataclasses import replace as with_
+
+    zs = CragruPipeline(ws, with_(pipe.opt, adapters=False, model=str(default_lm_dir(ws))))
+    return clock(
+        "llm_zeroshot",
+        lambda: valid_blended(ws, zs, users, data, base, cfg.blend_grid, ctxs),
+    )
+
+
 def _tune_blend(ws, pipe, cfg: ScenarioConfig, ctxs, outputs, methods) -> dict[str, Any]:
     """Fit the served blend from scratch on VALID (:func:`llmrec.serving.blend.fit_blend`, the
     fit the ``blend`` forget stage repeats), store it as the served default and add the blended
@@ -300,6 +345,10 @@ def run_scenario(
     ctxs, base, methods, outputs = _regenerate(pipe, users, cfg, clock)
 
     blend_info = _tune_blend(ws, pipe, cfg, ctxs, outputs, methods)
+    if cfg.zeroshot:
+        methods["llm_zeroshot"], blend_info["zeroshot"] = _zeroshot(
+            ws, pipe, users, data, base, cfg, ctxs, clock
+        )
     bpr = clock("bpr_retrain", lambda: train_model(ws, "bpr", seed=cfg.seed, data=data))
     results: dict[str, Any] = {"methods": {}}
     per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -477,6 +526,11 @@ def _quality(
             vs_cand = paired_difference(llm_u[keep], cand_u[keep])
             out["paired_llm_minus_candidates"] = vs_cand
             out["paired_llm_minus_0.85_bpr"] = paired_difference(llm_u[keep], bpr_u[keep], 0.85)
+            if "llm_zeroshot" in per_user and np.array_equal(per_user["llm_zeroshot"][0], u0):
+                zs_u = per_user["llm_zeroshot"][1]
+                out["paired_zeroshot_minus_candidates"] = paired_difference(
+                    zs_u[keep], cand_u[keep]
+                )
             # one-sided paired t-test at 5%: the LLM's gain is more than noise across users
             out["llm_beats_candidates_significant"] = bool(
                 vs_cand["mean_diff"] > 0 and vs_cand["t_p_value"] / 2 < 0.05
@@ -507,6 +561,7 @@ def format_results(summary: dict[str, Any]) -> str:
         for key, label in (
             ("paired_llm_minus_candidates", "LLM - candidates"),
             ("paired_llm_minus_0.85_bpr", "LLM - 0.85*BPR"),
+            ("paired_zeroshot_minus_candidates", "LLM zero-shot - candidates"),
         ):
             d = q.get(key)
             if d:

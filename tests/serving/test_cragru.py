@@ -100,8 +100,15 @@ def test_scenario_writes_results_and_never_outputs_forgotten_items(ready):
         "llm_constrained",
         "candidates",
         "bpr_retrained",
+        "llm_zeroshot",
     ):
         assert s["methods"][m]["all"]["n_users"] == s["users"]["all"] > 0
+    zs = s["quality"]["paired_zeroshot_minus_candidates"]
+    assert zs["mean_diff"] == pytest.approx(
+        s["methods"]["llm_zeroshot"]["all"]["ndcg@10"] - s["quality"]["candidates_ndcg@10"],
+        abs=1e-9,
+    )
+    assert "LLM zero-shot - candidates" in format_results(s)
     assert set(s["quality"]) >= {"llm_ndcg@10", "candidates_ndcg@10", "bpr_retrained_ndcg@10"}
     paired = s["quality"]["paired_llm_minus_candidates"]
     assert paired["n_users"] == s["users"]["all"]
