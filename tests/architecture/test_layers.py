@@ -14,6 +14,8 @@ functions count too):
 6. ``llmrec.forget`` (the forget runner, the stage protocol and registry, the stages, the audit)
 7. ``llmrec.experiments`` (comparison harness, scenarios, the paper protocol)
 8. ``llmrec.cli``, ``llmrec.__main__``
+9. ``llmrec.testing`` (contract suites and fixtures for plug-in authors: no library module
+   imports it)
 
 Also checked: no import cycle between modules, no ``importlib.import_module`` / ``__import__``
 (imports by string hide the data flow), and no benchmark code in the library (benchmarks live
@@ -51,6 +53,7 @@ LAYERS: dict[str, int] = {
     "llmrec.experiments": 7,
     "llmrec.cli": 8,
     "llmrec.__main__": 8,
+    "llmrec.testing": 9,
 }
 
 
