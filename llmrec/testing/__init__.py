@@ -5,7 +5,9 @@
 * :func:`write_tiny_dataset`, :func:`tiny_workspace`, :func:`small_workspace`
   (:mod:`llmrec.testing.fixtures`): datasets and workspaces built in milliseconds;
 * :func:`tiny_lm`, :func:`adapter_config`, :data:`TINY_LM` (:mod:`llmrec.testing.lm`): a
-  one-layer base LM and a small adapter configuration for the LLM path.
+  one-layer base LM and a small adapter configuration for the LLM path;
+* :class:`BackendCase` and :data:`CHECKS` (:mod:`llmrec.testing.backend`): the serving-backend
+  contract, one check function per rule.
 
 Names load on first use (the LLM builders import torch and transformers). Nothing in the
 library imports this package; it needs pytest.
@@ -25,6 +27,10 @@ _EXPORTS = {
     "TINY_LM": "lm",
     "tiny_lm": "lm",
     "adapter_config": "lm",
+    "BackendCase": "backend",
+    "CHECKS": "backend",
+    "check_backend": "backend",
+    "contract_contexts": "backend",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -37,6 +43,8 @@ def __getattr__(name: str) -> Any:
         from llmrec.testing import stages as mod
     elif module == "fixtures":
         from llmrec.testing import fixtures as mod
+    elif module == "backend":
+        from llmrec.testing import backend as mod
     else:
         from llmrec.testing import lm as mod
     return getattr(mod, name)

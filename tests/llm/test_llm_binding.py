@@ -13,8 +13,8 @@ from llmrec.data.context import StageContext
 from llmrec.errors import ArtifactError
 from llmrec.llm.adapters import adapters_root, load_config, shard_dir, tune_adapters
 from llmrec.llm.audit import audit
+from llmrec.llm.backends.hf import HFBackend
 from llmrec.llm.catalog import Catalog
-from llmrec.llm.generator import Generator
 from llmrec.llm.prompt import PromptTooLong, UserContext
 from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
 from retrieval.store import RetrievalStore
@@ -40,8 +40,8 @@ def tuned(tmp_path_factory):
 def test_serving_defaults_to_the_adapters_base_and_template(tuned):
     ws, lm = tuned
     pipe = CragruPipeline(ws, CragruOptions(n_candidates=10))
-    assert pipe.generator.builder.template.name == load_config(ws).template == "compact"
-    assert pipe.adapter_for(0) in pipe.generator.adapters
+    assert pipe.backend.builder.template.name == load_config(ws).template == "compact"
+    assert pipe.adapter_for(0) in pipe.backend.adapters
 
 
 def test_other_base_or_template_is_an_error_unless_asked_for(tuned, tmp_path):
@@ -52,11 +52,11 @@ def test_other_base_or_template_is_an_error_unless_asked_for(tuned, tmp_path):
     with pytest.raises(ArtifactError, match="tuned with template"):
         CragruPipeline(ws, CragruOptions(template="cragru"))
     alone = CragruPipeline(ws, CragruOptions(model=str(other), adapters=False, n_candidates=10))
-    assert alone.adapter_for(0) is None and alone.generator.adapters == []
+    assert alone.adapter_for(0) is None and alone.backend.adapters == []
     named = CragruPipeline(
         ws, CragruOptions(adapters=str(adapters_root(ws)), template="cragru", n_candidates=10)
     )
-    assert named.generator.builder.template.name == "cragru" and named.adapter_for(0)
+    assert named.backend.builder.template.name == "cragru" and named.adapter_for(0)
 
 
 def test_broken_contract_is_an_error(tuned, tmp_path):
@@ -101,19 +101,19 @@ def test_audit_verifies_adapter_files_base_and_config(tuned):
 def test_loading_options_pass_through(tuned):
     ws, lm = tuned
     cat = Catalog.from_dataset(ws.dataset)
-    gen = Generator.from_pretrained(lm, cat, device_map="auto", dtype="bfloat16")
+    gen = HFBackend.from_pretrained(lm, cat, device_map="auto", dtype="bfloat16")
     assert next(gen.model.parameters()).dtype == torch.bfloat16
     ctx = UserContext(0, {}, ws.dataset.inter_item[:5], None, ws.dataset.inter_item[5:12])
     (r,) = gen.rank([ctx])  # a device-mapped model serves (no TypeError, no .to() fight)
     assert len(r.items) == len(set(ws.dataset.inter_item[5:12].tolist()))
-    eager = Generator.from_pretrained(lm, cat, attn_implementation="eager")
+    eager = HFBackend.from_pretrained(lm, cat, attn_implementation="eager")
     assert eager.model.config._attn_implementation == "eager"
 
 
 def test_a_prompt_that_cannot_fit_is_a_clear_error(tuned):
     ws, lm = tuned
     cat = Catalog.from_dataset(ws.dataset)
-    gen = Generator.from_pretrained(lm, cat, template="cragru", max_prompt_tokens=64)
+    gen = HFBackend.from_pretrained(lm, cat, template="cragru", max_prompt_tokens=64)
     ctx = UserContext(0, {}, ws.dataset.inter_item[:5], None, ws.dataset.inter_item[5:40])
     with pytest.raises(PromptTooLong, match="without any history"):
         gen.rank([ctx])
