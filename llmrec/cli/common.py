@@ -179,8 +179,18 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_workspace(args: argparse.Namespace, split: dict | None = None) -> Workspace:
-    return Workspace(args.workspace, dataset=args.dataset, data_dir=args.data_dir, split=split)
+def open_workspace(
+    args: argparse.Namespace, split: dict | None = None, read_only: bool = False
+) -> Workspace:
+    """The workspace of ``--workspace`` (``read_only``: a command that only reads; it writes
+    nothing there, not even a new workspace's ``workspace.json``)."""
+    return Workspace(
+        args.workspace,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=split,
+        read_only=read_only,
+    )
 
 
 def emit(args: argparse.Namespace, result: dict, text: str | None = None) -> None:

@@ -120,7 +120,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     result = run_audit(ws)
     lines = [f"audit at ledger v{result['ledger_version']}: scanned {', '.join(result['scanned'])}"]
     for name, st in result.get("stages", {}).items():

@@ -34,7 +34,13 @@ def register(sub, common) -> None:
         "and a small GPT-2 from nothing. Saved as a normal Hugging Face model folder.",
     )
     b.add_argument("--out", help="model folder (default: WORKSPACE/artifacts/lm)")
-    b.add_argument("--init", choices=["minilm", "scratch"], default="minilm")
+    b.add_argument(
+        "--init",
+        choices=["minilm", "scratch"],
+        default="minilm",
+        help="minilm: the packaged all-MiniLM-L6-v2 turned into a decoder; scratch: a small "
+        "GPT-2 from scratch",
+    )
     b.add_argument(
         "--layers",
         type=positive_int,
@@ -50,7 +56,7 @@ def register(sub, common) -> None:
         "--sessions", type=positive_int, help="catalogue-only prompt sessions to adapt on"
     )
     b.add_argument("--template", help="prompt template the model is adapted with")
-    b.add_argument("--device", type=device_name, default="cpu")
+    b.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
     b.set_defaults(func=cmd_build_lm)
 
     a = sub.add_parser("adapters", help="per-shard LoRA adapters (tune, status)")
@@ -66,7 +72,9 @@ def register(sub, common) -> None:
         "'torchrun' to spread the work over processes/GPUs.",
     )
     t.add_argument("--model", help="base model: hub id or folder (default: the built LM)")
-    t.add_argument("--shards", type=positive_int, default=4)
+    t.add_argument(
+        "--shards", type=positive_int, default=4, help="user shards, one LoRA adapter each"
+    )
     t.add_argument(
         "--recipe",
         choices=RECIPE_NAMES,
@@ -90,7 +98,7 @@ def register(sub, common) -> None:
     t.add_argument(
         "--candidates", type=positive_int, help="candidates per training prompt (default: recipe)"
     )
-    t.add_argument("--device", type=device_name, default="cpu")
+    t.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
     _load_flags(t)
     t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
     t.add_argument(
@@ -112,10 +120,18 @@ def register(sub, common) -> None:
         description="Retrieve the user's retained history (CRAGRU strategy), profile and "
         "candidates, prompt the LM (with the user's shard adapter) and print the ranking.",
     )
-    r.add_argument("--pipeline", choices=["cragru"], default="cragru")
+    r.add_argument(
+        "--pipeline",
+        choices=["cragru"],
+        default="cragru",
+        help="serving pipeline: retrieval, prompt, LM (with the user's shard adapter)",
+    )
     r.add_argument("--user", required=True, help="user id (dataset token)")
     r.add_argument(
-        "--strategy", choices=["preference", "diversity", "attention"], default="preference"
+        "--strategy",
+        choices=["preference", "diversity", "attention"],
+        default="preference",
+        help="CRAGRU history-selection strategy",
     )
     r.add_argument(
         "--mode",
@@ -144,11 +160,11 @@ def register(sub, common) -> None:
     r.add_argument(
         "--candidates", type=positive_int, help="candidates to rank (default: the adapters')"
     )
-    r.add_argument("--top-k", type=positive_int, default=10)
+    r.add_argument("--top-k", type=positive_int, default=10, help="length of the printed list")
     r.add_argument(
         "--blend", type=nonneg_float, help="weight of the candidate prior (default: the adapters')"
     )
-    r.add_argument("--device", type=device_name, default="cpu")
+    r.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
     r.add_argument(
         "--backend",
         default="hf",
@@ -181,7 +197,11 @@ def _load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="base model weights dtype")
     p.add_argument("--device-map", help="from_pretrained device map, e.g. 'auto'")
     p.add_argument("--attn-implementation", help="e.g. eager, sdpa, flash_attention_2")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let from_pretrained run the model folder's own code",
+    )
     p.add_argument("--revision", help="hub revision of the base model")
 
 
@@ -317,7 +337,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         stale_shards,
     )
 
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     cfg = load_config(ws)
     if cfg is None:
         raise LlmrecError(f"no adapters in {ws.root}: run 'llmrec adapters tune' first")

@@ -28,6 +28,7 @@ from llmrec.cli.common import (
     int_in,
 )
 from llmrec.cli.config_file import apply_config, find_config
+from llmrec.cli.help_format import use_everywhere
 from llmrec.errors import LlmrecError
 
 #: the sub-command groups, in the order ``llmrec --help`` lists them
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.register(sub, common)
     _bound_plain_numbers(parser)
+    use_everywhere(parser)
     return parser
 
 

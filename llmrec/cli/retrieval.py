@@ -22,7 +22,13 @@ def register(sub, common) -> None:
         "cluster the items, at the ledger's newest version. Later 'llmrec forget' runs update "
         "all of it incrementally.",
     )
-    b.add_argument("--encoder", choices=["text", "cf"], default="text")
+    b.add_argument(
+        "--encoder",
+        choices=["text", "cf"],
+        default="text",
+        help="item vectors: text (sentence-transformers on the item text, no user data) or cf "
+        "(a CF model's item embeddings on the retained data)",
+    )
     b.add_argument(
         "--model",
         default=None,
@@ -90,7 +96,7 @@ def register(sub, common) -> None:
 def _load(args: argparse.Namespace):
     from retrieval.store import RetrievalStore
 
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     return ws, RetrievalStore.load(ws, args.name)
 
 

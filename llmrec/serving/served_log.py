@@ -53,6 +53,7 @@ def log_served(
         "source": source,
         **meta,
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_suffix(".lock")):
         rules = _rules(ws)
         if rules.view.version > int(version):  # a forget committed while this list was made

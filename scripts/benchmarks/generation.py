@@ -34,15 +34,19 @@ from .common import emit
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workspace", default="llmrec-workspace")
+    p.add_argument(
+        "--workspace",
+        default="llmrec-workspace",
+        help="workspace with a built LM and retrieval store",
+    )
     p.add_argument("--users", type=int, default=64, help="users ranked per mode")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--batch-size", type=int, default=32, help="users per generation batch")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated generation modes")
     p.add_argument("--top-k", type=int, default=10, help="items written in json/constrained")
     p.add_argument("--model", help="hub id or folder (default: the workspace's built LM)")
-    p.add_argument("--no-adapters", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--no-adapters", action="store_true", help="serve the base LM without adapters")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--repeats", type=int, default=3, help="with --levers: timed runs (median)")
     p.add_argument(
         "--levers",

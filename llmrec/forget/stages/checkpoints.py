@@ -15,7 +15,8 @@ registry (kind ``checkpoint``) and the workspace's files. Each checkpoint record
 **Apply** brings every checkpoint older than the ledger to the newest version with its
 *update method*: an unlearned checkpoint with its own method (and settings); a trained
 checkpoint with the workspace's ``cf_method`` (``workspace.json``; ``retrain`` by default, set
-with ``llmrec forget --cf-method NAME``). A request span that leaves a checkpoint's training
+with ``llmrec forget --cf-method NAME``), or with the method ``llmrec unlearn --method NAME``
+names for its own requests. A request span that leaves a checkpoint's training
 pairs unchanged (an attribute request, for a method that does not handle attributes) keeps its
 weights; a method that cannot honour a request kind of the span falls back to ``retrain``
 (said in the output). Applying twice at one version changes nothing.
@@ -127,9 +128,10 @@ def update_method(ws: Workspace, ck: Checkpoint, model: Any) -> tuple[str, dict]
         settings = extra.get("settings") or {}
         params = {k: v for k, v in settings.items() if k not in ("method", "model_config")}
         return extra["method"], params
-    cls = get_method(ws.cf_method)
+    method, params = ws.cf_method_of(ck.name)  # `llmrec unlearn --method` chooses for one run
+    cls = get_method(method)
     base = str(getattr(model, "model_name", "") or model.config.get("model", ""))
-    return ws.cf_method, {**cls.workspace_defaults(ws.root, base), **ws.cf_params}
+    return method, {**cls.workspace_defaults(ws.root, base), **params}
 
 
 def record_extra(
