@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -93,6 +94,7 @@ class Workspace:
         read_only: bool = False,
     ):
         self.read_only = read_only
+        self._cf_chosen: dict[str, tuple[str, dict]] = {}
         if not str(root).strip():
             raise LlmrecError("--workspace must name a folder (got an empty path)")
         self.root = Path(root)
@@ -164,6 +166,23 @@ class Workspace:
     def cf_params(self) -> dict:
         """Parameters of :attr:`cf_method` (default: the method's own)."""
         return dict(self.config.get("cf_params", {}))
+
+    def cf_method_of(self, checkpoint: str) -> tuple[str, dict]:
+        """``(method, params)`` that bring the trained checkpoint named ``checkpoint`` (e.g.
+        ``model:bpr``) up to date: this process's choice for it (:meth:`use_cf_method`), else
+        the workspace's."""
+        chosen = self._cf_chosen.get(checkpoint)
+        return chosen if chosen is not None else (self.cf_method, self.cf_params)
+
+    @contextmanager
+    def use_cf_method(self, checkpoint: str, method: str, params: dict | None = None):
+        """Within the block, bring the trained checkpoint ``checkpoint`` up to date with
+        ``method`` (``llmrec unlearn --method``), not the workspace's setting (unchanged)."""
+        self._cf_chosen[checkpoint] = (method, dict(params or {}))
+        try:
+            yield self
+        finally:
+            del self._cf_chosen[checkpoint]
 
     def set_cf_method(self, method: str, params: dict | None = None) -> None:
         """Fix the CF checkpoints' update method (and its parameters) in ``workspace.json``."""

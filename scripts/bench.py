@@ -23,6 +23,10 @@ membership-inference AUC against Retrain), SISA and RecEraser (initial training,
 seconds, shards retrained, NDCG@10 beside Retrain) on a 5%-random-users request; see
 :mod:`benchmarks.unlearnrec_sharded`.
 
+``unlearn-cli``: ``llmrec unlearn --method M`` wall seconds for AltEraser beside Retrain (or
+``--methods``), each on a copy of one trained workspace with the same request, from one run;
+see :mod:`benchmarks.unlearn_cli`.
+
 ``scale``: every stage's cost from 10^5 to 10^7 synthetic interactions; see
 :mod:`benchmarks.scale`.
 
@@ -52,6 +56,7 @@ from benchmarks import (  # noqa: E402
     retrieval_layer,
     scale,
     train,
+    unlearn_cli,
     unlearnrec_sharded,
 )
 from benchmarks.common import Subcommands  # noqa: E402
@@ -65,6 +70,7 @@ SUBCOMMANDS: Subcommands = {
     **scale.SUBCOMMANDS,
     **embedding_unlearners.SUBCOMMANDS,
     **unlearnrec_sharded.SUBCOMMANDS,
+    **unlearn_cli.SUBCOMMANDS,
     **retrain_gold.SUBCOMMANDS,
 }
 

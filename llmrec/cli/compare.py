@@ -83,7 +83,7 @@ def register(sub, common) -> None:
             "CURE4Rec's (IDCG over every test item)",
         )
         p.add_argument(
-            "--candidate-source",
+            "--source",
             choices=SOURCES,
             default="ease",
             help="the LLM path's candidate list: ease, text or hybrid (retrieval/hybrid.py) "
@@ -115,7 +115,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         model_overrides=parse_overrides(args.set),
         verify_exact=not args.no_exact_check,
         fairness_ndcg=args.fairness_ndcg,
-        candidate_source=args.candidate_source,
+        candidate_source=args.source,
     )
     md = (ws.root / "runs").joinpath(res["run_dir"]).joinpath("results.md")
     text = md.read_text() if md.is_file() else ""

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from llmrec.cli.common import (
     device_name,
     emit,
@@ -16,8 +18,8 @@ from llmrec.cli.common import (
     positive_int,
     progress_enabled,
 )
+from llmrec.cli.retrieval import add_material_options
 from llmrec.errors import ArtifactError, LlmrecError
-from retrieval.hybrid import SOURCES
 
 #: llmrec.llm.recipe.RECIPES, default first (not imported here: that module loads torch and peft)
 RECIPE_NAMES = ("quality", "fast")
@@ -60,7 +62,7 @@ def register(sub, common) -> None:
     b.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
     b.set_defaults(func=cmd_build_lm)
 
-    a = sub.add_parser("adapters", help="per-shard LoRA adapters (tune, status)")
+    a = sub.add_parser("adapters", help="per-shard LoRA adapters (tune, blend, status)")
     asub = a.add_subparsers(dest="adapters_command", metavar="SUBCOMMAND", required=True)
     t = asub.add_parser(
         "tune",
@@ -145,12 +147,7 @@ def register(sub, common) -> None:
         help="serving pipeline: retrieval, prompt, LM (with the user's shard adapter)",
     )
     r.add_argument("--user", required=True, help="user id (dataset token)")
-    r.add_argument(
-        "--strategy",
-        choices=["preference", "diversity", "attention"],
-        default="preference",
-        help="CRAGRU history-selection strategy",
-    )
+    add_material_options(r)
     r.add_argument(
         "--mode",
         choices=["likelihood", "json", "constrained", "verbalizer"],
@@ -177,11 +174,6 @@ def register(sub, common) -> None:
     )
     r.add_argument(
         "--candidates", type=positive_int, help="candidates to rank (default: the adapters')"
-    )
-    r.add_argument(
-        "--candidate-source",
-        choices=SOURCES,
-        help="ease, text or hybrid (retrieval/hybrid.py; default: the retrieval store's)",
     )
     r.add_argument("--top-k", type=positive_int, default=10, help="length of the printed list")
     r.add_argument(
@@ -406,6 +398,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from llmrec.cli.retrieval import prompt_material
+    from llmrec.llm.prompt import UserContext
     from llmrec.serving.cragru import CragruOptions, CragruPipeline
     from llmrec.serving.prerequisites import serving_plan
     from llmrec.serving.served_log import log_served
@@ -441,12 +435,24 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             device=args.device,
             blend=args.blend,
-            candidates=args.candidate_source,
             backend=args.backend,
             backend_options=_backend_options(args),
         ),
     )
-    ctx = pipe.context(user)
+    args.source = args.source or pipe.store.source
+    got, leak = prompt_material(
+        ws, pipe.store, user, args.strategy, args.source, pipe.history, pipe.n_candidates,
+        args.seed,
+    )  # fmt: skip
+    ctx = UserContext(
+        int(user),
+        got["profile"],
+        np.asarray(got["history_items"], dtype=np.int64),
+        np.asarray(got["history_ratings"], dtype=np.float64),
+        np.asarray(got["candidates"], dtype=np.int64),
+    )
+    if leak:
+        plan.notes.append(f"candidate source {args.source} {leak}")
     (rk,) = pipe.recommend([user], args.mode, contexts=[ctx])
     top = rk.items[: args.top_k]
     result = {
@@ -454,7 +460,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         "pipeline": args.pipeline,
         "mode": args.mode,
         "strategy": args.strategy,
-        "candidate_source": args.candidate_source or pipe.store.source,
+        "source": args.source,
         "ledger_version": int(pipe.store.ledger_version),
         "items": [str(ds.item_tokens[i]) for i in top],
         "titles": [pipe.catalog.text(int(i)) for i in top],

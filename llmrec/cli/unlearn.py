@@ -39,9 +39,14 @@ def register(sub, common) -> None:
         parents=[common],
         help="apply an embedding unlearner to a trained CF model",
         description=textwrap.fill(
-            "Record the requests in the ledger, unlearn them from the trained checkpoint with "
-            "METHOD and write the unlearned checkpoint plus a run folder (results.json, "
-            "results.txt, config.json)."
+            "Record the requests in the ledger and bring the trained checkpoint "
+            "(artifacts/models/MODEL.pt) up to date with METHOD, not with the workspace's CF "
+            "method: one checkpoint, which the audit then reports as approximate by METHOD "
+            "(exact for retrain); every other artifact is updated as by 'llmrec forget'. With "
+            "--checkpoint, or a shard method (its ensemble is not a trained checkpoint), a "
+            "separate checkpoint artifacts/unlearned/MODEL-METHOD.pt is written and kept up to "
+            "date with METHOD. Writes a run folder (results.json, results.txt, config.json). "
+            "Comparing methods is 'llmrec compare'."
         ),
         epilog=methods_help("embedding"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,7 +55,10 @@ def register(sub, common) -> None:
     p.add_argument("--request", type=nonempty, required=True, help="request file (JSON lines)")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
-        "--checkpoint", type=nonempty, default=None, help="unlearn this checkpoint instead"
+        "--checkpoint",
+        type=nonempty,
+        default=None,
+        help="unlearn this checkpoint instead, into a separate artifacts/unlearned/MODEL-METHOD.pt",
     )
     p.add_argument(
         "--set",
@@ -168,6 +176,13 @@ def _target(ws, args):
         get_method(args.method, "embedding")  # an unknown name: one line naming the known ones
         path = unlearned_path(ws, args.model, args.method)
         if not path.is_file():
+            from llmrec.models.training import checkpoint_path
+
+            trained = checkpoint_path(ws, args.model)
+            if trained.is_file() and _load(trained, "trained").extra.get("cf_method") == (
+                args.method
+            ):  # `llmrec unlearn --method` updated the one trained checkpoint
+                return _load(trained, "trained"), trained
             raise ArtifactError(
                 f"no {args.model} model unlearned with {args.method} in {ws.root}: run "
                 f"'llmrec unlearn --method {args.method} --model {args.model} --request FILE' first"
@@ -187,6 +202,17 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 
 # ---------------------------------------------------------------------------- unlearn
+def _bring_up_to_date(ws, since: int) -> dict:
+    """Run the checkpoint stage now: a checkpoint started at ledger ``since`` is behind while
+    the ledger has nothing pending for the stage."""
+    from llmrec.forget.runner import stage_lock
+    from llmrec.forget.stage import StageContext
+    from llmrec.forget.stages.checkpoints import apply
+
+    with stage_lock(ws), ws.ledger() as led:
+        return apply(StageContext.open(ws, led, also=(int(since or 0),)))
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.data.requests import load_requests
     from llmrec.evaluation import evaluate_model
@@ -194,6 +220,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.forget.stages.checkpoints import start_unlearned
     from llmrec.privacy.membership import pair_ranks, rank_summary
     from llmrec.unlearning import get_method, make_task
+    from llmrec.unlearning.shard_unlearner import ShardedUnlearner
 
     method = get_method(args.method, "embedding")
     _check_model(args.model)
@@ -203,34 +230,43 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     for r in requests:
         r.validate(ds)
     model, source = _trained(ws, args.model, args.checkpoint)
-    params = {
-        **method.workspace_defaults(ws.root, args.model),
-        **parse_overrides(args.set),
-    }
+    defaults = method.workspace_defaults(ws.root, args.model)
+    params = {**defaults, **parse_overrides(args.set)}
     if "seed" not in params and "seed" in method.param_names():
         params["seed"] = args.seed
     try:
         unlearner = method(**params)
     except (TypeError, ValueError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
-    # the unlearned checkpoint starts as the trained one; the runner of `llmrec forget` records
-    # the requests once and its checkpoint stage brings it (with METHOD), like every other
-    # artifact, to the newest ledger version
-    path = unlearned_path(ws, args.model, args.method)
-    name = f"model:{args.model}:{args.method}"
-    with ws.ledger() as led:
-        known = {e.request.content_hash: e.version for e in led.entries()}
-        start_unlearned(
-            led,
-            model,
-            path,
-            name,
-            args.method,
-            unlearner.get_params(),
-            str(source),
-            [known.get(r.content_hash) for r in requests],
-        )
-    summary = forget_pipeline.forget(ws, requests)
+    if args.checkpoint or issubclass(method, ShardedUnlearner):
+        # a separate checkpoint, kept up to date with METHOD: it starts as the given (or
+        # trained) one; a shard method's ensemble is not a trained checkpoint of its class
+        path = unlearned_path(ws, args.model, args.method)
+        name = f"model:{args.model}:{args.method}"
+        with ws.ledger() as led:
+            known = {e.request.content_hash: e.version for e in led.entries()}
+            start_unlearned(
+                led,
+                model,
+                path,
+                name,
+                args.method,
+                unlearner.get_params(),
+                str(source),
+                [known.get(r.content_hash) for r in requests],
+            )
+        summary = forget_pipeline.forget(ws, requests)
+        if name not in summary["stages"].get("checkpoints", {}).get("checkpoints", {}):
+            # requests recorded before: no stage was pending, the new checkpoint still is
+            summary["stages"]["checkpoints"] = _bring_up_to_date(ws, model.ledger_version)
+    else:
+        # one checkpoint: the runner of `llmrec forget` records the requests once and its
+        # checkpoint stage brings the trained checkpoint to the newest version with METHOD
+        # (not the workspace's CF method: no hidden retrain), every other artifact as usual
+        path, name = source, f"model:{args.model}"
+        chosen = {k: v for k, v in params.items() if k not in defaults}
+        with ws.use_cf_method(name, args.method, chosen):
+            summary = forget_pipeline.forget(ws, requests)
     recorded = [(r["version"], r["created"]) for r in summary["requests"]]
     done = summary["stages"].get("checkpoints", {}).get("checkpoints", {}).get(name, {})
     rec = done.get("record")
@@ -248,6 +284,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             for (v, c), r in zip(recorded, requests)
         ],
         "checkpoint": str(path),
+        # what brought the checkpoint to its version: METHOD, or retrain when METHOD cannot
+        # honour a request kind (the note says so)
+        "checkpoint_method": {"method": done.get("method"), "exact": done.get("exact")},
         "record": rec,
         "test": metrics,
     }

@@ -361,12 +361,16 @@ class CragruPipeline:
 
     def context(self, user: int, strategy: str | None = None) -> UserContext:
         """Prompt material of one user from the retrieval store (retained data only)."""
+        cands = None
+        if self.opt.candidates is not None:  # another of the store's lists than its default
+            one = np.array([int(user)])
+            cands = self.store.candidates(one, self.n_candidates, source=self.opt.candidates)[0]
         got = self.store.retrieve(
             int(user),
             strategy or self.opt.strategy,
             H=self.history,
             n_candidates=self.n_candidates,
-            source=self.opt.candidates,
+            candidates=cands,
         )
         return UserContext(
             int(user),

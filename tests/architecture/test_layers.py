@@ -12,9 +12,10 @@ functions count too):
 4. ``retrieval``, ``llmrec.llm``, ``llmrec.unlearning`` (the two forget paths and the LM)
 5. ``llmrec.serving`` (CRAGRU serving, the served-score blend, the served log)
 6. ``llmrec.forget`` (the forget runner, the stage protocol and registry, the stages, the audit)
-7. ``llmrec.experiments`` (comparison harness, scenarios, the paper protocol), ``llmrec.testing``
-   (the public contract suites: they exercise any layer below)
+7. ``llmrec.experiments`` (comparison harness, scenarios, the paper protocol)
 8. ``llmrec.cli``, ``llmrec.__main__``
+9. ``llmrec.testing`` (the public contract suites and fixtures for plug-in authors: they
+   exercise any layer below, the CLI included; no library module imports them)
 
 Also checked: no import cycle between modules, no ``importlib.import_module`` / ``__import__``
 (imports by string hide the data flow), and no benchmark code in the library (benchmarks live
@@ -51,9 +52,9 @@ LAYERS: dict[str, int] = {
     "llmrec.serving": 5,
     "llmrec.forget": 6,
     "llmrec.experiments": 7,
-    "llmrec.testing": 7,
     "llmrec.cli": 8,
     "llmrec.__main__": 8,
+    "llmrec.testing": 9,
 }
 
 

@@ -105,9 +105,9 @@ def test_recommend_serves_the_candidate_source_asked_for(tmp_path, capsys):
     got = {}
     for source in ("ease", "hybrid"):
         argv = ["recommend", "--workspace", str(ws.root), "--user", user, "--no-adapters"]
-        rc = main([*argv, "--candidates", "8", "--candidate-source", source, "--json"])
+        rc = main([*argv, "--candidates", "8", "--source", source, "--json"])
         got[source] = json.loads(capsys.readouterr().out)
-        assert rc == 0 and got[source]["candidate_source"] == source
+        assert rc == 0 and got[source]["source"] == source
     assert not new & set(got["ease"]["candidates"])
     assert new & set(got["hybrid"]["candidates"][6:])  # 2 text slots of 8 hold new items
     assert got["hybrid"]["candidates"][:6] == got["ease"]["candidates"][:6]

@@ -153,7 +153,7 @@ def test_gold_serving_is_reused_only_when_a_spot_check_agrees():
 
 
 def test_candidate_control_over_hybrid_candidates(tmp_path):
-    """``compare --candidate-source hybrid``: the control ranks the hybrid lists of the length
+    """``compare --source hybrid``: the control ranks the hybrid lists of the length
     the LLM re-ranks, is exact against its from-scratch rebuild, and says which source."""
     from llmrec.llm.recipe import serving
 

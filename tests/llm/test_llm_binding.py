@@ -9,15 +9,22 @@ import shutil
 import pytest
 import torch
 
+from llmrec.data.context import StageContext
 from llmrec.errors import ArtifactError
 from llmrec.llm.adapters import adapters_root, load_config, shard_dir, tune_adapters
-from llmrec.llm.audit import audit as audit_adapters
+from llmrec.llm.audit import audit
 from llmrec.llm.backends.hf import HFBackend
 from llmrec.llm.catalog import Catalog
 from llmrec.llm.prompt import PromptTooLong, UserContext
 from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
 from retrieval.store import RetrievalStore
 from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+
+
+def audit_adapters(ws) -> list[dict]:
+    """The adapters' forget audit at the ledger's newest version."""
+    with ws.ledger() as led:
+        return audit(StageContext.open(ws, led))
 
 
 @pytest.fixture(scope="module")
@@ -68,27 +75,27 @@ def test_broken_contract_is_an_error(tuned, tmp_path):
 
 def test_audit_verifies_adapter_files_base_and_config(tuned):
     ws, lm = tuned
-    assert audit_adapters(ws, ws.view()) == []
+    assert audit_adapters(ws) == []
     weights = shard_dir(adapters_root(ws), 1) / "adapter_model.safetensors"
     good = weights.read_bytes()
     weights.write_bytes(good[: len(good) // 2])  # truncated
-    found = audit_adapters(ws, ws.view())
+    found = audit_adapters(ws)
     assert [f["artifact"] for f in found] == ["adapter/shard-001"]
     assert "content hash" in found[0]["problem"]
     weights.write_bytes(good)
     base = lm / "model.safetensors"
     original = base.read_bytes()
     base.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    found = audit_adapters(ws, ws.view())
+    found = audit_adapters(ws)
     assert len(found) == 2 and all(f"base model {lm}" in f["problem"] for f in found)
     base.write_bytes(original)
     cfg = adapters_root(ws) / "config.json"
     saved = cfg.read_text()
     cfg.unlink()
-    (found,) = audit_adapters(ws, ws.view())
+    (found,) = audit_adapters(ws)
     assert "config.json is missing" in found["problem"]
     cfg.write_text(saved)
-    assert audit_adapters(ws, ws.view()) == []
+    assert audit_adapters(ws) == []
 
 
 def test_loading_options_pass_through(tuned):

@@ -104,7 +104,7 @@ def test_forgotten_item_never_appears_and_incremental_equals_scratch(
     for source in ("hybrid", "text", "ease"):
         got = after.candidates(users, source=source)
         assert not (got == item).any()
-    assert after.retrieve(user)["candidate_source"] == "hybrid"
+    assert after.source == "hybrid"
     scratch_ws = Workspace(
         tmp_path / "scratch", dataset="syn", data_dir=tmp_path / "data", split=cold_split(10, 5)
     )
@@ -140,7 +140,7 @@ def test_cli_choice_on_build_and_retrieve_and_one_line_errors(tmp_path, capsys):
             str(N),
             "--clusters",
             "4",
-            "--candidate-source",
+            "--source",
             "hybrid",
             "--json",
         ]
@@ -150,18 +150,18 @@ def test_cli_choice_on_build_and_retrieve_and_one_line_errors(tmp_path, capsys):
     user = str(ws.dataset.user_tokens[0])
     rc = main(["retrieve", *w, "--user", user, "--json"])
     res = json.loads(capsys.readouterr().out)
-    assert rc == 0 and res["candidate_source"] == "hybrid" and len(res["candidates"]) == N
-    rc = main(["retrieve", *w, "--user", user, "--candidate-source", "ease", "--json"])
+    assert rc == 0 and res["source"] == "hybrid" and len(res["candidates"]) == N
+    rc = main(["retrieve", *w, "--user", user, "--source", "ease", "--json"])
     ease = json.loads(capsys.readouterr().out)
-    assert rc == 0 and ease["candidate_source"] == "ease"
+    assert rc == 0 and ease["source"] == "ease"
     head = N - text_slots(N)
     assert [c["item"] for c in ease["candidates"][:head]] == [
         c["item"] for c in res["candidates"][:head]
     ]
     for argv in (
-        ["retrieve", *w, "--user", user, "--candidate-source", "popular"],
-        ["index", "build", *w, "--candidate-source", "popular"],
-        ["index", "build", *w, "--encoder", "cf", "--candidate-source", "hybrid"],
+        ["retrieve", *w, "--user", user, "--source", "popular"],
+        ["index", "build", *w, "--source", "popular"],
+        ["index", "build", *w, "--encoder", "cf", "--source", "hybrid"],
     ):
         try:
             rc = main(argv)
@@ -169,4 +169,4 @@ def test_cli_choice_on_build_and_retrieve_and_one_line_errors(tmp_path, capsys):
             rc = exc.code
         err = capsys.readouterr().err
         assert rc != 0 and len(err.strip().splitlines()) == 1, err
-        assert "candidate source" in err or "candidate-source" in err
+        assert "candidate source" in err or "--source" in err

@@ -1,15 +1,21 @@
-"""The ``blend`` forget stage: the served blend (``adapters/blend.json``), fitted on VALID from
-user data, is re-fitted from scratch on the retained data (:func:`llmrec.serving.blend.fit_blend`
-with the settings the file records), after the retrieval store and the adapters it ranks with
-are current; the audit checks the file against the ledger (version, registered content hash,
-dataset)."""
+"""The ``blend`` forget stage: the served blend, fitted on VALID from user data.
+
+Layout: ``artifacts/adapters/blend.json`` (the weight(s), the fit settings, the dataset and the
+ledger version), registered in the ledger as :data:`llmrec.serving.blend.KIND` with its content
+hash. It is re-fitted from scratch on the retained data (:func:`llmrec.serving.blend.fit_blend`
+with the settings the file records) after the retrieval store and the adapters it ranks with are
+current; the audit checks the file against the ledger (version, registered hash, dataset).
+"""
 
 from __future__ import annotations
 
+import json
 import time
 
 from llmrec.errors import ArtifactError
-from llmrec.forget.stage import StageAudit, StageContext
+from llmrec.forget.registry import register_stage
+from llmrec.forget.stage import Found, StageAudit, StageContext, finding, int_or_none
+from llmrec.workspace import Workspace
 
 
 def _registered(ctx: StageContext) -> list[dict]:
@@ -19,10 +25,25 @@ def _registered(ctx: StageContext) -> list[dict]:
     return [a for a in arts if a["kind"] == KIND]
 
 
+@register_stage
 class BlendStage:
     """The served blend: re-fitted from scratch when the ledger moved past it."""
 
     name = "blend"
+    order = 450  # after the retrieval store and the adapters, before the served log
+
+    def discover(self, ws: Workspace) -> list[Found]:
+        from llmrec.serving.blend import KIND, NAME, blend_path
+
+        path = blend_path(ws)
+        if not path.is_file():
+            return []
+        try:
+            claimed = int_or_none(json.loads(path.read_text()).get("ledger_version"))
+            unusable = None
+        except (OSError, ValueError, AttributeError) as exc:
+            claimed, unusable = None, f"served blend unreadable ({str(exc)[:120]})"
+        return [Found(NAME, KIND, path, claimed_version=claimed, unusable=unusable)]
 
     def apply(self, ctx: StageContext) -> dict:
         from llmrec.serving.blend import BlendFit, blend_path, fit_blend, read_blend, write_blend
@@ -67,7 +88,7 @@ class BlendStage:
         findings: list[dict] = []
 
         def report(problem: str) -> None:
-            findings.append({"artifact": NAME, "path": str(path), "problem": problem})
+            findings.append(finding(NAME, path, problem))
 
         if not path.is_file():
             report("registered in the ledger but the file is missing")
