@@ -42,7 +42,7 @@ from llmrec.llm.loading import LoadOptions, resolve_base, weights_hash
 from llmrec.llm.lora import rank_prior
 from llmrec.llm.prompt import UserContext
 from llmrec.llm.recipe import serving
-from llmrec.serving.blend import BLEND_GRID
+from llmrec.serving.blend_file import BLEND_GRID
 from llmrec.serving.served_log import suppress_filter
 from llmrec.workspace import Workspace
 
@@ -141,7 +141,7 @@ class ServedBlend:
 def load_blend(ws: Workspace) -> ServedBlend | None:
     """The served blend fitted in the workspace (:mod:`llmrec.serving.blend`), ``None`` if
     there is none; :class:`ArtifactError` for a truncated, foreign or unknown file."""
-    from llmrec.serving.blend import read_blend
+    from llmrec.serving.blend_file import read_blend
 
     d = read_blend(ws)
     if d is None:
@@ -156,7 +156,7 @@ def load_blend(ws: Workspace) -> ServedBlend | None:
 
 def blend_version(ws: Workspace) -> int | None:
     """The ledger version the workspace's served blend reflects (``None``: no blend)."""
-    from llmrec.serving.blend import read_blend
+    from llmrec.serving.blend_file import read_blend
 
     d = read_blend(ws)
     return None if d is None else int(d["ledger_version"])

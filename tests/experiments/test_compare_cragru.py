@@ -150,26 +150,3 @@ def test_gold_serving_is_reused_only_when_a_spot_check_agrees():
     users = np.arange(6)
     assert compare_llm._same_rankings(_FakePipe([0, 1, 2]), _FakePipe([0, 1, 2]), users, 4)
     assert not compare_llm._same_rankings(_FakePipe([0, 1, 2]), _FakePipe([0, 2, 1]), users, 4)
-
-
-def test_candidate_control_over_hybrid_candidates(tmp_path):
-    """``compare --source hybrid``: the control ranks the hybrid lists of the length
-    the LLM re-ranks, is exact against its from-scratch rebuild, and says which source."""
-    from llmrec.llm.recipe import serving
-
-    ws = small_workspace(tmp_path)
-    tiny_lm(ws, default_lm_dir(ws))
-    res = run_compare(
-        ws,
-        ["random:10%users"],
-        ["retrain", "candidates"],
-        seeds=[3],
-        completeness=False,
-        model_overrides=HP,
-        candidate_source="hybrid",
-    )
-    ctrl = res["scenarios"]["random:10%users"][0]["methods"]["candidates"]
-    assert ctrl["info"]["candidate_source"] == "hybrid"
-    assert ctrl["info"]["n_candidates"] == serving(default_lm_dir(ws)).n_candidates
-    assert ctrl["completeness"]["exact"] is True and "hybrid" in ctrl["references"]["gold"]
-    assert res["config"]["candidate_source"] == "hybrid"
