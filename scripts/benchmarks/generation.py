@@ -49,6 +49,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--repeats", type=int, default=3, help="with --levers: timed runs (median)")
     p.add_argument(
+        "--variants",
+        default="fp32,int8,prefix,memo,int8+prefix+memo",
+        help="with --levers: the variants to run (fp32 always runs: it is the reference)",
+    )
+    p.add_argument(
         "--levers",
         action="store_true",
         help="fp32 vs int8 vs prefix KV cache vs prompt-hash memo, side by side (see module doc)",
@@ -249,6 +254,8 @@ def levers(args: argparse.Namespace, ws, store, base_pipe) -> int:
         "memo": {"memo": RankMemo()},
         "int8+prefix+memo": {"quantize": "int8", "prefix_cache": True, "memo": RankMemo()},
     }
+    wanted = {"fp32", *args.variants.split(",")}
+    variants = {k: v for k, v in variants.items() if k in wanted}
     modes = [m for m in args.modes.split(",") if m]
     ref: dict[tuple[str, str], list] = {}
     rows: list[dict] = []
