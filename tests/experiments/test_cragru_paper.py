@@ -8,7 +8,8 @@ import pytest
 from llmrec.data.split import TEST, TRAIN, VALID
 from llmrec.experiments import cragru_paper as cp
 from llmrec.forget import registry as stages
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 
 
 def test_forget_split_keeps_the_first_interaction(tiny):

@@ -23,9 +23,10 @@ from llmrec.forget.runner import forget
 from llmrec.llm.adapters import adapters_root, tune_adapters
 from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.serving.cragru import default_lm_dir
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")

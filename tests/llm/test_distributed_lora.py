@@ -22,8 +22,9 @@ import torch
 from safetensors.torch import load_file
 
 from llmrec.llm.adapters import adapters_root, read_manifest, shard_dir
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 from llmrec.workspace import Workspace
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 SHARDS = 2
 WEIGHTS = "adapter_model.safetensors"

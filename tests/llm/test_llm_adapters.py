@@ -23,7 +23,8 @@ from llmrec.llm.adapters import (
 )
 from llmrec.llm.catalog import Catalog
 from llmrec.llm.shards import shard_of
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 
 WEIGHTS = "adapter_model.safetensors"
 
