@@ -6,7 +6,7 @@ Modules, one job each:
   on-disk embedding cache keyed by encoder, data and ledger version;
 * :mod:`retrieval.index` — FAISS index over an id map with removal, exclusion search and a
   manifest for stale detection;
-* :mod:`retrieval.candidates` — the exactly unlearnable candidate generator (integer
+* :mod:`retrieval.candidates` — the exactly unlearnable co-occurrence candidate model (integer
   co-occurrence statistics; EASE or item-KNN on top);
 * :mod:`retrieval.clusters` — deterministic k-means of item embeddings;
 * :mod:`retrieval.strategies` — CRAGRU's preference / diversity / attention history selection;

@@ -332,15 +332,6 @@ def markdown(
 # ------------------------------------------------------------------ plots
 
 
-def _user_sem(seeds: list[dict], method: str, group: str, key: str) -> float:
-    vals: list[float] = []
-    for s in seeds:
-        pu = s["methods"][method].get("bias", {}).get("vs_gold", {}).get("per_user", {}).get(group)
-        if pu:
-            vals += pu[key]
-    return float(np.std(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else 0.0
-
-
 def plot_bias(agg: dict, path: Path, seeds: list[dict]) -> None:
     """Bars: mean over seeds; error bars: std over seeds, or the per-user standard error with
     a single seed."""

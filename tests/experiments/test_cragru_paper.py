@@ -93,7 +93,7 @@ def test_side_by_side_run(tmp_path, llm, monkeypatch):
     if llm:  # the prior weight is tuned on VALID, per protocol
         for side in (tk, pp):
             assert side["blend"]["tuned_on"] == "valid ndcg@10"
-            assert side["blend_weight"] in cp.BLEND_GRID
+            assert side["blend_weight"] in cp.PAPER_BLEND_GRID
     # Retrain (paper) is scored on its own split: users without a test item there drop out
     assert pp["retrain"]["split"].startswith("retained data's own")
     text = cp.format_protocols(res)
