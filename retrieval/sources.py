@@ -66,7 +66,8 @@ def source_dir(ws: Workspace) -> Path:
 
 
 def record_path(ws: Workspace, name: str) -> Path:
-    return source_dir(ws) / f"{name}.json"
+    """``WORKSPACE/artifacts/candidates/<name>.json`` (nothing created: readers only look)."""
+    return ws.root / "artifacts" / "candidates" / f"{name}.json"
 
 
 @dataclass

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from llmrec.cli.common import (
     device_name,
     emit,
@@ -16,6 +18,7 @@ from llmrec.cli.common import (
     positive_int,
     progress_enabled,
 )
+from llmrec.cli.retrieval import add_material_options
 from llmrec.errors import ArtifactError, LlmrecError
 
 #: llmrec.llm.recipe.RECIPES, default first (not imported here: that module loads torch and peft)
@@ -127,12 +130,7 @@ def register(sub, common) -> None:
         help="serving pipeline: retrieval, prompt, LM (with the user's shard adapter)",
     )
     r.add_argument("--user", required=True, help="user id (dataset token)")
-    r.add_argument(
-        "--strategy",
-        choices=["preference", "diversity", "attention"],
-        default="preference",
-        help="CRAGRU history-selection strategy",
-    )
+    add_material_options(r)
     r.add_argument(
         "--mode",
         choices=["likelihood", "json", "constrained", "verbalizer"],
@@ -364,6 +362,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from llmrec.cli.retrieval import prompt_material
+    from llmrec.llm.prompt import UserContext
     from llmrec.serving.cragru import CragruOptions, CragruPipeline
     from llmrec.serving.prerequisites import serving_plan
     from llmrec.serving.served_log import log_served
@@ -403,7 +403,19 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             backend_options=_backend_options(args),
         ),
     )
-    ctx = pipe.context(user)
+    got, leak = prompt_material(
+        ws, pipe.store, user, args.strategy, args.source, pipe.history, pipe.n_candidates,
+        args.seed,
+    )  # fmt: skip
+    ctx = UserContext(
+        int(user),
+        got["profile"],
+        np.asarray(got["history_items"], dtype=np.int64),
+        np.asarray(got["history_ratings"], dtype=np.float64),
+        np.asarray(got["candidates"], dtype=np.int64),
+    )
+    if leak:
+        plan.notes.append(f"candidate source {args.source} {leak}")
     (rk,) = pipe.recommend([user], args.mode, contexts=[ctx])
     top = rk.items[: args.top_k]
     result = {
@@ -411,6 +423,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         "pipeline": args.pipeline,
         "mode": args.mode,
         "strategy": args.strategy,
+        "source": args.source,
         "ledger_version": int(pipe.store.ledger_version),
         "items": [str(ds.item_tokens[i]) for i in top],
         "titles": [pipe.catalog.text(int(i)) for i in top],
