@@ -3,7 +3,7 @@
 CRAGRU's ``dp`` keeps, for each item cluster, a share of the prompt history chosen by a
 multiple-choice knapsack over a utility table measured on the users' validation items
 (:func:`retrieval.strategies.ratio_table`, :func:`~retrieval.strategies.knapsack_ratios`). Here
-the table is measured with the store's co-occurrence candidate model on a seeded sample of the retained
+the table is measured with the store's candidate model on a seeded sample of the retained
 users whose history exceeds the budget ``H``, at the store's ledger version. The shares are
 computed for the call and never stored: they hold nothing to forget later.
 """
