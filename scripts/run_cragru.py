@@ -6,7 +6,8 @@ selects a forget set (default: the train interactions of 5% of the users, at ran
 it through the forget ledger (retrieval store and adapters are updated exactly), regenerates
 recommendations for every served user (the forget users and their neighbours are also reported
 as groups) and prints NDCG@10 / Recall@10 of the LLM ranking, the base LM alone (zero-shot), the
-candidate generator's order (the control) and BPR-MF retrained on the retained data, on the same users, with the paired per-user differences
+co-occurrence candidate model's order (the control) and BPR-MF retrained on the retained data, on
+the same users, with the paired per-user differences
 and their standard errors. Results: WORKSPACE/runs/cragru-TIME/{config,versions,results}.json + rankings.jsonl.
 
     python scripts/run_cragru.py --workspace ws-cragru
