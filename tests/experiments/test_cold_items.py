@@ -18,9 +18,10 @@ from llmrec.experiments.cold_items import (
 )
 from llmrec.llm.adapters import tune_adapters
 from llmrec.serving.cragru import default_lm_dir
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 def test_cold_split_moves_the_chosen_items_to_test_and_nothing_else(tmp_path):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from llmrec.experiments.compare import run_compare
 from llmrec.llm.recipe import serving
 from llmrec.serving.cragru import default_lm_dir
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 
 HP = {"dim": 8, "epochs": 10, "batch_size": 256, "n_neg": 4}
 

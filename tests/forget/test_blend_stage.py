@@ -14,9 +14,10 @@ from llmrec.forget.runner import forget
 from llmrec.llm.adapters import tune_adapters
 from llmrec.serving.blend import BlendFit, blend_path, fit_blend, read_blend, write_blend
 from llmrec.serving.cragru import CragruPipeline, default_lm_dir
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 FIT = BlendFit(grid=(0.0, 1.0, 4.0))
 

@@ -13,10 +13,10 @@ from llmrec.data.requests import ForgetRequest
 from llmrec.experiments.cold_items import cold_split
 from llmrec.forget import registry as stages
 from llmrec.forget import runner
+from llmrec.testing.fixtures import small_workspace
 from llmrec.workspace import Workspace
 from retrieval.hybrid import merge, text_slots
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import small_workspace
 
 N = 12  # list length: 9 from EASE, 3 text slots
 
