@@ -546,7 +546,7 @@ class RetrievalStore(StoreFiles):
         rows = [self._rows[u] for u in users]
         if blocked is None:
             blocked = user_rows(self.n_items, rows)
-        warm = np.flatnonzero(self.generator.degree > 0) if new_only else np.zeros(0, np.int64)
+        warm = np.flatnonzero(self.cooccurrence.degree > 0) if new_only else np.zeros(0, np.int64)
         exclude = [
             np.union1d(blocked.indices[blocked.indptr[k] : blocked.indptr[k + 1]], warm)
             for k in range(len(users))

@@ -60,7 +60,7 @@ def test_hybrid_lists_hold_new_items_in_the_tail_and_ease_in_the_head(tmp_path):
     )
     head = N - text_slots(N)
     assert np.array_equal(hybrid[:, :head], ease[:, :head])
-    new = store.generator.degree == 0
+    new = store.cooccurrence.degree == 0
     assert new.sum() >= 8 and not new[ease[ease >= 0]].any()  # EASE never proposes one
     tail = hybrid[:, head:]
     assert new[tail[tail >= 0]].all() and (tail >= 0).all()
