@@ -47,7 +47,7 @@ MODEL_POSITIONS = 8192
 #: default prompt budget (tokens) written as the tokenizer's model_max_length
 DEFAULT_BUDGET = 1024
 MANIFEST = "llmrec_lm.json"
-TEMPLATE = "cragru"
+TEMPLATE = "cragru-chat"
 
 
 def locate_gguf() -> Path:
