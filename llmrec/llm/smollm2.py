@@ -46,7 +46,6 @@ CONVERSION = "gguf-dequantise-fp32/llama-state-dict/v1"
 MODEL_POSITIONS = 8192
 #: default prompt budget (tokens) written as the tokenizer's model_max_length
 DEFAULT_BUDGET = 1024
-MANIFEST = "llmrec_lm.json"
 TEMPLATE = "cragru-chat"
 
 
@@ -103,15 +102,11 @@ def _versions() -> dict[str, str]:
 def is_converted(out: Path, budget: int) -> dict | None:
     """The manifest of a finished conversion at ``out`` of this GGUF, conversion and budget
     whose weights still hash as recorded; ``None`` otherwise."""
-    import json
-
+    from llmrec.llm.lm_builder import read_manifest
     from llmrec.llm.loading import weights_hash
 
-    p = out / MANIFEST
-    if not p.is_file():
-        return None
     try:
-        man = json.loads(p.read_text())
+        man = read_manifest(out) or {}
     except ValueError:
         return None
     same = (
@@ -161,6 +156,8 @@ def convert_smollm2(out_dir: str | Path, budget: int = DEFAULT_BUDGET, progress:
         steps.set_postfix_str("reading the weights back")
         _verify(tmp, model)
         steps.update()
+        from llmrec.llm.lm_builder import MANIFEST
+
         manifest = _manifest(tmp, model, tok, sha, budget, time.perf_counter() - t0)
         atomic_write_json(tmp / MANIFEST, manifest)
         _replace(tmp, out)

@@ -44,7 +44,7 @@ def test_every_library_import_resolves():
 
 
 @pytest.mark.parametrize(
-    "module", ["llmrec.unlearning.sharded", "llmrec.pipelines"]
+    "module", ["llmrec.unlearning.sharded", "llmrec.pipelines", "llmrec.llm.generator"]
 )
 def test_moved_modules_are_gone(module):
     assert importlib.util.find_spec(module) is None

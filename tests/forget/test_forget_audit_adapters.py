@@ -5,26 +5,33 @@ from __future__ import annotations
 
 import json
 
+from llmrec.data.context import StageContext
 from llmrec.data.requests import ForgetRequest
 from llmrec.forget import registry as stages
 from llmrec.forget import runner as fp
 from llmrec.llm.adapters import adapters_root, shard_dir, tune_adapters
-from llmrec.llm.audit import audit as audit_adapters
+from llmrec.llm.audit import audit
 from llmrec.llm.shards import shard_of
 from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+
+
+def audit_adapters(ws) -> list[dict]:
+    """The adapters' forget audit at the ledger's newest version."""
+    with ws.ledger() as led:
+        return audit(StageContext.open(ws, led))
 
 
 def test_adapter_audit_detects_forgotten_training_data(tmp_path, monkeypatch):
     ws = small_workspace(tmp_path)
     cfg = adapter_config(tiny_lm(ws, tmp_path / "lm"))
     tune_adapters(ws, cfg)
-    assert audit_adapters(ws, ws.view()) == []
+    assert audit_adapters(ws) == []
     # forget a user without running the adapters stage: its shard still holds the user's data
     user = str(ws.dataset.user_tokens[0])
     shard = int(shard_of(ws.dataset.user_tokens, cfg.n_shards, cfg.seed)[0])
     with ws.ledger() as led:
         led.record(ForgetRequest("user", users=(user,)), stages=["adapters"])
-    found = audit_adapters(ws, ws.view())
+    found = audit_adapters(ws)
     names = {f["artifact"] for f in found}
     assert f"adapter/shard-{shard:03d}" in names
     assert any("tuned on other data" in f["problem"] for f in found)
@@ -32,12 +39,12 @@ def test_adapter_audit_detects_forgotten_training_data(tmp_path, monkeypatch):
     # the stage re-tunes the touched shard; the audit is clean again
     monkeypatch.setattr(stages, "STAGES", stages.select("adapters"))
     fp.resume(ws)
-    assert audit_adapters(ws, ws.view()) == []
+    assert audit_adapters(ws) == []
     # a planted manifest claiming other training data is caught as well
     man = shard_dir(adapters_root(ws), shard) / "llmrec_shard.json"
     m = json.loads(man.read_text())
     man.write_text(json.dumps(m | {"data_hash": "0" * 64}))
-    assert [f["artifact"] for f in audit_adapters(ws, ws.view())] == [f"adapter/shard-{shard:03d}"]
+    assert [f["artifact"] for f in audit_adapters(ws)] == [f"adapter/shard-{shard:03d}"]
 
 
 def test_served_lists_are_logged_and_scrubbed(tmp_path, capsys):

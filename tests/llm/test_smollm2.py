@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from llmrec.data.requests import ForgetRequest
-from llmrec.llm.smollm2 import MANIFEST, convert_smollm2
+from llmrec.llm.lm_builder import MANIFEST
+from llmrec.llm.smollm2 import convert_smollm2
 from llmrec.workspace import Workspace
 from tests.conftest import write_tiny_dataset
 
@@ -73,15 +74,15 @@ def test_chat_prompt_fills_history_to_the_budget(tiny_ws, smollm2_base):
 
     pipe = _pipe(tiny_ws, smollm2_base)
     ctx = pipe.context(0)
-    enc = pipe.generator.prompt(ctx, "json")
+    enc = pipe.backend.prompt(ctx, "json")
     assert enc.text.startswith("<|im_start|>system\n") and "<|im_start|>assistant\n" in enc.text
     assert (
-        enc.text.endswith('{"') and len(enc.ids) <= BUDGET - pipe.generator.builder.answer_reserve()
+        enc.text.endswith('{"') and len(enc.ids) <= BUDGET - pipe.backend.builder.answer_reserve()
     )
     cat = pipe.catalog
     assert all(cat.fields(int(i))["title"] in enc.text for i in ctx.history_items[: enc.n_history])
     # a budget that holds all but one history entry keeps exactly the ones that fit
-    g = pipe.generator
+    g = pipe.backend
     full = g.builder.encode(ctx, reserve=0)
     assert full.n_history == len(ctx.history_items) >= 2
     b = PromptBuilder(
