@@ -134,18 +134,16 @@ def convert_smollm2(out_dir: str | Path, budget: int = DEFAULT_BUDGET, progress:
     done = is_converted(out, budget)
     if done is not None:
         return {**done, "reused": True}
+    sha = check_gguf(gguf)  # before any progress output: a bad file is one line
     from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
 
     if not progress:
         hf_logging.disable_progress_bar()
-    steps = tqdm(total=5, desc="build-lm smollm2", file=sys.stderr, disable=not progress)
+    steps = tqdm(total=4, desc="build-lm smollm2", file=sys.stderr, disable=not progress)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier run's leftovers
     try:
-        steps.set_postfix_str("sha256 of the GGUF")
-        sha = check_gguf(gguf)
-        steps.update()
         tok, model = _dequantise(gguf, steps)
         tok.model_max_length = budget
         steps.set_postfix_str("saving safetensors")

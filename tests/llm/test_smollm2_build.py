@@ -37,7 +37,7 @@ def _build(tmp_path: Path, capsys) -> tuple[int, str, Path]:
     data = write_tiny_dataset(tmp_path / "data")
     out = tmp_path / "ws" / "lm"
     argv = ["build-lm", "--init", "smollm2", "--workspace", str(tmp_path / "ws")]
-    code = main([*argv, "--dataset", "tiny", "--data-dir", str(data), "--out", str(out)])
+    code = main([*argv, "--dataset", "tiny", "--data-dir", str(data), "--out", str(out), "--quiet"])
     err = capsys.readouterr().err.strip()
     return code, err, out
 
