@@ -9,11 +9,13 @@ fallback rate reported), likelihood and verbalizer modes; the MiniLM default (li
 served blend); BPR-MF retrained on the retained data -- NDCG@10 / Recall@10 on the RecBole
 protocol restricted to the candidate list (as :mod:`llmrec.experiments.cragru_scenario`), the
 paired per-user difference to the candidates, and the wall and CPU seconds of every phase.
+``runs/cragru-sample-TIME/`` holds the results and every ranking with the model's answer text.
 Every served id is checked to be a non-forgotten candidate of its user.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,7 +26,7 @@ import numpy as np
 from llmrec.errors import ArtifactError
 from llmrec.evaluation.paired import paired_difference
 from llmrec.experiments.cragru_scenario import ScenarioConfig, _build_missing, _score_fn
-from llmrec.io import atomic_write_json
+from llmrec.io import atomic_write_json, atomic_write_text
 from llmrec.serving.cragru import CragruOptions, CragruPipeline
 from llmrec.workspace import Workspace
 
@@ -66,7 +68,7 @@ class PhaseClock:
 
 def sample_users(data: Any, n: int, seed: int) -> np.ndarray:
     """``n`` served users with a retained test item, drawn with ``seed`` (sorted)."""
-    has_test = np.zeros(data.view.n_users, bool)
+    has_test = np.zeros(len(data.view.forgotten_users), bool)
     has_test[data.test[0]] = True
     eligible = np.flatnonzero(has_test & ~data.view.forgotten_users)
     if n > len(eligible):
@@ -158,6 +160,15 @@ def run_sample(
     }
     run = ws.new_run("cragru-sample", {"sample": asdict(cfg), "device": device})
     atomic_write_json(run / "results.json", summary)
+    tokens = ws.dataset.item_tokens
+    lines = [
+        json.dumps(
+            {"method": name, **r.to_dict(tokens), "user": str(ws.dataset.user_tokens[r.user])}
+        )
+        for name, rs in rankings.items()
+        for r in rs
+    ]
+    atomic_write_text(run / "rankings.jsonl", "\n".join(lines) + "\n")
     summary["run_dir"] = str(run)
     return summary
 

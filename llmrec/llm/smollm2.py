@@ -114,6 +114,7 @@ def is_converted(out: Path, budget: int) -> dict | None:
         and man.get("gguf_sha256") == GGUF_SHA256
         and man.get("conversion") == CONVERSION
         and man.get("prompt_budget") == budget
+        and man.get("template") == TEMPLATE
     )
     if not same:
         return None
