@@ -59,7 +59,9 @@ def register(sub, common) -> None:
     a.set_defaults(func=cmd_audit)
 
 
-def _set_cf_method(ws, method: str, settings: list[str]) -> str:
+def _cf_method(method: str, settings: list[str]) -> tuple[str, dict, str]:
+    """The checked ``--cf-method`` and ``--cf-set`` (nothing saved yet): name, parameters and
+    the line to print."""
     from llmrec.unlearning import METHODS
     from llmrec.unlearning.shard_unlearner import ShardedUnlearner
 
@@ -76,31 +78,40 @@ def _set_cf_method(ws, method: str, settings: list[str]) -> str:
     cls = METHODS[method]
     params = parse_overrides(settings)
     try:
+        cls.check_params(params)
         cls(**params)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, LlmrecError) as exc:
         raise LlmrecError(f"bad --cf-set for {method}: {exc}") from None
-    ws.set_cf_method(method, params)
     kind = "exact" if cls.exact else "approximate"
-    return f"CF checkpoints are brought up to date with {method} ({kind})"
+    return method, params, f"CF checkpoints are brought up to date with {method} ({kind})"
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     requests = load_requests(args.request) if args.request else None
-    lines = []
     if args.cf_set and args.cf_method is None:
         raise LlmrecError("--cf-set needs --cf-method")
-    if args.cf_method is not None:
-        lines.append(_set_cf_method(ws, args.cf_method, args.cf_set))
-    if args.policy is not None and args.policy != ws.policy:
-        ws.set_policy(args.policy)
-        with ws.ledger() as led:
-            ctx = StageContext.open(ws, led)
-            rescrub = select("served")[0].apply(ctx)
-        lines.append(f"forget policy {args.policy}: served log scrubbed ({rescrub['scrubbed']})")
+    cf = _cf_method(args.cf_method, args.cf_set) if args.cf_method is not None else None
+    lines: list[str] = []
+
+    def save_settings() -> None:
+        """Run once the requests are valid: a rejected forget leaves workspace.json as it was."""
+        if cf is not None:
+            ws.set_cf_method(cf[0], cf[1])
+            lines.append(cf[2])
+        if args.policy is not None and args.policy != ws.policy:
+            ws.set_policy(args.policy)
+            with ws.ledger() as led:
+                ctx = StageContext.open(ws, led)
+                rescrub = select("served")[0].apply(ctx)
+            lines.append(
+                f"forget policy {args.policy}: served log scrubbed ({rescrub['scrubbed']})"
+            )
+
     if requests is not None:
-        result = forget(ws, requests)
+        result = forget(ws, requests, before_record=save_settings)
     else:
+        save_settings()
         result = {"requests": [], **resume(ws)}
     result["policy"] = ws.policy
     result["cf_method"] = ws.cf_method

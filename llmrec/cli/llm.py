@@ -347,8 +347,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     ctx = pipe.context(user)
     (rk,) = pipe.recommend([user], args.mode, contexts=[ctx])
     top = rk.items[: args.top_k]
+    token = str(ds.user_tokens[user])  # the canonical id ("2\r" and " 2" are user "2")
     result = {
-        "user": args.user,
+        "user": token,
         "pipeline": args.pipeline,
         "mode": args.mode,
         "strategy": args.strategy,
@@ -364,9 +365,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if rk.report is not None:
         result["parse"] = rk.report.to_dict()
     # what is shown is user data too: the served log is scrubbed by the "served" forget stage
-    log_served(
-        ws, args.user, result["items"], result["ledger_version"], args.pipeline, mode=args.mode
-    )
+    log_served(ws, token, result["items"], result["ledger_version"], args.pipeline, mode=args.mode)
     if rk.text is not None:
         result["text"] = rk.text
     prompt = pipe.generator.prompt(ctx, args.mode).text
@@ -374,7 +373,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         result["prompt"] = prompt
         result["template"] = pipe.generator.builder.template.name
         result["adapter"] = pipe.adapter_for(user)
-    lines = [f"user {args.user} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
+    lines = [f"user {token} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
     if args.show_prompt:
         lines += ["--- prompt ---", prompt, "--------------"]
     for k, (i, t) in enumerate(zip(result["items"], result["titles"]), start=1):

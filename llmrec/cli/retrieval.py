@@ -177,7 +177,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     cands = [{**item(i), "score": float(scores[i])} for i in out["candidates"]]
     profile = {k: (v.item() if hasattr(v, "item") else v) for k, v in out["profile"].items()}
     result = {
-        "user": args.user,
+        "user": str(ds.user_tokens[user]),
         "strategy": args.strategy,
         "ledger_version": out["ledger_version"],
         "profile": profile,
@@ -186,7 +186,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         "candidates": cands,
     }
     lines = [
-        f"user {args.user} (ledger v{out['ledger_version']}), strategy {args.strategy}: "
+        f"user {ds.user_tokens[user]} (ledger v{out['ledger_version']}), strategy {args.strategy}: "
         f"{len(history)} of {n_hist} retained history items",
         "profile: " + (", ".join(f"{k} {v}" for k, v in profile.items()) or "(none visible)"),
         "history (chronological):",

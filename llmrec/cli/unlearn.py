@@ -198,8 +198,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if "seed" not in params and "seed" in method.param_names():
         params["seed"] = args.seed
     try:
+        method.check_params(parse_overrides(args.set))
         unlearner = method(**params)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, LlmrecError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
     # the unlearned checkpoint starts as the trained one; the runner of `llmrec forget` records
     # the requests once and its checkpoint stage brings it (with METHOD), like every other

@@ -60,10 +60,13 @@ def read_atomic(path: Path | str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"atomic file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the header
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    lines = text.splitlines()
+    # rows end at "\n" (or "\r\n") only: U+2028, form feeds and the like are text in a title
+    lines = [ln.removesuffix("\r") for ln in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     if not lines or not lines[0].strip():
         raise DataError(f"{path}: empty file (expected a 'field:type' header)")
     fields = parse_header(lines[0], path)

@@ -354,6 +354,7 @@ class CragruPipeline:
             np.asarray(got["history_items"], dtype=np.int64),
             np.asarray(got["history_ratings"], dtype=np.float64),
             np.asarray(got["candidates"], dtype=np.int64),
+            token=str(self.ws.dataset.user_tokens[int(user)]),
         )
 
     def recommend(
