@@ -270,12 +270,14 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None
         if ftypes["inter"][col] != "float":
             raise DataError(f"{inter_path}: field {col!r} must be of type float")
         values = inter[col].to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
+        missing = np.isnan(values)
+        if missing.all():
+            return None  # an empty column: the dataset has none
+        if missing.any():
+            row = int(np.flatnonzero(missing)[0])
             raise DataError(
-                f"{inter_path}: data row {row + 1}: {col!r} must be a finite number, got "
-                f"{values[row]!r}"
+                f"{inter_path}: data row {row + 1} has no {col!r} while others have one; "
+                "give every row a value, or none"
             )
         return values
 

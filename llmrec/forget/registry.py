@@ -104,6 +104,23 @@ class CheckpointStage:
         return audit(ctx)
 
 
+class RunsStage:
+    """Run folders: workspaces a run kept follow the ledger; result files lose forgotten
+    users' per-user rows (:mod:`llmrec.forget.stages.runs`)."""
+
+    name = "runs"
+
+    def apply(self, ctx: StageContext) -> dict:
+        from llmrec.forget.stages.runs import apply
+
+        return apply(ctx)
+
+    def audit(self, ctx: StageContext) -> StageAudit:
+        from llmrec.forget.stages.runs import audit
+
+        return audit(ctx)
+
+
 class ServedLogStage:
     """The served-recommendation log, scrubbed to the workspace's policy (last)."""
 
@@ -129,6 +146,7 @@ ALL_STAGES: tuple[Stage, ...] = (
     AdapterStage(),
     CandidateSourceStage(),
     CheckpointStage(),
+    RunsStage(),
     ServedLogStage(),
 )
 #: the stages the forget runner and the audit iterate (tests may narrow it)

@@ -72,11 +72,19 @@ def test_bom_and_line_separators_in_atomic_files(tmp_path):
     assert ds.item_text(ds.item_index("b")) == "Four"
 
 
-@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", ""])
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN"])
 def test_non_finite_ratings_are_rejected(tmp_path, bad):
     inter = f"user_id:token\titem_id:token\trating:float\nu\ta\t3\nu\tb\t{bad}\n"
-    with pytest.raises(DataError, match="data row 2: 'rating' must be a finite number"):
+    with pytest.raises(DataError, match="d.inter:3: field 'rating' expects a finite number"):
         load_dataset("d", _write(tmp_path / "d", inter))
+
+
+def test_ratings_are_given_for_every_row_or_none(tmp_path):
+    some = "user_id:token\titem_id:token\trating:float\nu\ta\t3\nu\tb\t\n"
+    with pytest.raises(DataError, match="data row 2 has no 'rating' while others have one"):
+        load_dataset("d", _write(tmp_path / "s", some))
+    none = "user_id:token\titem_id:token\trating:float\nu\ta\t\nu\tb\t\n"
+    assert load_dataset("d", _write(tmp_path / "n", none)).rating is None
 
 
 def test_conflicting_duplicate_rows_are_rejected(tmp_path):

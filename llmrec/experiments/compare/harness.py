@@ -397,6 +397,9 @@ def run_compare(
         "verify_exact": verify_exact,
         "fairness_ndcg": fairness_ndcg,
         "keep_workspaces": keep_workspaces,
+        # the version the per-user rows reflect: the runs forget stage scrubs the rows of
+        # users who lose data after it
+        "ledger_version": ws.view().version,
         "retrain_tolerance": RETRAIN_TOLERANCE,
         "dataset": ws.dataset.name,
         "split": ws.split.config(),
