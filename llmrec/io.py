@@ -82,6 +82,16 @@ def atomic_write_json(path: str | Path, obj: object) -> None:
     atomic_write_text(path, text + "\n")
 
 
+def read_json_object(path: str | Path) -> dict | None:
+    """The JSON object in ``path``; ``None`` when the file is missing, unreadable, not JSON or
+    not an object (for discovery and manifests that are checked elsewhere)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def atomic_save(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:

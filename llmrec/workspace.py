@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -79,7 +80,11 @@ def check_config(cfg: object, path: Path | str) -> dict:
 
 
 class Workspace:
-    """Open (or create) a workspace. ``dataset``/``data_dir`` must match an existing one."""
+    """Open (or create) a workspace. ``dataset``/``data_dir`` must match an existing one.
+
+    ``read_only``: open to read: nothing is written (not even ``workspace.json`` of a new
+    workspace); recording a setting or a run is an error. Otherwise ``workspace.json`` is written
+    once the dataset is known to load."""
 
     def __init__(
         self,
@@ -87,7 +92,10 @@ class Workspace:
         dataset: str | None = None,
         data_dir: str | Path | None = None,
         split: dict | None = None,
+        read_only: bool = False,
     ):
+        self.read_only = read_only
+        self._cf_chosen: dict[str, tuple[str, dict]] = {}
         if not str(root).strip():
             raise LlmrecError("--workspace must name a folder (got an empty path)")
         self.root = Path(root)
@@ -126,8 +134,12 @@ class Workspace:
             }
             self._persisted = False
 
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise LlmrecError(f"workspace {self.root} was opened read-only")
+
     def _persist(self) -> None:
-        if not self._persisted:
+        if not self._persisted and not self.read_only:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.root / "workspace.json", self.config)
             self._persisted = True
@@ -141,6 +153,7 @@ class Workspace:
         """Fix the forget policy in ``workspace.json``."""
         if policy not in POLICIES:
             raise LlmrecError(f"forget policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        self._check_writable()
         self.config = {**self.config, "forget_policy": policy}
         self._persisted = False
         self._persist()
@@ -155,10 +168,28 @@ class Workspace:
         """Parameters of :attr:`cf_method` (default: the method's own)."""
         return dict(self.config.get("cf_params", {}))
 
+    def cf_method_of(self, checkpoint: str) -> tuple[str, dict]:
+        """``(method, params)`` that bring the trained checkpoint named ``checkpoint`` (e.g.
+        ``model:bpr``) up to date: this process's choice for it (:meth:`use_cf_method`), else
+        the workspace's."""
+        chosen = self._cf_chosen.get(checkpoint)
+        return chosen if chosen is not None else (self.cf_method, self.cf_params)
+
+    @contextmanager
+    def use_cf_method(self, checkpoint: str, method: str, params: dict | None = None):
+        """Within the block, bring the trained checkpoint ``checkpoint`` up to date with
+        ``method`` (``llmrec unlearn --method``), not the workspace's setting (unchanged)."""
+        self._cf_chosen[checkpoint] = (method, dict(params or {}))
+        try:
+            yield self
+        finally:
+            del self._cf_chosen[checkpoint]
+
     def set_cf_method(self, method: str, params: dict | None = None) -> None:
         """Fix the CF checkpoints' update method (and its parameters) in ``workspace.json``."""
         if not isinstance(method, str) or not method:
             raise LlmrecError(f"cf method must be a method name, got {method!r}")
+        self._check_writable()
         self.config = {**self.config, "cf_method": method, "cf_params": dict(params or {})}
         self._persisted = False
         self._persist()
@@ -191,12 +222,13 @@ class Workspace:
             return led.retained_view(self.dataset, version)
 
     def artifact_path(self, *parts: str) -> Path:
-        p = self.root.joinpath("artifacts", *parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
+        """``WORKSPACE/artifacts/<parts>`` (nothing is created: a writer makes its folder)."""
+        return self.root.joinpath("artifacts", *parts)
 
     def new_run(self, name: str, config: dict) -> Path:
         """A fresh results folder holding the resolved config and package versions."""
+        self._check_writable()
+        self._persist()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = self.root / "runs" / f"{name}-{stamp}"
         run = base

@@ -16,7 +16,7 @@ Modules, one job each:
   (embeddings, index, clusters, per-user train rows), shared with the audit;
 * :mod:`retrieval.manifest` — the store's manifest: reading, checking, its ledger claim;
 * :mod:`retrieval.persistence` — the store's crash-safe writes (lock, save, garbage collection);
-* :mod:`retrieval.forget` — the ``retrieval`` stage's work (:mod:`llmrec.forget.registry`);
+* :mod:`retrieval.forget` — the ``retrieval`` stage's work (:mod:`llmrec.forget.stages.retrieval`);
 * :mod:`retrieval.audit` — the ``retrieval`` stage's audit.
 
 Nothing is imported here, so ``import retrieval`` stays cheap (FAISS and torch load on use).

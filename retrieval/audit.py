@@ -1,5 +1,5 @@
 """Forget audit of the retrieval artifacts (the ``retrieval`` stage's audit,
-:class:`llmrec.forget.registry.RetrievalStage`).
+:class:`llmrec.forget.stages.retrieval.RetrievalStage`).
 
 For every retrieval store of the workspace, against the ledger's newest retained view:
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.data.context import StageContext, finding
 from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
@@ -49,10 +50,6 @@ from retrieval.manifest import (
 _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, ArtifactError)
 
 
-def _finding(name: str, path: Path | str, problem: str) -> dict:
-    return {"artifact": f"retrieval:{name}", "path": str(path), "problem": problem}
-
-
 def _forgotten_in(ids: np.ndarray, view: RetainedView) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     ids = ids[(ids >= 0) & (ids < view.dataset.n_items)]
@@ -68,39 +65,40 @@ def audit_store(
 ) -> list[dict]:
     """Findings of one store (module docstring); ``ledger``: an open ledger of ``ws``."""
     out: list[dict] = []
+    art = f"retrieval:{name}"  # the store's name in findings
     man_path = manifest_path(ws, name)
     try:
         man = read_manifest(man_path)
     except ArtifactError as exc:
-        return [_finding(name, man_path, str(exc))]
+        return [finding(art, man_path, str(exc))]
     root = man_path.parent
     version = int(man["ledger_version"])
     try:
         check_ledger(ws, f"retrieval store {name!r}", version, man.get("ledger_head"), ledger)
     except ArtifactError as exc:
-        out.append(_finding(name, man_path, str(exc)))
+        out.append(finding(art, man_path, str(exc)))
     if version != view.version:
         out.append(
-            _finding(
-                name,
+            finding(
+                art,
                 man_path,
                 f"stale: reflects ledger v{man['ledger_version']}, ledger is at v{view.version}",
             )
         )
     files = man["files"]
     for problem in verify(root, man.get("sha256", {})):
-        out.append(_finding(name, root, problem))
+        out.append(finding(art, root, problem))
     try:
         index = ForgetAwareIndex.load(root / f"{files['index']}.json")
     except _UNREADABLE as exc:
-        out.append(_finding(name, root / files["index"], f"unreadable index ({exc})"))
+        out.append(finding(art, root / files["index"], f"unreadable index ({exc})"))
         index = None
     if index is not None:
         bad = _forgotten_in(index.ids, view)
         if len(bad):
             out.append(
-                _finding(
-                    name,
+                finding(
+                    art,
                     root / files["index"],
                     f"index holds forgotten item(s) {_tokens(view, bad)}",
                 )
@@ -111,8 +109,8 @@ def audit_store(
         bad = _forgotten_in(emb["ids"], view)
         if len(bad):
             out.append(
-                _finding(
-                    name,
+                finding(
+                    art,
                     emb_path,
                     f"embeddings hold forgotten item(s) {_tokens(view, bad)}",
                 )
@@ -122,16 +120,16 @@ def audit_store(
         got = EmbeddingCache._read(p)
         if got is not None and len(_forgotten_in(got["ids"], view)):
             out.append(
-                _finding(
-                    name,
+                finding(
+                    art,
                     p,
                     "embedding cache entry covers forgotten item(s) "
                     f"{_tokens(view, _forgotten_in(got['ids'], view))}",
                 )
             )
-    out += _audit_clusters(name, root / files["clusters"], view, index)
+    out += _audit_clusters(art, root / files["clusters"], view, index)
     if emb is not None and not out:
-        out += _recluster(name, root / files["clusters"], man["config"], emb, view)
+        out += _recluster(art, root / files["clusters"], man["config"], emb, view)
     try:
         counts = np.load(root / files["counts"], mmap_mode="r")
         fresh = CooccurrenceGenerator.build(
@@ -140,7 +138,7 @@ def audit_store(
             view.dataset.n_users,
         )
     except _UNREADABLE as exc:
-        out.append(_finding(name, root / files["counts"], f"unreadable counts ({exc})"))
+        out.append(finding(art, root / files["counts"], f"unreadable counts ({exc})"))
         return out
     if counts.shape != fresh.counts.shape or not np.array_equal(counts, fresh.counts):
         diff = (
@@ -149,27 +147,25 @@ def audit_store(
             else -1
         )
         out.append(
-            _finding(
-                name,
+            finding(
+                art,
                 root / files["counts"],
                 f"co-occurrence counts differ from the retained data ({diff} entries): "
                 "they hold forgotten interactions or missed an update",
             )
         )
     elif str(counts_checksum(np.asarray(counts))) != str(man["stats"]["checksum"]):
-        out.append(
-            _finding(name, man_path, "counts checksum differs from the manifest's (edited?)")
-        )
+        out.append(finding(art, man_path, "counts checksum differs from the manifest's (edited?)"))
     try:
         degree = manifest_degree(man["stats"])
     except (ValueError, KeyError, TypeError):
         degree = None
     if degree is None or not np.array_equal(degree, fresh.degree):
-        out.append(_finding(name, man_path, "item degrees differ from the retained data"))
+        out.append(finding(art, man_path, "item degrees differ from the retained data"))
     return out
 
 
-def _recluster(name: str, path: Path, config: dict, emb: dict, view: RetainedView) -> list[dict]:
+def _recluster(art: str, path: Path, config: dict, emb: dict, view: RetainedView) -> list[dict]:
     """The clusters equal a fresh k-means (seeded, one thread) of the stored embeddings."""
     fresh = cluster(config, Embeddings(emb["ids"], emb["items"], None, path), view.dataset.n_items)
     with np.load(path) as z:
@@ -178,41 +174,38 @@ def _recluster(name: str, path: Path, config: dict, emb: dict, view: RetainedVie
         )
     if same:
         return []
-    return [_finding(name, path, "clusters differ from a fresh clustering of the retained items")]
+    return [finding(art, path, "clusters differ from a fresh clustering of the retained items")]
 
 
 def _audit_clusters(
-    name: str, path: Path, view: RetainedView, index: ForgetAwareIndex | None
+    art: str, path: Path, view: RetainedView, index: ForgetAwareIndex | None
 ) -> list[dict]:
     """Clusters label the indexed (retained) items and nothing else."""
     try:
         with np.load(path) as z:
             labels, centroids = z["labels"], z["centroids"]
     except _UNREADABLE as exc:
-        return [_finding(name, path, f"unreadable clusters ({str(exc)[:200]})")]
+        return [finding(art, path, f"unreadable clusters ({str(exc)[:200]})")]
     n = view.dataset.n_items
     if labels.shape != (n,) or labels.dtype.kind not in "iu":
-        return [_finding(name, path, f"clusters hold {labels.shape} labels for {n} items")]
+        return [finding(art, path, f"clusters hold {labels.shape} labels for {n} items")]
     bad = np.flatnonzero(view.forgotten_items & (labels >= 0))
     out = []
     if len(bad):
-        out.append(_finding(name, path, f"clusters label forgotten item(s) {_tokens(view, bad)}"))
+        out.append(finding(art, path, f"clusters label forgotten item(s) {_tokens(view, bad)}"))
     if index is not None:
         labelled = np.flatnonzero(labels >= 0)
         if not np.array_equal(labelled, index.ids) and not len(bad):
-            out.append(_finding(name, path, "clusters label other items than the index holds"))
+            out.append(finding(art, path, "clusters label other items than the index holds"))
     if len(labels) and labels.max(initial=-1) >= len(centroids):
-        out.append(_finding(name, path, "cluster labels point past the centroids"))
+        out.append(finding(art, path, "cluster labels point past the centroids"))
     return out
 
 
-def audit(
-    ws: Workspace,
-    view: RetainedView,
-    ledger: Ledger | None = None,
-    names: list[str] | None = None,
-) -> list[dict]:
-    """Findings over every retrieval store of ``ws`` (``names``: default, all of them)."""
+def audit(ctx: StageContext, names: list[str] | None = None) -> list[dict]:
+    """Findings over every retrieval store of the workspace (``names``: default, all of them)
+    against ``ctx.view``."""
+    ws, view, ledger = ctx.ws, ctx.view, ctx.ledger
     findings: list[dict] = []
     for name in store_names(ws, ledger) if names is None else names:
         findings += audit_store(ws, view, name, ledger)

@@ -14,7 +14,8 @@
 A source built in a workspace is saved under ``artifacts/candidates/<name>.pt`` plus
 ``<name>.json`` (its record) and registered in the ledger's artifact table (kind
 :data:`KIND`), which is how the forget stage and the audit find it
-(:class:`llmrec.forget.registry.CandidateSourceStage` calls :func:`apply` and :func:`audit`).
+(:class:`llmrec.forget.stages.candidate_source.CandidateSourceStage` calls :func:`apply` and
+:func:`audit` with the forget runner's :class:`~llmrec.data.context.StageContext`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from llmrec.data.context import StageContext, finding
 from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
@@ -64,7 +66,8 @@ def source_dir(ws: Workspace) -> Path:
 
 
 def record_path(ws: Workspace, name: str) -> Path:
-    return source_dir(ws) / f"{name}.json"
+    """``WORKSPACE/artifacts/candidates/<name>.json`` (nothing created: readers only look)."""
+    return ws.root / "artifacts" / "candidates" / f"{name}.json"
 
 
 @dataclass
@@ -229,10 +232,11 @@ def registered(ledger: Ledger | None) -> list[dict]:
     return [a for a in ledger.artifacts() if a["kind"] == KIND]
 
 
-def apply(ws: Workspace, view: RetainedView, ledger: Ledger) -> dict:
+def apply(ctx: StageContext) -> dict:
     """The ``candidate-source`` forget stage's work: retrain every exact CF source from
-    scratch on the retained data of ``view`` (same seed and recipe); leaky sources are left as
-    they are and reported. ``ledger``: the runner's open ledger."""
+    scratch on the retained data of ``ctx.view`` (same seed and recipe); leaky sources are left
+    as they are and reported."""
+    ws, view, ledger = ctx.ws, ctx.view, ctx.ledger
     version = view.version
     out: dict[str, Any] = {}
     for a in registered(ledger):
@@ -259,29 +263,29 @@ def apply(ws: Workspace, view: RetainedView, ledger: Ledger) -> dict:
     return {"sources": out}
 
 
-def audit(ws: Workspace, view: RetainedView, ledger: Ledger | None) -> list[dict]:
+def audit(ctx: StageContext) -> list[dict]:
     """Forget audit of the candidate sources: a leaky (``-original``) source trained before
     requests the ledger holds is a violation (it includes forgotten data); an exact source
     must reflect the newest ledger version and its checkpoint must agree with the registry."""
     from llmrec.models import load_model
 
+    view = ctx.view
     findings = []
-    for a in registered(ledger):
+    for a in registered(ctx.ledger):
         name, path = a["detail"].get("source", a["name"]), a["path"]
         art = f"{KIND}:{name}"
         try:
             m = load_model(path)
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            findings.append({"artifact": art, "path": path, "problem": f"unreadable ({exc})"})
+            findings.append(finding(art, path, f"unreadable ({exc})"))
             continue
         if m.ledger_version != int(a["ledger_version"]):
             findings.append(
-                {
-                    "artifact": art,
-                    "path": path,
-                    "problem": f"file says ledger v{m.ledger_version}, registry says "
-                    f"v{a['ledger_version']}",
-                }
+                finding(
+                    art,
+                    path,
+                    f"file says ledger v{m.ledger_version}, registry says v{a['ledger_version']}",
+                )
             )
         if m.ledger_version < view.version:
             problem = (
@@ -290,5 +294,5 @@ def audit(ws: Workspace, view: RetainedView, ledger: Ledger | None) -> list[dict
                 if is_leaky(name)
                 else f"stale: reflects ledger v{m.ledger_version}, ledger is at v{view.version}"
             )
-            findings.append({"artifact": art, "path": path, "problem": problem})
+            findings.append(finding(art, path, problem))
     return findings

@@ -531,11 +531,13 @@ class RetrievalStore(StoreFiles):
         n_candidates: int | None = None,
         seed: int | None = None,
         ratios: np.ndarray | None = None,
+        candidates: np.ndarray | None = None,
     ) -> dict:
         """Prompt material for ``user``: at most ``H`` retained history items chosen by a
         strategy of :data:`retrieval.strategies.ALL_STRATEGIES` (chronological), their ratings,
         the candidate list and the visible profile. ``ratios``: the ``dp`` strategy's
-        per-cluster shares (:func:`retrieval.strategies.knapsack_ratios`).
+        per-cluster shares (:func:`retrieval.strategies.knapsack_ratios`); ``candidates``:
+        another source's list for the user (:mod:`retrieval.sources`; default: the store's).
         """
         user = self._check_user(user)
         if self.view.forgotten_users[user]:
@@ -546,8 +548,9 @@ class RetrievalStore(StoreFiles):
         seed = self.config["seed"] if seed is None else int(seed)
         n = self.config["n_candidates"] if n_candidates is None else int(n_candidates)
         items, ratings = self.history(user)
-        cands = self.candidates(np.array([user]), n)[0]
-        cands = cands[cands >= 0]
+        cands = self.candidates(np.array([user]), n)[0] if candidates is None else candidates
+        cands = np.asarray(cands, dtype=np.int64)
+        cands = cands[cands >= 0][:n]
         pos = self._select(user, strategy, int(H), seed, items, ratings, cands, ratios)
         return {
             "user": user,

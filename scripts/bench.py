@@ -9,7 +9,7 @@ full ranking), training seconds beside RecBole 1.2.1's anchors; see :mod:`benchm
 latency vs rebuild, candidate quality vs BPR-MF, FAISS index types at 10^6 vectors); see
 :mod:`benchmarks.retrieval_layer`.
 
-``llm``: users per second of the CRAGRU generator for each mode (likelihood, json, constrained)
+``llm``: users per second of the CRAGRU serving backend for each mode (likelihood, json, constrained)
 with the default model on CPU; see :mod:`benchmarks.generation`.
 
 ``unlearn``: the embedding unlearners on ml-100k for BPR-MF and LightGCN: AltEraser, FineTune
@@ -22,6 +22,10 @@ age and occupation (attackers before/after, NDCG, withdraw/add vs recompute); se
 membership-inference AUC against Retrain), SISA and RecEraser (initial training, per-request
 seconds, shards retrained, NDCG@10 beside Retrain) on a 5%-random-users request; see
 :mod:`benchmarks.unlearnrec_sharded`.
+
+``unlearn-cli``: ``llmrec unlearn --method M`` wall seconds for AltEraser beside Retrain (or
+``--methods``), each on a copy of one trained workspace with the same request, from one run;
+see :mod:`benchmarks.unlearn_cli`.
 
 ``scale``: every stage's cost from 10^5 to 10^7 synthetic interactions; see
 :mod:`benchmarks.scale`.
@@ -52,9 +56,12 @@ from benchmarks import (  # noqa: E402
     retrieval_layer,
     scale,
     train,
+    unlearn_cli,
     unlearnrec_sharded,
 )
 from benchmarks.common import Subcommands  # noqa: E402
+
+from llmrec.cli.help_format import use_everywhere  # noqa: E402
 
 SUBCOMMANDS: Subcommands = {
     **train.SUBCOMMANDS,
@@ -63,11 +70,13 @@ SUBCOMMANDS: Subcommands = {
     **scale.SUBCOMMANDS,
     **embedding_unlearners.SUBCOMMANDS,
     **unlearnrec_sharded.SUBCOMMANDS,
+    **unlearn_cli.SUBCOMMANDS,
     **retrain_gold.SUBCOMMANDS,
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per benchmark; every option's help says its default."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (configure, run) in SUBCOMMANDS.items():
@@ -75,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=doc.replace("%", "%%") or None)  # argparse formats help
         configure(p)
         p.set_defaults(func=run)
-    args = parser.parse_args(argv)
+    use_everywhere(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return int(args.func(args))
 
 

@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from llmrec.cli.help_format import HelpFormatter  # noqa: E402
 from llmrec.errors import LlmrecError  # noqa: E402
 from llmrec.experiments.cragru_paper import (  # noqa: E402
     ProtocolConfig,
@@ -32,21 +33,46 @@ from llmrec.io import to_json  # noqa: E402
 from retrieval.strategies import ALL_STRATEGIES  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options; every option's help says its default."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--root", default="llmrec-protocols", help="fresh folder for both workspaces")
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--model", choices=["bpr", "lightgcn"], default="bpr")
+    p.add_argument("--dataset", default=None, help="atomic dataset name (default: ml-100k)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding NAME.inter/.user/.item (default: recbole's examples)",
+    )
+    p.add_argument(
+        "--model",
+        choices=["bpr", "lightgcn"],
+        default="bpr",
+        help="CF model of the candidate sources",
+    )
     p.add_argument("--fraction", type=float, default=0.1, help="share of users to forget")
-    p.add_argument("--candidates", type=int, default=50)
+    p.add_argument("--candidates", type=int, default=50, help="candidates per user")
     p.add_argument("--list-len", type=int, default=20, help="length of the ranked list")
     p.add_argument("--history", type=int, default=100, help="history budget H")
     p.add_argument("--clusters", type=int, default=5, help="item clusters k")
-    p.add_argument("--strategy", choices=ALL_STRATEGIES, default="dp")
-    p.add_argument("--encoder", choices=["text", "cf"], default="text")
+    p.add_argument(
+        "--strategy",
+        choices=ALL_STRATEGIES,
+        default="dp",
+        help="history-selection strategy (dp: per-cluster shares fitted on VALID)",
+    )
+    p.add_argument(
+        "--encoder",
+        choices=["text", "cf"],
+        default="text",
+        help="item encoder of the retrieval store",
+    )
     p.add_argument("--llm", action="store_true", help="also rank with the catalogue LM")
-    p.add_argument("--mode", choices=["likelihood", "json", "constrained"], default="likelihood")
+    p.add_argument(
+        "--mode",
+        choices=["likelihood", "json", "constrained"],
+        default="likelihood",
+        help="LM ranking mode (with --llm)",
+    )
     p.add_argument("--llm-users", type=int, default=None, help="cap on LLM-ranked users")
     p.add_argument("--lm", default=None, help="LM folder (default: the workspace's built LM)")
     p.add_argument(
@@ -63,11 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         help="weight of the candidate-rank prior in the LM's score (default: tuned on VALID; "
         "0: the pure LM ranking)",
     )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=2020)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=16, help="users per LM batch")
+    p.add_argument("--seed", type=int, default=2020, help="random seed")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = ProtocolConfig(
         fraction=args.fraction,
         model=args.model,

@@ -20,14 +20,23 @@ import sys
 import time
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The script's arguments (help text with defaults; no llmrec import: it runs in
+    RecBole's own venv)."""
+    p = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("data_dir", help="folder holding NAME/NAME.{train,valid,test}.inter")
+    p.add_argument("name", help="dataset name")
+    p.add_argument("--model", default="BPR", help="RecBole model name")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs")
+    p.add_argument("--seed", type=int, default=2020, help="RecBole seed")
+    return p
+
+
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("data_dir")
-    p.add_argument("name")
-    p.add_argument("--model", default="BPR")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--seed", type=int, default=2020)
-    args = p.parse_args()
+    args = build_parser().parse_args()
 
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation

@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from llmrec.cli.help_format import HelpFormatter  # noqa: E402
 from llmrec.cli.llm import RECIPE_NAMES  # noqa: E402
 from llmrec.errors import LlmrecError  # noqa: E402
 from llmrec.experiments.cragru_scenario import (  # noqa: E402
@@ -40,18 +41,29 @@ from llmrec.experiments.cragru_scenario import (  # noqa: E402
     run_scenario,
 )
 from llmrec.io import to_json  # noqa: E402
-from llmrec.llm.generator import MODES  # noqa: E402
+from llmrec.llm.backends import MODES  # noqa: E402
 from llmrec.workspace import Workspace  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The script's options (their defaults are the README's default path)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workspace", default="llmrec-workspace")
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--data-dir", default=None)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--workspace", default="llmrec-workspace", help="workspace folder")
+    p.add_argument(
+        "--dataset", default=None, help="atomic dataset name (default: ml-100k, or the workspace's)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding NAME.inter/.user/.item (default: recbole's examples)",
+    )
     p.add_argument("--fraction", type=float, default=0.05, help="share of users to forget")
-    p.add_argument("--selection", choices=["random", "core", "edge"], default="random")
+    p.add_argument(
+        "--selection",
+        choices=["random", "core", "edge"],
+        default="random",
+        help="which users are forgotten: random, most active (core) or least active (edge)",
+    )
     p.add_argument(
         "--kind",
         choices=["interactions", "user"],
@@ -69,10 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated generation modes")
     p.add_argument(
-        "--strategy", choices=["preference", "diversity", "attention"], default="preference"
+        "--strategy",
+        choices=["preference", "diversity", "attention"],
+        default="preference",
+        help="CRAGRU history-selection strategy",
     )
-    p.add_argument("--encoder", choices=["text", "cf"], default="text")
-    p.add_argument("--shards", type=int, default=4)
+    p.add_argument(
+        "--encoder",
+        choices=["text", "cf"],
+        default="text",
+        help="item encoder of the retrieval store",
+    )
+    p.add_argument("--shards", type=int, default=4, help="user shards, one LoRA adapter each")
     p.add_argument(
         "--epochs", type=int, default=None, help="adapter epochs (default: the base LM's recipe)"
     )
@@ -82,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=RECIPE_NAMES[0],
         help="named adapter recipe of the MiniLM base (llmrec.llm.recipe; docs/default_lm.md)",
     )
-    p.add_argument("--seed", type=int, default=2020)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=2020, help="random seed")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
         "--protocol",

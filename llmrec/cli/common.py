@@ -111,38 +111,90 @@ def device_name(text: str) -> str:
     return s
 
 
+#: the options every command takes, on either side of the subcommand: ``(flags, keywords)``
+COMMON_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
+    (
+        ("--workspace",),
+        dict(
+            default=DEFAULT_WORKSPACE,
+            type=nonempty,
+            help=f"workspace folder (default: {DEFAULT_WORKSPACE})",
+        ),
+    ),
+    (
+        ("--dataset",),
+        dict(default=None, help="atomic dataset name (default: ml-100k, or the workspace's)"),
+    ),
+    (
+        ("--data-dir",),
+        dict(
+            default=None,
+            help="folder holding NAME.inter/.user/.item (default: recbole's examples)",
+        ),
+    ),
+    (
+        ("--seed",),
+        dict(type=seed_int, default=2020, help="random seed in [0, 2**32) (default: 2020)"),
+    ),
+    (
+        ("--json",),
+        dict(
+            action="store_true",
+            default=False,
+            help="print a machine-readable JSON result on stdout (strict JSON; progress stays "
+            "on stderr) (default: off)",
+        ),
+    ),
+    (
+        ("--quiet",),
+        dict(
+            action="store_true",
+            default=False,
+            help="no progress bars or progress lines on stderr (default: off)",
+        ),
+    ),
+    (
+        ("--config",),
+        dict(
+            default=None,
+            type=nonempty,
+            metavar="FILE",
+            help="TOML file of the command's options (keys are option names: top-level keys "
+            "for every command, a [COMMAND] table for one, e.g. [compare] or ['index build']); "
+            "flags given on the command line override it (default: none)",
+        ),
+    ),
+]
+
+
+def add_common_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The common options on ``parser``: with their defaults on the top-level parser
+    (``top``), without on a subcommand's, so that a value given before the subcommand is not
+    reset by the subcommand's default and one given after it wins."""
+    g = parser.add_argument_group("common options (before or after the subcommand)")
+    for flags, kw in COMMON_OPTIONS:
+        g.add_argument(*flags, **(kw if top else {**kw, "default": argparse.SUPPRESS}))
+
+
 def common_parser() -> argparse.ArgumentParser:
-    """Parent parser: --workspace, --dataset, --data-dir, --seed, --json."""
+    """Parent parser of every subcommand: the :data:`COMMON_OPTIONS`."""
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("common options")
-    g.add_argument(
-        "--workspace",
-        default=DEFAULT_WORKSPACE,
-        type=nonempty,
-        help="workspace folder (default: %(default)s)",
-    )
-    g.add_argument(
-        "--dataset", default=None, help="atomic dataset name (default: ml-100k, or the workspace's)"
-    )
-    g.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding NAME.inter/.user/.item (default: recbole's examples)",
-    )
-    g.add_argument(
-        "--seed",
-        type=seed_int,
-        default=2020,
-        help="random seed in [0, 2**32) (default: %(default)s)",
-    )
-    g.add_argument(
-        "--json", action="store_true", help="print a machine-readable JSON result on stdout"
-    )
+    add_common_options(p, top=False)
     return p
 
 
-def open_workspace(args: argparse.Namespace, split: dict | None = None) -> Workspace:
-    return Workspace(args.workspace, dataset=args.dataset, data_dir=args.data_dir, split=split)
+def open_workspace(
+    args: argparse.Namespace, split: dict | None = None, read_only: bool = False
+) -> Workspace:
+    """The workspace of ``--workspace`` (``read_only``: a command that only reads; it writes
+    nothing there, not even a new workspace's ``workspace.json``)."""
+    return Workspace(
+        args.workspace,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=split,
+        read_only=read_only,
+    )
 
 
 def emit(args: argparse.Namespace, result: dict, text: str | None = None) -> None:
@@ -199,8 +251,8 @@ def check_override_types(params: dict, defaults: dict, what: str) -> None:
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
-    """Progress bars go to stderr when it is a terminal and JSON output is not requested."""
-    return sys.stderr.isatty() and not args.json
+    """Progress goes to stderr unless ``--quiet`` (``--json`` keeps stdout clean, not stderr)."""
+    return not getattr(args, "quiet", False)
 
 
 def fmt_metrics(metrics: dict, keys=("recall", "ndcg", "hit", "mrr"), ks=(5, 10, 20)) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from llmrec import progress
 from llmrec.cli.common import (
     emit,
     methods_help,
@@ -99,12 +99,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise LlmrecError("--seeds must be at least 1")
     ws = open_workspace(args)
-    quiet = args.json
-
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
-
     res = run_compare(
         ws,
         args.scenario,
@@ -113,7 +107,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=[args.seed + i for i in range(args.seeds)],
         k_neighbours=args.neighbours,
         k=args.k,
-        log=log,
+        log=progress.say,
         name=args.harness,
         completeness=args.harness == "compare",
         model_overrides=parse_overrides(args.set),
@@ -126,6 +120,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text += f"\nreport: {res['report']}\nresults: {res['results']}"
     summary = {k: res[k] for k in ("run_dir", "report", "results", "images")}
     summary["aggregate"] = {s: _aggregate(res, s) for s in res["scenarios"]}
+    summary["skipped"] = res["config"].get("skipped", {})
     emit(args, summary, text)
     return 0
 

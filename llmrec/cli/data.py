@@ -28,13 +28,20 @@ def register(sub, common) -> None:
         parents=[common],
         help="fix the workspace's split (random 8:1:1 per user, or leave-one-out by time)",
     )
-    sp.add_argument("--method", choices=["random", "loo"], default="random")
+    sp.add_argument(
+        "--method",
+        choices=["random", "loo"],
+        default="random",
+        help="random: per-user random split by --ratios (RecBole's); loo: leave the last "
+        "interaction out for test, the one before for valid",
+    )
     sp.add_argument(
         "--ratios",
         type=unit_float,
         nargs=3,
         default=[0.8, 0.1, 0.1],
         metavar=("TRAIN", "VALID", "TEST"),
+        help="train/valid/test shares of each user's interactions (random split)",
     )
     sp.set_defaults(func=cmd_split)
     sy = dsub.add_parser(
@@ -42,7 +49,12 @@ def register(sub, common) -> None:
         parents=[common],
         help="write a synthetic atomic dataset (power-law activity, attribute-driven tastes)",
     )
-    sy.add_argument("--interactions", type=int_in(100, 10**9), default=100_000)
+    sy.add_argument(
+        "--interactions",
+        type=int_in(100, 10**9),
+        default=100_000,
+        help="number of interactions to generate",
+    )
     sy.add_argument(
         "--users", type=int_in(2, 10**8), default=None, help="default: interactions / 50"
     )
@@ -55,12 +67,14 @@ def register(sub, common) -> None:
         required=True,
         help="folder to write NAME/NAME.inter|.user|.item into",
     )
-    sy.add_argument("--name", type=nonempty, default="synthetic")
+    sy.add_argument(
+        "--name", type=nonempty, default="synthetic", help="dataset name (the files' stem)"
+    )
     sy.set_defaults(func=cmd_synth)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     ds = ws.dataset
     view = ws.view()
     per_user = np.bincount(ds.inter_user, minlength=ds.n_users)

@@ -8,9 +8,7 @@ from llmrec.cli.common import emit, nonempty, open_workspace, parse_overrides
 from llmrec.data.requests import load_requests
 from llmrec.errors import LlmrecError
 from llmrec.forget.audit import run_audit
-from llmrec.forget.registry import select
-from llmrec.forget.runner import forget, resume
-from llmrec.forget.stage import StageContext
+from llmrec.forget.runner import forget, resume, set_policy
 from llmrec.workspace import POLICIES
 
 
@@ -100,10 +98,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             ws.set_cf_method(cf[0], cf[1])
             lines.append(cf[2])
         if args.policy is not None and args.policy != ws.policy:
-            ws.set_policy(args.policy)
-            with ws.ledger() as led:
-                ctx = StageContext.open(ws, led)
-                rescrub = select("served")[0].apply(ctx)
+            rescrub = set_policy(ws, args.policy)["served"]
             lines.append(
                 f"forget policy {args.policy}: served log scrubbed ({rescrub['scrubbed']})"
             )
@@ -131,7 +126,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     result = run_audit(ws)
     lines = [f"audit at ledger v{result['ledger_version']}: scanned {', '.join(result['scanned'])}"]
     for name, st in result.get("stages", {}).items():

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from llmrec.cli.common import (
     device_name,
     emit,
@@ -16,7 +18,8 @@ from llmrec.cli.common import (
     positive_int,
     progress_enabled,
 )
-from llmrec.errors import LlmrecError
+from llmrec.cli.retrieval import add_material_options
+from llmrec.errors import ArtifactError, LlmrecError
 
 #: llmrec.llm.recipe.RECIPES, default first (not imported here: that module loads torch and peft)
 RECIPE_NAMES = ("quality", "fast")
@@ -34,7 +37,13 @@ def register(sub, common) -> None:
         "and a small GPT-2 from nothing. Saved as a normal Hugging Face model folder.",
     )
     b.add_argument("--out", help="model folder (default: WORKSPACE/artifacts/lm)")
-    b.add_argument("--init", choices=["minilm", "scratch"], default="minilm")
+    b.add_argument(
+        "--init",
+        choices=["minilm", "scratch"],
+        default="minilm",
+        help="minilm: the packaged all-MiniLM-L6-v2 turned into a decoder; scratch: a small "
+        "GPT-2 from scratch",
+    )
     b.add_argument(
         "--layers",
         type=positive_int,
@@ -50,7 +59,7 @@ def register(sub, common) -> None:
         "--sessions", type=positive_int, help="catalogue-only prompt sessions to adapt on"
     )
     b.add_argument("--template", help="prompt template the model is adapted with")
-    b.add_argument("--device", type=device_name, default="cpu")
+    b.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
     b.set_defaults(func=cmd_build_lm)
 
     a = sub.add_parser("adapters", help="per-shard LoRA adapters (tune, status)")
@@ -66,7 +75,9 @@ def register(sub, common) -> None:
         "'torchrun' to spread the work over processes/GPUs.",
     )
     t.add_argument("--model", help="base model: hub id or folder (default: the built LM)")
-    t.add_argument("--shards", type=positive_int, default=4)
+    t.add_argument(
+        "--shards", type=positive_int, default=4, help="user shards, one LoRA adapter each"
+    )
     t.add_argument(
         "--recipe",
         choices=RECIPE_NAMES,
@@ -90,7 +101,7 @@ def register(sub, common) -> None:
     t.add_argument(
         "--candidates", type=positive_int, help="candidates per training prompt (default: recipe)"
     )
-    t.add_argument("--device", type=device_name, default="cpu")
+    t.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
     _load_flags(t)
     t.add_argument("--force", action="store_true", help="re-tune every shard from scratch")
     t.add_argument(
@@ -112,11 +123,14 @@ def register(sub, common) -> None:
         description="Retrieve the user's retained history (CRAGRU strategy), profile and "
         "candidates, prompt the LM (with the user's shard adapter) and print the ranking.",
     )
-    r.add_argument("--pipeline", choices=["cragru"], default="cragru")
-    r.add_argument("--user", required=True, help="user id (dataset token)")
     r.add_argument(
-        "--strategy", choices=["preference", "diversity", "attention"], default="preference"
+        "--pipeline",
+        choices=["cragru"],
+        default="cragru",
+        help="serving pipeline: retrieval, prompt, LM (with the user's shard adapter)",
     )
+    r.add_argument("--user", required=True, help="user id (dataset token)")
+    add_material_options(r)
     r.add_argument(
         "--mode",
         choices=["likelihood", "json", "constrained", "verbalizer"],
@@ -125,12 +139,14 @@ def register(sub, common) -> None:
     )
     r.add_argument(
         "--model",
-        help="hub id or folder (default: the base the adapters were tuned on, else the built LM)",
+        help="hub id or folder (default: the base the adapters were tuned on, else the built LM: "
+        "the workspace's 'llmrec build-lm' or the one 'llmrec compare' built)",
     )
     r.add_argument(
         "--adapters",
         default=None,
-        help="'none': the base model alone; DIR: adapters tuned there (default: the workspace's)",
+        help="'none': the base model alone; DIR: adapters tuned there (default: the "
+        "workspace's adapters when tuned, else the base LM alone, as the output then says)",
     )
     r.add_argument("--no-adapters", action="store_true", help="same as '--adapters none'")
     r.add_argument("--template", help="prompt template name or path (default: the adapters' own)")
@@ -142,11 +158,28 @@ def register(sub, common) -> None:
     r.add_argument(
         "--candidates", type=positive_int, help="candidates to rank (default: the adapters')"
     )
-    r.add_argument("--top-k", type=positive_int, default=10)
+    r.add_argument("--top-k", type=positive_int, default=10, help="length of the printed list")
     r.add_argument(
         "--blend", type=nonneg_float, help="weight of the candidate prior (default: the adapters')"
     )
-    r.add_argument("--device", type=device_name, default="cpu")
+    r.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
+    r.add_argument(
+        "--backend",
+        default="hf",
+        help="serving backend: hf (Hugging Face + peft) or one registered with "
+        "llmrec.llm.backends.register_backend",
+    )
+    r.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="hf backend on CPU: dynamic int8 quantisation of the Linear layers (faster; "
+        "rankings may differ slightly: scripts/bench.py llm --levers reports the agreement)",
+    )
+    r.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        help="hf backend: reuse the KV cache of the instruction prefix every prompt shares",
+    )
     _load_flags(r)
     r.add_argument(
         "--show-prompt",
@@ -162,8 +195,22 @@ def _load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="base model weights dtype")
     p.add_argument("--device-map", help="from_pretrained device map, e.g. 'auto'")
     p.add_argument("--attn-implementation", help="e.g. eager, sdpa, flash_attention_2")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let from_pretrained run the model folder's own code",
+    )
     p.add_argument("--revision", help="hub revision of the base model")
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    """The hf backend's CPU serving options asked for on the command line."""
+    opts: dict = {}
+    if args.quantize:
+        opts["quantize"] = args.quantize
+    if args.prefix_cache:
+        opts["prefix_cache"] = True
+    return opts
 
 
 def _load_options(args: argparse.Namespace):
@@ -288,7 +335,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         stale_shards,
     )
 
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     cfg = load_config(ws)
     if cfg is None:
         raise LlmrecError(f"no adapters in {ws.root}: run 'llmrec adapters tune' first")
@@ -315,7 +362,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from llmrec.cli.retrieval import prompt_material
+    from llmrec.llm.prompt import UserContext
     from llmrec.serving.cragru import CragruOptions, CragruPipeline
+    from llmrec.serving.prerequisites import serving_plan
     from llmrec.serving.served_log import log_served
 
     ws = open_workspace(args)
@@ -326,13 +376,20 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         adapters = False
     elif args.adapters:
         adapters = str(Path(args.adapters).resolve())
+    plan = serving_plan(ws, args.model, adapters)
+    if plan.missing:
+        raise ArtifactError(
+            f"recommend needs {' and '.join(w for w, _ in plan.missing)}: build "
+            f"{'them' if len(plan.missing) > 1 else 'it'} with '{plan.build_command(ws)}'"
+        )
+    adapters = adapters if plan.adapters else False
     explicit_load = args.dtype != "auto" or any(
         (args.device_map, args.attn_implementation, args.trust_remote_code, args.revision)
     )
     pipe = CragruPipeline(
         ws,
         CragruOptions(
-            model=args.model,
+            model=args.model or plan.model,
             adapters=adapters,
             load=_load_options(args) if explicit_load else None,
             template=args.template,
@@ -342,9 +399,23 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             device=args.device,
             blend=args.blend,
+            backend=args.backend,
+            backend_options=_backend_options(args),
         ),
     )
-    ctx = pipe.context(user)
+    got, leak = prompt_material(
+        ws, pipe.store, user, args.strategy, args.source, pipe.history, pipe.n_candidates,
+        args.seed,
+    )  # fmt: skip
+    ctx = UserContext(
+        int(user),
+        got["profile"],
+        np.asarray(got["history_items"], dtype=np.int64),
+        np.asarray(got["history_ratings"], dtype=np.float64),
+        np.asarray(got["candidates"], dtype=np.int64),
+    )
+    if leak:
+        plan.notes.append(f"candidate source {args.source} {leak}")
     (rk,) = pipe.recommend([user], args.mode, contexts=[ctx])
     top = rk.items[: args.top_k]
     token = str(ds.user_tokens[user])  # the canonical id ("2\r" and " 2" are user "2")
@@ -353,6 +424,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         "pipeline": args.pipeline,
         "mode": args.mode,
         "strategy": args.strategy,
+        "source": args.source,
         "ledger_version": int(pipe.store.ledger_version),
         "items": [str(ds.item_tokens[i]) for i in top],
         "titles": [pipe.catalog.text(int(i)) for i in top],
@@ -362,16 +434,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         "candidates": [str(ds.item_tokens[i]) for i in ctx.candidates],
         "profile": {k: str(v) for k, v in ctx.attributes.items()},
     }
+    if plan.notes:
+        result["notes"] = plan.notes
     if rk.report is not None:
         result["parse"] = rk.report.to_dict()
     # what is shown is user data too: the served log is scrubbed by the "served" forget stage
     log_served(ws, token, result["items"], result["ledger_version"], args.pipeline, mode=args.mode)
     if rk.text is not None:
         result["text"] = rk.text
-    prompt = pipe.generator.prompt(ctx, args.mode).text
+    prompt = pipe.backend.prompt(ctx, args.mode).text
     if args.show_prompt:
         result["prompt"] = prompt
-        result["template"] = pipe.generator.builder.template.name
+        result["template"] = pipe.backend.builder.template.name
         result["adapter"] = pipe.adapter_for(user)
     lines = [f"user {token} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
     if args.show_prompt:
@@ -380,5 +454,6 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         lines.append(f"{k:3d}. {i:>6s}  {t}")
     if rk.fallback:
         lines.append("(model answer unusable: candidate order used)")
+    lines += [f"({note})" for note in plan.notes]
     emit(args, result, "\n".join(lines))
     return 0

@@ -18,9 +18,17 @@ import sqlite3
 import sys
 import warnings
 
-from llmrec import __version__
+from llmrec import __version__, progress
 from llmrec.cli import compare, data, forget, llm, retrieval, train, unlearn
-from llmrec.cli.common import common_parser, finite_float, int_in
+from llmrec.cli.common import (
+    COMMON_OPTIONS,
+    add_common_options,
+    common_parser,
+    finite_float,
+    int_in,
+)
+from llmrec.cli.config_file import apply_config, find_config
+from llmrec.cli.help_format import use_everywhere
 from llmrec.errors import LlmrecError
 
 #: the sub-command groups, in the order ``llmrec --help`` lists them
@@ -34,11 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         "embedding unlearners on one data model.",
     )
     parser.add_argument("--version", action="version", version=f"llmrec {__version__}")
+    add_common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = common_parser()
     for module in COMMAND_MODULES:
         module.register(sub, common)
     _bound_plain_numbers(parser)
+    use_everywhere(parser)
     return parser
 
 
@@ -57,6 +67,15 @@ def _bound_plain_numbers(parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
                 _bound_plain_numbers(child)
+
+
+_COMMON_DESTS = [flags[0].lstrip("-").replace("-", "_") for flags, _ in COMMON_OPTIONS]
+
+
+def _given_common(argv: list[str]) -> list[str]:
+    """The common options present on the command line (either side of the subcommand)."""
+    flags = {flags[0]: flags[0].lstrip("-").replace("-", "_") for flags, _ in COMMON_OPTIONS}
+    return [flags[a.split("=", 1)[0]] for a in argv if a.split("=", 1)[0] in flags]
 
 
 MAX_MESSAGE = 500  # an error line quoting a 1 MB id is cut, not printed whole
@@ -91,15 +110,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {_line(message)}\n")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed, the ``--config`` file's values (if any) as defaults under the flags;
+    :class:`LlmrecError` for a bad config file, ``SystemExit`` for a bad flag (argparse)."""
+    parser = build_parser()
+    config = find_config(argv)
+    if config is not None:
+        apply_config(parser, config, _COMMON_DESTS, _given_common(argv))
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     _quiet_libraries()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parse_args(argv)
+    except LlmrecError as exc:
+        return _error(exc, exc.exit_code)
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
+        return _error("no command given ('llmrec --help' lists them)", 2)
+    progress.configure(not args.quiet)
     try:
         return int(args.func(args) or 0)
     except LlmrecError as exc:

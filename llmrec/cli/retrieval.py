@@ -8,6 +8,49 @@ import numpy as np
 
 from llmrec.cli.common import emit, nonempty, nonneg_int, open_workspace, positive_int
 from llmrec.errors import LlmrecError
+from retrieval.sources import SOURCES
+from retrieval.strategies import ALL_STRATEGIES
+
+DP_NOTE = "computed from the retained data at the store's version, never stored"
+
+
+def add_material_options(p: argparse.ArgumentParser, strategy: str = "preference") -> None:
+    """``--strategy`` (every CRAGRU strategy and baseline, dp included) and ``--source``."""
+    p.add_argument(
+        "--strategy",
+        choices=ALL_STRATEGIES,
+        default=strategy,
+        help="history selection: a CRAGRU strategy (preference, diversity, attention), a "
+        "baseline (none, random, average) or dp (per-cluster shares fitted on VALID for the "
+        f"call, a few seconds: {DP_NOTE})",
+    )
+    p.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="ease",
+        help="candidate source: ease (the store's generator) or a CF source built with "
+        "'llmrec index build --source NAME'",
+    )
+
+
+def prompt_material(ws, store, user: int, strategy: str, source: str, H: int, n, seed: int):
+    """``store.retrieve`` of ``user`` with candidates from ``source`` and, for ``dp``, shares
+    fitted now; the source's leak note when it includes forgotten data (else ``None``)."""
+    from retrieval.dp_ratios import fit_dp_ratios
+    from retrieval.sources import LEAK_NOTE, load_source
+
+    pick, leak = None, None
+    if source != "ease":
+        src = load_source(ws, source)
+        leak = LEAK_NOTE if src.includes_forgotten_data else None
+        count = n or store.config["n_candidates"]
+        pick = lambda users: src.candidates(np.asarray(users), count)  # noqa: E731
+    ratios = None
+    if strategy == "dp":
+        ratios, _ = fit_dp_ratios(store, H, seed, n, candidates=pick)
+    cands = None if pick is None else pick([user])[0]
+    out = store.retrieve(user, strategy, H=H, n_candidates=n, ratios=ratios, candidates=cands)
+    return out, leak
 
 
 def register(sub, common) -> None:
@@ -22,7 +65,13 @@ def register(sub, common) -> None:
         "cluster the items, at the ledger's newest version. Later 'llmrec forget' runs update "
         "all of it incrementally.",
     )
-    b.add_argument("--encoder", choices=["text", "cf"], default="text")
+    b.add_argument(
+        "--encoder",
+        choices=["text", "cf"],
+        default="text",
+        help="item vectors: text (sentence-transformers on the item text, no user data) or cf "
+        "(a CF model's item embeddings on the retained data)",
+    )
     b.add_argument(
         "--model",
         default=None,
@@ -45,6 +94,15 @@ def register(sub, common) -> None:
     )
     b.add_argument(
         "--clusters", type=positive_int, default=20, help="item clusters for the strategies"
+    )
+    b.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="ease",
+        help="candidate source to build besides the store: ease (the store's exactly "
+        "unlearnable generator), bpr / lightgcn (a CF model retrained from scratch on every "
+        "forget), bpr-original / lightgcn-original (the CRAGRU reference's: never updated, it "
+        "keeps forgotten data and the audit says so after a forget)",
     )
     b.add_argument(
         "--cf-epochs",
@@ -70,13 +128,7 @@ def register(sub, common) -> None:
         help="a user's retained history chosen by a CRAGRU strategy, plus candidates",
     )
     r.add_argument("--user", required=True, help="user id (the dataset's token)")
-    r.add_argument(
-        "--strategy",
-        # dp needs per-cluster ratios fitted on VALID (the CRAGRU reference protocol)
-        choices=["preference", "diversity", "attention", "none", "random", "average"],
-        default="preference",
-        help="CRAGRU strategy or a reference baseline (default: %(default)s)",
-    )
+    add_material_options(r)
     r.add_argument("--H", type=nonneg_int, default=50, help="history budget (default: %(default)s)")
     r.add_argument(
         "--candidates", type=positive_int, default=None, help="candidates (default: store's)"
@@ -90,7 +142,7 @@ def register(sub, common) -> None:
 def _load(args: argparse.Namespace):
     from retrieval.store import RetrievalStore
 
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     return ws, RetrievalStore.load(ws, args.name)
 
 
@@ -117,7 +169,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise LlmrecError(str(exc)) from None
     result = _info(store)
     result["seconds"] = store.build_seconds
-    emit(args, result, _info_text(result) + f"\n  built in {store.build_seconds:.2f}s")
+    text = _info_text(result) + f"\n  built in {store.build_seconds:.2f}s"
+    if args.source != "ease":
+        from retrieval.sources import LEAK_NOTE, build_source, is_leaky
+
+        src = build_source(ws, args.source, seed=args.seed)
+        result["source"] = src.describe()
+        text += f"\n  candidate source {args.source}: trained in {src.cost_s:.2f}s"
+        if is_leaky(args.source):
+            text += f" ({LEAK_NOTE} after a forget request: the audit reports it)"
+    emit(args, result, text)
     return 0
 
 
@@ -163,9 +224,16 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     ws, store = _load(args)
     ds = ws.dataset
     user = ds.user_index(args.user)
-    out = store.retrieve(user, args.strategy, H=args.H, n_candidates=args.candidates)
+    out, leak = prompt_material(
+        ws, store, user, args.strategy, args.source, args.H, args.candidates, args.seed
+    )
     n_hist = len(store.history(user)[0])
-    scores = store.candidate_scores(np.array([user]))[0]
+    if args.source == "ease":
+        scores = store.candidate_scores(np.array([user]))[0]
+    else:
+        from retrieval.sources import load_source
+
+        scores = load_source(ws, args.source).scores(np.array([user]))[0]
 
     def item(i: int) -> dict:
         return {"item": str(ds.item_tokens[i]), "text": ds.item_text(int(i))}
@@ -179,6 +247,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     result = {
         "user": str(ds.user_tokens[user]),
         "strategy": args.strategy,
+        "source": args.source,
         "ledger_version": out["ledger_version"],
         "profile": profile,
         "history_total": n_hist,
@@ -186,13 +255,17 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         "candidates": cands,
     }
     lines = [
-        f"user {ds.user_tokens[user]} (ledger v{out['ledger_version']}), strategy {args.strategy}: "
-        f"{len(history)} of {n_hist} retained history items",
+        f"user {ds.user_tokens[user]} (ledger v{out['ledger_version']}), strategy "
+        f"{args.strategy}, candidates from {args.source}: {len(history)} of {n_hist} retained "
+        "history items",
         "profile: " + (", ".join(f"{k} {v}" for k, v in profile.items()) or "(none visible)"),
         "history (chronological):",
         *[f"  {h['item']:>6}  {h['text']}  [rating {h['rating']:g}]" for h in history],
         "candidates (best first):",
         *[f"  {k:>3}. {c['item']:>6}  {c['text']}" for k, c in enumerate(cands, 1)],
     ]
+    if leak:
+        result["note"] = f"candidate source {args.source} {leak}"
+        lines.append(f"(candidate source {args.source} {leak})")
     emit(args, result, "\n".join(lines))
     return 0

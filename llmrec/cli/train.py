@@ -26,7 +26,9 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "train", parents=[common], help="train a CF model (bpr, lightgcn) on the retained data"
     )
-    p.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="bpr")
+    p.add_argument(
+        "--model", choices=sorted(MODEL_REGISTRY), default="bpr", help="CF model to train"
+    )
     p.add_argument(
         "--epochs", type=positive_int, default=None, help="override the tuned number of epochs"
     )
@@ -43,8 +45,12 @@ def register(sub, common) -> None:
     e = sub.add_parser(
         "evaluate", parents=[common], help="evaluate a trained model (RecBole full ranking)"
     )
-    e.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="bpr")
-    e.add_argument("--part", choices=["test", "valid"], default="test")
+    e.add_argument(
+        "--model", choices=sorted(MODEL_REGISTRY), default="bpr", help="trained CF model"
+    )
+    e.add_argument(
+        "--part", choices=["test", "valid"], default="test", help="split part to evaluate on"
+    )
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -156,7 +162,7 @@ def load_trained(ws, name: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    ws = open_workspace(args)
+    ws = open_workspace(args, read_only=True)
     model = load_trained(ws, args.model)
     with ws.ledger() as led:
         current = led.version

@@ -39,9 +39,14 @@ def register(sub, common) -> None:
         parents=[common],
         help="apply an embedding unlearner to a trained CF model",
         description=textwrap.fill(
-            "Record the requests in the ledger, unlearn them from the trained checkpoint with "
-            "METHOD and write the unlearned checkpoint plus a run folder (results.json, "
-            "results.txt, config.json)."
+            "Record the requests in the ledger and bring the trained checkpoint "
+            "(artifacts/models/MODEL.pt) up to date with METHOD, not with the workspace's CF "
+            "method: one checkpoint, which the audit then reports as approximate by METHOD "
+            "(exact for retrain); every other artifact is updated as by 'llmrec forget'. With "
+            "--checkpoint, or a shard method (its ensemble is not a trained checkpoint), a "
+            "separate checkpoint artifacts/unlearned/MODEL-METHOD.pt is written and kept up to "
+            "date with METHOD. Writes a run folder (results.json, results.txt, config.json). "
+            "Comparing methods is 'llmrec compare'."
         ),
         epilog=methods_help("embedding"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,7 +55,10 @@ def register(sub, common) -> None:
     p.add_argument("--request", type=nonempty, required=True, help="request file (JSON lines)")
     p.add_argument("--model", default="bpr", help="base model: bpr or lightgcn (default: bpr)")
     p.add_argument(
-        "--checkpoint", type=nonempty, default=None, help="unlearn this checkpoint instead"
+        "--checkpoint",
+        type=nonempty,
+        default=None,
+        help="unlearn this checkpoint instead, into a separate artifacts/unlearned/MODEL-METHOD.pt",
     )
     p.add_argument(
         "--set",
@@ -67,16 +75,28 @@ def register(sub, common) -> None:
         help="attribute-inference attack on a model's user embeddings (docs/design.md §5.4)",
     )
     _target_args(a)
-    a.add_argument("--attributes", nargs="+", default=["gender", "age", "occupation"])
+    a.add_argument(
+        "--attributes",
+        nargs="+",
+        default=["gender", "age", "occupation"],
+        help="user attributes to infer from the user embeddings",
+    )
     a.add_argument("--attackers", nargs="+", default=["mlp", "gbdt"], help="mlp and/or gbdt")
-    a.add_argument("--folds", type=int_in(2, 100), default=5)
+    a.add_argument(
+        "--folds", type=int_in(2, 100), default=5, help="cross-validation folds of the attackers"
+    )
     a.add_argument(
         "--repeats",
         type=int_in(1, 1000),
         default=1,
         help="independent balanced down-samplings",
     )
-    a.add_argument("--min-class-size", type=positive_int, default=50)
+    a.add_argument(
+        "--min-class-size",
+        type=positive_int,
+        default=50,
+        help="attribute values with fewer users are merged into 'other'",
+    )
     a.set_defaults(func=cmd_attack_attributes)
 
     m = sub.add_parser(
@@ -156,6 +176,13 @@ def _target(ws, args):
         get_method(args.method, "embedding")  # an unknown name: one line naming the known ones
         path = unlearned_path(ws, args.model, args.method)
         if not path.is_file():
+            from llmrec.models.training import checkpoint_path
+
+            trained = checkpoint_path(ws, args.model)
+            if trained.is_file() and _load(trained, "trained").extra.get("cf_method") == (
+                args.method
+            ):  # `llmrec unlearn --method` updated the one trained checkpoint
+                return _load(trained, "trained"), trained
             raise ArtifactError(
                 f"no {args.model} model unlearned with {args.method} in {ws.root}: run "
                 f"'llmrec unlearn --method {args.method} --model {args.model} --request FILE' first"
@@ -175,6 +202,17 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 
 # ---------------------------------------------------------------------------- unlearn
+def _bring_up_to_date(ws, since: int) -> dict:
+    """Run the checkpoint stage now: a checkpoint started at ledger ``since`` is behind while
+    the ledger has nothing pending for the stage."""
+    from llmrec.forget.runner import stage_lock
+    from llmrec.forget.stage import StageContext
+    from llmrec.forget.stages.checkpoints import apply
+
+    with stage_lock(ws), ws.ledger() as led:
+        return apply(StageContext.open(ws, led, also=(int(since or 0),)))
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.data.requests import load_requests
     from llmrec.evaluation import evaluate_model
@@ -182,6 +220,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from llmrec.forget.stages.checkpoints import start_unlearned
     from llmrec.privacy.membership import pair_ranks, rank_summary
     from llmrec.unlearning import get_method, make_task
+    from llmrec.unlearning.shard_unlearner import ShardedUnlearner
 
     method = get_method(args.method, "embedding")
     _check_model(args.model)
@@ -191,10 +230,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     for r in requests:
         r.validate(ds)
     model, source = _trained(ws, args.model, args.checkpoint)
-    params = {
-        **method.workspace_defaults(ws.root, args.model),
-        **parse_overrides(args.set),
-    }
+    defaults = method.workspace_defaults(ws.root, args.model)
+    params = {**defaults, **parse_overrides(args.set)}
     if "seed" not in params and "seed" in method.param_names():
         params["seed"] = args.seed
     try:
@@ -202,24 +239,35 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         unlearner = method(**params)
     except (TypeError, ValueError, LlmrecError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
-    # the unlearned checkpoint starts as the trained one; the runner of `llmrec forget` records
-    # the requests once and its checkpoint stage brings it (with METHOD), like every other
-    # artifact, to the newest ledger version
-    path = unlearned_path(ws, args.model, args.method)
-    name = f"model:{args.model}:{args.method}"
-    with ws.ledger() as led:
-        known = {e.request.content_hash: e.version for e in led.entries()}
-        start_unlearned(
-            led,
-            model,
-            path,
-            name,
-            args.method,
-            unlearner.get_params(),
-            str(source),
-            [known.get(r.content_hash) for r in requests],
-        )
-    summary = forget_pipeline.forget(ws, requests)
+    if args.checkpoint or issubclass(method, ShardedUnlearner):
+        # a separate checkpoint, kept up to date with METHOD: it starts as the given (or
+        # trained) one; a shard method's ensemble is not a trained checkpoint of its class
+        path = unlearned_path(ws, args.model, args.method)
+        name = f"model:{args.model}:{args.method}"
+        with ws.ledger() as led:
+            known = {e.request.content_hash: e.version for e in led.entries()}
+            start_unlearned(
+                led,
+                model,
+                path,
+                name,
+                args.method,
+                unlearner.get_params(),
+                str(source),
+                [known.get(r.content_hash) for r in requests],
+            )
+        summary = forget_pipeline.forget(ws, requests)
+        if name not in summary["stages"].get("checkpoints", {}).get("checkpoints", {}):
+            # requests recorded before: no stage was pending, the new checkpoint still is
+            summary["stages"]["checkpoints"] = _bring_up_to_date(ws, model.ledger_version)
+    else:
+        # one checkpoint: the runner of `llmrec forget` records the requests once and its
+        # checkpoint stage brings the trained checkpoint to the newest version with METHOD
+        # (not the workspace's CF method: no hidden retrain), every other artifact as usual
+        path, name = source, f"model:{args.model}"
+        chosen = {k: v for k, v in params.items() if k not in defaults}
+        with ws.use_cf_method(name, args.method, chosen):
+            summary = forget_pipeline.forget(ws, requests)
     recorded = [(r["version"], r["created"]) for r in summary["requests"]]
     done = summary["stages"].get("checkpoints", {}).get("checkpoints", {}).get(name, {})
     rec = done.get("record")
@@ -237,6 +285,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             for (v, c), r in zip(recorded, requests)
         ],
         "checkpoint": str(path),
+        # what brought the checkpoint to its version: METHOD, or retrain when METHOD cannot
+        # honour a request kind (the note says so)
+        "checkpoint_method": {"method": done.get("method"), "exact": done.get("exact")},
         "record": rec,
         "test": metrics,
     }
@@ -430,8 +481,10 @@ def configure_pretrain_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of the pre-training command (``--workspace``/``--seed`` come from the CLI)."""
     p.add_argument("--model", default="bpr", help="trained model name in the workspace")
     p.add_argument("--requests", type=positive_int, default=32, help="simulated requests")
-    p.add_argument("--epochs", type=positive_int, default=5)
-    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--epochs", type=positive_int, default=5, help="pre-training epochs")
+    p.add_argument(
+        "--hidden", type=positive_int, default=128, help="hidden size of the influence encoder"
+    )
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
 
 

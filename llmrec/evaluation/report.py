@@ -15,11 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.evaluation.headline import headline
 from llmrec.evaluation.paired import paired_difference
 
 # (column name, path into a method's per-seed entry)
 COLUMNS: list[tuple[str, tuple[str, ...]]] = [
-    ("seconds", ("seconds",)),
+    ("forget_s", ("seconds",)),
+    ("serve_s", ("serving_seconds",)),
+    ("wall_s", ("wall_seconds",)),
     ("speedup", ("speedup_vs_retrain",)),
     ("peak_mb", ("peak_memory_mb",)),
     ("ndcg@10_all", ("utility", "all", "ndcg@10")),
@@ -139,7 +142,9 @@ MD_BIAS_COLUMNS = [
 ]
 #: across families, on the same users
 MD_UTILITY_COLUMNS = [
-    "seconds",
+    "forget_s",
+    "serve_s",
+    "wall_s",
     "speedup",
     "ndcg@10_all",
     "recall@10_all",
@@ -150,6 +155,60 @@ MD_UTILITY_COLUMNS = [
     "shardGF",
 ]
 MD_COLUMNS = MD_UTILITY_COLUMNS + MD_BIAS_COLUMNS
+SECONDS_LIKE = ("forget_s", "serve_s", "wall_s", "speedup", "forgotten_rank_median")
+#: what every column of the report's tables means
+COLUMN_DEFINITIONS: dict[str, str] = {
+    "forget_s": "forget cost: wall seconds of the method's unlearning step alone (an embedding "
+    "unlearner's update; for CRAGRU the forget stages, the touched shards' re-tuning "
+    "included), without building, serving or evaluation",
+    "serve_s": "serving time: wall seconds to rank every retained user once after the request "
+    "and score the ranking (for CRAGRU: retrieval, prompts and the LM)",
+    "wall_s": "the method's whole run: building, the forget step, serving the reference users "
+    "before the request and, for the LLM path, its gold's from-scratch rebuild",
+    "speedup": "retrain's forget_s divided by the method's, in the same run",
+    "peak_mb": "peak memory increase of the forget step (MB)",
+    "ndcg@10_all": "NDCG@10 on TEST of every retained user (RecBole full ranking)",
+    "recall@10_all": "Recall@10 on TEST of every retained user",
+    "ndcg@10_forget": "NDCG@10 of the forgotten users on their original test pairs: lower is "
+    "more forgotten; compare with retrain's",
+    "ndcg@10_neigh": "NDCG@10 of the forgotten users' neighbours (top-k cosine of interaction "
+    "rows)",
+    "ndcg@10_ctrl": "NDCG@10 of as many random control users",
+    "A-IGF": "CURE4Rec: NDCG@10 of the 5% most active users minus the others'",
+    "shardGF": "CURE4Rec: variance of the per-shard NDCG@10 (a sharded method's own shards, "
+    "else a fixed random partition into 10)",
+    "dNDCG_neigh": "mean ΔNDCG@10 of the neighbours: the method's NDCG@10 minus its own gold's "
+    "(negative: worse than the gold)",
+    "dNDCG_ctrl": "the same for the controls",
+    "excess_dNDCG": "dNDCG_neigh − dNDCG_ctrl: negative = the neighbours lose more than the "
+    "controls (damage near the forgotten users), positive = the neighbours keep more than the "
+    "gold gives them (the forgotten data still helps them)",
+    "D_neigh": "mean top-10 divergence of the neighbours from the gold's top-10 (share of the "
+    "10 items not in the gold's; 0 = identical)",
+    "D_ctrl": "the same for the controls",
+    "excess_D": "D_neigh − D_ctrl: positive = the neighbours' lists move further from the gold "
+    "than the controls'",
+    "excess_dNDCG_vs_orig": "excess ΔNDCG@10 against the method's own original (before the "
+    "request) instead of its gold",
+    "excess_D_vs_orig": "excess divergence against the method's own original",
+    "D_collateral_vs_orig": "mean top-10 divergence from the method's own original on the "
+    "reference users it re-fitted (a sharded method's shard-mates): the re-fit's collateral",
+    "dNDCG_collateral_vs_orig": "the same as ΔNDCG@10",
+    "forgotten_rank_median": "median rank of the forgotten (user, item) pairs among all items "
+    "after the request: higher is more forgotten",
+    "mia_auc": "membership-inference AUC on the forgotten pairs against never-seen pairs: 0.5 "
+    "= indistinguishable (forgotten), above 0.6 = still told apart",
+    "biased (p)": "whether the neighbours and controls differ against the method's own gold "
+    "(two-sided Mann-Whitney U on ΔNDCG@10 and on divergence, Bonferroni, α = 0.05; the "
+    "smaller p shown); the sign of excess_dNDCG / excess_D gives the direction",
+}
+
+
+def column_definitions(columns: list[str]) -> list[str]:
+    """Markdown lines defining ``columns``."""
+    return [f"{c}: {COLUMN_DEFINITIONS[c]}." for c in columns if c in COLUMN_DEFINITIONS]
+
+
 #: a method is flagged as biased when neighbours and controls differ at this level
 #: (two-sided Mann-Whitney U on per-user ΔNDCG and on divergence vs its own gold, Bonferroni)
 BIAS_ALPHA = 0.05
@@ -185,10 +244,7 @@ def _table(agg: dict, columns: list[str], flags: dict | None = None) -> list[str
     head = columns + (["biased (p)"] if flags is not None else [])
     lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for m, cols in agg.items():
-        cells = [
-            _cell(cols[c], 2 if c in ("seconds", "speedup", "forgotten_rank_median") else 4)
-            for c in columns
-        ]
+        cells = [_cell(cols[c], 2 if c in SECONDS_LIKE else 4) for c in columns]
         if flags is not None:
             f = flags.get(m)
             cells.append(
@@ -205,8 +261,11 @@ def markdown(
     sig: list[dict],
     title: str,
     seeds: list[dict] | None = None,
+    skipped: dict | None = None,
 ) -> str:
     lines = [f"# {title}", ""]
+    for m, why in (skipped or {}).items():
+        lines += [f"Skipped: {m}: {why}.", ""]
     checks = [s.get("retrain_check") for s in seeds or [] if s.get("retrain_check")]
     for c in checks:
         if not c["ok"]:
@@ -412,11 +471,19 @@ def _md_table_to_html(md: str) -> str:
 
 
 def write_html(
-    path: Path, md: str, images: list[Path], config: dict, extra: dict | None = None
+    path: Path,
+    md: str,
+    images: list[Path],
+    config: dict,
+    extra: dict | None = None,
+    captions: dict | None = None,
 ) -> None:
+    """The self-contained report page; ``captions``: what each image shows (by path)."""
     body = _md_table_to_html(md)
+    captions = captions or {}
     figs = "\n".join(
-        f"<figure>{_img(p)}<figcaption>{html.escape(p.stem.replace('_', ' '))}</figcaption></figure>"
+        f"<figure>{_img(p)}<figcaption>"
+        f"{html.escape(captions.get(p, p.stem.replace('_', ' ')))}</figcaption></figure>"
         for p in images
     )
     cfg = html.escape(json.dumps(config, indent=2, default=str))
@@ -456,7 +523,8 @@ def write_report(by_scenario: dict[str, list[dict]], run_dir: Path, config: dict
     """Write results.json, results.csv, results.md, PNGs per scenario and one report.html."""
     run_dir = Path(run_dir)
     sections, images, results, leak_all = [], [], {"config": config, "scenarios": {}}, {}
-    csv_rows = []
+    csv_rows, headlines, captions = [], [], {}
+    skipped = config.get("skipped", {})
     for spec, seeds in by_scenario.items():
         if seeds and seeds[0].get("stream"):
             from llmrec.evaluation.stream_report import stream_section, stream_table
@@ -464,15 +532,25 @@ def write_report(by_scenario: dict[str, list[dict]], run_dir: Path, config: dict
             md_s, imgs = stream_section(seeds, run_dir, spec, _slug(spec))
             sections.append(md_s)
             images += imgs
+            for img in imgs:
+                captions[img] = (
+                    f"{spec}: cumulative forget seconds of each method after each request of "
+                    "the stream (lower: cheaper to keep forgetting)."
+                )
             results["scenarios"][spec] = {"stream": stream_table(seeds), "seeds": seeds}
             continue
         agg = aggregate(seeds)
         sig = significance(seeds)
-        sections.append(markdown(agg, sig, f"Scenario {spec}", seeds))
+        flags = bias_flags(seeds)
+        skip = skipped.get(spec, {})
+        headlines.append(headline(spec, agg, flags, seeds, skip))
+        sections.append(markdown(agg, sig, f"Scenario {spec}", seeds, skip))
         results["scenarios"][spec] = {
+            "headline": headlines[-1],
+            "skipped": skip,
             "aggregate": agg,
             "significance": sig,
-            "bias_flags": bias_flags(seeds),
+            "bias_flags": flags,
             "seeds": seeds,
         }
         slug = _slug(spec)
@@ -483,9 +561,27 @@ def write_report(by_scenario: dict[str, list[dict]], run_dir: Path, config: dict
                 run_dir / f"{slug}_propagation_bias.png",
                 run_dir / f"{slug}_delta_ndcg_distribution.png",
             ]
+            captions[images[-2]] = (
+                f"{spec}: propagation bias. Left, mean ΔNDCG@10 of each method against its own "
+                "gold for the forgotten users' neighbours and for random controls (below zero: "
+                "worse than the gold); right, their mean top-10 divergence from the gold. A "
+                "neighbour bar apart from its control bar is damage (or favour) concentrated "
+                "near the forgotten users. Error bars: std over seeds, or the per-user standard "
+                "error with one seed."
+            )
+            captions[images[-1]] = (
+                f"{spec}: distribution of the per-user ΔNDCG@10 against each method's own gold, "
+                "neighbours (red) beside controls (blue); a method equal to its gold is a line "
+                "at zero."
+            )
         if any(not math.isnan(agg[m]["speedup"]["mean"]) for m in agg):
             plot_utility_speed(agg, run_dir / f"{slug}_utility_vs_speedup.png")
             images.append(run_dir / f"{slug}_utility_vs_speedup.png")
+            captions[images[-1]] = (
+                f"{spec}: utility against speed. NDCG@10 of every retained user (up: better) "
+                "against the speed-up of the forget step over retraining in the same run (right: "
+                "faster, log scale); retrain sits at 1."
+            )
         for s in seeds:
             for m in methods_of(seeds):
                 csv_rows.append(
@@ -502,13 +598,20 @@ def write_report(by_scenario: dict[str, list[dict]], run_dir: Path, config: dict
                     leakage_markdown(leak, f"Attribute leakage, {spec}, seed {s['seed']}")
                 )
     md = "\n".join(sections)
+    if headlines:
+        md = "# Conclusion\n\n" + "\n\n".join(headlines) + "\n\n" + md
+        md += (
+            "\n## What the columns mean\n\n"
+            + "\n".join(column_definitions([*MD_COLUMNS, "biased (p)"]))
+            + "\n"
+        )
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
     with open(run_dir / "results.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["scenario", "method", "seed", *[c for c, _ in COLUMNS]])
         w.writerows(csv_rows)
     (run_dir / "results.md").write_text(md)
-    write_html(run_dir / "report.html", md, images, config)
+    write_html(run_dir / "report.html", md, images, config, captions=captions)
     return {
         "results": str(run_dir / "results.json"),
         "report": str(run_dir / "report.html"),

@@ -20,7 +20,7 @@ Two workspaces under one root hold the same dataset and split; the same random s
 Candidate sources (:mod:`retrieval.sources`): ``<model>-original`` (trained before the request;
 includes forgotten data), ``<model>`` (retrained by the forget stage, exact) and ``ease``. For
 each source and protocol: the candidate order alone and, optionally, the LLM's ranking of it
-(:class:`~llmrec.llm.generator.Generator` on the workspace's catalogue LM, likelihood mode by
+(the Hugging Face serving backend, :mod:`llmrec.llm.backends.hf`, on the workspace's catalogue LM, likelihood mode by
 default). History selection: any of :data:`retrieval.strategies.ALL_STRATEGIES` for users with
 more than ``H`` items (default ``dp``, its per-cluster ratios chosen by the knapsack over a
 VALID utility table: the store's EASE generator re-ranking the candidates from the selected
@@ -323,7 +323,8 @@ def _select_histories(side: _Side, users, cands, ratios, cfg: ProtocolConfig):
     return out_items, out_ratings
 
 
-def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any]:
+def _run_side(side: _Side, cfg: ProtocolConfig, backend, say) -> dict[str, Any]:
+    from llmrec.llm.backends import checked_rank
     from llmrec.llm.prompt import UserContext
     from llmrec.models.training import retained_data
 
@@ -355,7 +356,7 @@ def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any
     for sname, src in side.sources.items():
         t0 = time.perf_counter()
         cands_of[sname] = cands = _candidates(side, src, served, cfg.n_candidates)
-        if generator is not None:
+        if backend is not None:
             h_items, h_ratings = _select_histories(side, served[sel], cands[sel], ratios, cfg)
             ctxs = [
                 UserContext(int(u), view.visible_attributes(int(u)), hi, hr, c[c >= 0])
@@ -363,7 +364,7 @@ def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any
             ]
             ranked_of[sname] = (
                 ctxs,
-                generator.rank(ctxs, cfg.mode, forgotten=view.forgotten_items),
+                checked_rank(backend, ctxs, cfg.mode, forgotten=view.forgotten_items),
             )
             if side.name == "paper":
                 leaked = sum(
@@ -373,7 +374,7 @@ def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any
             say(f"[{side.name}] llm over {sname}: {len(ctxs)} users")
         out["timings_s"][sname] = time.perf_counter() - t0
     weight = cfg.blend
-    if generator is not None and weight is None:
+    if backend is not None and weight is None:
         weight, out["blend"] = _tune_blend(side, *ranked_of[cfg.model], cfg)
     for sname, src in side.sources.items():
         cands = cands_of[sname]
@@ -382,7 +383,7 @@ def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any
                 int(u): c[c >= 0][: cfg.list_len] for u, c in zip(served, cands)
             }
         }
-        if generator is not None:
+        if backend is not None:
             methods[f"llm[{sname}]"] = _llm_lists(*ranked_of[sname], weight, cfg.list_len)
         base = None
         for mname, lst in methods.items():
@@ -398,7 +399,7 @@ def _run_side(side: _Side, cfg: ProtocolConfig, generator, say) -> dict[str, Any
     out["users"] = int(len(users))
     out["served"] = int(len(served))
     out["users_over_H"] = int(sum(len(side.history[u]) > cfg.H for u in served))
-    out["llm_users"] = int(len(llm_users)) if generator is not None else 0
+    out["llm_users"] = int(len(llm_users)) if backend is not None else 0
     return out
 
 
@@ -506,12 +507,12 @@ def run_protocols(
     ws_kw = {"dataset": dataset, "data_dir": data_dir}
     t_all = time.perf_counter()
     sides = {p: _prepare(root, p, ws_kw, cfg, say) for p in PROTOCOLS}
-    generator = None
+    backend = None
     if cfg.llm:
-        generator = _generator(sides["toolkit"].ws, cfg, say)
+        backend = _backend(sides["toolkit"].ws, cfg, say)
     results: dict[str, Any] = {"config": asdict(cfg), "protocols": {}}
     for p, side in sides.items():
-        got = _run_side(side, cfg, generator, say)
+        got = _run_side(side, cfg, backend, say)
         rt = got.pop("retrain")
         summ = _summary(got.pop("per_user"), cfg.sources[0], cfg.sources[1], side.forget)
         summ["methods"][f"retrain[{cfg.model}]"] = {
@@ -532,11 +533,11 @@ def run_protocols(
     return results
 
 
-def _generator(ws: Workspace, cfg: ProtocolConfig, say):
+def _backend(ws: Workspace, cfg: ProtocolConfig, say):
     """``cfg.lm``, else the toolkit workspace's catalogue-only base LM (built if missing; it
     holds no user data, so both protocols share it)."""
+    from llmrec.llm.backends import BackendSpec, create_backend
     from llmrec.llm.catalog import Catalog
-    from llmrec.llm.generator import Generator
     from llmrec.llm.lm_builder import LMConfig, build_lm
     from llmrec.serving.cragru import default_lm_dir
 
@@ -547,14 +548,15 @@ def _generator(ws: Workspace, cfg: ProtocolConfig, say):
         say(f"build_lm: {time.perf_counter() - t0:.1f}s")
     from llmrec.llm.recipe import serving
 
-    return Generator.from_pretrained(
-        lm_dir,
+    spec = BackendSpec(
+        str(lm_dir),
         Catalog.from_dataset(ws.dataset),
         device=cfg.device,
         top_k=cfg.list_len,
         batch_size=cfg.batch_size,
         template=serving(lm_dir).template,  # the template the base LM was adapted with
     )
+    return create_backend("hf", spec)
 
 
 def format_protocols(res: dict[str, Any]) -> str:

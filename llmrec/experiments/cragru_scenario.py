@@ -27,7 +27,7 @@ from llmrec.errors import ArtifactError
 from llmrec.evaluation.paired import paired_difference
 from llmrec.evaluation.ranking import ranking_first_scores
 from llmrec.io import atomic_write_json, atomic_write_text
-from llmrec.llm.generator import MODES, Ranking
+from llmrec.llm.backends import MODES, Ranking
 from llmrec.llm.recipe import serving
 from llmrec.serving.cragru import (
     BLEND_GRID,

@@ -12,8 +12,8 @@ The audit trusts nothing it can check:
   replaced;
 * **content hashes** recorded when each artifact was written (:mod:`llmrec.integrity`): a
   garbled, truncated or edited file is named;
-* then each forget stage's own audit (:data:`llmrec.forget.registry.STAGES`, the same list and
-  names the forget runner uses), which re-derives what it can from the retained data. A stage
+* then each forget stage's own audit (:func:`llmrec.forget.registry.active`, the same list
+  and names the forget runner uses), which re-derives what it can from the retained data. A stage
   whose artifact cannot be read reports that as a finding. Each stage is shown with its status:
   ``clean``, ``approximate`` (a CF checkpoint updated by an approximate unlearning method: not a
   violation, named with its method), ``violation`` or ``empty``.
@@ -24,86 +24,23 @@ dict with ``artifact`` (a name the user recognises), ``path`` and ``problem``.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 from llmrec.data.ledger import Ledger
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.forget import registry as stage_registry
-from llmrec.forget.stage import Stage, StageAudit, StageContext
-from llmrec.forget.stages.checkpoints import checkpoint_files, unreadable_checkpoints
+from llmrec.forget.stage import Found, Stage, StageAudit, StageContext, finding
 from llmrec.integrity import verify
 from llmrec.workspace import Workspace
 
-# artifact kinds the forget stages update: a registry/file disagreement there blocks `forget`
-STAGED_KINDS = ("retrieval-store", "lora-adapter")
-
-
-def _finding(artifact: str, path: Path | str, problem: str) -> dict:
-    return {"artifact": artifact, "path": str(path), "problem": problem}
-
 
 # ------------------------------------------------------------------------------ discovery
-@dataclass(frozen=True)
-class Found:
-    """An artifact found on disk: its registry name, kind, path and the version it claims."""
-
-    name: str
-    kind: str
-    path: Path
-    claimed_version: int | None = None
-    claimed_head: str | None = None
-
-
-def _json(path: Path) -> dict | None:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _int(v: object) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
 def discover(ws: Workspace) -> list[Found]:
-    """Artifacts present in the workspace's ``artifacts/`` folder, whatever the ledger says."""
-    art = ws.root / "artifacts"
-    out: list[Found] = []
-    if not art.is_dir():
-        return out
-    for d in sorted(p for p in art.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (d / "manifest.json").is_file() or _store_leftovers(d):
-            man = _json(d / "manifest.json") or {}
-            out.append(
-                Found(
-                    f"retrieval-store:{d.name}",
-                    "retrieval-store",
-                    d,
-                    _int(man.get("ledger_version")),
-                    man.get("ledger_head") if isinstance(man.get("ledger_head"), str) else None,
-                )
-            )
-    adapters = art / "adapters"
-    if adapters.is_dir():
-        for d in sorted(adapters.glob("shard-[0-9]*")):
-            if d.is_dir():
-                m = _json(d / "llmrec_shard.json") or {}
-                out.append(Found(f"adapter/{d.name}", "lora-adapter", d, _int(m.get("trained_at"))))
-    for name, p in checkpoint_files(ws):
-        out.append(Found(name, "checkpoint", p))
-    if (art / "lm" / "config.json").is_file():
-        out.append(Found("lm/base", "base-lm", art / "lm"))
-    return out
-
-
-def _store_leftovers(d: Path) -> bool:
-    """A folder holding retrieval-store files (index/clusters/counts) without its manifest."""
-    return any(d.glob("index.v*.faiss")) or (d / "counts.npy").is_file()
+    """Artifacts present in the workspace's files, whatever the ledger says: each stage's
+    :meth:`~llmrec.forget.stage.Stage.discover`, in run order."""
+    return [f for stage in stage_registry.registered() for f in stage.discover(ws)]
 
 
 def consistency(
@@ -115,9 +52,19 @@ def consistency(
     Returns ``(findings, notes)``; notes are registered artifacts deleted as a whole (no data
     left behind, nothing to forget in them).
     """
+    findings, notes, _ = _consistency(ws, ledger, deep)
+    return findings, notes
+
+
+def _consistency(
+    ws: Workspace, ledger: Ledger | None, deep: bool
+) -> tuple[list[dict], list[str], list[dict]]:
+    """:func:`consistency`'s findings and notes, plus the findings that block a forget."""
     findings: list[dict] = []
     notes: list[str] = []
+    blocking: list[dict] = []
     found = discover(ws)
+    staged_kinds = {f.kind for f in found if f.staged}
     if ledger is not None or ws.ledger_path.exists():
         with ws.ledger() if ledger is None else nullcontext(ledger) as led:
             latest = led.version
@@ -135,9 +82,10 @@ def consistency(
     for a in registry:
         path = Path(a["path"])
         name = a["name"]
+        before = len(findings)
         if a["ledger_version"] > latest:
             findings.append(
-                _finding(
+                finding(
                     name,
                     path,
                     f"registered at ledger v{a['ledger_version']} but the ledger "
@@ -147,7 +95,7 @@ def consistency(
         head = a["detail"].get("ledger_head")
         if head and heads.get(a["ledger_version"]) not in (None, head):
             findings.append(
-                _finding(
+                finding(
                     name,
                     path,
                     f"built on another ledger history than v{a['ledger_version']}"
@@ -168,11 +116,14 @@ def consistency(
                     if not (path / rel if rel else path).is_file()
                 ]
             for p in problems:
-                findings.append(_finding(name, path, p))
+                findings.append(finding(name, path, p))
+        if a["kind"] in staged_kinds:
+            blocking += findings[before:]
     for f in found:
+        before = len(findings)
         if f.claimed_version is not None and f.claimed_version > latest:
             findings.append(
-                _finding(
+                finding(
                     f.name,
                     f.path,
                     f"claims ledger v{f.claimed_version} but the ledger is "
@@ -181,16 +132,16 @@ def consistency(
             )
         elif f.claimed_head and heads.get(f.claimed_version) not in (None, f.claimed_head):
             findings.append(
-                _finding(
+                finding(
                     f.name,
                     f.path,
                     f"built on another ledger history than "
                     f"v{f.claimed_version} of this one: {replaced}",
                 )
             )
-        if f.name not in by_name and f.kind in STAGED_KINDS:
+        if f.name not in by_name and f.staged:
             findings.append(
-                _finding(
+                finding(
                     f.name,
                     f.path,
                     "present in the workspace but not in the ledger's "
@@ -198,49 +149,20 @@ def consistency(
                     "rebuild it",
                 )
             )
-    adapters = ws.root / "artifacts" / "adapters"
-    shards = [f for f in found if f.kind == "lora-adapter"] or [
-        a for a in registry if a["kind"] == "lora-adapter" and Path(a["path"]).exists()
-    ]
-    cfg = _json(adapters / "config.json")
-    n_shards = _int(cfg.get("n_shards")) if cfg else None
-    for f in found:
-        if f.kind == "lora-adapter" and n_shards is not None:
-            idx = f.path.name.removeprefix("shard-")
-            if idx.isdigit() and int(idx) >= n_shards:
-                findings.append(
-                    _finding(
-                        f.name,
-                        f.path,
-                        f"left over from an earlier tuning (the adapters "
-                        f"have {n_shards} shards now): no forget updates it; delete it",
-                    )
-                )
-    if shards and not (adapters / "config.json").is_file():
-        findings.append(
-            _finding(
-                "adapters",
-                adapters / "config.json",
-                "adapters/config.json is missing "
-                "while shard adapters exist: forgets would skip them; re-tune with "
-                "'llmrec adapters tune --force'",
-            )
-        )
-    return findings, notes
+        if f.problem:
+            findings.append(finding(f.name, f.path, f.problem))
+        if f.staged or f.problem:
+            blocking += findings[before:]
+        if f.unusable:
+            blocking.append(finding(f.name, f.path, f.unusable))
+    blocking += [f for f in findings if "ledger" in f["problem"] and f not in blocking]
+    return findings, notes, blocking
 
 
 def preflight(ws: Workspace, ledger: Ledger | None = None) -> None:
     """Refuse to record a request the stages could not apply to every artifact (cheap: no
     hashing). :class:`ArtifactError` with the first problem."""
-    findings, _ = consistency(ws, ledger, deep=False)
-    staged = [
-        f
-        for f in findings
-        if f["artifact"].split(":")[0] in ("retrieval-store", "adapters")
-        or f["artifact"].startswith("adapter/")
-        or "ledger" in f["problem"]
-    ]
-    staged += unreadable_checkpoints(ws)
+    _, _, staged = _consistency(ws, ledger, deep=False)
     if staged:
         f = staged[0]
         more = f" (and {len(staged) - 1} more: see 'llmrec audit')" if len(staged) > 1 else ""
@@ -256,12 +178,12 @@ def audit_ledger(ws: Workspace) -> list[dict]:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        return [_finding("ledger", path, f"cannot open: {exc}")]
+        return [finding("ledger", path, f"cannot open: {exc}")]
     try:
         ok = db.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
-            findings.append(_finding("ledger", path, f"integrity check: {ok}"))
-        for stage in (s.name for s in stage_registry.STAGES):
+            findings.append(finding("ledger", path, f"integrity check: {ok}"))
+        for stage in (s.name for s in stage_registry.active()):
             rows = db.execute(
                 "SELECT r.version FROM requests r LEFT JOIN stages s ON s.version=r.version AND s.stage=? "
                 "WHERE s.status IS NULL OR s.status!='done' ORDER BY r.version",
@@ -270,14 +192,14 @@ def audit_ledger(ws: Workspace) -> list[dict]:
             if rows:
                 vs = [r[0] for r in rows]
                 findings.append(
-                    _finding(
+                    finding(
                         f"stage:{stage}",
                         path,
                         f"requests {vs[:10]} not applied (run 'llmrec forget' to resume)",
                     )
                 )
     except sqlite3.Error as exc:
-        findings.append(_finding("ledger", path, f"unreadable ({exc}): restore it from a backup"))
+        findings.append(finding("ledger", path, f"unreadable ({exc}): restore it from a backup"))
     finally:
         db.close()
     return findings
@@ -290,7 +212,7 @@ def _run_stage_audit(stage: Stage, ctx: StageContext) -> StageAudit:
         # the artifact could not even be read: that is a finding, not a crash
         msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         return StageAudit(
-            [_finding(stage.name, ctx.ws.root / "artifacts", f"cannot be audited: {msg}")]
+            [finding(stage.name, ctx.ws.root / "artifacts", f"cannot be audited: {msg}")]
         )
 
 
@@ -305,14 +227,14 @@ def run_audit(ws: Workspace) -> dict:
     except (LlmrecError, sqlite3.Error, ValueError, KeyError) as exc:
         if ledger is not None:
             ledger.close()
-        findings.append(_finding("ledger", ws.ledger_path, f"unreadable: {str(exc)[:300]}"))
+        findings.append(finding("ledger", ws.ledger_path, f"unreadable: {str(exc)[:300]}"))
         return {"ledger_version": None, "scanned": ["ledger"], "violations": findings, "ok": False}
     try:
         more, notes = consistency(ws, ledger)
         findings += more
         scanned = ["ledger", "registry"]
         stages: dict[str, dict] = {}
-        for stage in stage_registry.STAGES:
+        for stage in stage_registry.active():
             rep = _run_stage_audit(stage, ctx)
             findings += rep.findings
             scanned.append(stage.name)

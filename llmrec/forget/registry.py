@@ -1,161 +1,105 @@
-"""Forget stages: one object per artifact family, each able to ``apply`` and ``audit``.
+"""The forget stages, registered: the one list the forget runner and ``llmrec audit`` iterate.
 
-A stage (docs/design.md §2.2) brings every artifact of its family to the ledger version of a
-:class:`StageContext` (``apply``, idempotent) and checks them against it (``audit``). The
-forget runner (:mod:`llmrec.forget.runner`) and ``llmrec audit``
-(:mod:`llmrec.forget.audit`) iterate the same list, :data:`STAGES`, in its order; the
-served log comes last, after every artifact that serves lists.
+A stage (:class:`~llmrec.forget.stage.Stage`, docs/design.md §2.2) is one module that owns an
+artifact family: ``discover(ws)``, ``apply(ctx)`` and ``audit(ctx)``. It joins the forget path
+by registering itself::
 
-The context is built once per command: it holds the workspace, the one open ledger, the
-ledger's entries (read once) and the retained views, folded once (:meth:`StageContext.open`).
-Stages never open the ledger or rebuild a view themselves. Heavy modules (FAISS, torch,
-transformers) are imported inside the methods, so importing this module stays cheap.
+    @register_stage
+    class MyStage:
+        name = "my-artifacts"
+        order = 500          # lower runs first; the served log runs last
+        def discover(self, ws): ...
+        def apply(self, ctx): ...
+        def audit(self, ctx): ...
+
+The built-in stages are the modules of :mod:`llmrec.forget.stages` (imported, so registered,
+by the :mod:`llmrec.forget` package). A plug-in registers in
+process (import its module before running the runner) or through the ``llmrec.stages`` entry
+point group of its package (the entry point names a stage class, a stage object, or a module
+that registers on import): :func:`active` loads them once. Stages never open the ledger or
+rebuild a view themselves; heavy modules (FAISS, torch, transformers) are imported inside
+their methods, so importing the registry stays cheap.
 """
 
 from __future__ import annotations
 
-from llmrec.forget.stage import Stage, StageAudit, StageContext
+from importlib.metadata import entry_points
+from typing import Any
 
+from llmrec.errors import LlmrecError
+from llmrec.forget.stage import Stage
 
-class RetrievalStage:
-    """Retrieval stores (index, candidate statistics, clusters, embeddings): incremental."""
+#: the entry point group a plug-in package lists its stages under
+ENTRY_POINT_GROUP = "llmrec.stages"
+#: the ``order`` of the served log: after every stage whose artifacts serve lists
+LAST = 1000
+#: the ``order`` of a stage that does not set one (before the served log)
+DEFAULT_ORDER = 500
 
-    name = "retrieval"
-
-    def apply(self, ctx: StageContext) -> dict:
-        from retrieval.forget import apply_stores
-
-        return apply_stores(ctx.ws, ctx.ledger, ctx.view, ctx.view_at)
-
-    def audit(self, ctx: StageContext) -> StageAudit:
-        from retrieval.audit import audit
-        from retrieval.forget import store_names
-
-        names = store_names(ctx.ws, ctx.ledger)
-        return StageAudit(
-            audit(ctx.ws, ctx.view, ctx.ledger, names), [f"retrieval:{n}" for n in names]
-        )
-
-
-class AdapterStage:
-    """Per-shard LoRA adapters: the shards whose training data changed are re-tuned."""
-
-    name = "adapters"
-
-    @staticmethod
-    def _present(ctx: StageContext) -> bool:
-        """Adapters tuned or registered here (checked before importing transformers)."""
-        if (ctx.ws.root / "artifacts" / "adapters" / "config.json").is_file():
-            return True
-        arts = ctx.ledger.artifacts() if ctx.ledger is not None else []
-        return any(a["kind"] == "lora-adapter" for a in arts)
-
-    def apply(self, ctx: StageContext) -> dict:
-        if not self._present(ctx):
-            return {"skipped": "no adapters tuned in this workspace"}
-        from llmrec.llm.adapters import load_config, tune_adapters
-
-        if load_config(ctx.ws) is None:
-            return {"skipped": "no adapters tuned in this workspace"}
-        rep = tune_adapters(ctx.ws, version=ctx.version, view=ctx.view, ledger=ctx.ledger)
-        return {"retuned": rep["retuned"], "untouched": rep["untouched"]}
-
-    def audit(self, ctx: StageContext) -> StageAudit:
-        if not self._present(ctx):
-            return StageAudit()
-        from llmrec.llm.adapters import load_config
-        from llmrec.llm.audit import audit
-
-        cfg = load_config(ctx.ws)
-        shards = [] if cfg is None else [f"adapter/shard-{s:03d}" for s in range(cfg.n_shards)]
-        return StageAudit(audit(ctx.ws, ctx.view, ctx.ledger), shards)
-
-
-class CandidateSourceStage:
-    """CF candidate sources of the LLM path: exact ones are retrained, leaky ones reported."""
-
-    name = "candidate-source"
-
-    def apply(self, ctx: StageContext) -> dict:
-        from retrieval.sources import apply
-
-        return apply(ctx.ws, ctx.view, ctx.ledger)
-
-    def audit(self, ctx: StageContext) -> StageAudit:
-        from retrieval.sources import audit, registered
-
-        names = [a["name"] for a in registered(ctx.ledger)]
-        return StageAudit(audit(ctx.ws, ctx.view, ctx.ledger), names)
-
-
-class CheckpointStage:
-    """Trained and unlearned CF checkpoints, updated by their configured method."""
-
-    name = "checkpoints"
-
-    def apply(self, ctx: StageContext) -> dict:
-        from llmrec.forget.stages.checkpoints import apply
-
-        return apply(ctx)
-
-    def audit(self, ctx: StageContext) -> StageAudit:
-        from llmrec.forget.stages.checkpoints import audit
-
-        return audit(ctx)
-
-
-class RunsStage:
-    """Run folders: workspaces a run kept follow the ledger; result files lose forgotten
-    users' per-user rows (:mod:`llmrec.forget.stages.runs`)."""
-
-    name = "runs"
-
-    def apply(self, ctx: StageContext) -> dict:
-        from llmrec.forget.stages.runs import apply
-
-        return apply(ctx)
-
-    def audit(self, ctx: StageContext) -> StageAudit:
-        from llmrec.forget.stages.runs import audit
-
-        return audit(ctx)
-
-
-class ServedLogStage:
-    """The served-recommendation log, scrubbed to the workspace's policy (last)."""
-
-    name = "served"
-
-    def apply(self, ctx: StageContext) -> dict:
-        from llmrec.serving.served_log import scrub
-
-        return scrub(ctx.ws, ctx.view, ctx.entries)
-
-    def audit(self, ctx: StageContext) -> StageAudit:
-        from llmrec.serving.served_log import audit, log_path
-
-        path = log_path(ctx.ws)
-        return StageAudit(
-            audit(ctx.ws, ctx.view, ctx.entries), ["served-log"] if path.is_file() else []
-        )
-
-
-#: every stage, in the order they run (the served log last)
-ALL_STAGES: tuple[Stage, ...] = (
-    RetrievalStage(),
-    AdapterStage(),
-    CandidateSourceStage(),
-    CheckpointStage(),
-    RunsStage(),
-    ServedLogStage(),
-)
+#: every registered stage, in the order they run
+ALL_STAGES: tuple[Stage, ...] = ()
 #: the stages the forget runner and the audit iterate (tests may narrow it)
-STAGES: tuple[Stage, ...] = ALL_STAGES
+STAGES: tuple[Stage, ...] = ()
+_plugins_loaded = False
+
+
+def register_stage(stage: Any) -> Any:
+    """Register a stage class (instantiated without arguments) or stage object; returns it, so
+    it serves as a class decorator. Registering a name again replaces that stage."""
+    global ALL_STAGES, STAGES
+    obj = stage() if isinstance(stage, type) else stage
+    for attr in ("name", "discover", "apply", "audit"):
+        if not hasattr(obj, attr):
+            raise TypeError(f"forget stage {obj!r} has no {attr!r} (see llmrec.forget.stage)")
+    if getattr(obj, "order", None) is None:
+        obj.order = DEFAULT_ORDER
+    kept = tuple(s for s in ALL_STAGES if s.name != obj.name)
+    ALL_STAGES = tuple(sorted((*kept, obj), key=lambda s: (s.order, s.name)))
+    STAGES = ALL_STAGES
+    return stage
+
+
+def unregister_stage(name: str) -> None:
+    """Remove the stage ``name`` (a plug-in's tests clean up with it)."""
+    global ALL_STAGES, STAGES
+    ALL_STAGES = tuple(s for s in ALL_STAGES if s.name != name)
+    STAGES = tuple(s for s in STAGES if s.name != name)
+
+
+def load_plugins() -> None:
+    """Register the stages of the ``llmrec.stages`` entry point group (once per process);
+    :class:`LlmrecError` naming a plug-in that cannot be loaded."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in is one line, not a crash
+            raise LlmrecError(f"forget stage plug-in {ep.name!r} ({ep.value}): {exc}") from None
+        if hasattr(obj, "apply") and hasattr(obj, "audit"):
+            if all(s is not obj and type(s) is not obj for s in ALL_STAGES):
+                register_stage(obj)
+
+
+def active() -> tuple[Stage, ...]:
+    """The stages to run (plug-ins loaded): :data:`STAGES`, in order."""
+    load_plugins()
+    return STAGES
+
+
+def registered() -> tuple[Stage, ...]:
+    """Every registered stage (plug-ins loaded), in order, whatever :data:`STAGES` is narrowed
+    to: what discovery looks for."""
+    load_plugins()
+    return ALL_STAGES
 
 
 def select(*names: str) -> tuple[Stage, ...]:
-    """The stages of :data:`ALL_STAGES` named ``names`` (in run order); ``KeyError`` for a
-    name that is not a stage."""
+    """The registered stages named ``names`` (in run order); ``KeyError`` for a name that is
+    not a stage."""
+    load_plugins()
     known = {s.name for s in ALL_STAGES}
     missing = set(names) - known
     if missing:

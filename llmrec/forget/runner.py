@@ -3,12 +3,12 @@
 A request is a transaction across stages (docs/design.md §2.2). :func:`forget` validates the
 requests against the dataset (nothing is written if one is bad), records them with a 'pending'
 row per stage in one ledger transaction, then runs each stage of
-:data:`llmrec.forget.registry.STAGES`. A stage brings its artifacts to the newest ledger
+:func:`llmrec.forget.registry.active` (the registered stages, in order). A stage brings its artifacts to the newest ledger
 version and only then is marked done, so a process killed at any point leaves the ledger
 complete and :func:`resume` (run by every ``llmrec forget``) finishes the work.
 
 One call opens the ledger once and folds its requests into retained views once: every stage
-gets the same :class:`~llmrec.forget.registry.StageContext`.
+gets the same :class:`~llmrec.forget.stage.StageContext`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from llmrec.workspace import Workspace
 
 def stage_names() -> list[str]:
     """Names of the forget stages, in the order they run."""
-    return [s.name for s in stage_registry.STAGES]
+    return [s.name for s in stage_registry.active()]
 
 
 def forget(
@@ -98,20 +98,25 @@ def stage_lock(ws: Workspace):
         yield
 
 
-def require_applied(ws: Workspace, what: str, version: int | None = None) -> None:
-    """Readers call this before serving (:meth:`~llmrec.data.ledger.Ledger.check_applied`):
-    :class:`ArtifactError` if any stage is unfinished or ``version`` lags the ledger."""
-    if not ws.ledger_path.exists():
-        return
-    with ws.ledger() as led:
-        led.check_applied(what, version)
+def set_policy(ws: Workspace, policy: str) -> dict:
+    """Fix the workspace's forget policy (``retrain`` or ``suppress``) and re-apply, at the
+    ledger's version, every stage whose artifacts follow it (``follows_policy``: the served
+    log); returns each one's details by stage name."""
+    ws.set_policy(policy)
+    out: dict = {}
+    with stage_lock(ws), ws.ledger() as led:
+        ctx = StageContext.open(ws, led)
+        for stage in stage_registry.active():
+            if getattr(stage, "follows_policy", False):
+                out[stage.name] = stage.apply(ctx)
+    return out
 
 
 def resume(ws: Workspace, ledger: Ledger | None = None, ctx: StageContext | None = None) -> dict:
     """Run every stage that still has pending requests (``ledger``: an open ledger of ``ws``
     to use; ``ctx``: its context, already folded); returns per-stage timings and details."""
     out: dict = {"stages": {}}
-    stages = stage_registry.STAGES
+    stages = stage_registry.active()
     with stage_lock(ws), ws.ledger() if ledger is None else nullcontext(ledger) as led:
         for stage in stages:
             led.ensure_stage(stage.name)

@@ -1,97 +1,65 @@
-"""What every forget stage gets and reports: :class:`StageContext` (built once per command),
-:class:`StageAudit`, and the :class:`Stage` protocol (docs/design.md §2.2). The stage objects
-themselves are listed in :mod:`llmrec.forget.registry`."""
+"""The :class:`Stage` protocol every forget stage keeps (docs/design.md §2.2) and :class:`Found`,
+what a stage's ``discover`` reports. What a stage gets and reports (:class:`StageContext`,
+:class:`StageAudit`, :func:`finding`) lives in :mod:`llmrec.data.context`, below the layers
+that do the stages' work, and is re-exported here. Stages are registered in
+:mod:`llmrec.forget.registry`; the built-in ones are the modules of :mod:`llmrec.forget.stages`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from llmrec.data.ledger import Ledger, LedgerEntry
-from llmrec.data.retained import RetainedView
+from llmrec.data.context import StageAudit, StageContext, finding
 from llmrec.workspace import Workspace
 
-
-@dataclass
-class StageContext:
-    """What every stage gets: the workspace, the ledger (``None`` when the workspace has none
-    yet), its entries and the retained view at :attr:`version`, plus views at older versions
-    (:meth:`view_at`) for artifacts updated incrementally from the version they reflect."""
-
-    ws: Workspace
-    ledger: Ledger | None
-    entries: list[LedgerEntry]
-    version: int
-    views: dict[int, RetainedView] = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, ws: Workspace, ledger: Ledger | None, also: Iterable[int] = ()) -> StageContext:
-        """Read the ledger's entries once and fold them once into the newest view and the
-        views at the versions ``also`` (e.g. the version the stages had reached)."""
-        ds = ws.dataset
-        if ledger is None:
-            return cls(ws, None, [], 0, {0: RetainedView.full(ds)})
-        entries = ledger.entries()
-        version = entries[-1].version if entries else 0
-        at = {version} | {int(v) for v in also if 0 <= int(v) <= version}
-        views = RetainedView.snapshots(ds, [(e.version, e.request) for e in entries], at)
-        return cls(ws, ledger, entries, version, views)
-
-    @property
-    def view(self) -> RetainedView:
-        """The retained view at :attr:`version` (built once, shared: never modify it)."""
-        return self.views[self.version]
-
-    def view_at(self, version: int) -> RetainedView:
-        """The retained view at an older ``version`` (from the nearest one already folded,
-        extended with the entries in between; no ledger read)."""
-        version = int(version)
-        if version in self.views:
-            return self.views[version]
-        if not 0 <= version <= self.version:
-            raise ValueError(f"ledger version {version} is outside [0, {self.version}]")
-        base = max((v for v in self.views if v <= version), default=None)
-        view = self.views[base].copy() if base is not None else RetainedView.full(self.ws.dataset)
-        for e in self.entries:
-            if (base or 0) < e.version <= version:
-                view.apply(e.request, e.version)
-        view.version = version
-        self.views[version] = view
-        return view
-
-    def entries_between(self, after: int, upto: int | None = None) -> list[LedgerEntry]:
-        """Entries with ``after < version <= upto`` (default: :attr:`version`)."""
-        upto = self.version if upto is None else int(upto)
-        return [e for e in self.entries if after < e.version <= upto]
+__all__ = ["Found", "Stage", "StageAudit", "StageContext", "finding", "int_or_none"]
 
 
-@dataclass
-class StageAudit:
-    """What a stage's audit found: ``findings`` (violations: dicts with ``artifact``,
-    ``path``, ``problem``), the ``artifacts`` it examined, and those that reflect the ledger
-    through an ``approximate`` method (dicts with ``artifact``, ``path``, ``method``) -- not a
-    violation, but not the exact guarantee either."""
+@dataclass(frozen=True)
+class Found:
+    """An artifact of a stage's family found on disk, whatever the ledger says.
 
-    findings: list[dict] = field(default_factory=list)
-    artifacts: list[str] = field(default_factory=list)
-    approximate: list[dict] = field(default_factory=list)
+    ``name``: its name in the ledger's registry (or the name findings use); ``kind``: its
+    registry kind; ``claimed_version`` / ``claimed_head``: the ledger version and history its
+    files say it reflects (``None``: it does not say). ``staged``: the stage updates only the
+    artifacts the registry lists, so one missing there, or a registry row whose files are
+    partly gone, blocks ``llmrec forget``. ``problem``: a defect visible from the files alone
+    (an audit finding that blocks forget). ``unusable``: why the stage could not apply to it
+    (blocks forget; the stage's own audit reports it in its words).
+    """
 
-    @property
-    def status(self) -> str:
-        """``violation``, ``approximate``, ``clean`` or ``empty`` (no artifact of the family)."""
-        if self.findings:
-            return "violation"
-        if self.approximate:
-            return "approximate"
-        return "clean" if self.artifacts else "empty"
+    name: str
+    kind: str
+    path: Path
+    claimed_version: int | None = None
+    claimed_head: str | None = None
+    staged: bool = False
+    problem: str | None = None
+    unusable: str | None = None
+
+
+def int_or_none(v: object) -> int | None:
+    """``v`` when it is an int (a version read from a JSON manifest), else ``None``."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 @runtime_checkable
 class Stage(Protocol):
-    """One artifact family of the forget path."""
+    """One artifact family of the forget path: it owns its artifacts' layout on disk.
+
+    ``order`` places it among the stages (lower first; the served log runs last). A stage is
+    registered with :func:`llmrec.forget.registry.register_stage`.
+    """
 
     name: str
+    order: int
+
+    def discover(self, ws: Workspace) -> list[Found]:
+        """The family's artifacts present in the workspace's files (cheap: no hashing, no
+        ledger, no heavy imports)."""
+        ...
 
     def apply(self, ctx: StageContext) -> dict:
         """Bring every artifact of the family to ``ctx.version``; idempotent. Returns details

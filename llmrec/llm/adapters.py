@@ -1,5 +1,5 @@
 """Per-shard LoRA adapters of a workspace: tuning and manifests (the ``adapters`` forget stage
-of :mod:`llmrec.forget.registry` calls :func:`tune_adapters`).
+of :mod:`llmrec.forget.stages.adapters` calls :func:`tune_adapters`).
 
 Layout::
 

@@ -1,5 +1,5 @@
 """Forget audit of the LoRA adapters (the ``adapters`` stage's audit,
-:class:`llmrec.forget.registry.AdapterStage`).
+:class:`llmrec.forget.stages.adapters.AdapterStage`).
 
 Each shard's manifest records the hash of the exact token stream it was tuned on, the hash of
 the adapter files written and the hash of the base model's weights. The audit checks, per shard:
@@ -15,8 +15,7 @@ Adapters registered in the ledger whose ``config.json`` is gone are reported too
 
 from __future__ import annotations
 
-from llmrec.data.ledger import Ledger
-from llmrec.data.retained import RetainedView
+from llmrec.data.context import StageContext, finding
 from llmrec.errors import ArtifactError
 from llmrec.llm.adapters import (
     ShardTrainingData,
@@ -28,15 +27,11 @@ from llmrec.llm.adapters import (
     stale_shards,
 )
 from llmrec.llm.loading import weights_hash
-from llmrec.workspace import Workspace
 
 
-def audit(ws: Workspace, view: RetainedView, ledger: Ledger | None = None) -> list[dict]:
-    """Findings over every shard adapter of ``ws`` at ``view`` (``ledger``: an open ledger of
-    ``ws``; default: open it if the workspace has one)."""
-    if ledger is None and ws.ledger_path.exists():
-        with ws.ledger() as led:
-            return audit(ws, view, led)
+def audit(ctx: StageContext) -> list[dict]:
+    """Findings over every shard adapter of the workspace at ``ctx.view``."""
+    ws, view, ledger = ctx.ws, ctx.view, ctx.ledger
     root = adapters_root(ws)
     cfg = load_config(ws)
     if cfg is None:
@@ -45,12 +40,12 @@ def audit(ws: Workspace, view: RetainedView, ledger: Ledger | None = None) -> li
         if not names:
             return []
         return [
-            {
-                "artifact": "adapter/config",
-                "path": str(root / "config.json"),
-                "problem": f"adapters {', '.join(sorted(names))} are registered but their "
+            finding(
+                "adapter/config",
+                root / "config.json",
+                f"adapters {', '.join(sorted(names))} are registered but their "
                 "config.json is missing: their training data cannot be verified",
-            }
+            )
         ]
     findings = []
     stale = set(stale_shards(ws, ledger=ledger)) if ledger is not None else set()
@@ -64,7 +59,7 @@ def audit(ws: Workspace, view: RetainedView, ledger: Ledger | None = None) -> li
         name = f"adapter/shard-{s:03d}"
 
         def report(problem: str, name: str = name, d=d) -> None:
-            findings.append({"artifact": name, "path": str(d), "problem": problem})
+            findings.append(finding(name, d, problem))
 
         m = read_manifest(d)
         if m is None or not (d / "adapter_model.safetensors").is_file():

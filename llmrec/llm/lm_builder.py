@@ -45,6 +45,7 @@ from llmrec.llm.loading import weights_hash
 from llmrec.llm.pretrain import catalog_sessions
 from llmrec.llm.prompt import PromptBuilder
 from llmrec.llm.tokenizer import build_tokenizer
+from llmrec.progress import Progress
 from prompts import list_templates, load_template
 
 MANIFEST = "llmrec_lm.json"
@@ -190,7 +191,8 @@ def build_lm(
     gen = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
-    for epoch in range(cfg.epochs):
+    bar = Progress(range(cfg.epochs), desc="build-lm", unit="epoch", disable=not progress)
+    for _epoch in bar:
         perm = torch.randperm(len(data), generator=gen)
         total = 0.0
         for s in range(0, len(data), cfg.batch_size):
@@ -203,8 +205,8 @@ def build_lm(
             sched.step()
             total += float(loss.detach()) * len(batch)
         losses.append(total / len(data))
-        if progress:
-            print(f"[build-lm] epoch {epoch + 1}/{cfg.epochs} loss={losses[-1]:.4f}", flush=True)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar.close()
     model.eval()
 
     out = Path(out_dir)

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.nn.parallel import DistributedDataParallel
 
+from llmrec.progress import Progress
+
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
 
 
@@ -383,7 +385,13 @@ def tune_adapter(
     t0 = time.perf_counter()
     losses = []
     n_seen = 0
-    for epoch in range(settings.epochs):
+    bar = Progress(
+        range(settings.epochs),
+        desc="LoRA tuning",
+        unit="epoch",
+        disable=progress is None or not acc.is_main_process,
+    )
+    for epoch in bar:
         data = epochs(epoch)
         order = torch.randperm(len(data), generator=gen).tolist()
         total, n = torch.zeros((), device=acc.device), 0
@@ -412,8 +420,10 @@ def tune_adapter(
             total = acc.reduce(total, reduction="sum")
         n_seen += n
         losses.append(float(total) / max(1, n))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if progress:
             progress(f"epoch {epoch + 1}/{settings.epochs} loss={losses[-1]:.4f}")
+    bar.close()
     model = acc.unwrap_model(model) if world > 1 else model
     model.eval()
     if acc.is_main_process or world == 1:

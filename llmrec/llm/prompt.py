@@ -192,12 +192,13 @@ class PromptBuilder:
         labels: Sequence[str] | None = None,
     ) -> EncodedPrompt:
         """The prompt of ``ctx`` as text and token ids, history filled to the budget
-        (``limit - reserve``; default reserve: :meth:`answer_reserve`)."""
+        (``limit - reserve``; default reserve: :meth:`answer_reserve`). Without a tokenizer: the
+        text with the whole history and no token ids."""
         n_all = len(ctx.history_items)
 
         def build(n: int) -> tuple[str, list[int]]:
             text = self.render(ctx, n, labels)
-            return text, self.token_ids([text])[0]
+            return text, self.token_ids([text])[0] if self.tokenizer is not None else []
 
         text, ids = build(n_all)
         if self.tokenizer is None or self.limit is None:

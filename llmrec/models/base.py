@@ -37,9 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from llmrec.models.sampling import NegativeSampler
+from llmrec.progress import Progress
 
 CHECKPOINT_FORMAT = 1
 
@@ -261,7 +261,7 @@ class CFModel(nn.Module, metaclass=abc.ABCMeta):
         self.history = []
         best, best_state, bad = -np.inf, None, 0
         self.train()
-        bar = tqdm(
+        bar = Progress(
             range(1, int(cfg["epochs"]) + 1),
             desc=f"train {self.model_name}",
             unit="epoch",

@@ -3,7 +3,8 @@
 Serving (:class:`CragruPipeline`): for a user, the retrieval store gives the retained history
 selected by a CRAGRU strategy, the visible profile and the candidate list (exactly unlearnable
 co-occurrence generator); the prompt is rendered with a template; the user's shard adapter on
-the base LM regenerates the ranking in one of three modes (:mod:`llmrec.llm.generator`).
+the base LM regenerates the ranking in one of four modes, run by a serving backend
+(:mod:`llmrec.llm.backends`, Hugging Face + peft by default).
 
 Blending (likelihood mode): the adapters are tuned as a residual on top of the candidate
 generator's order (``logit + beta * prior``, prior ``-log2(2 + rank)``), so the served score is
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,16 @@ import numpy as np
 
 from llmrec.errors import ArtifactError, DataError
 from llmrec.io import atomic_write_json
+from llmrec.llm.backends import (
+    DEFAULT_BACKEND,
+    RANK_MODES,
+    BackendSpec,
+    Ranking,
+    backend_names,
+    checked_rank,
+    create_backend,
+)
 from llmrec.llm.catalog import Catalog
-from llmrec.llm.generator import RANK_MODES, Generator, Ranking
 from llmrec.llm.loading import LoadOptions, resolve_base, weights_hash
 from llmrec.llm.lora import rank_prior
 from llmrec.llm.prompt import UserContext
@@ -55,7 +64,10 @@ class CragruOptions:
     ``"none"``) the base model alone, a folder: the adapters tuned there (named explicitly, they
     may be served with another template or base). ``template`` and ``n_candidates`` default to
     the adapters' own (the list length they were tuned on), else to the base model's recipe
-    (:func:`llmrec.llm.recipe.serving`), which also sets the default history budget. ``load``: dtype, device map, attention implementation, remote code of the base.
+    (:func:`llmrec.llm.recipe.serving`), which also sets the default history budget. ``load``:
+    dtype, device map, attention implementation, remote code of the base. ``backend``: the
+    serving backend (:func:`llmrec.llm.backends.backend_names`) and ``backend_options`` what
+    only that backend understands.
     """
 
     model: str | None = None
@@ -70,6 +82,8 @@ class CragruOptions:
     blend: float | None = None
     scope: str = "candidates"
     load: LoadOptions | None = None
+    backend: str = DEFAULT_BACKEND
+    backend_options: dict[str, Any] = field(default_factory=dict)
 
 
 BLEND_FILE = "blend.json"
@@ -201,6 +215,11 @@ class CragruPipeline:
 
         self.ws = ws
         self.opt = options or CragruOptions()
+        if self.opt.backend not in backend_names():
+            raise ArtifactError(
+                f"unknown serving backend {self.opt.backend!r}; choose one of "
+                f"{', '.join(backend_names())}"
+            )
         self.store = store or RetrievalStore.load(ws)
         ds = ws.dataset
         self.catalog = Catalog.from_dataset(ds)
@@ -237,19 +256,19 @@ class CragruPipeline:
         self.n_candidates = recipe.n_candidates if self.n_candidates is None else self.n_candidates
         self.assignment = shard_of(ds.user_tokens, cfg.n_shards, cfg.seed) if adapters else None
         load = self.opt.load or (cfg.load if cfg is not None else LoadOptions())
-        self.generator = Generator.from_pretrained(
-            model,
-            self.catalog,
-            adapters=adapters,
-            device=self.opt.device,
-            template=template,
-            batch_size=self.opt.batch_size,
-            top_k=self.opt.top_k,
-            dtype=None if load.dtype == "auto" else load.dtype,
-            device_map=load.device_map,
-            attn_implementation=load.attn_implementation,
-            trust_remote_code=load.trust_remote_code,
-            revision=load.revision,
+        self.backend = create_backend(
+            self.opt.backend,
+            BackendSpec(
+                model,
+                self.catalog,
+                adapters=adapters,
+                template=template,
+                device=self.opt.device,
+                batch_size=self.opt.batch_size,
+                top_k=self.opt.top_k,
+                load=load,
+                options=dict(self.opt.backend_options),
+            ),
         )
         if cfg is not None and not explicit:
             self._check_contract(cfg)
@@ -299,7 +318,9 @@ class CragruPipeline:
         """Shard adapter folders; for the workspace's own: fresh, and on an unchanged base."""
         from llmrec.llm.adapters import adapter_paths, read_manifest, shard_dir, stale_shards
 
-        if not explicit:
+        if explicit:
+            self._check_explicit(cfg, root)
+        else:
             stale = stale_shards(ws=self.ws)
             if stale:
                 raise ArtifactError(
@@ -316,13 +337,50 @@ class CragruPipeline:
                     )
         return adapter_paths(self.ws, root)[1]
 
+    def _check_explicit(self, cfg: Any, root: Path) -> None:
+        """Adapters named on the command line pass the ledger check the workspace's own pass:
+        each shard's training data must be what the workspace's own up-to-date shard was tuned
+        on (the same hash), else they may hold forgotten data. Without a forget request there
+        is nothing they could run ahead of."""
+        from llmrec.llm.adapters import (
+            adapters_root,
+            load_config,
+            read_manifest,
+            shard_dir,
+            stale_shards,
+        )
+
+        if not self.ws.ledger_path.exists():
+            return
+        with self.ws.ledger() as led:
+            version = led.version
+        if version == 0:
+            return
+        own_root = adapters_root(self.ws)
+        own = load_config(self.ws, own_root)
+        if own is None or own.n_shards != cfg.n_shards or stale_shards(ws=self.ws):
+            raise ArtifactError(
+                f"adapters in {root} cannot be checked against the forget ledger (v{version}): "
+                "serve the workspace's own adapters (tuned and brought up to date here) or "
+                "'--adapters none'"
+            )
+        for s in range(cfg.n_shards):
+            theirs = (read_manifest(shard_dir(root, s)) or {}).get("data_hash")
+            ours = (read_manifest(shard_dir(own_root, s)) or {}).get("data_hash")
+            if theirs is None or theirs != ours:
+                raise ArtifactError(
+                    f"adapter shard {s} in {root} was tuned on other data than the ledger (v"
+                    f"{version}) retains: it may hold forgotten data; serve the workspace's own "
+                    "adapters or re-tune"
+                )
+
     def _check_contract(self, cfg: Any) -> None:
         """The tokenizer renders and encodes prompts as it did when the adapters were tuned."""
         from llmrec.llm.adapters import prompt_contract
 
         if not cfg.contract:
             return
-        now = prompt_contract(self.generator.builder)
+        now = prompt_contract(self.backend.builder)
         for key in ("template", "template_sha256", "chat_template_sha256", "bos"):
             if key in cfg.contract and cfg.contract[key] != now[key]:
                 raise ArtifactError(
@@ -385,7 +443,8 @@ class CragruPipeline:
         )
         for shard, idx in groups.items():
             name = None if shard is None else f"shard-{shard:03d}"
-            ranked = self.generator.rank(
+            ranked = checked_rank(
+                self.backend,
                 [ctxs[k] for k in idx],
                 mode,
                 forgotten=self.view.forgotten_items,

@@ -13,9 +13,10 @@ It holds user data, so it is a forget stage like any artifact, and it is where t
   shown to u again: serving drops it (:func:`suppress_filter`, applied by the retrieval store's
   candidate lists) and every entry showing it is a violation.
 
-:func:`scrub` (the ``served`` stage's work) rewrites the log atomically to that rule;
-:func:`audit` reports entries breaking it. Both take the runner's retained view and ledger
-entries (:class:`llmrec.forget.registry.ServedLogStage`).
+:func:`scrub_log` (the ``served`` stage's work) rewrites the log atomically to that rule;
+:func:`audit` reports entries breaking it. Both take the forget runner's
+:class:`~llmrec.data.context.StageContext` (its retained view and ledger entries;
+:class:`llmrec.forget.stages.served_log.ServedLogStage`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.data.context import StageContext, finding
 from llmrec.data.dataset import canonical_id
 from llmrec.data.ledger import LedgerEntry
 from llmrec.data.retained import RetainedView
@@ -35,6 +37,9 @@ from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_text, unique_keys
 from llmrec.locks import file_lock
 from llmrec.workspace import Workspace
+
+#: the log's name in findings and audits
+LOG = "served-log"
 
 
 def log_path(ws: Workspace) -> Path:
@@ -54,6 +59,7 @@ def log_served(
         "source": source,
         **meta,
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_suffix(".lock")):
         rules = _rules(ws)
         if rules.view.version > int(version):  # a forget committed while this list was made
@@ -202,9 +208,9 @@ def suppress_filter(ws: Workspace, view: RetainedView, user: int, items: np.ndar
     return items[~np.isin(items, view.suppressed_items(int(user)))]
 
 
-def scrub(ws: Workspace, view: RetainedView, entries: Iterable[LedgerEntry]) -> dict:
-    """Scrub the log to ``view`` under the workspace's policy (module docstring);
-    ``entries``: the ledger's requests (at least those up to ``view.version``)."""
+def scrub_log(ctx: StageContext) -> dict:
+    """Scrub the log to ``ctx.view`` under the workspace's policy (module docstring)."""
+    ws, view, entries = ctx.ws, ctx.view, ctx.entries
     path = log_path(ws)
     if not path.is_file():
         return {"entries": 0, "scrubbed": 0}
@@ -223,33 +229,28 @@ def scrub(ws: Workspace, view: RetainedView, entries: Iterable[LedgerEntry]) -> 
     return {"entries": len(out), "scrubbed": scrubbed, "policy": rules.policy}
 
 
-def audit(ws: Workspace, view: RetainedView, entries: Iterable[LedgerEntry]) -> list[dict]:
-    """Findings for every served entry that shows what the policy forbids at ``view``."""
+def audit(ctx: StageContext) -> list[dict]:
+    """Findings for every served entry that shows what the policy forbids at ``ctx.view``."""
+    ws, view, entries = ctx.ws, ctx.view, ctx.entries
     path = log_path(ws)
     try:
         logged = read_log(ws)
     except ArtifactError as exc:
-        return [{"artifact": "served-log", "path": str(path), "problem": str(exc)}]
+        return [finding(LOG, path, str(exc))]
     rules = Rules(view, forgotten_at(view, entries), ws.policy)
     findings = []
     for n, e in enumerate(logged, start=1):
         if int(e["ledger_version"]) > view.version:
             findings.append(
-                {
-                    "artifact": "served-log",
-                    "path": str(path),
-                    "problem": f"entry {n} was served at ledger v{e['ledger_version']} but the "
+                finding(
+                    LOG,
+                    path,
+                    f"entry {n} was served at ledger v{e['ledger_version']} but the "
                     f"ledger is at v{view.version}: the ledger was lost or replaced",
-                }
+                )
             )
             continue
         bad = rules.problems(e)
         if bad:
-            findings.append(
-                {
-                    "artifact": "served-log",
-                    "path": str(path),
-                    "problem": f"entry {n}: " + "; ".join(bad[:3]),
-                }
-            )
+            findings.append(finding(LOG, path, f"entry {n}: " + "; ".join(bad[:3])))
     return findings

@@ -45,20 +45,26 @@ ATTRIBUTES = ("gender", "age", "occupation")
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Arguments of ``bench.py unlearn``."""
-    p.add_argument("--models", nargs="+", default=["bpr", "lightgcn"])
-    p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--models", nargs="+", default=["bpr", "lightgcn"], help="CF base models")
+    p.add_argument("--dataset", default="ml-100k", help="atomic dataset name")
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding NAME.inter (default: recbole's examples)"
+    )
+    p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--fraction", type=float, default=0.05, help="share of users forgotten")
     p.add_argument("--repeats", type=int, default=5, help="AltEraser runs (median is reported)")
     p.add_argument("--retrain-repeats", type=int, default=2, help="Retrain runs (median)")
-    p.add_argument("--finetune-epochs", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--skip-lego", action="store_true")
+    p.add_argument(
+        "--finetune-epochs", type=int, default=10, help="FineTune epochs on the retained data"
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--skip-lego", action="store_true", help="skip the LEGO attribute benchmark")
     p.add_argument(
         "--lego-only", action="store_true", help="train the base models and run only LEGO"
     )
-    p.add_argument("--attackers", nargs="+", default=["mlp", "gbdt"])
+    p.add_argument(
+        "--attackers", nargs="+", default=["mlp", "gbdt"], help="attribute-inference attackers"
+    )
     p.add_argument(
         "--audit-repeats",
         type=int,

@@ -73,12 +73,16 @@ def run_recbole(python: str, folder: Path, name: str, epochs: int, seed: int) ->
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Retrain vs original vs RecBole BPR on the retained split of one scenario."""
-    p.add_argument("--scenario", default="core:5%users")
-    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--scenario", default="core:5%users", help="forget scenario of llmrec compare")
+    p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--workspace", default=None, help="default: a fresh temporary one (ml-100k)")
-    p.add_argument("--recbole-python", default=None)
-    p.add_argument("--recbole-epochs", type=int, default=100)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--recbole-python",
+        default=None,
+        help="python of a venv with RecBole 1.2.1 (default: .recbole-venv/ or $LLMREC_RECBOLE_PYTHON; without one the stored anchor is printed)",
+    )
+    p.add_argument("--recbole-epochs", type=int, default=100, help="RecBole BPR epochs")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,13 +37,17 @@ def _workspace(args: argparse.Namespace, root: Path):
 # ---------------------------------------------------------------------------- retrieval-forget
 def configure_retrieval_forget(p: argparse.ArgumentParser) -> None:
     """Median latency of one user-level request on every retrieval artifact vs a rebuild."""
-    p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--dataset", default="ml-100k", help="atomic dataset name")
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding NAME.inter (default: recbole's examples)"
+    )
     p.add_argument("--requests", type=int, default=30, help="user requests, applied one by one")
     p.add_argument("--rebuilds", type=int, default=3, help="full rebuilds timed")
-    p.add_argument("--factory", default="Flat")
-    p.add_argument("--encoder", choices=["text", "cf"], default="text")
-    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--factory", default="Flat", help="FAISS index-factory string")
+    p.add_argument(
+        "--encoder", choices=["text", "cf"], default="text", help="item encoder of the store"
+    )
+    p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
 
 
@@ -124,11 +128,19 @@ def run_retrieval_forget(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- candidates
 def configure_candidates(p: argparse.ArgumentParser) -> None:
     """Recall@50 / NDCG@10 of the candidate generator vs BPR-MF (RS protocol, test)."""
-    p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--dataset", default="ml-100k", help="atomic dataset name")
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding NAME.inter (default: recbole's examples)"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[2020], help="BPR-MF seeds")
-    p.add_argument("--generators", nargs="+", default=["ease", "knn"], choices=["ease", "knn"])
-    p.add_argument("--part", choices=["test", "valid"], default="test")
+    p.add_argument(
+        "--generators",
+        nargs="+",
+        default=["ease", "knn"],
+        choices=["ease", "knn"],
+        help="candidate generators compared",
+    )
+    p.add_argument("--part", choices=["test", "valid"], default="test", help="split part evaluated")
 
 
 def run_candidates(args: argparse.Namespace) -> int:
@@ -204,18 +216,21 @@ def _metrics_row(model: str, res: dict, seconds: float, part: str) -> dict:
 def configure_index_scale(p: argparse.ArgumentParser) -> None:
     """Flat / IVF / HNSW on synthetic vectors: build time, query latency, recall@10."""
     p.add_argument("--n", type=int, default=1_000_000, help="indexed vectors")
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--queries", type=int, default=500)
+    p.add_argument("--dim", type=int, default=64, help="vector dimension")
+    p.add_argument("--queries", type=int, default=500, help="queries timed")
     p.add_argument(
         "--factories",
         nargs="+",
         default=["Flat", "IVF1024,Flat", "IVF1024,SQ8", "HNSW16"],
+        help="FAISS index-factory strings compared",
     )
-    p.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
-    p.add_argument("--ef-search", type=int, nargs="+", default=[32, 128])
+    p.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128], help="IVF nprobe values")
+    p.add_argument(
+        "--ef-search", type=int, nargs="+", default=[32, 128], help="HNSW efSearch values"
+    )
     p.add_argument("--remove", type=int, default=1000, help="ids removed to time remove_ids")
     p.add_argument("--train-size", type=int, default=65536, help="training sample (IVF, PQ)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
 
 
 def _synthetic(n: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

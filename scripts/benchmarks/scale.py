@@ -38,13 +38,19 @@ def _available_bytes() -> int:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sizes", type=int, nargs="+", default=[10**5, 10**6, 10**7])
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[10**5, 10**6, 10**7],
+        help="interaction counts of the synthetic datasets",
+    )
     p.add_argument(
         "--requests", type=int, default=5, help="one-user forget requests timed per size"
     )
     p.add_argument("--workdir", default=None, help="keep generated data and artifacts here")
     p.add_argument("--plot", default="scale.png", help="log-log plot of seconds per stage vs size")
-    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument(
         "--encoder",
         choices=["text", "cf"],

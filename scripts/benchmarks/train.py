@@ -34,13 +34,19 @@ RECBOLE_ANCHORS = {
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Train BPR-MF / LightGCN with their default recipes; test NDCG/Recall@10 and seconds."""
-    p.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     p.add_argument(
-        "--models", nargs="+", default=["bpr", "lightgcn"], choices=sorted(MODEL_REGISTRY)
+        "--seeds", type=int, nargs="+", default=[2020, 2021, 2022], help="training seeds"
     )
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["bpr", "lightgcn"],
+        choices=sorted(MODEL_REGISTRY),
+        help="CF models trained",
+    )
+    p.add_argument("--dataset", default="ml-100k", help="atomic dataset name")
     p.add_argument("--data-dir", default=None, help="folder holding NAME.inter (default: search)")
-    p.add_argument("--split-seed", type=int, default=2020)
+    p.add_argument("--split-seed", type=int, default=2020, help="seed of the random 8:1:1 split")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--early-stop", action="store_true", help="early stopping on valid NDCG@10")
     p.add_argument("--progress", action="store_true", help="per-epoch lines on stdout")

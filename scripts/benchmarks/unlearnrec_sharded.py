@@ -42,17 +42,28 @@ from .common import emit
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Arguments of ``bench.py unlearn-extra``."""
-    p.add_argument("--models", nargs="+", default=["bpr"], choices=["bpr", "lightgcn"])
-    p.add_argument("--dataset", default="ml-100k")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument(
+        "--models", nargs="+", default=["bpr"], choices=["bpr", "lightgcn"], help="CF base models"
+    )
+    p.add_argument("--dataset", default="ml-100k", help="atomic dataset name")
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding NAME.inter (default: recbole's examples)"
+    )
+    p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--fraction", type=float, default=0.05, help="share of users forgotten")
     p.add_argument("--repeats", type=int, default=3, help="UnlearnRec runs (median reported)")
     p.add_argument("--retrain-repeats", type=int, default=1, help="Retrain runs (median)")
-    p.add_argument("--pretrain-requests", type=int, default=32)
-    p.add_argument("--pretrain-epochs", type=int, default=5)
-    p.add_argument("--shards", type=int, default=10)
-    p.add_argument("--receraser-unit", default="user", choices=["user", "item", "interaction"])
+    p.add_argument(
+        "--pretrain-requests", type=int, default=32, help="UnlearnRec pre-training requests"
+    )
+    p.add_argument("--pretrain-epochs", type=int, default=5, help="UnlearnRec pre-training epochs")
+    p.add_argument("--shards", type=int, default=10, help="SISA / RecEraser shards")
+    p.add_argument(
+        "--receraser-unit",
+        default="user",
+        choices=["user", "item", "interaction"],
+        help="what RecEraser partitions into shards",
+    )
     p.add_argument("--processes", type=int, default=None, help="shard workers (default: CPUs)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the main process")
     p.add_argument("--skip-shards", action="store_true", help="UnlearnRec and Retrain only")

@@ -43,6 +43,8 @@ def test_every_library_import_resolves():
     assert not missing, "\n".join(missing)
 
 
-@pytest.mark.parametrize("module", ["llmrec.unlearning.sharded", "llmrec.pipelines"])
+@pytest.mark.parametrize(
+    "module", ["llmrec.unlearning.sharded", "llmrec.pipelines", "llmrec.llm.generator"]
+)
 def test_moved_modules_are_gone(module):
     assert importlib.util.find_spec(module) is None

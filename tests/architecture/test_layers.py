@@ -4,7 +4,7 @@ Layers, low to high (a module may import only its own layer or a lower one; impo
 functions count too):
 
 0. ``llmrec`` (the package: its version), ``llmrec.errors``, ``llmrec.io``, ``llmrec.integrity``,
-   ``llmrec.locks``, ``prompts`` (templates and their loader)
+   ``llmrec.locks``, ``llmrec.progress``, ``prompts`` (templates and their loader)
 1. ``llmrec.data``, ``llmrec.workspace`` (a workspace is the dataset, split and ledger on disk)
 2. ``llmrec.evaluation`` (RecBole's protocol over any score function: it never needs a model
    class, and the models' early stopping uses it, so it sits below them)
@@ -14,6 +14,8 @@ functions count too):
 6. ``llmrec.forget`` (the forget runner, the stage protocol and registry, the stages, the audit)
 7. ``llmrec.experiments`` (comparison harness, scenarios, the paper protocol)
 8. ``llmrec.cli``, ``llmrec.__main__``
+9. ``llmrec.testing`` (the public contract suites and fixtures for plug-in authors: they
+   exercise any layer below, the CLI included; no library module imports them)
 
 Also checked: no import cycle between modules, no ``importlib.import_module`` / ``__import__``
 (imports by string hide the data flow), and no benchmark code in the library (benchmarks live
@@ -37,6 +39,7 @@ LAYERS: dict[str, int] = {
     "llmrec.io": 0,
     "llmrec.integrity": 0,
     "llmrec.locks": 0,
+    "llmrec.progress": 0,
     "prompts": 0,
     "llmrec.data": 1,
     "llmrec.workspace": 1,
@@ -51,6 +54,7 @@ LAYERS: dict[str, int] = {
     "llmrec.experiments": 7,
     "llmrec.cli": 8,
     "llmrec.__main__": 8,
+    "llmrec.testing": 9,
 }
 
 

@@ -134,7 +134,7 @@ def test_workspace_dataset_mismatch(tmp_path):
     ws = tmp_path / "ws"
     assert (
         run(
-            "data", "info", "--dataset", "tiny", "--data-dir", str(data), "--workspace", str(ws)
+            "data", "split", "--dataset", "tiny", "--data-dir", str(data), "--workspace", str(ws)
         ).returncode
         == 0
     )

@@ -6,6 +6,7 @@ from llmrec.cli.main import main
 from llmrec.data.requests import ForgetRequest
 from llmrec.forget import registry as stages
 from llmrec.forget.audit import run_audit
+from llmrec.forget.stage import StageContext
 from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.serving import served_log as served
 from llmrec.workspace import Workspace
@@ -23,14 +24,13 @@ def test_served_log_is_scrubbed_and_audited(tmp_path, tiny_dir):
         led.record(ForgetRequest("item", items=("i2",)))
         led.record(ForgetRequest("user", users=("u2",)))
         led.record(ForgetRequest("interactions", pairs=(("u1", "i4"),)))
-    view = ws.view()
     with ws.ledger() as led:
-        entries = led.entries()
-    problems = " ".join(f["problem"] for f in served.audit(ws, view, entries))
-    assert "forgotten item i2" in problems and "forgotten user u2" in problems
-    assert "forgotten interaction (u1, i4)" in problems
-    assert served.scrub(ws, view, entries)["scrubbed"] == 2
-    assert served.audit(ws, view, entries) == []
+        ctx = StageContext.open(ws, led)
+        problems = " ".join(f["problem"] for f in served.audit(ctx))
+        assert "forgotten item i2" in problems and "forgotten user u2" in problems
+        assert "forgotten interaction (u1, i4)" in problems
+        assert served.scrub_log(ctx)["scrubbed"] == 2
+        assert served.audit(ctx) == []
     assert [(e["user"], e["items"]) for e in served.read_log(ws)] == [("u1", ["i1"])]
 
 
@@ -73,16 +73,15 @@ def test_served_log_ids_are_canonical_and_edits_are_seen(tmp_path, tiny_dir):
     ]
     with ws.ledger() as led:
         led.record(ForgetRequest("user", users=("u2", "u4")))
-        entries = led.entries()
-    view = ws.view()
-    assert len(served.audit(ws, view, entries)) == 2
-    served.scrub(ws, view, entries)
-    assert served.read_log(ws) == [] and served.audit(ws, view, entries) == []
-    path = served.log_path(ws)
-    path.write_text('{"user": " u4", "items": ["i1"], "ledger_version": 1}\n')
-    problems = " ".join(f["problem"] for f in served.audit(ws, view, entries))
-    assert "forgotten user u4" in problems
-    path.write_text('{"user": "u1 ", "items": ["i1"], "ledger_version": 1}\n')
-    assert "not in canonical form" in served.audit(ws, view, entries)[0]["problem"]
-    path.write_text('{"user": "u1", "user": "u4", "items": ["i1"], "ledger_version": 1}\n')
-    assert "duplicate key 'user'" in served.audit(ws, view, entries)[0]["problem"]
+        ctx = StageContext.open(ws, led)
+        assert len(served.audit(ctx)) == 2
+        served.scrub_log(ctx)
+        assert served.read_log(ws) == [] and served.audit(ctx) == []
+        path = served.log_path(ws)
+        path.write_text('{"user": " u4", "items": ["i1"], "ledger_version": 1}\n')
+        problems = " ".join(f["problem"] for f in served.audit(ctx))
+        assert "forgotten user u4" in problems
+        path.write_text('{"user": "u1 ", "items": ["i1"], "ledger_version": 1}\n')
+        assert "not in canonical form" in served.audit(ctx)[0]["problem"]
+        path.write_text('{"user": "u1", "user": "u4", "items": ["i1"], "ledger_version": 1}\n')
+        assert "duplicate key 'user'" in served.audit(ctx)[0]["problem"]

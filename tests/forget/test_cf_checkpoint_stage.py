@@ -65,35 +65,44 @@ def test_train_index_forget_audit_with_exact_then_approximate_checkpoints(tmp_pa
         and json.loads((ws.root / "workspace.json").read_text())["cf_method"] == "finetune"
     )
 
-    # `llmrec unlearn` records through the same runner: every checkpoint, its own included
+    # `llmrec unlearn --method M` records through the same runner and brings the one trained
+    # checkpoint up to date with M: not the workspace's finetune, no hidden retrain, no copy
     req = _request(tmp_path / "c.jsonl", str(ds.user_tokens[7]))
     assert main(["unlearn", "--method", "alteraser", "--request", req, "--json", *common]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["ledger_version"] == 3 and res["record"]["method"] == "alteraser"
+    assert res["checkpoint"] == str(path) and not (ws.root / "artifacts" / "unlearned").exists()
+    got = load_model(path)
+    assert (got.ledger_version, got.extra["cf_method"], got.extra["exact"]) == (
+        3,
+        "alteraser",
+        False,
+    )
+    assert main(["audit", *common]) == 0
+    assert "stage checkpoints: approximate: model:bpr by alteraser" in capsys.readouterr().out
     rep = run_audit(ws)
     assert rep["ok"], rep["violations"]
     approx = {a["artifact"]: a["method"] for a in rep["stages"]["checkpoints"]["approximate"]}
-    assert approx == {"model:bpr": "finetune", "model:bpr:alteraser": "alteraser"}
+    assert approx == {"model:bpr": "alteraser"}
+    assert json.loads((ws.root / "workspace.json").read_text())["cf_method"] == "finetune"
 
-    # a retrain-unlearned checkpoint started from the (approximate) trained one is exact
+    # unlearning with retrain makes it exact again, bit-identical to training from scratch
     req = _request(tmp_path / "e.jsonl", str(ds.user_tokens[11]))
     assert main(["unlearn", "--method", "retrain", "--request", req, *common]) == 0
     capsys.readouterr()
-    gold = tmp_path / "ws" / "artifacts" / "unlearned" / "bpr-retrain.pt"
-    assert load_model(gold).extra["exact"] and load_model(gold).ledger_version == 4
+    got = load_model(path)
+    assert got.extra["exact"] and got.ledger_version == 4 and got.extra["cf_method"] == "retrain"
+    scratch = train_model(ws, "bpr", seed=2020, data=retained_data(ws), epochs=3, dim=8)
+    assert all(torch.equal(a, b) for a, b in zip(got.parameters(), scratch.parameters()))
 
-    # back to retrain: the trained checkpoint is exact again; unlearned ones keep their method
+    # the workspace's own method (finetune) applies to the next plain forget; back to retrain
     req = _request(tmp_path / "d.jsonl", str(ds.user_tokens[9]))
     assert main(["forget", "--request", req, "--cf-method", "retrain", *common]) == 0
     capsys.readouterr()
     rep = run_audit(ws)
     assert rep["ok"], rep["violations"]
-    approx = {a["artifact"]: a["method"] for a in rep["stages"]["checkpoints"]["approximate"]}
-    assert approx == {"model:bpr:alteraser": "alteraser"}
-    assert load_model(path).extra["exact"]
-    kept = load_model(gold).extra
-    assert (kept["method"], kept["cf_method"], kept["trained_at"]) == ("retrain", "retrain", 0)
-    assert load_model(gold).ledger_version == 5
+    assert rep["stages"]["checkpoints"]["approximate"] == []
+    assert load_model(path).extra["exact"] and load_model(path).ledger_version == 5
 
 
 def test_attribute_request_keeps_the_weights_and_bumps_the_version(tmp_path, capsys):

@@ -131,7 +131,7 @@ def test_unlearn_records_and_applies_through_the_stage_runner(ws, tmp_path, caps
 def test_served_llm_ranking_follows_the_policy(ws):
     """A catalogue-scope LLM answer can name items outside the (already filtered) candidate
     list: CRAGRU serving filters the final ranking by the policy too."""
-    from llmrec.llm.generator import Ranking
+    from llmrec.llm.backends import Ranking
     from llmrec.serving.cragru import _apply_policy
 
     user, item = _train_pair(ws)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from llmrec.llm.backends.hf import HFBackend, _CandidateItems
 from llmrec.llm.catalog import Catalog
-from llmrec.llm.generator import Generator, _CandidateItems
 from llmrec.llm.parsing import extract_entries
 from llmrec.llm.prompt import UserContext
 from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
@@ -43,7 +43,7 @@ def test_json_answers_name_only_unwritten_non_forgotten_candidates(setup):
     ]
     forgotten = np.zeros(ds.n_items, bool)
     forgotten[ctxs[0].candidates[:2]] = True
-    gen = Generator.from_pretrained(lm, cat, batch_size=3, top_k=5)
+    gen = HFBackend.from_pretrained(lm, cat, batch_size=3, top_k=5)
     for r, c in zip(gen.rank(ctxs, "json", forgotten=forgotten), ctxs):
         keys = [gen.verbalizer.lookup(k) for k, _ in extract_entries(r.text)[0]]
         keys = [k for k in keys if k is not None]  # free text keys are the model's (unknown)
@@ -51,8 +51,8 @@ def test_json_answers_name_only_unwritten_non_forgotten_candidates(setup):
         assert set(keys) <= allowed and len(keys) == len(set(keys))
         assert r.report.not_candidate == r.report.duplicate == r.report.forgotten == 0
         assert set(r.items.tolist()) == allowed
-    free = Generator.from_pretrained(lm, cat, batch_size=3, top_k=5, json_items="free")
+    free = HFBackend.from_pretrained(lm, cat, batch_size=3, top_k=5, json_items="free")
     for r in free.rank(ctxs, "json", forgotten=forgotten):
         assert not forgotten[r.items].any()
     with pytest.raises(ValueError):
-        Generator.from_pretrained(lm, cat, json_items="any")
+        HFBackend.from_pretrained(lm, cat, json_items="any")

@@ -120,8 +120,8 @@ def test_resume_is_idempotent_and_config_is_pinned(tuned):
 
 def test_merged_and_switched_adapters_serve_the_same_scores(tuned):
     from llmrec.llm.adapters import adapter_paths
+    from llmrec.llm.backends.hf import HFBackend
     from llmrec.llm.catalog import Catalog
-    from llmrec.llm.generator import Generator
     from llmrec.llm.prompt import UserContext
 
     ws, cfg, _ = tuned
@@ -132,8 +132,8 @@ def test_merged_and_switched_adapters_serve_the_same_scores(tuned):
         UserContext(u, {}, ds.inter_item[ds.inter_user == u][:8], None, np.arange(10, 20))
         for u in range(3)
     ]
-    merged = Generator.from_pretrained(cfg.base, cat, adapters=paths, merge=True)
-    peft = Generator.from_pretrained(cfg.base, cat, adapters=paths, merge=False)
+    merged = HFBackend.from_pretrained(cfg.base, cat, adapters=paths, merge=True)
+    peft = HFBackend.from_pretrained(cfg.base, cat, adapters=paths, merge=False)
     for name in [None, *paths]:
         a = merged.rank(ctx, "likelihood", adapter=name)
         b = peft.rank(ctx, "likelihood", adapter=name)

@@ -10,8 +10,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from llmrec.llm.backends.hf import HFBackend
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
-from llmrec.llm.generator import Generator
 from llmrec.llm.lm_builder import read_manifest
 from llmrec.llm.prompt import UserContext
 from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
@@ -83,7 +83,7 @@ def test_build_lm_is_deterministic(setup, tmp_path):
 @pytest.mark.parametrize("mode", MODES)
 def test_modes_rank_every_candidate_once(setup, mode):
     ws, lm = setup
-    gen = Generator.from_pretrained(lm, Catalog.from_dataset(ws.dataset), batch_size=4, top_k=5)
+    gen = HFBackend.from_pretrained(lm, Catalog.from_dataset(ws.dataset), batch_size=4, top_k=5)
     ctxs = contexts(ws)
     out = gen.rank(ctxs, mode)
     assert [r.user for r in out] == [c.user for c in ctxs]
@@ -101,8 +101,8 @@ def test_batching_does_not_change_results(setup, mode):
     ws, lm = setup
     cat = Catalog.from_dataset(ws.dataset)
     ctxs = contexts(ws, 5)
-    one = Generator.from_pretrained(lm, cat, batch_size=1, top_k=4).rank(ctxs, mode)
-    many = Generator.from_pretrained(lm, cat, batch_size=5, top_k=4).rank(ctxs, mode)
+    one = HFBackend.from_pretrained(lm, cat, batch_size=1, top_k=4).rank(ctxs, mode)
+    many = HFBackend.from_pretrained(lm, cat, batch_size=5, top_k=4).rank(ctxs, mode)
     for a, b in zip(one, many):
         assert a.items.tolist() == b.items.tolist()
         if mode == "likelihood":
@@ -114,7 +114,7 @@ def test_batching_does_not_change_results(setup, mode):
 def test_forgotten_items_are_never_produced_even_when_the_model_wants_them(setup, mode, scope):
     ws, lm = setup
     cat = Catalog.from_dataset(ws.dataset)
-    gen = Generator.from_pretrained(lm, cat, batch_size=3, top_k=6)
+    gen = HFBackend.from_pretrained(lm, cat, batch_size=3, top_k=6)
     ctxs = contexts(ws, 4)
     banned = np.unique(np.concatenate([c.candidates[:3] for c in ctxs]))
     tokens = torch.as_tensor(gen.verbalizer.token_ids[banned])
@@ -164,7 +164,7 @@ def test_multi_token_verbalisation_path(setup):
         )
     )
     cat = Catalog.from_dataset(ds)
-    gen = Generator(model, fast, cat, batch_size=4, top_k=3)
+    gen = HFBackend(model, fast, cat, batch_size=4, top_k=3)
     assert not gen.verbalizer.single_token and gen.builder.template.name == "cragru"
     ctxs = contexts(ws, 2)
     forgotten = np.zeros(ds.n_items, dtype=bool)

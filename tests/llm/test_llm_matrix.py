@@ -79,7 +79,7 @@ def greedy_history(builder, ctx: UserContext) -> int:
 
 
 def check_prompt(pipe: CragruPipeline, user: int) -> UserContext:
-    gen = pipe.generator
+    gen = pipe.backend
     ctx = pipe.context(user)
     assert len(ctx.history_items) >= 50  # the store gives the strategy's top 50
     enc = gen.prompt(ctx)
@@ -102,7 +102,7 @@ def check_tuning_prompt_equals_served(ws: Workspace, pipe: CragruPipeline) -> No
     data = ShardTrainingData(ws, cfg, 0, None)
     (e, *_) = epoch_examples(data.data, cfg.examples, cfg.seed, 0)
     ctx = UserContext(e.user, e.attributes, e.history_items, e.history_ratings, e.candidates)
-    served = pipe.generator.builder.encode(ctx).ids
+    served = pipe.backend.builder.encode(ctx).ids
     assert data.builder.encode(ctx).ids == served
     ex = data.example(e)
     cut = len(ex.ids) - ex.n_answer
@@ -110,7 +110,7 @@ def check_tuning_prompt_equals_served(ws: Workspace, pipe: CragruPipeline) -> No
 
 
 def check_likelihood(pipe: CragruPipeline, users: list[int]) -> None:
-    gen = pipe.generator
+    gen = pipe.backend
     ctxs = [pipe.context(u) for u in users]
     adapter = pipe.adapter_for(users[0])
     gen.batch_size = len(users)
@@ -129,7 +129,7 @@ def check_likelihood(pipe: CragruPipeline, users: list[int]) -> None:
 
 def check_constrained(pipe: CragruPipeline, user: int) -> None:
     (r,) = pipe.recommend([user], "constrained")
-    cands = {pipe.generator.verbalizer(int(i)) for i in pipe.context(user).candidates}
+    cands = {pipe.backend.verbalizer(int(i)) for i in pipe.context(user).candidates}
     ids = re.findall(r'"([^"]*)": \d+', r.text)
     assert re.fullmatch(r'\{("[^"]+": \d+, )*"[^"]+": \d+\}', r.text), r.text
     assert ids and set(ids) <= cands and len(ids) == len(set(ids)) == pipe.opt.top_k
@@ -170,7 +170,7 @@ def test_family_tune_serve_forget_audit(family, dataset, tmp_path, monkeypatch, 
                              "--candidates", "12", "--show-prompt")  # fmt: skip
         assert code == 0, err
         assert res["template"] == "cragru" and res["adapter"] == pipe.adapter_for(heavy)
-        assert res["prompt"] == pipe.generator.prompt(pipe.context(heavy), mode).text
+        assert res["prompt"] == pipe.backend.prompt(pipe.context(heavy), mode).text
         assert len(res["items"]) == pipe.opt.top_k
 
     # forget a user of the other shard from another directory, offline

@@ -25,8 +25,8 @@ from llmrec.data.synthetic import SyntheticSpec, write_synthetic
 from llmrec.errors import ArtifactError
 from llmrec.forget.runner import forget
 from llmrec.llm.adapters import tune_adapters
+from llmrec.llm.backends import MODES
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
-from llmrec.llm.generator import MODES
 from llmrec.llm.lm_builder import build_lm
 from llmrec.llm.parsing import parse_ranking
 from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
@@ -110,12 +110,12 @@ def test_prompts_list_no_forgotten_item_or_attribute(hostile, template):
     forgotten = set(np.flatnonzero(forgotten_mask(ws)).tolist())
     assert len(forgotten) == len(FORGOTTEN)
     victim = ds.user_index(VICTIM)
-    verb = ItemVerbalizer(Catalog.from_dataset(ds), pipe.generator.tokenizer.get_vocab())
+    verb = ItemVerbalizer(Catalog.from_dataset(ds), pipe.backend.tokenizer.get_vocab())
     for u in range(ds.n_users):
         ctx = pipe.context(u)
         assert not forgotten & set(ctx.history_items.tolist())
         assert not forgotten & set(ctx.candidates.tolist())
-        text = pipe.generator.builder.text(ctx)
+        text = pipe.backend.builder.text(ctx)
         if template == "cragru":
             # every listed entry's own id is retained (hostile titles only add text after it)
             listed = [verb.lookup(m) for m in ENTRY.findall(text)]
@@ -123,7 +123,7 @@ def test_prompts_list_no_forgotten_item_or_attribute(hostile, template):
             if any("{top_k}" in pipe.catalog.titles[i] for i in ctx.candidates):
                 assert "{top_k} {items} {title}" in text  # placeholders stay literal text
         else:
-            ids = set(pipe.generator.tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = set(pipe.backend.tokenizer(text, add_special_tokens=False)["input_ids"])
             assert not ids & set(verb.token_ids[sorted(forgotten)].tolist())
         if u == victim:
             assert "SECRET-GENDER" not in text
@@ -152,7 +152,7 @@ def test_served_rankings_keep_their_schema_and_never_a_forgotten_item(hostile, t
                 rep.entries
             )
             assert rep.fallback == (rep.valid == 0)
-    assert pipe.generator.stats["users"] == len(users)
+    assert pipe.backend.stats["users"] == len(users)
 
 
 def test_adapters_are_not_served_with_another_template(hostile):

@@ -87,8 +87,8 @@ def test_errors(tmp_path, capsys, only_retrieval_stage):
     with pytest.raises(SystemExit) as exc:
         main(["retrieve", *ws, "--user", "1", "--H", "-1"])
     assert exc.value.code == 2 and "--H" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # dp needs ratios fitted on VALID: not offered here
-        main(["retrieve", *ws, "--user", "1", "--strategy", "dp"])
+    with pytest.raises(SystemExit):  # not a strategy (dp is: tests/cli/test_candidate_sources_cli)
+        main(["retrieve", *ws, "--user", "1", "--strategy", "nonsense"])
     reqs = tmp_path / "user.jsonl"
     reqs.write_text(json.dumps({"kind": "user", "users": ["1"]}) + "\n")
     from llmrec.data.requests import load_requests

@@ -202,3 +202,12 @@ def test_paired_difference_matches_hand_computation():
     assert 0 < d["t_p_value"] < 1 and 0 < d["wilcoxon_p_value"] <= 1
     scaled = paired_difference(a, b, 0.5)
     assert scaled["mean_diff"] == pytest.approx((a - 0.5 * b).mean())
+
+
+def test_recommend_cli_serves_with_the_cpu_options(ready, capsys):
+    ws = ready
+    user = str(ws.dataset.user_tokens[0])
+    code, res = run_cli(capsys, ws, "recommend", "--user", user, "--quantize", "int8",
+                        "--prefix-cache", "--mode", "likelihood")  # fmt: skip
+    assert code == 0 and len(res["items"]) == 10
+    assert set(res["items"]) <= set(res["candidates"])

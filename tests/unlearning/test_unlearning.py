@@ -238,18 +238,23 @@ def test_cli_unlearn_writes_checkpoint_run_and_errors(tmp_path, synth, capsys):
         main(["train", "--model", "bpr", "--epochs", "3", "--set", "batch_size=1024", *common]) == 0
     )
     capsys.readouterr()
+    trained = tmp_path / "ws" / "artifacts" / "models" / "bpr.pt"
+    original = tmp_path / "bpr-before.pt"
+    original.write_bytes(trained.read_bytes())
     assert main(["unlearn", "--method", "alteraser", "--request", str(req), "--json", *common]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["ledger_version"] == 1 and res["record"]["method"] == "alteraser"
-    assert load_model(res["checkpoint"]).ledger_version == 1
+    assert res["checkpoint"] == str(trained) and load_model(trained).ledger_version == 1
     run = tmp_path / "ws" / "runs"
     latest = max(run.glob("unlearn-bpr-alteraser-*"))
     cfg = json.loads((latest / "config.json").read_text())
     assert cfg["settings"]["damping"] == 30.0 and cfg["requests"][0]["kind"] == "interactions"
     assert "NDCG@10" in (latest / "results.txt").read_text()
     assert json.loads((latest / "results.json").read_text())["checkpoint"] == res["checkpoint"]
-    # the same request again is recorded once; retrain at that version enables the comparison
-    assert main(["unlearn", "--method", "retrain", "--request", str(req), "--json", *common]) == 0
+    # the same request again is recorded once; retrain of the checkpoint before it, into a
+    # separate checkpoint (--checkpoint), enables the comparison
+    argv = ["unlearn", "--method", "retrain", "--request", str(req), "--json", *common]
+    assert main([*argv, "--checkpoint", str(original)]) == 0
     assert json.loads(capsys.readouterr().out)["ledger_version"] == 1
     assert main(["attack-membership", "--method", "alteraser", "--json", *common]) == 0
     audit = json.loads(capsys.readouterr().out)

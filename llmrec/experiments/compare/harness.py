@@ -52,14 +52,26 @@ from llmrec.experiments.compare.embedding import run_embedding
 from llmrec.experiments.compare.llm import scratch_dir
 from llmrec.experiments.compare.scenario import REQUEST_KIND, Scenario
 from llmrec.experiments.compare.stream import run_stream_seed
+from llmrec.progress import phase
 from llmrec.unlearning.registry import get_method
 from llmrec.workspace import Workspace
 
 
 def method_handles(name: str, kind: str) -> bool:
     """Whether the registered method ``name`` can honour requests of scenario ``kind``."""
+    return skip_reason(name, kind) is None
+
+
+def skip_reason(name: str, kind: str) -> str | None:
+    """Why the registered method ``name`` cannot honour scenario ``kind`` (``None``: it can)."""
     req_kind = REQUEST_KIND.get(kind)
-    return req_kind is None or req_kind in get_method(name).handles
+    handles = get_method(name).handles
+    if req_kind is None or req_kind in handles:
+        return None
+    return (
+        f"it handles only {', '.join(handles)} requests, and this scenario sends {req_kind} "
+        "requests"
+    )
 
 
 def run_method(ctx: Context, name: str) -> MethodOutput:
@@ -156,7 +168,8 @@ def run_seed(
     requests, forget_users = scenario.build(ws, before, seed)
     task = make_task((ds, ws.split, before), requests)
     after = task.after
-    original, secs = train_original(ws, base, seed, before, task.train_before, model_overrides)
+    with phase(f"seed {seed}: original {base}"):
+        original, secs = train_original(ws, base, seed, before, task.train_before, model_overrides)
     log(f"seed {seed}: original {base} trained in {secs:.1f}s; {requests[0].describe()}")
     excl = after.forgotten_items if after.forgotten_items.any() else None
     alive = np.flatnonzero(~after.forgotten_users)
@@ -190,14 +203,20 @@ def run_seed(
     order = [m for m in methods if m != "retrain"]
     if not attribute_only:
         order = ["retrain", *order]  # the embedding unlearners' gold, always run first
+    wall: dict[str, float] = {}
     for name in order:
         t = time.perf_counter()
-        outputs[name] = run_method(ctx, name)
-        log(f"  {name}: {outputs[name].seconds:.2f}s (wall {time.perf_counter() - t:.1f}s)")
+        with phase(f"seed {seed}: {name}"):
+            outputs[name] = run_method(ctx, name)
+        wall[name] = time.perf_counter() - t
+        log(f"  {name}: {outputs[name].seconds:.2f}s (wall {wall[name]:.1f}s)")
 
-    eval_after = {
-        n: evaluate_users(o.score_fn, ws, after.keep, alive, excl, k) for n, o in outputs.items()
-    }
+    eval_after, serving = {}, {}
+    for n, o in outputs.items():
+        t = time.perf_counter()
+        with phase(f"seed {seed}: {n}: serving and scoring {len(alive)} users"):
+            eval_after[n] = evaluate_users(o.score_fn, ws, after.keep, alive, excl, k)
+        serving[n] = time.perf_counter() - t
     # the original model, on the same retained users, for the "versus original" bias
     eval_original = evaluate_users(original.score, ws, after.keep, alive, excl, k)
     base_orig = PerUser.from_eval(eval_original, k)
@@ -221,8 +240,8 @@ def run_seed(
             return fallback if o.family == "embedding" else None
         return PerUser.from_eval(evaluate_users(fn, ws, after.keep, users, excl, k), k)
 
-    results: dict[str, dict] = {}
-    for name in [m for m in methods if m in outputs]:
+    def measure(name: str) -> dict:
+        """One method's entry: utility, fairness, bias, collateral, completeness."""
         o = outputs[name]
         ev = eval_after[name]
         per = ev["per_user"]
@@ -230,6 +249,10 @@ def run_seed(
             "family": o.family,
             "references": _references(o, base),
             "seconds": o.seconds,
+            # serving every retained user once after the request (rank + score), and the
+            # method's whole run (building, its gold's rebuild, pre-request serving included)
+            "serving_seconds": serving[name],
+            "wall_seconds": wall[name],
             "peak_memory_mb": o.peak_memory_mb,
             "speedup_vs_retrain": retrain_seconds / o.seconds if o.seconds > 0 else float("nan"),
             "utility": {
@@ -267,7 +290,12 @@ def run_seed(
         entry["completeness"] = _completeness(ctx, o) if completeness else {"exact": o.exact}
         if scenario.kind == "attribute" and o.user_embeddings is not None:
             entry["attribute_leakage"] = _leakage(ctx, o.user_embeddings, scenario.attributes, seed)
-        results[name] = entry
+        return entry
+
+    results: dict[str, dict] = {}
+    for name in [m for m in methods if m in outputs]:
+        with phase(f"seed {seed}: {name}: bias, fairness and completeness"):
+            results[name] = measure(name)
     if scenario.kind == "attribute":
         results.setdefault("_original", {})["attribute_leakage"] = _leakage(
             ctx, original.user_embeddings().detach().cpu().numpy(), scenario.attributes, seed
@@ -374,11 +402,11 @@ def run_compare(
         raise LlmrecError(f"fairness NDCG must be 'recbole' or 'cure', got {fairness_ndcg!r}")
     _check_overrides(base, model_overrides or {})
     parsed = [Scenario.parse(s) for s in scenarios]
-    plan = {}
+    plan, skipped = {}, {}
     for sc in parsed:
-        ms = [m for m in methods if method_handles(m, sc.kind)]
-        if sc.kind == "file":
-            ms = list(methods)
+        reasons = {} if sc.kind == "file" else {m: skip_reason(m, sc.kind) for m in methods}
+        ms = [m for m in methods if reasons.get(m) is None]
+        skipped[sc.spec] = {m: r for m, r in reasons.items() if r is not None}
         if not ms:
             raise LlmrecError(
                 f"none of the methods {', '.join(methods)} handles scenario {sc.spec!r}"
@@ -389,6 +417,7 @@ def run_compare(
         "scenarios": list(scenarios),
         "methods": list(methods),
         "plan": plan,
+        "skipped": skipped,
         "base": base,
         "seeds": list(seeds),
         "k_neighbours": k_neighbours,
@@ -410,6 +439,8 @@ def run_compare(
     try:
         for sc in parsed:
             log(f"scenario {sc.spec}: methods {', '.join(plan[sc.spec])}")
+            for m, why in skipped[sc.spec].items():
+                log(f"scenario {sc.spec}: {m} skipped: {why}")
             by_scenario[sc.spec] = [
                 run_seed(
                     ws,

@@ -20,6 +20,7 @@ import numpy as np
 from llmrec.errors import LlmrecError
 from llmrec.evaluation.ranking import ranking_first_scores
 from llmrec.experiments.compare.base import Context, MethodOutput, valid_ndcg
+from llmrec.progress import phase
 from llmrec.unlearning.method import Method
 from llmrec.unlearning.registry import register_method
 
@@ -251,10 +252,11 @@ class Cragru(LLMMethod):
 
         phases: dict[str, float] = {}
 
-        def timed(phase: str, fn):
+        def timed(step: str, fn):
             t = time.perf_counter()
-            out = fn()
-            phases[phase] = round(time.perf_counter() - t, 2)
+            with phase(f"{self.name}: {step.replace('_', ' ')}"):
+                out = fn()
+            phases[step] = round(time.perf_counter() - t, 2)
             return out
 
         lm = timed("base_lm", lambda: _base_lm(ctx))
@@ -265,7 +267,7 @@ class Cragru(LLMMethod):
         original_fn = timed(
             "serve_original", lambda: _serving(CragruPipeline(sub, opts), ref_users)
         )
-        with PeakMemory() as mem:
+        with PeakMemory() as mem, phase(f"{self.name}: forget"):
             t0 = time.perf_counter()
             applied = forget(sub, ctx.requests)
             seconds = time.perf_counter() - t0

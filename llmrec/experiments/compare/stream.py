@@ -22,6 +22,7 @@ from llmrec.data.requests import user_interactions_request
 from llmrec.data.split import TEST, TRAIN
 from llmrec.experiments.compare.base import evaluate_users, pairs, train_original
 from llmrec.experiments.compare.embedding import embedding_stream
+from llmrec.progress import phase
 from llmrec.unlearning.registry import get_method
 from llmrec.workspace import Workspace
 
@@ -91,10 +92,11 @@ def run_stream_seed(
     for name in methods:
         t = time.perf_counter()
         cls = get_method(name)
-        if cls.family == "embedding":
-            rows = embedding_stream(ctx, cls, requests, views, measure)
-        else:
-            rows = cls.create(seed).run_stream(ctx, requests, views, measure)
+        with phase(f"seed {seed}: {name}: {len(requests)} requests one at a time"):
+            if cls.family == "embedding":
+                rows = embedding_stream(ctx, cls, requests, views, measure)
+            else:
+                rows = cls.create(seed).run_stream(ctx, requests, views, measure)
         cum = np.cumsum([r["seconds"] for r in rows])
         for r, c in zip(rows, cum):
             r["cumulative_seconds"] = float(c)

@@ -15,7 +15,8 @@ registry (kind ``checkpoint``) and the workspace's files. Each checkpoint record
 **Apply** brings every checkpoint older than the ledger to the newest version with its
 *update method*: an unlearned checkpoint with its own method (and settings); a trained
 checkpoint with the workspace's ``cf_method`` (``workspace.json``; ``retrain`` by default, set
-with ``llmrec forget --cf-method NAME``). A request span that leaves a checkpoint's training
+with ``llmrec forget --cf-method NAME``), or with the method ``llmrec unlearn --method NAME``
+names for its own requests. A request span that leaves a checkpoint's training
 pairs unchanged (an attribute request, for a method that does not handle attributes) keeps its
 weights; a method that cannot honour a request kind of the span falls back to ``retrain``
 (said in the output). Applying twice at one version changes nothing.
@@ -39,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from llmrec.errors import ArtifactError, LlmrecError
-from llmrec.forget.stage import StageAudit, StageContext
+from llmrec.forget.registry import register_stage
+from llmrec.forget.stage import Found, StageAudit, StageContext, finding
 from llmrec.workspace import Workspace
 
 KIND = "checkpoint"
@@ -127,9 +129,10 @@ def update_method(ws: Workspace, ck: Checkpoint, model: Any) -> tuple[str, dict]
         settings = extra.get("settings") or {}
         params = {k: v for k, v in settings.items() if k not in ("method", "model_config")}
         return extra["method"], params
-    cls = get_method(ws.cf_method)
+    method, params = ws.cf_method_of(ck.name)  # `llmrec unlearn --method` chooses for one run
+    cls = get_method(method)
     base = str(getattr(model, "model_name", "") or model.config.get("model", ""))
-    return ws.cf_method, {**cls.workspace_defaults(ws.root, base), **ws.cf_params}
+    return method, {**cls.workspace_defaults(ws.root, base), **params}
 
 
 def record_extra(
@@ -191,21 +194,15 @@ def start_unlearned(
     return True
 
 
-def unreadable_checkpoints(ws: Workspace) -> list[dict]:
-    """Checkpoint files that are not torch checkpoints at all (cheap: the file's zip header),
-    which the stage could not update: findings naming them."""
-    out = []
-    for name, path in checkpoint_files(ws):
-        if path.is_file() and not zipfile.is_zipfile(path):
-            out.append(
-                {
-                    "artifact": name,
-                    "path": str(path),
-                    "problem": f"unreadable checkpoint {path} (not a torch checkpoint): "
-                    f"retrain it with 'llmrec train' or delete it",
-                }
-            )
-    return out
+def unreadable(path: Path) -> str | None:
+    """Why the checkpoint file at ``path`` is not a torch checkpoint at all (cheap: the file's
+    zip header), which the stage could not update; ``None`` when it may be one."""
+    if path.is_file() and not zipfile.is_zipfile(path):
+        return (
+            f"unreadable checkpoint {path} (not a torch checkpoint): "
+            "retrain it with 'llmrec train' or delete it"
+        )
+    return None
 
 
 def _plain(obj: dict) -> dict:
@@ -298,10 +295,6 @@ def update(ctx: StageContext, ck: Checkpoint, model: Any) -> dict:
 
 
 # ------------------------------------------------------------------------------ audit
-def _finding(ck: Checkpoint, problem: str) -> dict:
-    return {"artifact": ck.name, "path": str(ck.path), "problem": problem}
-
-
 def audit(ctx: StageContext) -> StageAudit:
     """Findings and approximate checkpoints (module docstring)."""
     from llmrec.data.split import TRAIN
@@ -318,17 +311,24 @@ def audit(ctx: StageContext) -> StageAudit:
         try:
             model = _load(ck.path)
         except Exception as exc:  # an untrusted file: torch.load may fail in any way
-            rep.findings.append(_finding(ck, f"unreadable checkpoint ({str(exc)[:200]})"))
+            rep.findings.append(
+                finding(ck.name, ck.path, f"unreadable checkpoint ({str(exc)[:200]})")
+            )
             continue
         v = int(model.ledger_version)
         if ck.registered_version is not None and v != ck.registered_version:
             rep.findings.append(
-                _finding(ck, f"file says ledger v{v}, registry says v{ck.registered_version}")
+                finding(
+                    ck.name,
+                    ck.path,
+                    f"file says ledger v{v}, registry says v{ck.registered_version}",
+                )
             )
         if v > ctx.version:
             rep.findings.append(
-                _finding(
-                    ck,
+                finding(
+                    ck.name,
+                    ck.path,
                     f"claims ledger v{v} but the ledger is at v{ctx.version}: "
                     "the ledger was lost or replaced",
                 )
@@ -336,15 +336,18 @@ def audit(ctx: StageContext) -> StageAudit:
             continue
         if v < ctx.version:
             rep.findings.append(
-                _finding(ck, f"stale: reflects ledger v{v}, ledger is at v{ctx.version}")
+                finding(
+                    ck.name, ck.path, f"stale: reflects ledger v{v}, ledger is at v{ctx.version}"
+                )
             )
             continue
         extra = dict(model.extra or {})
         recorded = extra.get("train_hash")
         if recorded is not None and recorded != retained:
             rep.findings.append(
-                _finding(
-                    ck,
+                finding(
+                    ck.name,
+                    ck.path,
                     "updated on other training pairs than the retained ones (training-pairs "
                     "hash differs): it may hold forgotten interactions",
                 )
@@ -377,9 +380,31 @@ def _forgotten_users_moved(ck: Checkpoint, model: Any, view: Any) -> list[dict]:
         return []
     tokens = ", ".join(str(view.dataset.user_tokens[u]) for u in moved[:5])
     return [
-        _finding(
-            ck,
+        finding(
+            ck.name,
+            ck.path,
             f"holds forgotten user(s) {tokens}: their embedding rows were trained (a model "
             "trained without them leaves them at the seeded initial values)",
         )
     ]
+
+
+# ------------------------------------------------------------------------------ the stage
+@register_stage
+class CheckpointStage:
+    """Trained and unlearned CF checkpoints, updated by their configured method."""
+
+    name = "checkpoints"
+    order = 400
+
+    def discover(self, ws: Workspace) -> list[Found]:
+        return [
+            Found(name, KIND, path, unusable=unreadable(path))
+            for name, path in checkpoint_files(ws)
+        ]
+
+    def apply(self, ctx: StageContext) -> dict:
+        return apply(ctx)
+
+    def audit(self, ctx: StageContext) -> StageAudit:
+        return audit(ctx)

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.errors import LlmrecError
-from llmrec.forget.stage import StageAudit, StageContext
+from llmrec.forget.registry import register_stage
+from llmrec.forget.stage import Found, StageAudit, StageContext, finding
 from llmrec.io import atomic_write_text
 from llmrec.workspace import Workspace
 
@@ -183,24 +184,24 @@ def audit(ctx: StageContext) -> StageAudit:
     registered, unregistered = workspaces(ctx.ws)
     for p in unregistered:
         findings.append(
-            {
-                "artifact": "runs:workspace",
-                "path": str(p),
-                "problem": "a workspace under runs/ that forget has not covered (not registered "
-                "in workspaces.json): delete it, or the next 'llmrec forget' request adopts it",
-            }
+            finding(
+                "runs:workspace",
+                p,
+                "a workspace under runs/ that forget has not covered (not registered in "
+                "workspaces.json): delete it, or the next 'llmrec forget' request adopts it",
+            )
         )
     for p in registered:
         sub = Workspace(p)
         lag = _lags(ctx, sub)
         if lag:
             findings.append(
-                {
-                    "artifact": "runs:workspace",
-                    "path": str(p),
-                    "problem": f"kept workspace lacks requests v{lag[:5]} of this ledger "
-                    "(run 'llmrec forget' to resume)",
-                }
+                finding(
+                    "runs:workspace",
+                    p,
+                    f"kept workspace lacks requests v{lag[:5]} of this ledger (run 'llmrec "
+                    "forget' to resume)",
+                )
             )
             continue
         for f in run_audit(sub)["violations"]:
@@ -213,12 +214,32 @@ def audit(ctx: StageContext) -> StageAudit:
         named = named_users(obj) & affected_users(ctx, _run_version(obj))
         if named:
             findings.append(
-                {
-                    "artifact": "runs:results",
-                    "path": str(path),
-                    "problem": f"per-user rows of {len(named)} user(s) who lost data since the "
-                    "run (run 'llmrec forget' to scrub them)",
-                }
+                finding(
+                    "runs:results",
+                    path,
+                    f"per-user rows of {len(named)} user(s) who lost data since the run (run "
+                    "'llmrec forget' to scrub them)",
+                )
             )
     names = [f"runs:{p.name}" for p in registered] + [f"runs:{p.parent.name}" for p in files]
     return StageAudit(findings, names)
+
+
+@register_stage
+class RunsStage:
+    """Run folders: kept workspaces follow the ledger; result files lose the per-user rows of
+    users who lost data since their run (module docstring)."""
+
+    name = "runs"
+    order = 900  # after every stage of this workspace's own artifacts, before the served log
+
+    def discover(self, ws: Workspace) -> list[Found]:
+        registered, unregistered = workspaces(ws)
+        found = [Found(f"runs:{p.name}", "kept-workspace", p) for p in registered + unregistered]
+        return found + [Found(f"runs:{p.parent.name}", "run-results", p) for p in result_files(ws)]
+
+    def apply(self, ctx: StageContext) -> dict:
+        return apply(ctx)
+
+    def audit(self, ctx: StageContext) -> StageAudit:
+        return audit(ctx)

@@ -1,4 +1,6 @@
-"""Ranking candidates with any Hugging Face causal LM, in four modes.
+"""The Hugging Face + peft serving backend: any ``AutoModelForCausalLM``, optionally with LoRA
+adapters (merged copies per adapter, or switched on one peft model), as a
+:class:`~llmrec.llm.backends.base.RankBackend`.
 
 Prompts follow the prompt contract of :class:`llmrec.llm.prompt.PromptBuilder` (the template
 and chat template the adapters were tuned with, BOS where the tokenizer adds it, history filled
@@ -13,24 +15,33 @@ to the model's true context length); answers are tokenised in context.
   ...) and ranked from one next-token distribution over the labels.
 * ``json`` -- the model writes ``{item_id: score}`` itself (greedy: ids, scores, separators and
   where to stop); :func:`parse_ranking` validates it (unknown ids, duplicates, forgotten items
-  dropped; fallback to the candidate order counted). With single-token ids the item tokens the
-  model may write are the candidates it has not written yet (``json_items="candidates"``, the
-  default; ``"free"``: every non-forgotten item); the JSON text is the model's own.
+  dropped; fallback to the candidate order counted). With single-token item ids the item tokens
+  the model may write are the candidates it has not written yet (``json_items="candidates"``,
+  the default; ``"free"``: every non-forgotten item); the JSON text is the model's own.
 * ``constrained`` -- greedy decoding restricted to valid answers over the candidates (or the
-  catalogue) minus forgotten items: item slots follow a token trie for single-token ids and a
-  text-level constraint (:mod:`llmrec.llm.constrained`) for ids spelled as text, with the JSON
-  scaffold forced, so the answer always parses to exact ids.
+  catalogue) minus forgotten items (:mod:`llmrec.llm.constrained`, applied here as a logits
+  processor), with the JSON scaffold forced, so the answer always parses to exact ids.
 
 Whatever the mode and whatever the model prefers, a forgotten item is never returned: it is
 removed from the candidates, from the trie and from the parsed answer.
+
+CPU serving options (off by default; ``scripts/bench.py llm --levers`` measures each against the
+default, with the agreement of the rankings):
+
+* ``quantize="int8"`` -- dynamic int8 quantisation of every ``Linear`` layer (weights int8,
+  activations quantised per batch; CPU only, merged adapters only);
+* ``memo=True`` -- answers kept in the process-wide :mod:`~llmrec.llm.backends.memo`, keyed by
+  the prompt, candidates, answer settings, base weights and adapter bytes;
+* ``prefix_cache=True`` -- the likelihood and verbalizer modes run the instruction prefix every
+  prompt of a batch shares once per adapter and reuse its KV cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,46 +49,34 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
+from llmrec.llm.backends.base import (
+    BackendSpec,
+    Ranking,
+    check_mode,
+    encode_prompt,
+    forgotten_mask,
+    index_labels,
+    ranked,
+    without_forgotten,
+)
+from llmrec.llm.backends.memo import SHARED_MEMO, RankMemo, digest, folder_digest, module_digest
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
-from llmrec.llm.constrained import TextConstraint, VocabIndex
-from llmrec.llm.loading import LoadOptions, ensure_pad, load_model, load_tokenizer, resolve_base
+from llmrec.llm.constrained import AnswerConstraint, AnswerSpelling, TextConstraint, VocabIndex
+from llmrec.llm.loading import (
+    LoadOptions,
+    ensure_pad,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+    weights_hash,
+)
 from llmrec.llm.lora import TokenizedExample, collate
-from llmrec.llm.parsing import ParseReport, parse_ranking, scrub
-from llmrec.llm.prompt import EncodedPrompt, PromptBuilder, UserContext, context_limit, span_tokens
-from llmrec.llm.trie import ItemTrie
+from llmrec.llm.parsing import parse_ranking, scrub
+from llmrec.llm.prompt import EncodedPrompt, PromptBuilder, UserContext, context_limit
 from prompts import ANSWER_OPEN, PromptTemplate, default_template
 
-MODES = ("likelihood", "json", "constrained")
-RANK_MODES = MODES + ("verbalizer",)  # verbalizer: candidates under index labels (LlamaRec)
-
-
-@dataclass
-class Ranking:
-    """One user's regenerated ranking of the candidate list (forgotten items removed)."""
-
-    user: int
-    items: np.ndarray
-    scores: np.ndarray
-    mode: str
-    fallback: bool = False
-    report: ParseReport | None = None
-    text: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self, item_tokens: Sequence[str] | None = None) -> dict[str, Any]:
-        items = self.items.tolist()
-        out: dict[str, Any] = {
-            "user": self.user,
-            "mode": self.mode,
-            "items": [str(item_tokens[i]) for i in items] if item_tokens is not None else items,
-            "scores": [None if np.isnan(s) else float(s) for s in self.scores],
-            "fallback": self.fallback,
-        }
-        if self.report is not None:
-            out["parse"] = self.report.to_dict()
-        if self.text is not None:
-            out["text"] = self.text
-        return out
+#: the shortest shared prefix worth a KV cache of its own (``prefix_cache``)
+MIN_PREFIX = 8
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -140,105 +139,22 @@ class _CandidateItems(LogitsProcessor):
         return out
 
 
-class _RowState:
-    __slots__ = ("consumed", "phase", "prefix", "items", "scaffold", "pos")
+class _Constrained(LogitsProcessor):
+    """Applies a constraint automaton (:mod:`llmrec.llm.constrained`) to greedy decoding: per
+    row, every token but those the automaton allows after the row's written tokens is banned."""
 
-    def __init__(self) -> None:
-        self.consumed = 0
-        self.phase = "item"
-        self.prefix: list[int] = []
-        self.items: list[int] = []
-        self.scaffold: list[int] = []
-        self.pos = 0
-
-
-class AnswerConstraint(LogitsProcessor):
-    """Forces ``item": score, "item": score}`` with items from a trie (greedy decoding).
-
-    Per row, item slots may only spell items of the trie that are in ``allowed[row]`` and not yet
-    written; after ``k_items`` items (or when none is left) the object is closed and EOS forced.
-    """
-
-    def __init__(
-        self,
-        trie: ItemTrie,
-        allowed: Sequence[set[int] | None],
-        scaffolds: tuple[list[list[int]], list[list[int]]],
-        prompt_width: int,
-        k_items: int,
-        eos_id: int,
-    ):
-        """``scaffolds``: the in-context tokens between item ``j`` and the next one
-        (``": 10, "``) and after the last one (``": 10}``), for ``j < k_items``."""
-        self.trie = trie
-        self.allowed = [None if a is None else set(a) for a in allowed]
+    def __init__(self, constraint: AnswerConstraint | TextConstraint, prompt_width: int):
+        self.constraint = constraint
         self.width = prompt_width
-        self.k = k_items
-        self.eos = eos_id
-        self.mid, self.final = scaffolds
-        self.states = [_RowState() for _ in allowed]
-
-    def _remaining(self, row: int, st: _RowState) -> set[int] | None:
-        a = self.allowed[row]
-        if a is None:
-            return None
-        return a.difference(st.items)
-
-    def _closing(self, row: int, st: _RowState, item: int) -> list[int]:
-        j = len(st.items)  # index of the item being completed
-        rem = self._remaining(row, st)
-        left = None if rem is None else rem - {item}
-        if j + 1 >= self.k or (left is not None and not left):
-            return self.final[j]
-        return self.mid[j]
-
-    def _advance(self, row: int, st: _RowState, tok: int) -> None:
-        if st.phase == "item":
-            ext = st.prefix + [tok]
-            if self.trie.node(ext) is not None:
-                st.prefix = ext
-                return
-            item = self.trie.complete(st.prefix)
-            if item is None:  # cannot happen under the mask; end the answer defensively
-                st.phase = "done"
-                return
-            st.scaffold = self._closing(row, st, item)
-            st.items.append(item)
-            st.prefix = []
-            st.phase, st.pos = "scaffold", 1
-        else:
-            st.pos += 1
-        if st.phase == "scaffold" and st.pos >= len(st.scaffold):
-            final = len(st.items) >= self.k or st.scaffold == self.final[len(st.items) - 1]
-            st.phase = "done" if final else "item"
-
-    def allowed_tokens(self, row: int, st: _RowState) -> list[int]:
-        if st.phase == "done":
-            return [self.eos]
-        if st.phase == "scaffold":
-            return [st.scaffold[st.pos]]
-        rem = self._remaining(row, st)
-        out = self.trie.next_tokens(st.prefix, rem)
-        item = self.trie.complete(st.prefix, rem)
-        if item is not None:
-            out.append(self._closing(row, st, item)[0])
-        return out or [self.eos]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         mask = torch.full_like(scores, -torch.inf)
-        gen = input_ids[:, self.width :].tolist()
-        for row, toks in enumerate(gen):
-            st = self.states[row]
-            if len(toks) < st.consumed:  # a new generation reused the processor
-                st = self.states[row] = _RowState()
-            for t in toks[st.consumed :]:
-                self._advance(row, st, int(t))
-            st.consumed = len(toks)
-            mask[row, self.allowed_tokens(row, st)] = 0.0
+        for row, toks in enumerate(input_ids[:, self.width :].tolist()):
+            mask[row, self.constraint.allowed_after(row, toks)] = 0.0
         return scores + mask
 
 
-class Generator:
+class HFBackend:
     """A causal LM (any ``AutoModelForCausalLM``), optionally with LoRA adapters, as a ranker.
 
     ``kv_cache`` (likelihood with multi-token ids): run the prompt once and score every
@@ -259,7 +175,13 @@ class Generator:
         merged: dict[str, Any] | None = None,
         kv_cache: bool = True,
         json_items: str = "candidates",
+        quantize: str | None = None,
+        memo: bool | RankMemo = False,
+        prefix_cache: bool = False,
+        identity: dict[str, Any] | None = None,
     ):
+        """``identity`` (for the memo): ``{"base": hash, "adapters": {name: hash}}`` of the
+        files the model was loaded from (default: hashes of the loaded weights)."""
         placed = getattr(model, "hf_device_map", None) is not None
         if placed:  # dispatched by a device map: leave it where it is
             self.device = next(model.parameters()).device
@@ -276,6 +198,7 @@ class Generator:
             template = default_template(self.verbalizer.single_token)
         limit = max_prompt_tokens or context_limit(tokenizer, model.config)
         self.builder = PromptBuilder(template, catalog, self.verbalizer, tokenizer, top_k, limit)
+        self.spelling = AnswerSpelling(self.builder, self.verbalizer, self.tokenizer)
         self.batch_size = batch_size
         self.top_k = top_k
         self.max_prompt_tokens = limit
@@ -283,14 +206,56 @@ class Generator:
         if json_items not in ("candidates", "free"):
             raise ValueError(f"json_items must be 'candidates' or 'free', got {json_items!r}")
         self.json_items = json_items
-        self._trie: ItemTrie | None = None
-        self._trie_removed: frozenset[int] = frozenset()
-        self._item_seqs: list[list[int]] | None = None
-        self._scaffolds: tuple[list[list[int]], list[list[int]]] | None = None
-        self._vocab: VocabIndex | None = None
-        self.stats: dict[str, float] = {"users": 0, "seconds": 0.0, "fallbacks": 0}
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        self.quantize = quantize
+        if quantize:
+            self._quantize_int8()
+        self.memo: RankMemo | None = (
+            SHARED_MEMO if memo is True else memo if isinstance(memo, RankMemo) else None
+        )
+        self.identity = identity
+        self.prefix_cache = prefix_cache
+        self._prefix_kv: dict[tuple, Any] = {}
+        self._instruction: list[int] | None = None
+        self._adapter: str | None = None
+        self._encoded: dict[tuple[int, bool], EncodedPrompt] = {}
+        self.stats: dict[str, float] = {
+            "users": 0,
+            "seconds": 0.0,
+            "fallbacks": 0,
+            "memo_hits": 0,
+            "prompt_tokens": 0,
+        }
+        self._modes = {
+            "likelihood": self._likelihood,
+            "verbalizer": self._verbalizer,
+            "json": self._json,
+            "constrained": self._constrained,
+        }
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_spec(cls, spec: BackendSpec) -> HFBackend:
+        """The backend of a :class:`BackendSpec` (what serving builds); ``spec.options`` go to
+        :meth:`from_pretrained`."""
+        load = spec.load or LoadOptions()
+        return cls.from_pretrained(
+            spec.model,
+            spec.catalog,
+            adapters=spec.adapters,
+            device=spec.device,
+            template=spec.template,
+            batch_size=spec.batch_size,
+            top_k=spec.top_k,
+            dtype=None if load.dtype == "auto" else load.dtype,
+            device_map=load.device_map,
+            attn_implementation=load.attn_implementation,
+            trust_remote_code=load.trust_remote_code,
+            revision=load.revision,
+            **spec.options,
+        )
+
     @classmethod
     def from_pretrained(
         cls,
@@ -305,7 +270,7 @@ class Generator:
         trust_remote_code: bool = False,
         revision: str | None = None,
         **kwargs: Any,
-    ) -> Generator:
+    ) -> HFBackend:
         """Load a local folder or a cached hub id (and named peft adapters), from local files.
 
         ``dtype``: a ``torch.dtype`` or ``auto|float32|bfloat16|float16`` (default: bfloat16 on
@@ -330,6 +295,14 @@ class Generator:
         base = resolve_base(name_or_path)
         tok = load_tokenizer(base, opts)
         model = load_model(base, opts, device=None if dev is None else str(dev))
+        memo = kwargs.get("memo")
+        if (memo is True or isinstance(memo, RankMemo)) and "identity" not in kwargs:
+            kwargs["identity"] = {  # what the memo keys answers on
+                "base": weights_hash(base, revision),
+                "load": opts.to_dict(),
+                "adapters": {n: folder_digest(p) for n, p in (adapters or {}).items()},
+                "merge": merge,
+            }
         if not adapters:
             return cls(model, tok, catalog, device=dev, **kwargs)
         from peft import PeftModel
@@ -355,10 +328,9 @@ class Generator:
 
     def _adapter_ctx(self, adapter: str | None):
         """Context selecting ``adapter`` (``None``: the base model, adapters disabled)."""
-        import contextlib
-
         if adapter is not None and adapter not in self.adapters:
             raise ValueError(f"adapter {adapter!r} requested but the model has {self.adapters}")
+        self._adapter = adapter
         if self.merged or not self.adapters:
             self.active = self.model if adapter is None else self.merged[adapter]
             return contextlib.nullcontext()
@@ -368,7 +340,7 @@ class Generator:
         self.model.set_adapter(adapter)
         return contextlib.nullcontext()
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ RankBackend
     def rank(
         self,
         contexts: Sequence[UserContext],
@@ -384,38 +356,40 @@ class Generator:
         ``mode`` ``verbalizer``: candidates are written under index labels and ranked from the
         next-token distribution over the labels (LlamaRec).
         """
-        if mode not in RANK_MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(RANK_MODES)}")
-        forgotten = (
-            np.zeros(len(self.catalog), dtype=bool)
-            if forgotten is None
-            else np.asarray(forgotten, dtype=bool)
-        )
-        clean = [
-            UserContext(
-                c.user,
-                c.attributes,
-                c.history_items,
-                c.history_ratings,
-                np.asarray(c.candidates, dtype=np.int64)[
-                    ~forgotten[np.asarray(c.candidates, dtype=np.int64)]
-                ],
-            )
-            for c in contexts
-        ]
+        check_mode(mode, scope)
+        forgotten = forgotten_mask(forgotten, len(self.catalog))
+        clean = without_forgotten(contexts, forgotten)
+        run = self._modes[mode]
+        # nothing to rank (every candidate forgotten): an empty ranking, the model not asked
+        # (a catalogue-scope answer may still name other items)
+        asked = [k for k, c in enumerate(clean) if len(c.candidates) or scope == "catalog"]
+        out = [ranked(c, np.zeros(0), mode) for c in clean]
         t0 = time.perf_counter()
-        out: list[Ranking] = []
+        keys: dict[int, str] = {}
         with torch.no_grad(), self._adapter_ctx(adapter):
-            for s in range(0, len(clean), self.batch_size):
-                batch = clean[s : s + self.batch_size]
-                if mode == "likelihood":
-                    out += self._likelihood(batch)
-                elif mode == "verbalizer":
-                    out += [self._verbalized(c) for c in batch]
-                elif mode == "json":
-                    out += self._generate(batch, forgotten, constrained=False)
-                else:
-                    out += self._generate(batch, forgotten, constrained=True, scope=scope)
+            if self.memo is not None:
+                keys = {k: self._memo_key(clean[k], mode, scope, forgotten) for k in asked}
+                hits = {k: self.memo.get(keys[k]) for k in asked}
+                for k, hit in hits.items():
+                    if hit is not None:
+                        out[k] = hit
+                self.stats["memo_hits"] += sum(h is not None for h in hits.values())
+                asked = [k for k in asked if hits[k] is None]
+            todo = [clean[k] for k in asked]
+            got: list[Ranking] = []
+            try:
+                for s in range(0, len(todo), self.batch_size):
+                    got += run(todo[s : s + self.batch_size], forgotten, scope)
+                read = {id(c) for c in todo}
+                self.stats["prompt_tokens"] += sum(
+                    len(e.ids) for (i, _), e in self._encoded.items() if i in read
+                )
+            finally:
+                self._encoded.clear()
+        for k, r in zip(asked, got):
+            out[k] = r
+            if self.memo is not None:
+                self.memo.put(keys[k], r)
         for r in out:  # defence in depth: nothing forgotten leaves this method
             keep = ~forgotten[r.items] if len(r.items) else np.zeros(0, bool)
             r.items, r.scores = r.items[keep], r.scores[keep]
@@ -424,21 +398,149 @@ class Generator:
         self.stats["fallbacks"] += sum(r.fallback for r in out)
         return out
 
+    def _encode(self, ctx: UserContext, labels: Sequence[str] | None = None) -> EncodedPrompt:
+        """``builder.encode`` once per context and rank call (the memo key needs it too)."""
+        key = (id(ctx), labels is not None)
+        enc = self._encoded.get(key)
+        if enc is None:
+            enc = self.builder.encode(ctx, labels=labels)
+            self._encoded[key] = enc
+        return enc
+
+    # ------------------------------------------------------------------ CPU serving options
+    def _quantize_int8(self) -> None:
+        """Dynamic int8 quantisation of every ``Linear`` layer (weights int8, activations per
+        batch) of the base model and the merged copies."""
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        if self.device.type != "cpu":
+            raise ValueError("int8 dynamic quantisation runs on CPU only (use --device cpu)")
+        if getattr(self.model, "peft_config", None):
+            raise ValueError("int8 quantisation serves merged adapters only (merge=True)")
+
+        def q(m: Any) -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao -> torchao
+                warnings.simplefilter("ignore", UserWarning)  # quantised tensor creation
+                return quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8).eval()
+
+        self.model = q(self.model)
+        self.merged = {k: q(m) for k, m in self.merged.items()}
+        self.active = self.model
+
+    def _weights_id(self, adapter: str | None) -> str:
+        """What the answers of ``adapter`` (``None``: the base) are computed with."""
+        ident = self.identity
+        if ident is None:  # built from a model object: hash what is loaded
+            ident = self.identity = {"weights": {}}
+        if "weights" in ident:
+            if adapter not in ident["weights"]:
+                model = self.model if adapter is None or not self.merged else self.merged[adapter]
+                ident["weights"][adapter] = module_digest(model)
+            return digest(ident["weights"][adapter], adapter, self.quantize)
+        adapters = ident.get("adapters", {})
+        return digest(ident["base"], ident.get("load"), ident.get("merge"), adapter,
+                      adapters.get(adapter), self.quantize, str(self.device))  # fmt: skip
+
+    def _memo_key(self, ctx: UserContext, mode: str, scope: str, forgotten: np.ndarray) -> str:
+        """Everything the answer for ``ctx`` depends on (see :mod:`~llmrec.llm.backends.memo`):
+        the prompt's token ids in this mode, the candidates, the answer settings, the weights;
+        the forgotten set where the model may name items outside the candidates; the whole
+        history where the answer may not name it (catalogue scope)."""
+        labels = index_labels(len(ctx.candidates)) if mode == "verbalizer" else None
+        enc = self._encode(ctx, labels)
+        free = (mode == "constrained" and scope == "catalog") or (
+            mode == "json"
+            and not (self.verbalizer.single_token and self.json_items == "candidates")
+        )
+        return digest(
+            self._weights_id(self._adapter),
+            mode,
+            scope,
+            self.top_k,
+            self.json_items,
+            self.kv_cache,
+            self.prefix_cache,
+            self.builder.template.name,
+            np.asarray(enc.ids, dtype=np.int64),
+            np.asarray(ctx.candidates, dtype=np.int64),
+            np.flatnonzero(forgotten) if free else None,
+            np.asarray(ctx.history_items, dtype=np.int64) if scope == "catalog" else None,
+        )
+
+    def instruction_prefix(self) -> list[int]:
+        """The token ids every prompt of this builder starts with (system text, chat markup and
+        whatever the template writes before the first user-specific word): the common prefix
+        of two prompts that share no attribute, history or candidate."""
+        if self._instruction is None:
+            n = len(self.catalog)
+            one = np.array([0]), np.array([max(n - 1, 0)])
+            a = UserContext(-1, {"gender": "F", "age": "1"}, one[0], np.array([5.0]), one[1])
+            b = UserContext(-2, {"gender": "M", "age": "56"}, one[1], np.array([1.0]), one[0])
+            ia, ib = self.builder.encode(a).ids, self.builder.encode(b).ids
+            k = 0
+            while k < min(len(ia), len(ib)) and ia[k] == ib[k]:
+                k += 1
+            self._instruction = ia[:k]
+        return self._instruction
+
+    def _shared_prefix(self, ids: Sequence[list[int]]) -> int:
+        """How many leading tokens of every row the cached instruction prefix covers (0: the
+        prefix cache is off, too short to pay, or a row does not start with it)."""
+        if not self.prefix_cache:
+            return 0
+        head = self.instruction_prefix()
+        n = len(head)
+        if n < MIN_PREFIX or any(len(i) <= n or i[:n] != head for i in ids):
+            return 0
+        return n
+
+    def _prefix_state(self, prefix: tuple[int, ...]) -> Any:
+        """The KV cache of ``prefix`` under the active adapter (computed once)."""
+        key = (self._adapter, prefix)
+        if key not in self._prefix_kv:
+            ids = torch.tensor([list(prefix)], device=self.device)
+            out = self.active(input_ids=ids, use_cache=True, logits_to_keep=1)
+            self._prefix_kv[key] = out[_cache_argument(self.active)]
+        return self._prefix_kv[key]
+
     def prompt(self, ctx: UserContext, mode: str = "likelihood") -> EncodedPrompt:
         """The prompt served for ``ctx`` in ``mode`` (text and token ids)."""
-        if mode == "verbalizer":
-            return self.builder.encode(ctx, labels=self.labels(len(ctx.candidates)))
-        return self.builder.encode(ctx)
+        return encode_prompt(self.builder, ctx, mode)
 
     # ------------------------------------------------------------------ likelihood
     def _forward_last(self, ids: list[list[int]]) -> torch.Tensor:
+        """Next-token log-probabilities after each prompt (one forward pass for the batch; with
+        ``prefix_cache`` the shared prefix comes from its KV cache)."""
+        n = self._shared_prefix(ids)
+        if n:
+            return self._forward_last_after_prefix(ids, n)
         inputs = collate([TokenizedExample(i, 0, []) for i in ids], self.tokenizer.pad_token_id)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         logits = self.active(**inputs, logits_to_keep=1).logits[:, -1]
         return torch.log_softmax(logits.float(), dim=-1)
 
-    def _likelihood(self, batch: Sequence[UserContext]) -> list[Ranking]:
-        encs = [self.builder.encode(c) for c in batch]
+    def _forward_last_after_prefix(self, ids: list[list[int]], n: int) -> torch.Tensor:
+        cache = copy.deepcopy(self._prefix_state(tuple(ids[0][:n])))
+        cache.batch_repeat_interleave(len(ids))
+        rest = collate([TokenizedExample(i[n:], 0, []) for i in ids], self.tokenizer.pad_token_id)
+        mask = torch.cat([torch.ones(len(ids), n, dtype=torch.long), rest["attention_mask"]], 1)
+        logits = self.active(
+            input_ids=rest["input_ids"].to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=(rest["position_ids"] + n).to(self.device),
+            use_cache=True,
+            logits_to_keep=1,
+            **{_cache_argument(self.active): cache},
+        ).logits[:, -1]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def _likelihood(
+        self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str
+    ) -> list[Ranking]:
+        encs = [self._encode(c) for c in batch]
         if self.verbalizer.single_token:
             logp = self._forward_last([e.ids for e in encs]).cpu().numpy()
             scores = [logp[k, self.verbalizer.token_ids[c.candidates]] for k, c in enumerate(batch)]
@@ -447,7 +549,7 @@ class Generator:
                 self.continuation_scores(e, [self.verbalizer(int(i)) + '"' for i in c.candidates])
                 for e, c in zip(encs, batch)
             ]
-        return [_ranked(c, sc, "likelihood") for c, sc in zip(batch, scores)]
+        return [ranked(c, sc, "likelihood") for c, sc in zip(batch, scores)]
 
     def continuation_scores(self, prompt: EncodedPrompt, suffixes: Sequence[str]) -> np.ndarray:
         """Log-likelihood of ``prompt.text + s`` after the shared prefix, for every suffix,
@@ -462,10 +564,21 @@ class Generator:
 
     def _scores_cached(self, prefix: list[int], tails: list[list[int]]) -> np.ndarray:
         """The prompt once; every continuation on a copy of its KV cache."""
-        ids = torch.tensor([prefix], device=self.device)
-        out = self.active(input_ids=ids, use_cache=True, logits_to_keep=1)
-        first = torch.log_softmax(out.logits[0, -1].float(), -1)
         cache_arg = _cache_argument(self.active)
+        shared = self._shared_prefix([prefix])
+        if shared:  # the instruction prefix from its cache, the rest of the prompt on top
+            kv = copy.deepcopy(self._prefix_state(tuple(prefix[:shared])))
+            out = self.active(
+                input_ids=torch.tensor([prefix[shared:]], device=self.device),
+                position_ids=torch.arange(shared, len(prefix), device=self.device)[None],
+                use_cache=True,
+                logits_to_keep=1,
+                **{cache_arg: kv},
+            )
+        else:
+            ids = torch.tensor([prefix], device=self.device)
+            out = self.active(input_ids=ids, use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)
         cache = out[cache_arg]
         n = len(prefix)
         scores = np.zeros(len(tails))
@@ -518,14 +631,14 @@ class Generator:
         return scores
 
     # ------------------------------------------------------------------ verbalizer
-    def labels(self, n: int) -> list[str]:
-        """Index labels of ``n`` candidates: ``A``..``Z``, ``a``..``z``, then numbers."""
-        letters = [chr(c) for c in range(65, 91)] + [chr(c) for c in range(97, 123)]
-        return [letters[k] if k < len(letters) else str(k + 1) for k in range(n)]
+    def _verbalizer(
+        self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str
+    ) -> list[Ranking]:
+        return [self._verbalized(c) for c in batch]
 
     def _verbalized(self, ctx: UserContext) -> Ranking:
-        labels = self.labels(len(ctx.candidates))
-        enc = self.builder.encode(ctx, labels=labels)
+        labels = index_labels(len(ctx.candidates))
+        enc = self._encode(ctx, labels)
         cut, tails = self.builder.continuations(enc, [lab + '"' for lab in labels])
         firsts = [t[0] for t in tails if t]
         if cut == len(enc.ids) and len(firsts) == len(tails) and len(set(firsts)) == len(tails):
@@ -533,62 +646,14 @@ class Generator:
             scores = logp[np.asarray(firsts, dtype=np.int64)].astype(np.float64)
         else:  # a label is not one distinct token here: score the labels' spellings
             scores = self.continuation_scores(enc, [lab + '"' for lab in labels])
-        return _ranked(ctx, scores, "verbalizer")
+        return ranked(ctx, scores, "verbalizer")
 
-    # ------------------------------------------------------------------ constrained decoding
-    def item_sequences(self) -> list[list[int]]:
-        """Every item's token ids as written inside an answer (after ``{"``, before ``"``),
-        from the tokenised answer text itself; an item the tokenizer merges with the quotes
-        falls back to its own tokenisation."""
-        if self._item_seqs is None:
-            if self.verbalizer.single_token:
-                self._item_seqs = [[int(t)] for t in self.verbalizer.token_ids]
-            else:
-                words = [self.verbalizer(i) for i in range(len(self.catalog))]
-                lead = self.builder.template.answer_prefix
-                texts = [f'{lead}{w}": 10}}' for w in words]
-                spans = [(len(lead), len(lead) + len(w)) for w in words]
-                got = span_tokens(self.tokenizer, texts, spans)
-                alone = self.tokenizer(words, add_special_tokens=False)["input_ids"]
-                self._item_seqs = [g if g else list(a) for g, a in zip(got, alone)]
-        return self._item_seqs
+    # ------------------------------------------------------------------ written answers
+    def _json(self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str):
+        return self._generate(batch, forgotten, constrained=False)
 
-    def scaffolds(self, k: int) -> tuple[list[list[int]], list[list[int]]]:
-        """In-context tokens of ``": 10, "`` (between items) and ``": 10}`` (closing)."""
-        if self._scaffolds is None or len(self._scaffolds[0]) < k:
-            a, b = self.verbalizer(0), self.verbalizer(min(1, len(self.catalog) - 1))
-            lead = self.builder.template.answer_prefix
-            mids, finals = [], []
-            for j in range(k):
-                score = max(1, 10 - j)
-                mid, fin = f'": {score}, "', f'": {score}}}'
-                t_mid, t_fin = lead + a + mid + b + '"', lead + a + fin
-                s0 = len(lead) + len(a)
-                got = span_tokens(
-                    self.tokenizer, [t_mid, t_fin], [(s0, s0 + len(mid)), (s0, s0 + len(fin))]
-                )
-                enc = lambda x: self.tokenizer(x, add_special_tokens=False)["input_ids"]  # noqa: E731
-                mids.append(got[0] or enc(mid))
-                finals.append(got[1] or enc(fin))
-            self._scaffolds = (mids, finals)
-        return self._scaffolds[0][:k], self._scaffolds[1][:k]
-
-    def trie(self, forgotten: np.ndarray) -> ItemTrie:
-        """Catalogue trie with ``forgotten`` items removed (cached per forgotten set)."""
-        removed = frozenset(np.flatnonzero(forgotten).tolist())
-        if self._trie is None:
-            self._trie = ItemTrie(dict(enumerate(self.item_sequences())))
-        if not self._trie_removed <= removed:  # the cached trie lacks items now allowed
-            self._trie, self._trie_removed = None, frozenset()
-            return self.trie(forgotten)
-        self._trie.remove_many(removed - self._trie_removed)
-        self._trie_removed = removed
-        return self._trie
-
-    def vocab_index(self) -> VocabIndex:
-        if self._vocab is None:
-            self._vocab = VocabIndex(self.tokenizer)
-        return self._vocab
+    def _constrained(self, batch: Sequence[UserContext], forgotten: np.ndarray, scope: str):
+        return self._generate(batch, forgotten, constrained=True, scope=scope)
 
     def _generate(
         self,
@@ -598,7 +663,7 @@ class Generator:
         scope: str = "candidates",
     ) -> list[Ranking]:
         budget = self.builder.answer_reserve()
-        encs = [self.builder.encode(c) for c in batch]
+        encs = [self._encode(c) for c in batch]
         ids = [e.ids for e in encs]
         heads = [""] * len(batch)
         textual = constrained and not self.verbalizer.single_token
@@ -628,15 +693,15 @@ class Generator:
             k = max(1, min(self.top_k, max(len(a) for a in allowed)))
             if textual:
                 words = [{i: self.verbalizer(i) for i in sorted(a)} for a in allowed]
-                proc: Any = TextConstraint(self.vocab_index(), words, heads, width, k, eos)
+                con: Any = TextConstraint(self.spelling.vocab_index(), words, heads, k, eos)
             else:
-                proc = AnswerConstraint(
-                    self.trie(forgotten), allowed, self.scaffolds(k), width, k, eos
+                con = AnswerConstraint(
+                    self.spelling.trie(forgotten), allowed, self.spelling.scaffolds(k), k, eos
                 )
-            kwargs["logits_processor"] = [proc]
+            kwargs["logits_processor"] = [_Constrained(con, width)]
             budget += max(len(h) for h in heads)
         else:
-            kwargs["stopping_criteria"] = [_StopAtBrace(self.vocab_index(), width)]
+            kwargs["stopping_criteria"] = [_StopAtBrace(self.spelling.vocab_index(), width)]
             if self.verbalizer.single_token and self.json_items == "candidates":
                 tok = self.verbalizer.token_ids
                 vocab = max(len(self.tokenizer), int(tok.max()) + 1)
@@ -663,7 +728,7 @@ class Generator:
             text = ANSWER_OPEN + written
             cands = c.candidates
             if constrained and scope == "catalog":
-                chosen = proc.written(k) if textual else proc.states[k].items
+                chosen = con.written(k)
                 cands = np.array(
                     chosen + [int(i) for i in c.candidates if int(i) not in chosen],
                     dtype=np.int64,
@@ -692,8 +757,3 @@ def _cache_argument(model: Any) -> str:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-def _ranked(ctx: UserContext, scores: np.ndarray, mode: str) -> Ranking:
-    order = np.argsort(-scores, kind="stable")
-    return Ranking(ctx.user, ctx.candidates[order], scores[order].astype(np.float64), mode)

@@ -1,0 +1,97 @@
+"""What every forget stage gets and reports, below the layers that do the stages' work.
+
+:class:`StageContext` is built once per ``llmrec forget`` / ``llmrec audit`` (docs/design.md
+§2.2): the workspace, the one open ledger, its entries read once and the retained views folded
+once. The retrieval, adapter, candidate-source, served-log and checkpoint code all take it, so
+every forget stage's ``apply(ctx)`` and ``audit(ctx)`` have one signature. :class:`StageAudit`
+is what an audit reports; :func:`finding` is the one way to write a violation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmrec.data.ledger import Ledger, LedgerEntry
+from llmrec.data.retained import RetainedView
+from llmrec.workspace import Workspace
+
+
+def finding(artifact: str, path: Path | str, problem: str) -> dict:
+    """A violation: the ``artifact`` (a name the user recognises), its ``path``, the ``problem``."""
+    return {"artifact": artifact, "path": str(path), "problem": problem}
+
+
+@dataclass
+class StageContext:
+    """What every stage gets: the workspace, the ledger (``None`` when the workspace has none
+    yet), its entries and the retained view at :attr:`version`, plus views at older versions
+    (:meth:`view_at`) for artifacts updated incrementally from the version they reflect."""
+
+    ws: Workspace
+    ledger: Ledger | None
+    entries: list[LedgerEntry]
+    version: int
+    views: dict[int, RetainedView] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, ws: Workspace, ledger: Ledger | None, also: Iterable[int] = ()) -> StageContext:
+        """Read the ledger's entries once and fold them once into the newest view and the
+        views at the versions ``also`` (e.g. the version the stages had reached)."""
+        ds = ws.dataset
+        if ledger is None:
+            return cls(ws, None, [], 0, {0: RetainedView.full(ds)})
+        entries = ledger.entries()
+        version = entries[-1].version if entries else 0
+        at = {version} | {int(v) for v in also if 0 <= int(v) <= version}
+        views = RetainedView.snapshots(ds, [(e.version, e.request) for e in entries], at)
+        return cls(ws, ledger, entries, version, views)
+
+    @property
+    def view(self) -> RetainedView:
+        """The retained view at :attr:`version` (built once, shared: never modify it)."""
+        return self.views[self.version]
+
+    def view_at(self, version: int) -> RetainedView:
+        """The retained view at an older ``version`` (from the nearest one already folded,
+        extended with the entries in between; no ledger read)."""
+        version = int(version)
+        if version in self.views:
+            return self.views[version]
+        if not 0 <= version <= self.version:
+            raise ValueError(f"ledger version {version} is outside [0, {self.version}]")
+        base = max((v for v in self.views if v <= version), default=None)
+        view = self.views[base].copy() if base is not None else RetainedView.full(self.ws.dataset)
+        for e in self.entries:
+            if (base or 0) < e.version <= version:
+                view.apply(e.request, e.version)
+        view.version = version
+        self.views[version] = view
+        return view
+
+    def entries_between(self, after: int, upto: int | None = None) -> list[LedgerEntry]:
+        """Entries with ``after < version <= upto`` (default: :attr:`version`)."""
+        upto = self.version if upto is None else int(upto)
+        return [e for e in self.entries if after < e.version <= upto]
+
+
+@dataclass
+class StageAudit:
+    """What a stage's audit found: ``findings`` (violations: dicts with ``artifact``,
+    ``path``, ``problem``), the ``artifacts`` it examined, and those that reflect the ledger
+    through an ``approximate`` method (dicts with ``artifact``, ``path``, ``method``) -- not a
+    violation, but not the exact guarantee either."""
+
+    findings: list[dict] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    approximate: list[dict] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``violation``, ``approximate``, ``clean`` or ``empty`` (no artifact of the family)."""
+        if self.findings:
+            return "violation"
+        if self.approximate:
+            return "approximate"
+        return "clean" if self.artifacts else "empty"
