@@ -16,7 +16,8 @@ adopted: registered, then treated the same way.
 
 Result files name users by internal index (``forget_users``, ``neighbours``, ``controls``,
 ``stream_users``, ``eval_users`` and every ``per_user`` table's ``users``); a run records the
-ledger version it was made at (``config.ledger_version``; 0 when absent).
+ledger version it was made at (``config.ledger_version``; 0 when absent), and the stage the
+version it scrubbed the file to (``scrubbed_at_ledger_version``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from llmrec.forget.stage import Found, StageAudit, StageContext, finding
 from llmrec.io import atomic_write_text
 from llmrec.workspace import Workspace
 
+#: the key a result file records the ledger version its per-user rows were scrubbed to under
+SCRUBBED_AT = "scrubbed_at_ledger_version"
 #: keys of result files whose value is a list of internal user indices
 USER_LISTS = ("forget_users", "neighbours", "controls", "stream_users", "eval_users")
 
@@ -165,12 +168,10 @@ def apply(ctx: StageContext) -> dict:
         obj = _read(path)
         if obj is None:
             continue
-        users = affected_users(ctx, _run_version(obj))
-        if not users:
-            continue
-        new, dropped = scrub_rows(obj, users)
-        if dropped:
-            atomic_write_text(path, json.dumps(new, indent=1))
+        new, dropped = scrub_rows(obj, affected_users(ctx, _run_version(obj)))
+        if dropped or obj.get(SCRUBBED_AT) != ctx.version:
+            # the version the rows now reflect (a second apply at it changes nothing)
+            atomic_write_text(path, json.dumps({**new, SCRUBBED_AT: ctx.version}, indent=1))
             scrubbed[str(path)] = dropped
     return {"kept_workspaces": kept, "result_rows_scrubbed": scrubbed}
 
