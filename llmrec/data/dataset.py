@@ -140,6 +140,18 @@ class Dataset:
         """``user * n_items + item`` per interaction (int64), for vectorised pair look-ups."""
         return self.inter_user.astype(np.int64) * self.n_items + self.inter_item
 
+    @cached_property
+    def _sorted_pair_keys(self) -> np.ndarray:
+        return np.unique(self.pair_keys)
+
+    def has_pairs(self, keys: np.ndarray) -> np.ndarray:
+        """Whether each ``user * n_items + item`` key is an interaction (sorted once, then a
+        binary search per key: validating many small requests stays linear)."""
+        table = self._sorted_pair_keys
+        keys = np.asarray(keys, dtype=np.int64)
+        at = np.minimum(np.searchsorted(table, keys), max(len(table) - 1, 0))
+        return table[at] == keys if len(table) else np.zeros(len(keys), dtype=bool)
+
     @property
     def user_attributes(self) -> list[str]:
         """Names of the user attribute columns (e.g. age, gender, occupation, zip_code)."""

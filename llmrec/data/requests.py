@@ -138,7 +138,7 @@ class ForgetRequest:
                 if ii < 0:
                     raise RequestError(f"unknown item id {short(i)} in dataset {ds.name}")
             keys = users.astype(np.int64) * ds.n_items + items
-            present = np.isin(keys, ds.pair_keys)
+            present = ds.has_pairs(keys)
             if not present.all():
                 u, i = self.pairs[int(np.flatnonzero(~present)[0])]
                 raise RequestError(
