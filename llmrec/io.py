@@ -10,10 +10,11 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from llmrec.errors import LlmrecError
 
@@ -80,6 +81,39 @@ def atomic_write_json(path: str | Path, obj: object) -> None:
     """Strict JSON (non-finite floats written as ``null``), atomically."""
     text = json.dumps(finite(obj), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
     atomic_write_text(path, text + "\n")
+
+
+def bracket_depths(
+    text: str, opens: str = "[{", closes: str = "]}", start: int = 0
+) -> Iterator[tuple[int, int]]:
+    """``(index, depth)`` after every bracket of JSON-like ``text`` from ``start``: ``opens``
+    count up, ``closes`` down, and brackets inside strings (with their escapes) are skipped.
+    The one scanner behind bounded-nesting checks and lenient extraction of an object."""
+    depth, in_str, esc = 0, False, False
+    for k in range(start, len(text)):
+        ch = text[k]
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in opens:
+            depth += 1
+            yield k, depth
+        elif ch in closes:
+            depth -= 1
+            yield k, depth
+
+
+def read_json_if_present(path: str | Path) -> Any:
+    """The JSON in ``path``; ``None`` when there is no such file (a corrupt one raises
+    ``ValueError``)."""
+    p = Path(path)
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
 def read_json_object(path: str | Path) -> dict | None:

@@ -330,8 +330,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from llmrec.llm.adapters import (
         adapters_root,
         load_config,
-        read_manifest,
         shard_dir,
+        shard_manifest,
         stale_shards,
     )
 
@@ -342,7 +342,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     root = adapters_root(ws)
     shards = []
     for s in range(cfg.n_shards):
-        m = read_manifest(shard_dir(root, s)) or {}
+        m = shard_manifest(shard_dir(root, s)) or {}
         shards.append(
             {
                 k: m.get(k)

@@ -61,7 +61,7 @@ def register(sub, common) -> None:
         parents=[common],
         help="build every retrieval artifact from the retained data",
         description="Embed the retained items (text or CF encoder), index them in FAISS, count "
-        "the co-occurrence statistics of the candidate generator on the retained train part and "
+        "the co-occurrence statistics of the co-occurrence candidate model on the retained train part and "
         "cluster the items, at the ledger's newest version. Later 'llmrec forget' runs update "
         "all of it incrementally.",
     )
@@ -89,7 +89,7 @@ def register(sub, common) -> None:
         "--generator",
         choices=["ease", "knn"],
         default="ease",
-        help="candidate generator on the co-occurrence statistics: EASE (strongest) or item "
+        help="co-occurrence candidate model on the co-occurrence statistics: EASE (strongest) or item "
         "KNN (no matrix inverse, for very large catalogues) (default: %(default)s)",
     )
     b.add_argument(
@@ -147,7 +147,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from retrieval.candidates import GeneratorConfig
+    from retrieval.candidates import CooccurrenceConfig
     from retrieval.store import RetrievalStore
 
     ws = open_workspace(args)
@@ -160,7 +160,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             model=args.model,
             factory=args.factory,
             n_clusters=args.clusters,
-            generator=GeneratorConfig.preset(args.generator),
+            cooccurrence=CooccurrenceConfig.preset(args.generator),
             cf_params={"epochs": args.cf_epochs} if args.cf_epochs else None,
             cache_dir=args.cache_dir,
             name=args.name,

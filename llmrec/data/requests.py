@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from llmrec.data.dataset import Dataset, canonical_id
 from llmrec.errors import RequestError
-from llmrec.io import unique_keys
+from llmrec.io import bracket_depths, unique_keys
 
 KINDS = ("interactions", "user", "item", "attribute")
 MAX_FILE_BYTES = 256 * 2**20
@@ -226,24 +225,7 @@ def parse_requests(text: str, source: str = "<requests>") -> list[ForgetRequest]
 
 def _depth_ok(text: str, limit: int) -> bool:
     """Whether JSON ``text`` nests brackets at most ``limit`` deep (strings skipped)."""
-    depth, in_str, esc = 0, False, False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
+    return all(depth <= limit for _, depth in bracket_depths(text))
 
 
 def _loads(text: str, where: str) -> object:
@@ -286,10 +268,6 @@ def load_requests(path: str | Path) -> list[ForgetRequest]:
     except OSError as exc:
         raise RequestError(f"{p}: cannot read ({exc.strerror or exc})") from None
     return parse_requests(text, str(p))
-
-
-def write_requests(requests: Iterable[ForgetRequest], path: str | Path) -> None:
-    Path(path).write_text("".join(r.to_json() + "\n" for r in requests), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- experiment selection (CURE4Rec)

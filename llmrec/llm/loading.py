@@ -153,7 +153,7 @@ def load_model_config(base: str, options: LoadOptions | None = None) -> Any:
     )
 
 
-def load_model(base: str, options: LoadOptions | None = None, device: str | None = None) -> Any:
+def load_causal_lm(base: str, options: LoadOptions | None = None, device: str | None = None) -> Any:
     """``AutoModelForCausalLM`` of ``base`` with the options (from the local files only)."""
     from transformers import AutoModelForCausalLM
 

@@ -316,7 +316,7 @@ class CragruPipeline:
 
     def _adapter_paths(self, cfg: Any, root: Path, explicit: bool) -> dict[str, Path]:
         """Shard adapter folders; for the workspace's own: fresh, and on an unchanged base."""
-        from llmrec.llm.adapters import adapter_paths, read_manifest, shard_dir, stale_shards
+        from llmrec.llm.adapters import adapter_paths, shard_dir, shard_manifest, stale_shards
 
         if explicit:
             self._check_explicit(cfg, root)
@@ -329,7 +329,7 @@ class CragruPipeline:
                 )
             have = weights_hash(cfg.base, cfg.load.revision)
             for s in range(cfg.n_shards):
-                m = read_manifest(shard_dir(root, s)) or {}
+                m = shard_manifest(shard_dir(root, s)) or {}
                 if m.get("base_weights_sha256") not in (None, have):
                     raise ArtifactError(
                         f"base model {cfg.base} changed since the adapters were tuned (weights "

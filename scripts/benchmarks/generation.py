@@ -49,6 +49,15 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--repeats", type=int, default=3, help="with --levers: timed runs (median)")
     p.add_argument(
+        "--history", type=int, help="history items offered to the prompt (default: the recipe's)"
+    )
+    p.add_argument("--candidates", type=int, help="candidates per user (default: the recipe's)")
+    p.add_argument(
+        "--variants",
+        default="fp32,int8,prefix,memo,int8+prefix+memo",
+        help="with --levers: the variants to run (fp32 always runs: it is the reference)",
+    )
+    p.add_argument(
         "--levers",
         action="store_true",
         help="fp32 vs int8 vs prefix KV cache vs prompt-hash memo, side by side (see module doc)",
@@ -176,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             top_k=args.top_k,
             device=args.device,
+            history=args.history,
+            n_candidates=args.candidates,
         ),
         store=store,
     )
@@ -249,6 +260,8 @@ def levers(args: argparse.Namespace, ws, store, base_pipe) -> int:
         "memo": {"memo": RankMemo()},
         "int8+prefix+memo": {"quantize": "int8", "prefix_cache": True, "memo": RankMemo()},
     }
+    wanted = {"fp32", *args.variants.split(",")}
+    variants = {k: v for k, v in variants.items() if k in wanted}
     modes = [m for m in args.modes.split(",") if m]
     ref: dict[tuple[str, str], list] = {}
     rows: list[dict] = []
@@ -264,7 +277,7 @@ def levers(args: argparse.Namespace, ws, store, base_pipe) -> int:
                 opts["memo"].clear()  # the warm-up's answers out: the first pass is cold
                 passes = [(" cold", "before", before), (" warm", "before", before)]
                 passes.append((" after 10% changed", "after", after))
-            elif name == "fp32":
+            elif name == "fp32" and any("memo" in v for v in variants):
                 passes.append((" after 10% changed", "after", after))
             for label, state, cs in passes:
                 tok0, hits0 = b.stats["prompt_tokens"], b.stats["memo_hits"]
@@ -281,11 +294,12 @@ def levers(args: argparse.Namespace, ws, store, base_pipe) -> int:
                     "mode": mode,
                     "users": len(users),
                     "seconds": round(sec, 3),
-                    "users_per_second": round(len(users) / sec, 2),
+                    "users_per_second": round(len(users) / sec, 4),
                     "model_prompt_tokens_per_second": round(
                         (b.stats["prompt_tokens"] - tok0) / n_runs / sec, 1
                     ),
                     "memo_hits": int(b.stats["memo_hits"] - hits0),
+                    "fallbacks": int(sum(r.fallback for r in out)),
                     "timed_runs": n_runs,
                     "load_seconds": round(load_s, 2),
                     "instruction_prefix_tokens": len(b.instruction_prefix()),
@@ -302,7 +316,7 @@ def levers(args: argparse.Namespace, ws, store, base_pipe) -> int:
     )
     for r in rows:
         print(
-            f"{r['variant']:<30s}{r['mode']:<12s}{r['users_per_second']:>9.2f}"
+            f"{r['variant']:<30s}{r['mode']:<12s}{r['users_per_second']:>9.3g}"
             f"{r['model_prompt_tokens_per_second']:>14.1f}  {r.get('identical_rankings', 1.0):>9.3f}"
             f" {r.get('same_top1', 1.0):>5.2f} {r.get('top10_overlap', 1.0):>6.2f}"
         )

@@ -11,7 +11,8 @@ import pytest
 from llmrec.experiments.compare import llm as compare_llm
 from llmrec.experiments.compare import run_compare
 from llmrec.serving.cragru import BLEND_GRID, default_lm_dir
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from llmrec.experiments.compare import run_compare
 from llmrec.forget.audit import run_audit
 from llmrec.forget.stages.runs import named_users
 from llmrec.serving.cragru import default_lm_dir
+from llmrec.testing.lm import adapter_config, tiny_lm
 from llmrec.workspace import Workspace
-from tests.llm.test_llm_fixtures import adapter_config, tiny_lm
 
 HP = {"dim": 8, "epochs": 5, "batch_size": 256, "n_neg": 4}
 
@@ -136,7 +136,7 @@ def test_audit_flags_what_forget_did_not_cover(kept, tmp_path):
 
 def test_scratch_of_a_failed_run_is_deleted(tmp_path, monkeypatch):
     """The scratch goes also when the run fails half way."""
-    from tests.llm.test_llm_fixtures import small_workspace
+    from llmrec.testing.fixtures import small_workspace
 
     ws = small_workspace(tmp_path, interactions=600)
 

@@ -13,7 +13,8 @@ from llmrec.forget import runner as fp
 from llmrec.llm.adapters import adapters_root, shard_dir, tune_adapters
 from llmrec.llm.audit import audit
 from llmrec.llm.shards import shard_of
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 
 
 def audit_adapters(ws) -> list[dict]:

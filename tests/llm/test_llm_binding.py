@@ -17,8 +17,9 @@ from llmrec.llm.backends.hf import HFBackend
 from llmrec.llm.catalog import Catalog
 from llmrec.llm.prompt import PromptTooLong, UserContext
 from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 def audit_adapters(ws) -> list[dict]:

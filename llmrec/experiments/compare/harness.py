@@ -213,10 +213,13 @@ def run_seed(
 
     eval_after, serving = {}, {}
     for n, o in outputs.items():
+        # a method that served this state already (the LLM path ranks the reference users
+        # while it tunes its blend on VALID) reports it as its ``serve_after`` phase
+        before_eval = float((o.info or {}).get("phase_seconds", {}).get("serve_after", 0.0))
         t = time.perf_counter()
         with phase(f"seed {seed}: {n}: serving and scoring {len(alive)} users"):
             eval_after[n] = evaluate_users(o.score_fn, ws, after.keep, alive, excl, k)
-        serving[n] = time.perf_counter() - t
+        serving[n] = before_eval + time.perf_counter() - t
     # the original model, on the same retained users, for the "versus original" bias
     eval_original = evaluate_users(original.score, ws, after.keep, alive, excl, k)
     base_orig = PerUser.from_eval(eval_original, k)

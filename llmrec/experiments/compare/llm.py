@@ -133,7 +133,7 @@ class _Serving:
     """A CRAGRU pipeline scored as it is served: the likelihood-mode LM scores blended with the
     candidate order by a prior weight tuned on the VALID part of ``tune_users`` at the
     pipeline's own ledger state (as ``scripts/run_cragru.py`` tunes the served default; with
-    no such users the pipeline's own weight), ranked first, then the candidate generator's
+    no such users the pipeline's own weight), ranked first, then the co-occurrence candidate model's
     order. Rankings are computed once per user (the LM pass never depends on the weight)."""
 
     def __init__(self, pipe, tune_users: np.ndarray | None = None):

@@ -65,7 +65,7 @@ from llmrec.llm.constrained import AnswerConstraint, AnswerSpelling, TextConstra
 from llmrec.llm.loading import (
     LoadOptions,
     ensure_pad,
-    load_model,
+    load_causal_lm,
     load_tokenizer,
     resolve_base,
     weights_hash,
@@ -278,7 +278,8 @@ class HFBackend:
         ``trust_remote_code`` go to ``from_pretrained``. ``merge``: serve one merged copy of
         the model per adapter (no adapter arithmetic per step: several times faster for small
         models); default: merge when the base model has fewer than 100M parameters and no
-        device map is used, otherwise switch adapters on one peft model.
+        device map is used (or ``quantize`` is asked for), otherwise switch adapters on one peft
+        model.
         """
         dev = resolve_device(device) if device_map is None else None
         if dtype is None:
@@ -294,7 +295,7 @@ class HFBackend:
         )
         base = resolve_base(name_or_path)
         tok = load_tokenizer(base, opts)
-        model = load_model(base, opts, device=None if dev is None else str(dev))
+        model = load_causal_lm(base, opts, device=None if dev is None else str(dev))
         memo = kwargs.get("memo")
         if (memo is True or isinstance(memo, RankMemo)) and "identity" not in kwargs:
             kwargs["identity"] = {  # what the memo keys answers on
@@ -307,9 +308,9 @@ class HFBackend:
             return cls(model, tok, catalog, device=dev, **kwargs)
         from peft import PeftModel
 
-        if merge is None:
+        if merge is None:  # int8 serves merged copies (quantised Linear layers take no LoRA)
             small = sum(p.numel() for p in model.parameters()) < 100_000_000
-            merge = small and device_map is None
+            merge = (small or kwargs.get("quantize") is not None) and device_map is None
         if merge:
             merged = {
                 name: PeftModel.from_pretrained(copy.deepcopy(model), str(path)).merge_and_unload()
