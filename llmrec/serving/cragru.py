@@ -345,8 +345,8 @@ class CragruPipeline:
         from llmrec.llm.adapters import (
             adapters_root,
             load_config,
-            read_manifest,
             shard_dir,
+            shard_manifest,
             stale_shards,
         )
 
@@ -365,8 +365,8 @@ class CragruPipeline:
                 "'--adapters none'"
             )
         for s in range(cfg.n_shards):
-            theirs = (read_manifest(shard_dir(root, s)) or {}).get("data_hash")
-            ours = (read_manifest(shard_dir(own_root, s)) or {}).get("data_hash")
+            theirs = (shard_manifest(shard_dir(root, s)) or {}).get("data_hash")
+            ours = (shard_manifest(shard_dir(own_root, s)) or {}).get("data_hash")
             if theirs is None or theirs != ours:
                 raise ArtifactError(
                     f"adapter shard {s} in {root} was tuned on other data than the ledger (v"
