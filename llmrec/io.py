@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from llmrec.errors import LlmrecError
+
+#: below this many free bytes a failed write is taken for a full disk (numpy and FAISS report
+#: short writes without an errno: "40000 requested and 2016 written", "write error")
+FULL_DISK_BYTES = 1 << 20
 
 
 @contextmanager
@@ -26,9 +35,37 @@ def atomic_path(path: str | Path):
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if disk_full(exc, path.parent):
+            raise LlmrecError(
+                f"no space left on the device writing {path}; nothing was changed there "
+                "(free some space and run the command again)"
+            ) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def disk_full(exc: BaseException, folder: str | Path) -> bool:
+    """Whether ``exc``, raised while writing into ``folder``, means the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads(object_pairs_hook=...)``: a JSON object whose key repeats is an error
+    (JSON would silently keep the last value: ``{"users": ["1"], "users": ["2"]}``)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k[:40]!r} in a JSON object")
+        out[k] = v
+    return out
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -44,6 +81,39 @@ def atomic_write_json(path: str | Path, obj: object) -> None:
     """Strict JSON (non-finite floats written as ``null``), atomically."""
     text = json.dumps(finite(obj), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
     atomic_write_text(path, text + "\n")
+
+
+def bracket_depths(
+    text: str, opens: str = "[{", closes: str = "]}", start: int = 0
+) -> Iterator[tuple[int, int]]:
+    """``(index, depth)`` after every bracket of JSON-like ``text`` from ``start``: ``opens``
+    count up, ``closes`` down, and brackets inside strings (with their escapes) are skipped.
+    The one scanner behind bounded-nesting checks and lenient extraction of an object."""
+    depth, in_str, esc = 0, False, False
+    for k in range(start, len(text)):
+        ch = text[k]
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in opens:
+            depth += 1
+            yield k, depth
+        elif ch in closes:
+            depth -= 1
+            yield k, depth
+
+
+def read_json_if_present(path: str | Path) -> Any:
+    """The JSON in ``path``; ``None`` when there is no such file (a corrupt one raises
+    ``ValueError``)."""
+    p = Path(path)
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
 def read_json_object(path: str | Path) -> dict | None:

@@ -6,7 +6,7 @@ Modules, one job each:
   on-disk embedding cache keyed by encoder, data and ledger version;
 * :mod:`retrieval.index` — FAISS index over an id map with removal, exclusion search and a
   manifest for stale detection;
-* :mod:`retrieval.candidates` — the exactly unlearnable candidate generator (integer
+* :mod:`retrieval.candidates` — the exactly unlearnable co-occurrence candidate model (integer
   co-occurrence statistics; EASE or item-KNN on top);
 * :mod:`retrieval.clusters` — deterministic k-means of item embeddings;
 * :mod:`retrieval.strategies` — CRAGRU's preference / diversity / attention history selection;
@@ -19,5 +19,33 @@ Modules, one job each:
 * :mod:`retrieval.forget` — the ``retrieval`` stage's work (:mod:`llmrec.forget.stages.retrieval`);
 * :mod:`retrieval.audit` — the ``retrieval`` stage's audit.
 
-Nothing is imported here, so ``import retrieval`` stays cheap (FAISS and torch load on use).
+The public names below load on first use, so ``import retrieval`` stays cheap (FAISS and
+torch load then).
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+_STORE = ("RetrievalStore",)
+_CANDIDATES = ("CooccurrenceConfig", "CooccurrenceModel")
+_INDEX = ("ForgetAwareIndex",)
+_SOURCES = ("SOURCES", "CandidateSource", "build_source", "load_source")
+_STRATEGIES = ("ALL_STRATEGIES", "STRATEGIES")
+__all__ = sorted([*_STORE, *_CANDIDATES, *_INDEX, *_SOURCES, *_STRATEGIES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STORE:
+        from retrieval import store as mod
+    elif name in _CANDIDATES:
+        from retrieval import candidates as mod
+    elif name in _INDEX:
+        from retrieval import index as mod
+    elif name in _SOURCES:
+        from retrieval import sources as mod
+    elif name in _STRATEGIES:
+        from retrieval import strategies as mod
+    else:
+        raise AttributeError(f"module 'retrieval' has no attribute {name!r}")
+    return getattr(mod, name)

@@ -31,8 +31,8 @@ from llmrec.integrity import resolve_in, verify
 from llmrec.workspace import Workspace
 from retrieval.artifacts import Embeddings, cluster, retained_rows
 from retrieval.candidates import (
-    CooccurrenceGenerator,
-    GeneratorConfig,
+    CooccurrenceConfig,
+    CooccurrenceModel,
     counts_checksum,
     user_rows,
 )
@@ -44,7 +44,7 @@ from retrieval.manifest import (
     embedding_cache_dir,
     manifest_degree,
     manifest_path,
-    read_manifest,
+    read_store_manifest,
 )
 
 _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, ArtifactError)
@@ -68,7 +68,7 @@ def audit_store(
     art = f"retrieval:{name}"  # the store's name in findings
     man_path = manifest_path(ws, name)
     try:
-        man = read_manifest(man_path)
+        man = read_store_manifest(man_path)
     except ArtifactError as exc:
         return [finding(art, man_path, str(exc))]
     root = man_path.parent
@@ -132,8 +132,8 @@ def audit_store(
         out += _recluster(art, root / files["clusters"], man["config"], emb, view)
     try:
         counts = np.load(root / files["counts"], mmap_mode="r")
-        fresh = CooccurrenceGenerator.build(
-            GeneratorConfig.from_dict(man["config"]["generator"]),
+        fresh = CooccurrenceModel.build(
+            CooccurrenceConfig.from_dict(man["config"]["generator"]),
             user_rows(view.dataset.n_items, retained_rows(ws, view)),
             view.dataset.n_users,
         )

@@ -1,4 +1,4 @@
-"""An exactly unlearnable candidate generator on user-weighted item co-occurrence statistics.
+"""An exactly unlearnable co-occurrence candidate model on user-weighted item co-occurrence statistics.
 
 Statistics (integers, so that forgetting is an exact decrement):
 
@@ -14,7 +14,7 @@ their blocks: ``counts += X_new^T W_new X_new - X_old^T W_old X_old`` over the a
 counted from scratch on the retained data. Only the statistics are stored; the model is a pure
 function of them, computed on demand (and again after every change).
 
-Two models on the same statistics (``GeneratorConfig.model``):
+Two models on the same statistics (``CooccurrenceConfig.model``):
 
 * ``"ease"`` (default) — EASE (Steck, WWW 2019): ``G = counts * sum(degree) / trace(counts)``
   (the weighted co-occurrence on the scale of plain counts), ``P = (G + l2 I)^-1``,
@@ -29,7 +29,7 @@ Two models on the same statistics (``GeneratorConfig.model``):
 Either score is divided by ``deg_j ** beta`` (popularity penalty) and normalised by the user's
 maximum, plus ``text_weight`` times the cosine between item ``j``'s embedding and the mean
 embedding of the user's items, plus a 1e-6 popularity tie-breaker (which also ranks items for
-users without retained history). The defaults (:meth:`GeneratorConfig.preset`) were chosen on
+users without retained history). The defaults (:meth:`CooccurrenceConfig.preset`) were chosen on
 ml-100k's *validation* part (RS 8:1:1).
 """
 
@@ -48,8 +48,8 @@ MODELS = ("ease", "knn")
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
-    """Hyper-parameters of :class:`CooccurrenceGenerator` (see the module docstring)."""
+class CooccurrenceConfig:
+    """Hyper-parameters of :class:`CooccurrenceModel` (see the module docstring)."""
 
     model: str = "ease"
     user_weight_power: float = 0.3
@@ -61,10 +61,10 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
-            raise ValueError(f"generator model must be one of {', '.join(MODELS)}")
+            raise ValueError(f"candidate model must be one of {', '.join(MODELS)}")
 
     @classmethod
-    def preset(cls, model: str = "ease") -> GeneratorConfig:
+    def preset(cls, model: str = "ease") -> CooccurrenceConfig:
         """The settings tuned on ml-100k validation for ``model`` ("ease" or "knn")."""
         if model == "knn":
             return cls(model="knn", user_weight_power=0.7, alpha=0.75, beta=0.4, text_weight=0.1)
@@ -74,7 +74,7 @@ class GeneratorConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> GeneratorConfig:
+    def from_dict(cls, d: dict) -> CooccurrenceConfig:
         return cls(**d)
 
 
@@ -108,7 +108,7 @@ def counts_checksum(counts: np.ndarray) -> int:
     return int(total)
 
 
-class CooccurrenceGenerator:
+class CooccurrenceModel:
     """Integer co-occurrence statistics plus the scoring rule built on them.
 
     ``checksum`` (see :func:`counts_checksum`) is kept up to date by :meth:`update`, so a saved
@@ -117,7 +117,7 @@ class CooccurrenceGenerator:
 
     def __init__(
         self,
-        config: GeneratorConfig,
+        config: CooccurrenceConfig,
         counts: np.ndarray,
         degree: np.ndarray,
         checksum: int | None = None,
@@ -134,7 +134,7 @@ class CooccurrenceGenerator:
         return len(self.degree)
 
     @staticmethod
-    def count_dtype(config: GeneratorConfig, n_users: int) -> type:
+    def count_dtype(config: CooccurrenceConfig, n_users: int) -> type:
         """int32 when ``n_users * scale`` cannot overflow it, else int64."""
         return np.int32 if n_users * config.scale < 2**31 else np.int64
 
@@ -150,8 +150,8 @@ class CooccurrenceGenerator:
 
     @classmethod
     def build(
-        cls, config: GeneratorConfig, rows: sp.csr_matrix, n_users: int | None = None
-    ) -> CooccurrenceGenerator:
+        cls, config: CooccurrenceConfig, rows: sp.csr_matrix, n_users: int | None = None
+    ) -> CooccurrenceModel:
         """Statistics counted from scratch over ``rows`` (one binary row per user)."""
         dtype = cls.count_dtype(config, n_users or rows.shape[0])
         n = rows.shape[1]
@@ -242,7 +242,7 @@ class CooccurrenceGenerator:
         s += POPULARITY_TIEBREAK * self.degree / max(1, int(self.degree.max(initial=0)))
         return s
 
-    def equals(self, other: CooccurrenceGenerator) -> bool:
+    def equals(self, other: CooccurrenceModel) -> bool:
         """Bitwise equality of the statistics and configuration."""
         return (
             self.config == other.config

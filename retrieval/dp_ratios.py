@@ -3,7 +3,7 @@
 CRAGRU's ``dp`` keeps, for each item cluster, a share of the prompt history chosen by a
 multiple-choice knapsack over a utility table measured on the users' validation items
 (:func:`retrieval.strategies.ratio_table`, :func:`~retrieval.strategies.knapsack_ratios`). Here
-the table is measured with the store's candidate generator on a seeded sample of the retained
+the table is measured with the store's candidate model on a seeded sample of the retained
 users whose history exceeds the budget ``H``, at the store's ledger version. The shares are
 computed for the call and never stored: they hold nothing to forget later.
 """
@@ -54,7 +54,7 @@ def fit_dp_ratios(
     labels = store.clusters.labels
 
     def score_rows(selections):
-        return store.generator.scores(user_rows(ds.n_items, [np.unique(s) for s in selections]))
+        return store.cooccurrence.scores(user_rows(ds.n_items, [np.unique(s) for s in selections]))
 
     util = st.hit_utility(
         score_rows,

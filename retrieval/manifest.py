@@ -67,7 +67,7 @@ _MANIFEST_KEYS = {
 _REBUILD = "rebuild it with 'llmrec index build'"
 
 
-def read_manifest(path: Path) -> dict:
+def read_store_manifest(path: Path) -> dict:
     """A store manifest, checked for shape; :class:`ArtifactError` naming the file if corrupt."""
     try:
         man = json.loads(path.read_text(encoding="utf-8"))

@@ -38,7 +38,7 @@ from retrieval.manifest import (
 class StoreFiles:
     """The writing half of a retrieval store: lock, save, garbage collection. Expects the
     attributes :class:`~retrieval.store.RetrievalStore` sets (``ws``, ``name``, ``config``,
-    ``view``, ``embeddings``, ``index``, ``generator``, ``clusters``, ``files``, ...)."""
+    ``view``, ``embeddings``, ``index``, ``cooccurrence``, ``clusters``, ``files``, ...)."""
 
     @property
     def root(self) -> Path:
@@ -116,10 +116,10 @@ class StoreFiles:
             "config": self.config,
             "files": files,
             "stats": {
-                "checksum": str(self.generator.checksum),
+                "checksum": str(self.cooccurrence.checksum),
                 # base64 of little-endian int64: O(n_items) in C, not a JSON list per request
                 "degree_b64": base64.b64encode(
-                    self.generator.degree.astype("<i8").tobytes()
+                    self.cooccurrence.degree.astype("<i8").tobytes()
                 ).decode(),
             },
             "n_items_indexed": int(len(self.embeddings.ids)),
@@ -141,7 +141,7 @@ class StoreFiles:
             led.register_artifact(*args)
 
     def _write_counts(self, files: dict) -> None:
-        counts = self.generator.counts
+        counts = self.cooccurrence.counts
         path = self.root / COUNTS_FILE
         n_changed = sum(len(r) for r, _ in self._changed)
         full = "counts" in self._dirty or "counts" not in files or not path.is_file()

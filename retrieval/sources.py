@@ -1,6 +1,6 @@
 """Candidate sources for the LLM path: who proposes the items the LLM re-ranks.
 
-* ``ease`` (default) — the retrieval store's exactly unlearnable co-occurrence generator
+* ``ease`` (default) — the retrieval store's exactly unlearnable co-occurrence candidate model
   (:mod:`retrieval.candidates`), updated incrementally by the ``retrieval`` forget stage.
 * ``bpr`` / ``lightgcn`` — a CF model trained on the retained train part; the
   ``candidate-source`` forget stage (:func:`apply`) retrains it from scratch on the retained data

@@ -5,7 +5,7 @@ One store (folder ``WORKSPACE/artifacts/<name>/``, default name ``retrieval``) h
 * item embeddings from one encoder (text or CF; an entry of the embedding cache in
   ``WORKSPACE/artifacts/embeddings/``), forgotten items excluded;
 * a :class:`~retrieval.index.ForgetAwareIndex` over the retained items' vectors;
-* the integer statistics of the :class:`~retrieval.candidates.CooccurrenceGenerator`, counted on
+* the integer statistics of the :class:`~retrieval.candidates.CooccurrenceModel`, counted on
   the retained **train** part (split part 0 and not forgotten), so that candidates can be
   evaluated on test with RecBole's protocol;
 * the k-means clusters of the retained items used by the CRAGRU strategies;
@@ -66,7 +66,7 @@ from retrieval.artifacts import (
     train_by_user,
     unit_rows,
 )
-from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, top_n, user_rows
+from retrieval.candidates import CooccurrenceConfig, CooccurrenceModel, top_n, user_rows
 from retrieval.clusters import ItemClusters
 from retrieval.encoders import DEFAULT_TEXT_MODEL, CFEncoder, EmbeddingCache, TextEncoder
 from retrieval.index import ForgetAwareIndex, check_factory
@@ -78,7 +78,7 @@ from retrieval.manifest import (
     encoder_key,
     manifest_degree,
     manifest_path,
-    read_manifest,
+    read_store_manifest,
 )
 from retrieval.persistence import StoreFiles
 from retrieval.threads import one_blas_thread
@@ -89,7 +89,7 @@ __all__ = [
     "STORE_KIND",
     "RetrievalStore",
     "manifest_degree",
-    "read_manifest",
+    "read_store_manifest",
 ]
 
 DEFAULT_CF_PARAMS: dict = {}  # the CF model's own tuned recipe
@@ -107,7 +107,7 @@ class RetrievalStore(StoreFiles):
         view: RetainedView,
         embeddings: Embeddings,
         index: ForgetAwareIndex,
-        generator: CooccurrenceGenerator,
+        cooccurrence: CooccurrenceModel,
         clusters: ItemClusters,
         files: dict[str, str] | None = None,
         hashes: dict[str, str] | None = None,
@@ -118,7 +118,7 @@ class RetrievalStore(StoreFiles):
         self.view = view
         self.embeddings = embeddings
         self.index = index
-        self.generator = generator
+        self.cooccurrence = cooccurrence
         self.clusters = clusters
         self.files = dict(files or {})
         self._hashes: dict[str, str] = dict(hashes or {})
@@ -142,7 +142,7 @@ class RetrievalStore(StoreFiles):
         model: str | None = None,
         factory: str = "Flat",
         n_clusters: int = 20,
-        generator: GeneratorConfig | None = None,
+        cooccurrence: CooccurrenceConfig | None = None,
         cf_params: dict | None = None,
         cache_dir: str | Path | None = None,
         name: str = DEFAULT_NAME,
@@ -159,7 +159,8 @@ class RetrievalStore(StoreFiles):
                 ``lightgcn``; default ``bpr``).
             factory: FAISS index-factory string (``Flat``, ``IVF64,Flat``, ``HNSW32`` …).
             n_clusters: k of the item k-means used by the strategies.
-            generator: candidate-generator settings (default: EASE, :meth:`GeneratorConfig.preset`).
+            cooccurrence: candidate-model settings (default: EASE,
+                :meth:`CooccurrenceConfig.preset`; kept under the config key ``generator``).
             cf_params: CF model hyper-parameter overrides (default: the model's own recipe).
             cache_dir: embedding cache folder (default ``WORKSPACE/artifacts/embeddings``).
             name: store folder name under ``WORKSPACE/artifacts``.
@@ -184,7 +185,7 @@ class RetrievalStore(StoreFiles):
             "n_candidates": int(n_candidates),
             "seed": int(seed),
             "n_clusters": int(n_clusters),
-            "generator": (generator or GeneratorConfig()).to_dict(),
+            "generator": (cooccurrence or CooccurrenceConfig()).to_dict(),
             "cache_dir": None if cache_dir is None else relative_to_root(ws.root, cache_dir),
         }
         t0 = time.perf_counter()
@@ -203,8 +204,8 @@ class RetrievalStore(StoreFiles):
             view,
             emb,
             build_index(config, emb, view.version),
-            CooccurrenceGenerator.build(
-                GeneratorConfig.from_dict(config["generator"]),
+            CooccurrenceModel.build(
+                CooccurrenceConfig.from_dict(config["generator"]),
                 user_rows(ws.dataset.n_items, retained_rows(ws, view)),
                 ws.dataset.n_users,
             ),
@@ -241,7 +242,7 @@ class RetrievalStore(StoreFiles):
             raise ArtifactError(
                 f"no retrieval store {name!r} in {ws.root}: run 'llmrec index build' first"
             )
-        man = read_manifest(path)
+        man = read_store_manifest(path)
         ds = ws.dataset
         if man["dataset"] != ds.fingerprint or man["split"] != ws.split.config():
             raise ArtifactError(
@@ -282,7 +283,7 @@ class RetrievalStore(StoreFiles):
             ledger_version=int(files["index_version"]),
             encoder=encoder_key(config),
         )
-        gcfg = GeneratorConfig.from_dict(config["generator"])
+        gcfg = CooccurrenceConfig.from_dict(config["generator"])
         stats = man["stats"]
         try:
             counts = np.load(root / files["counts"])
@@ -293,10 +294,10 @@ class RetrievalStore(StoreFiles):
                 f"retrieval store {name!r}: unreadable artifact ({str(exc)[:200]}); rebuild it "
                 "with 'llmrec index build'"
             ) from None
-        gen = CooccurrenceGenerator(gcfg, counts, manifest_degree(stats))
+        gen = CooccurrenceModel(gcfg, counts, manifest_degree(stats))
         recounted = gen.checksum != int(stats["checksum"])
         if recounted:  # interrupted in-place update: count again from the retained data
-            gen = CooccurrenceGenerator.build(
+            gen = CooccurrenceModel.build(
                 gcfg, user_rows(ds.n_items, retained_rows(ws, view)), ds.n_users
             )
         if not np.array_equal(emb.ids, index.ids) or not np.array_equal(
@@ -361,7 +362,7 @@ class RetrievalStore(StoreFiles):
             changed = 0
             if len(users):
                 new_rows = [self._user_items(u, new.keep) for u in users]
-                r, c = self.generator.update(
+                r, c = self.cooccurrence.update(
                     user_rows(ds.n_items, [self._rows[u] for u in users]),
                     user_rows(ds.n_items, new_rows),
                 )
@@ -470,11 +471,11 @@ class RetrievalStore(StoreFiles):
 
     @one_blas_thread
     def candidate_scores(self, users: np.ndarray) -> np.ndarray:
-        """The generator's scores ``[len(users), n_items]``; forgotten items are ``-inf``."""
+        """The candidate model's scores ``[len(users), n_items]``; forgotten items are ``-inf``."""
         users = np.asarray(users, dtype=np.int64).reshape(-1)
         rows = user_rows(self.n_items, [self._rows[u] for u in users])
-        vecs = self._unit_vectors if self.generator.config.text_weight else None
-        s = self.generator.scores(rows, vecs)
+        vecs = self._unit_vectors if self.cooccurrence.config.text_weight else None
+        s = self.cooccurrence.scores(rows, vecs)
         s[:, self.view.forgotten_items] = -np.inf
         return s
 
@@ -542,7 +543,7 @@ class RetrievalStore(StoreFiles):
         user = self._check_user(user)
         if self.view.forgotten_users[user]:
             raise DataError(f"user {self.ws.dataset.user_tokens[user]!r} has been forgotten")
-        _check_strategy(strategy, ratios)
+        strat.check(strategy, ratios)
         if int(H) < 0:
             raise ValueError(f"H must be >= 0, got {H}")
         seed = self.config["seed"] if seed is None else int(seed)
@@ -600,7 +601,7 @@ class RetrievalStore(StoreFiles):
         users = np.asarray(users, dtype=np.int64).reshape(-1)
         strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
         for s in strategies:
-            _check_strategy(s, ratios)
+            strat.check(s, ratios)
         seed = self.config["seed"] if seed is None else int(seed)
         cands = self.candidates(users) if "attention" in strategies else None
         out: dict[str, list[np.ndarray]] = {s: [] for s in strategies}
@@ -631,7 +632,7 @@ class RetrievalStore(StoreFiles):
             out.append("index.vectors")
         if not np.array_equal(self._vectors, other._vectors):
             out.append("embeddings")
-        if not self.generator.equals(other.generator):
+        if not self.cooccurrence.equals(other.cooccurrence):
             out.append("generator.statistics")
         if not self.clusters.equals(other.clusters):
             out.append("clusters")
@@ -651,15 +652,3 @@ class RetrievalStore(StoreFiles):
             f"RetrievalStore({self.name!r}, {encoder_key(self.config)}, {self.index!r}, "
             f"v{self.ledger_version})"
         )
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _check_strategy(strategy: str, ratios: np.ndarray | None) -> None:
-    if strategy not in strat.ALL_STRATEGIES:
-        raise ValueError(
-            f"strategy must be one of {', '.join(strat.ALL_STRATEGIES)}, got {strategy!r}"
-        )
-    if strategy == "dp" and ratios is None:
-        raise ValueError("the dp strategy needs per-cluster ratios (knapsack_ratios on VALID)")

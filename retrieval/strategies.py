@@ -334,6 +334,15 @@ def hit_utility(score_rows, candidates: list[np.ndarray], targets: list[np.ndarr
     return utility
 
 
+def check(name: str, ratios: np.ndarray | None = None) -> None:
+    """``ValueError`` unless ``name`` is a strategy of :data:`ALL_STRATEGIES` that can run
+    (``dp`` needs its per-cluster ``ratios``)."""
+    if name not in ALL_STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(ALL_STRATEGIES)}, got {name!r}")
+    if name == "dp" and ratios is None:
+        raise ValueError("the dp strategy needs per-cluster ratios (knapsack_ratios on VALID)")
+
+
 def select(
     name: str,
     *,
@@ -347,6 +356,7 @@ def select(
     ratios: np.ndarray | None = None,
 ) -> np.ndarray:
     """Positions (chronological) chosen by strategy ``name`` (one of :data:`ALL_STRATEGIES`)."""
+    check(name, ratios)
     n = len(history_clusters)
     if name == "preference":
         return preference(history_clusters, ratings, H, seed, user)
@@ -361,7 +371,5 @@ def select(
     if name == "average":
         return average(history_clusters, H, seed, user)
     if name == "dp":
-        if ratios is None:
-            raise ValueError("the dp strategy needs per-cluster ratios (knapsack_ratios on VALID)")
         return dp(history_clusters, ratios, H, seed, user)
-    raise ValueError(f"strategy must be one of {', '.join(ALL_STRATEGIES)}, got {name!r}")
+    raise AssertionError(f"strategy {name!r} of ALL_STRATEGIES has no selection here")

@@ -5,7 +5,7 @@ Builds what the workspace lacks (catalog-only base LM, retrieval store, per-shar
 selects a forget set (default: the train interactions of 5% of the users, at random), applies
 it through the forget ledger (retrieval store and adapters are updated exactly), regenerates
 recommendations for every served user (the forget users and their neighbours are also reported
-as groups) and prints NDCG@10 / Recall@10 of the LLM ranking, the candidate generator's order and
+as groups) and prints NDCG@10 / Recall@10 of the LLM ranking, the co-occurrence candidate model's order and
 BPR-MF retrained on the retained data, on the same users, with the paired per-user differences
 and their standard errors. Results: WORKSPACE/runs/cragru-TIME/{config,versions,results}.json + rankings.jsonl.
 

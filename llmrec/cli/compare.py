@@ -81,6 +81,12 @@ def register(sub, common) -> None:
             help="NDCG of CURE4Rec's A-IGF and shardGF: RecBole's (IDCG over min(|test|, K)) or "
             "CURE4Rec's (IDCG over every test item)",
         )
+        p.add_argument(
+            "--keep-workspaces",
+            action="store_true",
+            help="keep the LLM path's scratch workspaces (deleted at the end by default); kept "
+            "ones hold user data, so they are registered and covered by forget and audit",
+        )
         p.set_defaults(func=cmd_compare, harness=name)
 
 
@@ -107,6 +113,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         model_overrides=parse_overrides(args.set),
         verify_exact=not args.no_exact_check,
         fairness_ndcg=args.fairness_ndcg,
+        keep_workspaces=args.keep_workspaces,
     )
     md = (ws.root / "runs").joinpath(res["run_dir"]).joinpath("results.md")
     text = md.read_text() if md.is_file() else ""

@@ -9,6 +9,7 @@ from llmrec.data.requests import load_requests
 from llmrec.errors import LlmrecError
 from llmrec.forget.audit import run_audit
 from llmrec.forget.runner import forget, resume, set_policy
+from llmrec.forget.stages.checkpoints import check_update_method, set_update_method
 from llmrec.workspace import POLICIES
 
 
@@ -57,45 +58,31 @@ def register(sub, common) -> None:
     a.set_defaults(func=cmd_audit)
 
 
-def _set_cf_method(ws, method: str, settings: list[str]) -> str:
-    from llmrec.unlearning import METHODS
-    from llmrec.unlearning.shard_unlearner import ShardedUnlearner
-
-    # an embedding unlearner that returns a model of the checkpoint's own class (a shard method
-    # turns it into a sharded ensemble, which 'llmrec evaluate' and the candidate sources do not
-    # read as a trained checkpoint)
-    usable = [
-        n
-        for n, c in METHODS.items()
-        if c.family == "embedding" and not issubclass(c, ShardedUnlearner)
-    ]
-    if method not in usable:
-        raise LlmrecError(f"unknown CF method {method!r} (expected one of: {', '.join(usable)})")
-    cls = METHODS[method]
-    params = parse_overrides(settings)
-    try:
-        cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise LlmrecError(f"bad --cf-set for {method}: {exc}") from None
-    ws.set_cf_method(method, params)
-    kind = "exact" if cls.exact else "approximate"
-    return f"CF checkpoints are brought up to date with {method} ({kind})"
-
-
 def cmd_forget(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     requests = load_requests(args.request) if args.request else None
-    lines = []
     if args.cf_set and args.cf_method is None:
         raise LlmrecError("--cf-set needs --cf-method")
-    if args.cf_method is not None:
-        lines.append(_set_cf_method(ws, args.cf_method, args.cf_set))
-    if args.policy is not None and args.policy != ws.policy:
-        rescrub = set_policy(ws, args.policy)["served"]
-        lines.append(f"forget policy {args.policy}: served log scrubbed ({rescrub['scrubbed']})")
+    if args.cf_method is not None:  # checked now, saved only once the requests are valid
+        cf_params = parse_overrides(args.cf_set)
+        check_update_method(args.cf_method, cf_params)
+    lines: list[str] = []
+
+    def save_settings() -> None:
+        """Run once the requests are valid: a rejected forget leaves workspace.json as it was."""
+        if args.cf_method is not None:
+            exact = set_update_method(ws, args.cf_method, cf_params)
+            kind = "exact" if exact else "approximate"
+            lines.append(f"CF checkpoints are brought up to date with {args.cf_method} ({kind})")
+        if args.policy is not None and args.policy != ws.policy:
+            for name, detail in set_policy(ws, args.policy).items():
+                done = ", ".join(f"{k} {v}" for k, v in detail.items() if k != "policy")
+                lines.append(f"forget policy {args.policy}: stage {name} re-applied ({done})")
+
     if requests is not None:
-        result = forget(ws, requests)
+        result = forget(ws, requests, before_record=save_settings)
     else:
+        save_settings()
         result = {"requests": [], **resume(ws)}
     result["policy"] = ws.policy
     result["cf_method"] = ws.cf_method

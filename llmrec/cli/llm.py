@@ -361,8 +361,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from llmrec.llm.adapters import (
         adapters_root,
         load_config,
-        read_manifest,
         shard_dir,
+        shard_manifest,
         stale_shards,
     )
 
@@ -373,7 +373,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     root = adapters_root(ws)
     shards = []
     for s in range(cfg.n_shards):
-        m = read_manifest(shard_dir(root, s)) or {}
+        m = shard_manifest(shard_dir(root, s)) or {}
         shards.append(
             {
                 k: m.get(k)
@@ -449,8 +449,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         plan.notes.append(f"candidate source {args.source} {leak}")
     (rk,) = pipe.recommend([user], args.mode, contexts=[ctx])
     top = rk.items[: args.top_k]
+    token = str(ds.user_tokens[user])  # the canonical id ("2\r" and " 2" are user "2")
     result = {
-        "user": args.user,
+        "user": token,
         "pipeline": args.pipeline,
         "mode": args.mode,
         "strategy": args.strategy,
@@ -469,9 +470,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if rk.report is not None:
         result["parse"] = rk.report.to_dict()
     # what is shown is user data too: the served log is scrubbed by the "served" forget stage
-    log_served(
-        ws, args.user, result["items"], result["ledger_version"], args.pipeline, mode=args.mode
-    )
+    log_served(ws, token, result["items"], result["ledger_version"], args.pipeline, mode=args.mode)
     if rk.text is not None:
         result["text"] = rk.text
     prompt = pipe.backend.prompt(ctx, args.mode).text
@@ -479,7 +478,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         result["prompt"] = prompt
         result["template"] = pipe.backend.builder.template.name
         result["adapter"] = pipe.adapter_for(user)
-    lines = [f"user {args.user} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
+    lines = [f"user {token} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
     if args.show_prompt:
         lines += ["--- prompt ---", prompt, "--------------"]
     for k, (i, t) in enumerate(zip(result["items"], result["titles"]), start=1):

@@ -61,7 +61,7 @@ def register(sub, common) -> None:
         parents=[common],
         help="build every retrieval artifact from the retained data",
         description="Embed the retained items (text or CF encoder), index them in FAISS, count "
-        "the co-occurrence statistics of the candidate generator on the retained train part and "
+        "the co-occurrence statistics of the co-occurrence candidate model on the retained train part and "
         "cluster the items, at the ledger's newest version. Later 'llmrec forget' runs update "
         "all of it incrementally.",
     )
@@ -89,7 +89,7 @@ def register(sub, common) -> None:
         "--generator",
         choices=["ease", "knn"],
         default="ease",
-        help="candidate generator on the co-occurrence statistics: EASE (strongest) or item "
+        help="co-occurrence candidate model on the co-occurrence statistics: EASE (strongest) or item "
         "KNN (no matrix inverse, for very large catalogues) (default: %(default)s)",
     )
     b.add_argument(
@@ -147,7 +147,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from retrieval.candidates import GeneratorConfig
+    from retrieval.candidates import CooccurrenceConfig
     from retrieval.store import RetrievalStore
 
     ws = open_workspace(args)
@@ -160,7 +160,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             model=args.model,
             factory=args.factory,
             n_clusters=args.clusters,
-            generator=GeneratorConfig.preset(args.generator),
+            cooccurrence=CooccurrenceConfig.preset(args.generator),
             cf_params={"epochs": args.cf_epochs} if args.cf_epochs else None,
             cache_dir=args.cache_dir,
             name=args.name,
@@ -245,7 +245,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     cands = [{**item(i), "score": float(scores[i])} for i in out["candidates"]]
     profile = {k: (v.item() if hasattr(v, "item") else v) for k, v in out["profile"].items()}
     result = {
-        "user": args.user,
+        "user": str(ds.user_tokens[user]),
         "strategy": args.strategy,
         "source": args.source,
         "ledger_version": out["ledger_version"],
@@ -255,8 +255,9 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         "candidates": cands,
     }
     lines = [
-        f"user {args.user} (ledger v{out['ledger_version']}), strategy {args.strategy}, "
-        f"candidates from {args.source}: {len(history)} of {n_hist} retained history items",
+        f"user {ds.user_tokens[user]} (ledger v{out['ledger_version']}), strategy "
+        f"{args.strategy}, candidates from {args.source}: {len(history)} of {n_hist} retained "
+        "history items",
         "profile: " + (", ".join(f"{k} {v}" for k, v in profile.items()) or "(none visible)"),
         "history (chronological):",
         *[f"  {h['item']:>6}  {h['text']}  [rating {h['rating']:g}]" for h in history],

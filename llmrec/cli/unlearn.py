@@ -29,6 +29,7 @@ from llmrec.cli.common import (
 )
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.io import atomic_write_json, atomic_write_text
+from llmrec.privacy.attributes import ATTACKERS, DEFAULT_ATTRIBUTES
 
 MODELS = ("bpr", "lightgcn")
 
@@ -78,10 +79,12 @@ def register(sub, common) -> None:
     a.add_argument(
         "--attributes",
         nargs="+",
-        default=["gender", "age", "occupation"],
+        default=list(DEFAULT_ATTRIBUTES),
         help="user attributes to infer from the user embeddings",
     )
-    a.add_argument("--attackers", nargs="+", default=["mlp", "gbdt"], help="mlp and/or gbdt")
+    a.add_argument(
+        "--attackers", nargs="+", default=list(ATTACKERS), help=" and/or ".join(ATTACKERS)
+    )
     a.add_argument(
         "--folds", type=int_in(2, 100), default=5, help="cross-validation folds of the attackers"
     )
@@ -235,8 +238,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if "seed" not in params and "seed" in method.param_names():
         params["seed"] = args.seed
     try:
+        method.check_params(parse_overrides(args.set))
         unlearner = method(**params)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, LlmrecError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
     if args.checkpoint or issubclass(method, ShardedUnlearner):
         # a separate checkpoint, kept up to date with METHOD: it starts as the given (or
@@ -317,9 +321,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         ranks = pair_ranks(new.score, ds.n_items, *task.forget, *task.train)
         result["forgotten_rank"] = rank_summary(ranks, ds.n_items)
         rows.append(("forgotten pairs: median rank", result["forgotten_rank"]["median_rank"]))
-    if args.method == "lego" and rec is not None:
-        for a, w in rec["info"].get("weights", {}).items():
-            rows.append((f"weight {a}", w))
+    if rec is not None:
+        rows += method.highlights(rec["info"])
     config = {
         "command": "unlearn",
         "method": args.method,

@@ -123,14 +123,6 @@ class RetainedView:
         m[users] = True
 
     # ------------------------------------------------------------------ queries
-    def user_mask(self) -> np.ndarray:
-        """Users that still exist (not forgotten as a whole)."""
-        return ~self.forgotten_users
-
-    def item_mask(self) -> np.ndarray:
-        """Items that may still be retrieved, ranked or shown."""
-        return ~self.forgotten_items
-
     def visible_attributes(self, user: int) -> dict[str, object]:
         """The user's profile without forgotten attributes (and empty for a forgotten user)."""
         if self.forgotten_users[user]:
@@ -160,10 +152,6 @@ class RetainedView:
         n = self.dataset.n_items
         lo, hi = np.searchsorted(keys, [int(user) * n, (int(user) + 1) * n])
         return (keys[lo:hi] % n).astype(np.int64)
-
-    def attribute_hidden(self, attr: str) -> np.ndarray:
-        """Per-user mask of profiles where ``attr`` is forgotten."""
-        return self.hidden.get(attr, np.zeros(self.dataset.n_users, dtype=bool)).copy()
 
     def removed_since(self, older: RetainedView) -> np.ndarray:
         """Indices of interactions kept in ``older`` but not in this view."""

@@ -205,7 +205,7 @@ def ranking_first_scores(
     dtype: type = np.float64,
 ) -> np.ndarray:
     """One user's score row that ranks ``items`` first (in their order), then every other item
-    in the order of ``base`` (e.g. the candidate generator's scores), min-max scaled below the
+    in the order of ``base`` (e.g. the candidate model's scores), min-max scaled below the
     ranking; items whose ``base`` is not finite get ``floor``. Turns a served list into a score
     function for :func:`evaluate_ranking`."""
     s = np.full(n_items, floor, dtype=dtype)

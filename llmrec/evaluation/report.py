@@ -162,7 +162,8 @@ COLUMN_DEFINITIONS: dict[str, str] = {
     "unlearner's update; for CRAGRU the forget stages, the touched shards' re-tuning "
     "included), without building, serving or evaluation",
     "serve_s": "serving time: wall seconds to rank every retained user once after the request "
-    "and score the ranking (for CRAGRU: retrieval, prompts and the LM)",
+    "and score the ranking (for CRAGRU: retrieval, prompts and the LM, with the ranking done "
+    "while its blend weight is tuned on VALID)",
     "wall_s": "the method's whole run: building, the forget step, serving the reference users "
     "before the request and, for the LLM path, its gold's from-scratch rebuild",
     "speedup": "retrain's forget_s divided by the method's, in the same run",
@@ -330,15 +331,6 @@ def markdown(
 
 
 # ------------------------------------------------------------------ plots
-
-
-def _user_sem(seeds: list[dict], method: str, group: str, key: str) -> float:
-    vals: list[float] = []
-    for s in seeds:
-        pu = s["methods"][method].get("bias", {}).get("vs_gold", {}).get("per_user", {}).get(group)
-        if pu:
-            vals += pu[key]
-    return float(np.std(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else 0.0
 
 
 def plot_bias(agg: dict, path: Path, seeds: list[dict]) -> None:

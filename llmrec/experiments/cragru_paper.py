@@ -45,7 +45,9 @@ from llmrec.io import atomic_write_json
 from llmrec.workspace import Workspace
 
 PROTOCOLS = ("toolkit", "paper")
-BLEND_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+#: the prior weights the paper protocol searches on VALID: a coarser subset of the served
+#: blend's grid (:data:`llmrec.serving.cragru.BLEND_GRID`), kept so its figures stay comparable
+PAPER_BLEND_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 #: Table II of the paper (ml-100k, HR@10 / NDCG@10), as typed in its t-test script.
 TABLE_II = {
@@ -279,7 +281,7 @@ def _ratios(side: _Side, cands: np.ndarray, users: np.ndarray, cfg: ProtocolConf
         return np.full(cfg.k, 1.0 / cfg.k), None
     labels = side.store.clusters.labels
     hist = [side.history[users[r]] for r in big]
-    gen, n_items = side.store.generator, side.ws.dataset.n_items
+    gen, n_items = side.store.cooccurrence, side.ws.dataset.n_items
 
     def score_rows(selections):
         return gen.scores(user_rows(n_items, [np.unique(s) for s in selections]))
@@ -430,7 +432,7 @@ def _tune_blend(side: _Side, ctxs, ranked, cfg: ProtocolConfig) -> tuple[float, 
         lists = _llm_lists(ctxs, ranked, w, cfg.list_len)
         return float(list_metrics(lists, side.valid, users[has], 1)["ndcg@10"].mean())
 
-    best, curve = choose_blend(valid_ndcg, BLEND_GRID)
+    best, curve = choose_blend(valid_ndcg, PAPER_BLEND_GRID)
     return best, {"tuned_on": "valid ndcg@10", "fitted_with": cfg.model, "curve": curve}
 
 

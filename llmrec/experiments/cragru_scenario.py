@@ -5,7 +5,7 @@
 (``eval_users="all"``; ``"affected"``: the forget users and their neighbours only -- they are
 reported as their own groups either way), and compares on the same users, RecBole protocol
 restricted to the candidate list (items outside the candidates rank after them, in the
-generator's order): the LLM ranking, the candidate generator's own order and BPR-MF retrained on
+generator's order): the LLM ranking, the co-occurrence candidate model's own order and BPR-MF retrained on
 the retained data. The quality block gives the three NDCG@10 and the paired per-user differences
 (LLM - candidates, LLM - 0.85 x BPR) with their standard error, a paired t-test and a Wilcoxon
 signed-rank test (:func:`llmrec.evaluation.paired.paired_difference`). Serving itself is
@@ -66,7 +66,7 @@ class ScenarioConfig:
 
 def _score_fn(rankings: dict[int, np.ndarray], base: np.ndarray, users: np.ndarray, n: int):
     """Scores placing each user's ranking first (in order), then everything else in ``base``
-    order (the candidate generator's scores)."""
+    order (the co-occurrence candidate model's scores)."""
     row = {int(u): k for k, u in enumerate(users)}
     none = np.zeros(0, np.int64)
 

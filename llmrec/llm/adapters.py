@@ -50,7 +50,7 @@ import numpy as np
 from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
-from llmrec.io import atomic_write_json
+from llmrec.io import atomic_write_json, read_json_if_present
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.loading import (
     LoadOptions,
@@ -161,9 +161,9 @@ def load_config(ws: Workspace, root: Path | None = None) -> AdapterConfig | None
     return AdapterConfig.from_dict(json.loads(p.read_text()))
 
 
-def read_manifest(path: Path) -> dict | None:
-    p = path / SHARD_MANIFEST
-    return json.loads(p.read_text()) if p.is_file() else None
+def shard_manifest(folder: Path) -> dict | None:
+    """The llmrec manifest of a shard adapter folder; ``None`` when it has none."""
+    return read_json_if_present(folder / SHARD_MANIFEST)
 
 
 class ShardTrainingData:
@@ -321,7 +321,7 @@ def tune_adapters(
     for s in mine:
         data = probe if s == probe.shard else ShardTrainingData(ws, config, s, version, view)
         target = shard_dir(root, s)
-        old = read_manifest(target)
+        old = shard_manifest(target)
         weights = target / "adapter_model.safetensors"
         if not force and old is not None and old["data_hash"] == data.hash and weights.is_file():
             report["shards"][s] = {"retuned": False, "trained_at": old["trained_at"]}
@@ -375,7 +375,7 @@ def tune_adapters(
     if register and acc.is_main_process:
         with ws.ledger() if ledger is None else nullcontext(ledger) as led:
             for s in todo:
-                m = read_manifest(shard_dir(root, s))
+                m = shard_manifest(shard_dir(root, s))
                 if m is None:
                     continue
                 led.register_artifact(

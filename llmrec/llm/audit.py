@@ -22,8 +22,8 @@ from llmrec.llm.adapters import (
     adapter_files_hash,
     adapters_root,
     load_config,
-    read_manifest,
     shard_dir,
+    shard_manifest,
     stale_shards,
 )
 from llmrec.llm.loading import weights_hash
@@ -61,7 +61,7 @@ def audit(ctx: StageContext) -> list[dict]:
         def report(problem: str, name: str = name, d=d) -> None:
             findings.append(finding(name, d, problem))
 
-        m = read_manifest(d)
+        m = shard_manifest(d)
         if m is None or not (d / "adapter_model.safetensors").is_file():
             report("adapter or its training manifest is missing")
             continue

@@ -27,7 +27,6 @@ position whose target is an item token and at a seeded ``text_positions`` share 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -39,7 +38,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ArtifactError
-from llmrec.io import atomic_write_json
+from llmrec.io import atomic_write_json, read_json_if_present
 from llmrec.llm.catalog import Catalog, ItemVerbalizer, catalog_corpus, item_token
 from llmrec.llm.loading import weights_hash
 from llmrec.llm.pretrain import catalog_sessions
@@ -323,5 +322,4 @@ def preferred_template(model_dir: str | Path) -> str | None:
 
 def read_manifest(model_dir: str | Path) -> dict | None:
     """The build manifest of a toolkit-built model, ``None`` for any other model."""
-    p = Path(model_dir) / MANIFEST
-    return json.loads(p.read_text()) if p.is_file() else None
+    return read_json_if_present(Path(model_dir) / MANIFEST)

@@ -72,7 +72,7 @@ class TokenizedExample:
 
 
 def rank_prior(n: int) -> np.ndarray:
-    """The candidate generator's order as a log-prior: ``-log2(2 + rank)`` (a DCG discount)."""
+    """The candidate model's order as a log-prior: ``-log2(2 + rank)`` (a DCG discount)."""
     return -np.log2(2.0 + np.arange(n))
 
 
@@ -207,7 +207,7 @@ def answer_loss(
 
     With candidates the first slot is a softmax over the candidate list only, of the model's
     logits *plus* ``prior_weight`` times :func:`rank_prior`: the adapter learns a residual on top
-    of the candidate generator's order (the score served as the blended ranking), plus
+    of the candidate model's order (the score served as the blended ranking), plus
     ``vocab_weight`` times the same multinomial over the whole vocabulary (every item row learns).
 
     ``history_weight``: next-token CE on every history item token after the first (the history is
@@ -346,7 +346,7 @@ def tune_adapter(
     """
     from accelerate import Accelerator
 
-    from llmrec.llm.loading import LoadOptions, load_model
+    from llmrec.llm.loading import LoadOptions, load_causal_lm
 
     acc = accelerator or Accelerator(cpu=True)
     world = acc.num_processes if data_parallel else 1
@@ -356,7 +356,7 @@ def tune_adapter(
         import dataclasses
 
         opts = dataclasses.replace(opts, dtype="float32")
-    model = load_model(str(base), opts, device=str(acc.device))
+    model = load_causal_lm(str(base), opts, device=str(acc.device))
     model = get_peft_model(model, lora_config(model, settings, item_token_ids))
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:

@@ -4,7 +4,7 @@ Whatever the model wrote -- valid JSON, JSON inside prose, truncated or broken J
 of ids, nothing at all -- :func:`parse_ranking` returns a ranking of the candidate list and never
 raises. Entries are validated against the candidates; unknown ids, items outside the candidate
 list, duplicates and forgotten items are dropped and counted. Candidates the answer did not rank
-follow in the candidate generator's order; an answer with no valid entry is a *fallback* (the
+follow in the candidate model's order; an answer with no valid entry is a *fallback* (the
 ranking is the generator's order) and is flagged so callers can count it.
 """
 
@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from llmrec.io import bracket_depths
 
 # "key": value  |  'key': value  |  key: value   (value: a number, or anything up to , or })
 _PAIR = re.compile(
@@ -49,24 +51,9 @@ def _balanced_object(text: str) -> str | None:
     start = text.find("{")
     if start < 0:
         return None
-    depth, in_str, esc = 0, False, False
-    for k in range(start, len(text)):
-        c = text[k]
-        if in_str:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-        elif c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start : k + 1]
+    for k, depth in bracket_depths(text, "{", "}", start):
+        if depth == 0:
+            return text[start : k + 1]
     return None
 
 
@@ -123,7 +110,7 @@ def parse_ranking(
 
     Args:
         text: the model's answer (including the opening ``{"`` of the prompt, if any).
-        candidates: item indices in the candidate generator's order.
+        candidates: item indices in the candidate model's order.
         lookup: written id -> item index (``None`` if unknown).
         forgotten: bool mask over items that must never be output.
 

@@ -8,7 +8,7 @@ the forgotten data.
 Training examples mask items *inside* the train history (no valid/test leakage): per epoch and
 user, a seeded draw holds out a few train items as targets; the rest is the history shown in the
 prompt; the candidate list is the targets plus the items ranked highest for that history by the
-serving candidate generator (:class:`retrieval.candidates.CooccurrenceGenerator`) counted on the
+serving co-occurrence candidate model (:class:`retrieval.candidates.CooccurrenceModel`) counted on the
 shard's kept histories alone (targets excluded, as test items are at serving time), in that
 generator's order -- the same shape as the candidate lists served at
 inference. Everything derives from the shard's own retained data, so
@@ -25,7 +25,7 @@ import numpy as np
 from llmrec.data.dataset import Dataset
 from llmrec.data.retained import RetainedView
 from llmrec.data.split import TRAIN, Split
-from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, user_rows
+from retrieval.candidates import CooccurrenceConfig, CooccurrenceModel, user_rows
 
 
 def shard_of(user_tokens: np.ndarray, n_shards: int, seed: int) -> np.ndarray:
@@ -126,10 +126,10 @@ class ExampleSettings:
     cold: float = 0.0  # share of an epoch's examples shown with no history (see epoch_examples)
     generator: dict[str, float] = field(default_factory=lambda: {"text_weight": 0.0})
 
-    def generator_config(self) -> GeneratorConfig:
+    def generator_config(self) -> CooccurrenceConfig:
         """Candidate-generator settings (library defaults overridden by :attr:`generator`);
         no text blend by default, since serving may use CF item vectors, which are user data."""
-        return GeneratorConfig(**{**GeneratorConfig().to_dict(), **self.generator})
+        return CooccurrenceConfig(**{**CooccurrenceConfig().to_dict(), **self.generator})
 
 
 def epoch_examples(
@@ -157,7 +157,7 @@ def epoch_examples(
     # the targets are absent from the statistics that rank them
     kept_rows = [np.unique(rec.items[kept]) for rec, _, kept in drawn]
     rows = user_rows(data.n_items, kept_rows)
-    gen = CooccurrenceGenerator.build(settings.generator_config(), rows, len(kept_rows))
+    gen = CooccurrenceModel.build(settings.generator_config(), rows, len(kept_rows))
     scores = gen.scores(rows)
     in_shard = np.zeros(data.n_items, dtype=bool)
     for rec in data.users:

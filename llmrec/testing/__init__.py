@@ -2,6 +2,8 @@
 
 * :class:`StageContract` (:mod:`llmrec.testing.stages`): the forget-stage contract as a pytest
   mixin;
+* :func:`check_unlearner`, :func:`build_tiny`, :func:`method_cases`
+  (:mod:`llmrec.testing.unlearners`): the unlearner contract's checks on a tiny workspace;
 * :func:`write_tiny_dataset`, :func:`tiny_workspace`, :func:`small_workspace`
   (:mod:`llmrec.testing.fixtures`): datasets and workspaces built in milliseconds;
 * :func:`tiny_lm`, :func:`adapter_config`, :data:`TINY_LM` (:mod:`llmrec.testing.lm`): a
@@ -27,6 +29,10 @@ _EXPORTS = {
     "TINY_LM": "lm",
     "tiny_lm": "lm",
     "adapter_config": "lm",
+    "Tiny": "unlearners",
+    "build_tiny": "unlearners",
+    "check_unlearner": "unlearners",
+    "method_cases": "unlearners",
     "BackendCase": "backend",
     "CHECKS": "backend",
     "check_backend": "backend",
@@ -43,6 +49,8 @@ def __getattr__(name: str) -> Any:
         from llmrec.testing import stages as mod
     elif module == "fixtures":
         from llmrec.testing import fixtures as mod
+    elif module == "unlearners":
+        from llmrec.testing import unlearners as mod
     elif module == "backend":
         from llmrec.testing import backend as mod
     else:

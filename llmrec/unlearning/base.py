@@ -269,6 +269,12 @@ class Unlearner(Method, abc.ABC):
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.param_names()}
 
+    @classmethod
+    def highlights(cls, info: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The method-specific figures of a record's ``info`` worth showing with its result,
+        as ``(label, value)`` rows (none by default)."""
+        return []
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

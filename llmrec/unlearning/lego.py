@@ -64,6 +64,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -263,6 +264,11 @@ class LEGO(Unlearner):
     name = "lego"
     handles = ("attribute",)
     workspace_cache = "artifacts/lego-cache/{model}"
+
+    @classmethod
+    def highlights(cls, info: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The combination weight of each attribute's perturbation."""
+        return [(f"weight {a}", w) for a, w in info.get("weights", {}).items()]
 
     def __init__(
         self,

@@ -299,6 +299,7 @@ def levers(args: argparse.Namespace, ws, store, base_pipe) -> int:
                         (b.stats["prompt_tokens"] - tok0) / n_runs / sec, 1
                     ),
                     "memo_hits": int(b.stats["memo_hits"] - hits0),
+                    "fallbacks": int(sum(r.fallback for r in out)),
                     "timed_runs": n_runs,
                     "load_seconds": round(load_s, 2),
                     "instruction_prefix_tokens": len(b.instruction_prefix()),

@@ -7,7 +7,7 @@
   their ratio. Also reported: the lazy refit of the EASE model on the first request after a
   change, the load time and the one-off catalogue encoding.
 * ``candidates`` — Recall@50 / NDCG@10 (RecBole RS protocol on test: train + valid masked) of
-  the candidate generator beside BPR-MF trained in the same run on the same retained train part.
+  the co-occurrence candidate model beside BPR-MF trained in the same run on the same retained train part.
 * ``index-scale`` — build time, query latency and recall@10 against exact search for Flat, IVF
   and HNSW indexes on 10^6 synthetic clustered vectors, and the factory strings to pick.
 """
@@ -102,7 +102,7 @@ def run_retrieval_forget(args: argparse.Namespace) -> int:
                 "dataset": ds.name,
                 "encoder": args.encoder,
                 "factory": args.factory,
-                "generator": store.generator.config.model,
+                "generator": store.cooccurrence.config.model,
                 "requests": len(users),
                 "apply_median_ms": round(1000 * med, 2),
                 "apply_p90_ms": round(1000 * float(np.percentile(apply_s, 90)), 2),
@@ -127,7 +127,7 @@ def run_retrieval_forget(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- candidates
 def configure_candidates(p: argparse.ArgumentParser) -> None:
-    """Recall@50 / NDCG@10 of the candidate generator vs BPR-MF (RS protocol, test)."""
+    """Recall@50 / NDCG@10 of the co-occurrence candidate model vs BPR-MF (RS protocol, test)."""
     p.add_argument("--dataset", default="ml-100k", help="atomic dataset name")
     p.add_argument(
         "--data-dir", default=None, help="folder holding NAME.inter (default: recbole's examples)"
@@ -138,7 +138,7 @@ def configure_candidates(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["ease", "knn"],
         choices=["ease", "knn"],
-        help="candidate generators compared",
+        help="co-occurrence candidate models compared",
     )
     p.add_argument("--part", choices=["test", "valid"], default="test", help="split part evaluated")
 
@@ -146,7 +146,7 @@ def configure_candidates(p: argparse.ArgumentParser) -> None:
 def run_candidates(args: argparse.Namespace) -> int:
     from llmrec.evaluation import evaluate_model
     from llmrec.models.training import retained_data, train_model
-    from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, user_rows
+    from retrieval.candidates import CooccurrenceConfig, CooccurrenceModel, user_rows
     from retrieval.store import RetrievalStore
 
     root = Path(tempfile.mkdtemp(prefix="llmrec-bench-"))
@@ -159,8 +159,8 @@ def run_candidates(args: argparse.Namespace) -> int:
         rows_all = user_rows(ws.dataset.n_items, store._rows)
         for gen in args.generators:
             t0 = time.perf_counter()
-            store.generator = CooccurrenceGenerator.build(
-                GeneratorConfig.preset(gen), rows_all, ws.dataset.n_users
+            store.cooccurrence = CooccurrenceModel.build(
+                CooccurrenceConfig.preset(gen), rows_all, ws.dataset.n_users
             )
             store.candidate_scores(np.array([0]))  # includes fitting the model (EASE inverse)
             seconds = time.perf_counter() - t0

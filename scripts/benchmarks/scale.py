@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
             _, sec, mb = _timed(model.fit, *data.train)
             rows.append(emit(base | {"stage": "bpr_epoch", "seconds": sec, "peak_mb": mb}))
 
-            counts_bytes = 4 * ds.n_items**2  # the candidate generator's dense item-item counts
+            counts_bytes = (
+                4 * ds.n_items**2
+            )  # the co-occurrence candidate model's dense item-item counts
             factory = factory_for(ds.n_items)
             if 3 * counts_bytes > budget:
                 nnz = _cooccurrence_nnz(data.train[0], data.train[1], ds.n_users, ds.n_items)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmrec.testing.fixtures import small_workspace
 from scripts.benchmarks import retrain_gold
-from tests.llm.test_llm_fixtures import small_workspace
 
 
 def test_split_files_hold_the_given_pairs_as_tokens(tmp_path):

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from llmrec.cli.main import main
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 from retrieval.strategies import ALL_STRATEGIES
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")

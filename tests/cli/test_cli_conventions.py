@@ -14,7 +14,7 @@ import pytest
 from llmrec import progress
 from llmrec.cli.main import main, parse_args
 from llmrec.errors import LlmrecError
-from tests.conftest import write_tiny_dataset
+from llmrec.testing.fixtures import write_tiny_dataset
 
 COMMON = ["--workspace", "--dataset", "--data-dir", "--seed", "--json", "--quiet", "--config"]
 

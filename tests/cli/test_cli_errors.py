@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import write_tiny_dataset
+from llmrec.testing.fixtures import write_tiny_dataset
 
 
 def run(*args, cwd=None):

@@ -9,8 +9,8 @@ import pytest
 
 from llmrec.cli.main import main
 from llmrec.errors import LlmrecError
+from llmrec.testing.fixtures import write_tiny_dataset
 from llmrec.workspace import Workspace
-from tests.conftest import write_tiny_dataset
 
 
 def _files(root: Path) -> dict[str, str]:

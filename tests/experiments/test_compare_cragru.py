@@ -11,7 +11,8 @@ import pytest
 from llmrec.experiments.compare import llm as compare_llm
 from llmrec.experiments.compare import run_compare
 from llmrec.serving.cragru import BLEND_GRID, default_lm_dir
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,15 @@ def test_gold_serving_is_reused_only_when_a_spot_check_agrees():
     users = np.arange(6)
     assert compare_llm._same_rankings(_FakePipe([0, 1, 2]), _FakePipe([0, 1, 2]), users, 4)
     assert not compare_llm._same_rankings(_FakePipe([0, 1, 2]), _FakePipe([0, 2, 1]), users, 4)
+
+
+def test_scratch_workspaces_are_deleted_at_the_end(run, patched):
+    """The LLM path's scratch workspaces hold user data: gone after the run unless kept."""
+    from pathlib import Path
+
+    run_dir = Path(run["run_dir"])
+    assert not (run_dir / compare_llm.SCRATCH).exists()
+    assert not list(run_dir.rglob("workspace.json")) and not list(run_dir.rglob("*.sqlite"))
+    assert patched.kept_workspaces() == []
+    info = run["scenarios"]["random:10%users"][0]["methods"]["cragru"]["info"]
+    assert info["workspace"].startswith(compare_llm.SCRATCH + "/")

@@ -8,7 +8,8 @@ import pytest
 from llmrec.data.split import TEST, TRAIN, VALID
 from llmrec.experiments import cragru_paper as cp
 from llmrec.forget import registry as stages
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 
 
 def test_forget_split_keeps_the_first_interaction(tiny):
@@ -92,7 +93,7 @@ def test_side_by_side_run(tmp_path, llm, monkeypatch):
     if llm:  # the prior weight is tuned on VALID, per protocol
         for side in (tk, pp):
             assert side["blend"]["tuned_on"] == "valid ndcg@10"
-            assert side["blend_weight"] in cp.BLEND_GRID
+            assert side["blend_weight"] in cp.PAPER_BLEND_GRID
     # Retrain (paper) is scored on its own split: users without a test item there drop out
     assert pp["retrain"]["split"].startswith("retained data's own")
     text = cp.format_protocols(res)

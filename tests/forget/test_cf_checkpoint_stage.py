@@ -15,7 +15,7 @@ from llmrec.cli.main import main
 from llmrec.forget.audit import run_audit
 from llmrec.models import load_model
 from llmrec.models.training import checkpoint_path, retained_data, train_model
-from tests.llm.test_llm_fixtures import small_workspace
+from llmrec.testing.fixtures import small_workspace
 
 
 def _request(path, user: str):

@@ -23,9 +23,10 @@ from llmrec.forget.runner import forget
 from llmrec.llm.adapters import adapters_root, tune_adapters
 from llmrec.models.training import checkpoint_path, retained_data, train_model
 from llmrec.serving.cragru import default_lm_dir
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +241,7 @@ def test_ease_weights_do_not_depend_on_thread_count():
     size a threaded dpotrf/dpotri gave other bits on 2 threads than on 1)."""
     from threadpoolctl import threadpool_limits
 
-    from retrieval.candidates import CooccurrenceGenerator, GeneratorConfig, user_rows
+    from retrieval.candidates import CooccurrenceConfig, CooccurrenceModel, user_rows
 
     rng = np.random.default_rng(0)
     n_items, n_users = 700, 1500
@@ -252,7 +253,7 @@ def test_ease_weights_do_not_depend_on_thread_count():
     out = []
     for threads in (1, 2, 4):
         with threadpool_limits(limits=threads):
-            gen = CooccurrenceGenerator.build(GeneratorConfig(), x, n_users)
+            gen = CooccurrenceModel.build(CooccurrenceConfig(), x, n_users)
             out.append(gen._ease_weights())
     assert all(np.array_equal(out[0], w) for w in out[1:])
 

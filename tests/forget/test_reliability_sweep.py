@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from llmrec.cli.main import build_parser, main
+from llmrec.testing.fixtures import write_tiny_dataset
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.conftest import write_tiny_dataset
 
 VALUES = {"negative": "-1", "zero": "0", "huge": "9" * 30, "nan": "nan", "text": "abc"}
 # commands whose accepted values start real work (training, building): parsed only

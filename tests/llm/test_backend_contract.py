@@ -22,7 +22,8 @@ from llmrec.llm.catalog import Catalog
 from llmrec.llm.tiny_models import build_tiny, catalog_corpus_text
 from llmrec.serving.cragru import default_lm_dir
 from llmrec.testing.backend import CHECKS, BackendCase, contract_contexts
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 
 KINDS = ("merged", "switched", "cpu-options", "text-ids")
 

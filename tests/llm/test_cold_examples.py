@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from llmrec.llm.shards import ExampleSettings, epoch_examples, shard_data, shard_of
-from tests.llm.test_llm_fixtures import small_workspace
+from llmrec.testing.fixtures import small_workspace
 
 
 def _shard(tmp_path):

@@ -21,9 +21,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmrec.llm.adapters import adapters_root, read_manifest, shard_dir
+from llmrec.llm.adapters import adapters_root, shard_dir, shard_manifest
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 from llmrec.workspace import Workspace
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 SHARDS = 2
 WEIGHTS = "adapter_model.safetensors"
@@ -102,8 +103,8 @@ def test_data_parallel_layout_matches_one_process_within_tolerance(setup):
         assert all(one[k].abs().sum() > 0 for k in one if "lora_B" in k)  # really tuned
         for k in one:
             torch.testing.assert_close(two[k], one[k], rtol=1e-3, atol=1e-4, msg=k)
-        m1 = read_manifest(shard_dir(adapters_root(Workspace(copies["single"])), s))
-        m2 = read_manifest(shard_dir(adapters_root(Workspace(copies["data"])), s))
+        m1 = shard_manifest(shard_dir(adapters_root(Workspace(copies["single"])), s))
+        m2 = shard_manifest(shard_dir(adapters_root(Workspace(copies["data"])), s))
         assert m1["data_hash"] == m2["data_hash"]  # the same training data, audited the same
         assert m2["processes"] == 2
         assert m2["losses"] == pytest.approx(m1["losses"], rel=1e-4)

@@ -10,7 +10,8 @@ from llmrec.llm.backends.hf import HFBackend, _CandidateItems
 from llmrec.llm.catalog import Catalog
 from llmrec.llm.parsing import extract_entries
 from llmrec.llm.prompt import UserContext
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 
 
 def test_processor_bans_other_items_and_written_candidates_only():

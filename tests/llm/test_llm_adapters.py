@@ -16,14 +16,15 @@ from llmrec.forget.runner import forget
 from llmrec.llm.adapters import (
     adapters_root,
     load_config,
-    read_manifest,
     shard_dir,
+    shard_manifest,
     stale_shards,
     tune_adapters,
 )
 from llmrec.llm.catalog import Catalog
 from llmrec.llm.shards import shard_of
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 
 WEIGHTS = "adapter_model.safetensors"
 
@@ -47,8 +48,8 @@ def assert_equals_scratch(ws, cfg, tmp_path, name):
     tune_adapters(ws, cfg, root=scratch, register=False)
     assert weights(adapters_root(ws), cfg.n_shards) == weights(scratch, cfg.n_shards)
     for s in range(cfg.n_shards):
-        a = read_manifest(shard_dir(adapters_root(ws), s))
-        b = read_manifest(shard_dir(scratch, s))
+        a = shard_manifest(shard_dir(adapters_root(ws), s))
+        b = shard_manifest(shard_dir(scratch, s))
         assert a["data_hash"] == b["data_hash"]
 
 
@@ -63,7 +64,7 @@ def test_adapters_are_standard_peft_folders(tuned):
     stored = load_config(ws)  # the template is named and the prompt contract recorded
     assert stored.pinned() == cfg.resolved(Catalog.from_dataset(ws.dataset)).pinned()
     assert stored.template == "compact" and stored.contract["template"] == "compact"
-    assert read_manifest(d)["prompt_contract"] == stored.contract
+    assert shard_manifest(d)["prompt_contract"] == stored.contract
 
 
 def test_user_forget_retunes_only_its_shard_and_matches_scratch(tuned):

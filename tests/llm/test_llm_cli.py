@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from llmrec.cli.main import main
-from tests.llm.test_llm_fixtures import small_workspace
+from llmrec.testing.fixtures import small_workspace
 
 
 def run(capsys, *argv):

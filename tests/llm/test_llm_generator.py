@@ -14,7 +14,8 @@ from llmrec.llm.backends.hf import HFBackend
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.lm_builder import read_manifest
 from llmrec.llm.prompt import UserContext
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 
 MODES = ("likelihood", "json", "constrained")
 

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BertLMHeadModel
 
 from llmrec.llm.catalog import item_token
 from llmrec.llm.lm_builder import LMConfig, build_lm, preferred_template
-from tests.llm.test_llm_fixtures import small_workspace
+from llmrec.testing.fixtures import small_workspace
 
 TINY_MINILM = LMConfig(init="minilm", n_layer=1, n_positions=192, block_size=192, sessions=12)
 

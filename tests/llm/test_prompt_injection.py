@@ -30,9 +30,9 @@ from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.lm_builder import build_lm
 from llmrec.llm.parsing import parse_ranking
 from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
+from llmrec.testing.lm import TINY_LM, adapter_config
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import TINY_LM, adapter_config
 
 FORGOTTEN = ("3", "7", "12")  # item tokens forgotten below; the hostile text names them
 VICTIM = "5"  # the user whose (hostile) gender is forgotten

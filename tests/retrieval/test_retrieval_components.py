@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from retrieval import strategies as strat
 from retrieval.candidates import (
-    CooccurrenceGenerator,
-    GeneratorConfig,
+    CooccurrenceConfig,
+    CooccurrenceModel,
     counts_checksum,
     top_n,
     user_rows,
@@ -18,7 +18,7 @@ from retrieval.candidates import (
 from retrieval.clusters import cluster_items, kmeans
 from retrieval.encoders import CFEncoder, EmbeddingCache, TextEncoder, make_encoder
 
-CFG = GeneratorConfig()
+CFG = CooccurrenceConfig()
 
 
 def _rows_from_mask(mask: np.ndarray) -> list[np.ndarray]:
@@ -36,7 +36,7 @@ def test_decrement_equals_recount(seed, n_users, n_items, density):
     """Any sequence of row shrinkages, applied as block updates, equals counting again."""
     rng = np.random.default_rng(seed)
     mask = rng.random((n_users, n_items)) < density
-    gen = CooccurrenceGenerator.build(CFG, user_rows(n_items, _rows_from_mask(mask)))
+    gen = CooccurrenceModel.build(CFG, user_rows(n_items, _rows_from_mask(mask)))
     for _ in range(3):
         users = np.unique(rng.integers(n_users, size=rng.integers(1, n_users + 1)))
         new = mask.copy()
@@ -46,7 +46,7 @@ def test_decrement_equals_recount(seed, n_users, n_items, density):
             user_rows(n_items, _rows_from_mask(new[users])),
         )
         mask = new
-        fresh = CooccurrenceGenerator.build(CFG, user_rows(n_items, _rows_from_mask(mask)))
+        fresh = CooccurrenceModel.build(CFG, user_rows(n_items, _rows_from_mask(mask)))
         assert gen.equals(fresh)
         assert gen.checksum == fresh.checksum == counts_checksum(gen.counts)
         rows = user_rows(n_items, _rows_from_mask(mask))
@@ -55,18 +55,18 @@ def test_decrement_equals_recount(seed, n_users, n_items, density):
 
 def test_counts_definition():
     rows = user_rows(3, [np.array([0, 1]), np.array([0, 1, 2]), np.array([], np.int64)])
-    gen = CooccurrenceGenerator.build(CFG, rows)
+    gen = CooccurrenceModel.build(CFG, rows)
     w2, w3 = (np.rint(CFG.scale / n**CFG.user_weight_power) for n in (2, 3))
     assert gen.counts[0, 1] == w2 + w3 and gen.counts[1, 2] == w3 and gen.counts[2, 2] == w3
     assert gen.counts.dtype == np.int32 and list(gen.degree) == [2, 2, 1]
     assert np.array_equal(gen.counts, gen.counts.T)
-    assert CooccurrenceGenerator.count_dtype(CFG, 10**6) == np.int64
+    assert CooccurrenceModel.count_dtype(CFG, 10**6) == np.int64
 
 
 def test_scores_rank_co_occurring_items_first():
     # items 0-2 are always seen together, items 3-5 too
     rows = [np.array([0, 1, 2])] * 5 + [np.array([3, 4, 5])] * 5 + [np.array([0, 1])]
-    gen = CooccurrenceGenerator.build(CFG, user_rows(6, rows))
+    gen = CooccurrenceModel.build(CFG, user_rows(6, rows))
     s = gen.scores(user_rows(6, [np.array([0, 1])]))[0]
     assert s[2] > s[3:].max()
     cold = gen.scores(user_rows(6, [np.zeros(0, np.int64)]))[0]

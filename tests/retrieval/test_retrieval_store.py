@@ -351,13 +351,13 @@ def test_interrupted_in_place_update_is_recounted(tmp_path, only_retrieval_stage
     cache, _ = shared_text_cache(tmp_path)
     ws = Workspace(tmp_path / "ws")
     store = RetrievalStore.build(ws, cache_dir=cache)
-    before = store.generator.counts.copy()
+    before = store.cooccurrence.counts.copy()
     counts = np.load(store.root / "counts.npy", mmap_mode="r+")
     counts[3, 5] += 7  # a torn write
     counts.flush()
     del counts
     again = RetrievalStore.load(ws)
-    assert np.array_equal(again.generator.counts, before)
+    assert np.array_equal(again.cooccurrence.counts, before)
     assert np.array_equal(np.load(store.root / "counts.npy"), before)  # repaired on load
 
 

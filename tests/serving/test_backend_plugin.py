@@ -28,8 +28,8 @@ from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.parsing import parse_ranking
 from llmrec.llm.prompt import EncodedPrompt, PromptBuilder, UserContext, answer_text
 from llmrec.testing.backend import CHECKS, BackendCase, check_backend, contract_contexts
+from llmrec.testing.fixtures import small_workspace
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import small_workspace
 
 
 class GenreOverlapBackend:

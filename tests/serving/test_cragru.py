@@ -16,9 +16,10 @@ from llmrec.experiments.cragru_scenario import ScenarioConfig, format_results, r
 from llmrec.forget.runner import forget
 from llmrec.llm.adapters import tune_adapters
 from llmrec.serving.cragru import CragruOptions, CragruPipeline, default_lm_dir
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import adapter_config, tiny_lm
 from llmrec.workspace import Workspace
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import adapter_config, small_workspace, tiny_lm
 
 
 @pytest.fixture(scope="module")

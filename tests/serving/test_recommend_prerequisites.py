@@ -8,8 +8,9 @@ import json
 
 from llmrec.cli.main import main
 from llmrec.serving.prerequisites import built_base_lm
+from llmrec.testing.fixtures import small_workspace
+from llmrec.testing.lm import tiny_lm
 from retrieval.store import RetrievalStore
-from tests.llm.test_llm_fixtures import small_workspace, tiny_lm
 
 
 def test_fresh_workspace_names_every_prerequisite_then_reuses_the_compare_lm(tmp_path, capsys):

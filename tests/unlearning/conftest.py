@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from llmrec.data.dataset import Dataset, load_dataset
-from llmrec.data.split import TRAIN, Split, random_split
+from llmrec.data.split import Split, random_split
 from llmrec.data.synthetic import SyntheticSpec, write_synthetic
-from llmrec.models import CFModel, build_model
-from llmrec.workspace import Workspace
-
-#: base-model recipe of the tiny models (seconds to train)
-TINY_MODEL = {"dim": 8, "epochs": 3, "batch_size": 256, "n_neg": 2, "seed": 7}
-
-
-@dataclass
-class Tiny:
-    """A synthetic workspace (nothing recorded in its ledger) and models trained on its split."""
-
-    ws: Workspace
-    ds: Dataset
-    split: Split
-    models: dict[str, CFModel]
-    data_dir: Path
-
-    def fresh_workspace(self, root: Path) -> Workspace:
-        """A new workspace (empty ledger) on the same data and split as :attr:`ws`."""
-        return Workspace(root / "ws", dataset="tiny", data_dir=self.data_dir)
+from llmrec.testing.unlearners import Tiny, build_tiny
 
 
 @pytest.fixture(autouse=True)
@@ -54,16 +34,5 @@ def synthetic(tmp_path_factory) -> tuple[Dataset, Split, Path]:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Tiny:
-    folder = tmp_path_factory.mktemp("tiny-data")
-    write_synthetic(SyntheticSpec(1500, users=60, items=80, seed=4), folder, "tiny")
-    ws = Workspace(tmp_path_factory.mktemp("tiny-ws") / "ws", dataset="tiny", data_dir=folder)
-    ds, split = ws.dataset, ws.split
-    m = split.mask(TRAIN)
-    models = {}
-    for name in ("bpr", "lightgcn"):
-        torch.set_num_threads(1)
-        model = build_model(name, ds.n_users, ds.n_items, **TINY_MODEL)
-        model.fit(ds.inter_user[m], ds.inter_item[m])
-        model.ledger_version = 0
-        models[name] = model.eval()
-    return Tiny(ws, ds, split, models, folder)
+    """The unlearner contract's tiny workspace and models (:func:`build_tiny`)."""
+    return build_tiny(tmp_path_factory.mktemp("tiny"))

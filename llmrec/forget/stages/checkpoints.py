@@ -135,6 +135,48 @@ def update_method(ws: Workspace, ck: Checkpoint, model: Any) -> tuple[str, dict]
     return method, {**cls.workspace_defaults(ws.root, base), **params}
 
 
+def update_methods() -> list[str]:
+    """The methods that may bring trained checkpoints up to date: the embedding unlearners
+    that return a model of the checkpoint's own class (a shard method turns it into a sharded
+    ensemble, which ``llmrec evaluate`` and the candidate sources do not read as a trained
+    checkpoint)."""
+    from llmrec.unlearning import METHODS
+    from llmrec.unlearning.shard_unlearner import ShardedUnlearner
+
+    return [
+        n
+        for n, c in METHODS.items()
+        if c.family == "embedding" and not issubclass(c, ShardedUnlearner)
+    ]
+
+
+def check_update_method(method: str, params: dict) -> bool:
+    """Check that ``method`` is one of :func:`update_methods` and that ``params`` are its
+    parameters, of the right types and in range (:meth:`~llmrec.unlearning.method.Method.
+    check_params`: a value saved in ``workspace.json`` must never hang or break a later
+    forget); returns whether it is exact. :class:`LlmrecError` otherwise; nothing is saved."""
+    from llmrec.unlearning import METHODS
+
+    usable = update_methods()
+    if method not in usable:
+        raise LlmrecError(f"unknown CF method {method!r} (expected one of: {', '.join(usable)})")
+    cls = METHODS[method]
+    try:
+        cls.check_params(params)
+        cls(**params)
+    except (TypeError, ValueError, LlmrecError) as exc:
+        raise LlmrecError(f"bad --cf-set for {method}: {exc}") from None
+    return bool(cls.exact)
+
+
+def set_update_method(ws: Workspace, method: str, params: dict) -> bool:
+    """Fix the workspace's ``cf_method`` (how trained checkpoints are brought up to date)
+    once :func:`check_update_method` passed; returns whether it is exact."""
+    exact = check_update_method(method, params)
+    ws.set_cf_method(method, params)
+    return exact
+
+
 def record_extra(
     base: dict, method: str, exact: bool, pairs: tuple[np.ndarray, np.ndarray], **more: Any
 ) -> dict:

@@ -65,7 +65,7 @@ from llmrec.llm.constrained import AnswerConstraint, AnswerSpelling, TextConstra
 from llmrec.llm.loading import (
     LoadOptions,
     ensure_pad,
-    load_model,
+    load_causal_lm,
     load_tokenizer,
     resolve_base,
     weights_hash,
@@ -295,7 +295,7 @@ class HFBackend:
         )
         base = resolve_base(name_or_path)
         tok = load_tokenizer(base, opts)
-        model = load_model(base, opts, device=None if dev is None else str(dev))
+        model = load_causal_lm(base, opts, device=None if dev is None else str(dev))
         memo = kwargs.get("memo")
         if (memo is True or isinstance(memo, RankMemo)) and "identity" not in kwargs:
             kwargs["identity"] = {  # what the memo keys answers on
