@@ -99,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recipe",
         choices=RECIPE_NAMES,
-        default=None,
-        help="named adapter recipe of the MiniLM base (llmrec.llm.recipe; docs/default_lm.md; "
-        "default: quality, with --base smollm2 fast)",
+        default=RECIPE_NAMES[0],
+        help="named adapter recipe of the MiniLM base (llmrec.llm.recipe; docs/default_lm.md); "
+        "--base smollm2 tunes the MiniLM default with 'fast', as llmrec compare does",
     )
     p.add_argument(
         "--base",
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder=args.encoder,
         n_shards=args.shards,
         epochs=args.epochs,
-        recipe=args.recipe or RECIPE_NAMES[0],
+        recipe=args.recipe,
         seed=args.seed,
     )
     say = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
@@ -183,7 +183,7 @@ def _smollm2_sample(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         encoder=args.encoder,
         n_shards=args.shards,
-        recipe=args.recipe or SampleConfig.recipe,
+        recipe=SampleConfig.recipe,
         seed=args.seed,
     )
     say = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
