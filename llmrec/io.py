@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -13,6 +15,12 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from llmrec.errors import LlmrecError
+
+#: below this many free bytes a failed write is taken for a full disk (numpy and FAISS report
+#: short writes without an errno: "40000 requested and 2016 written", "write error")
+FULL_DISK_BYTES = 1 << 20
 
 
 @contextmanager
@@ -27,9 +35,37 @@ def atomic_path(path: str | Path):
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if disk_full(exc, path.parent):
+            raise LlmrecError(
+                f"no space left on the device writing {path}; nothing was changed there "
+                "(free some space and run the command again)"
+            ) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def disk_full(exc: BaseException, folder: str | Path) -> bool:
+    """Whether ``exc``, raised while writing into ``folder``, means the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads(object_pairs_hook=...)``: a JSON object whose key repeats is an error
+    (JSON would silently keep the last value: ``{"users": ["1"], "users": ["2"]}``)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k[:40]!r} in a JSON object")
+        out[k] = v
+    return out
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

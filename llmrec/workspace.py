@@ -6,6 +6,8 @@ Layout::
     WORKSPACE/ledger.sqlite    the forget ledger
     WORKSPACE/artifacts/...    models, indexes, adapters; each records its ledger version
     WORKSPACE/runs/NAME-TIME/  results of one command, with config.json and versions.json
+    WORKSPACE/workspaces.json  scratch workspaces a run kept (``compare --keep-workspaces``):
+                               they hold user data, so ``forget`` and ``audit`` cover them
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.data.split import Split, make_split
 from llmrec.errors import LlmrecError
+from llmrec.integrity import relative_to_root, resolve_in
 from llmrec.io import atomic_write_json, versions
 
 DEFAULT_WORKSPACE = "llmrec-workspace"
@@ -34,6 +37,7 @@ DEFAULT_POLICY = "retrain"
 # unlearning method name; ``retrain`` (the default) is exact, every other method approximate
 DEFAULT_CF_METHOD = "retrain"
 RECOVER = "restore it from a backup, or move the workspace aside and start a new one"
+KEPT = "workspaces.json"
 
 
 def check_config(cfg: object, path: Path | str) -> dict:
@@ -243,3 +247,28 @@ class Workspace:
         atomic_write_json(run / "config.json", {"workspace": self.config, **config})
         atomic_write_json(run / "versions.json", versions())
         return run
+
+    @property
+    def kept_path(self) -> Path:
+        return self.root / KEPT
+
+    def kept_workspaces(self) -> list[Path]:
+        """Scratch workspaces a run kept inside this one (:meth:`keep_workspaces`)."""
+        if not self.kept_path.exists():
+            return []
+        try:
+            obj = json.loads(self.kept_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError, RecursionError) as exc:
+            raise LlmrecError(
+                f"{self.kept_path}: unreadable ({str(exc)[:200]}); {RECOVER}"
+            ) from None
+        kept = obj.get("kept") if isinstance(obj, dict) else None
+        if not isinstance(kept, list) or not all(isinstance(p, str) and p for p in kept):
+            raise LlmrecError(f"{self.kept_path}: 'kept' must be a list of paths; {RECOVER}")
+        return [resolve_in(self.root, p) for p in kept]
+
+    def keep_workspaces(self, paths: list[Path]) -> None:
+        """Register scratch workspaces under this one, so forget and audit cover them."""
+        kept = [relative_to_root(self.root, p) for p in self.kept_workspaces()]
+        kept += [p for p in (relative_to_root(self.root, q) for q in paths) if p not in kept]
+        atomic_write_json(self.kept_path, {"kept": kept})

@@ -30,6 +30,9 @@ see :mod:`benchmarks.unlearn_cli`.
 ``scale``: every stage's cost from 10^5 to 10^7 synthetic interactions; see
 :mod:`benchmarks.scale`.
 
+``ledger-reads``: ``data info``, ``audit`` and the retained-view fold after 10^3..10^5 small
+forget requests, extrapolated to 10^6; see :mod:`benchmarks.ledger_reads`.
+
 ``retrain-gold``: retrain vs the original vs RecBole's BPR on the retained split of
 ``--scenario`` (default ``core:5%users``), from one run; see :mod:`benchmarks.retrain_gold`.
 
@@ -52,6 +55,7 @@ import sys  # noqa: E402
 from benchmarks import (  # noqa: E402
     embedding_unlearners,
     generation,
+    ledger_reads,
     retrain_gold,
     retrieval_layer,
     scale,
@@ -72,6 +76,7 @@ SUBCOMMANDS: Subcommands = {
     **unlearnrec_sharded.SUBCOMMANDS,
     **unlearn_cli.SUBCOMMANDS,
     **retrain_gold.SUBCOMMANDS,
+    **ledger_reads.SUBCOMMANDS,
 }
 
 

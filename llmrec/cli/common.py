@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 
 from llmrec.errors import LlmrecError
@@ -16,13 +17,17 @@ MAX_INT = 2**31 - 1  # no count, size or epoch number beyond this is meaningful
 
 
 def _int(text: str) -> int:
+    """ASCII digits with an optional sign: ``int()`` alone also takes '١٠', '１２３' and '1_0'."""
     s = str(text).strip()
     if len(s) > 20:
         raise argparse.ArgumentTypeError(f"{s[:20]}... is not an integer in range")
-    try:
-        return int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+    if not _INT.fullmatch(s):
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer (ASCII digits)")
+    return int(s)
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def int_in(lo: int | None = None, hi: int | None = MAX_INT, what: str = "") -> callable:
@@ -55,10 +60,9 @@ def float_in(
 
     def parse(text: str) -> float:
         s = str(text).strip()
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s[:30]!r} is not a number") from None
+        if not _FLOAT.fullmatch(s):
+            raise argparse.ArgumentTypeError(f"{s[:30]!r} is not a number (ASCII digits)")
+        v = float(s)
         if not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"{s[:30]} is not a finite number")
         if lo is not None and (v < lo or (lo_open and v == lo)):

@@ -89,6 +89,12 @@ def register(sub, common) -> None:
             help="the LLM path's candidate list: ease, text or hybrid (retrieval/hybrid.py) "
             "(default: %(default)s)",
         )
+        p.add_argument(
+            "--keep-workspaces",
+            action="store_true",
+            help="keep the LLM path's scratch workspaces (deleted at the end by default); kept "
+            "ones hold user data, so they are registered and covered by forget and audit",
+        )
         p.set_defaults(func=cmd_compare, harness=name)
 
 
@@ -116,6 +122,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         verify_exact=not args.no_exact_check,
         fairness_ndcg=args.fairness_ndcg,
         candidate_source=args.source,
+        keep_workspaces=args.keep_workspaces,
     )
     md = (ws.root / "runs").joinpath(res["run_dir"]).joinpath("results.md")
     text = md.read_text() if md.is_file() else ""

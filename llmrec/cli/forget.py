@@ -9,7 +9,7 @@ from llmrec.data.requests import load_requests
 from llmrec.errors import LlmrecError
 from llmrec.forget.audit import run_audit
 from llmrec.forget.runner import forget, resume, set_policy
-from llmrec.forget.stages.checkpoints import set_update_method
+from llmrec.forget.stages.checkpoints import check_update_method, set_update_method
 from llmrec.workspace import POLICIES
 
 
@@ -61,20 +61,28 @@ def register(sub, common) -> None:
 def cmd_forget(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     requests = load_requests(args.request) if args.request else None
-    lines = []
     if args.cf_set and args.cf_method is None:
         raise LlmrecError("--cf-set needs --cf-method")
-    if args.cf_method is not None:
-        exact = set_update_method(ws, args.cf_method, parse_overrides(args.cf_set))
-        kind = "exact" if exact else "approximate"
-        lines.append(f"CF checkpoints are brought up to date with {args.cf_method} ({kind})")
-    if args.policy is not None and args.policy != ws.policy:
-        for name, detail in set_policy(ws, args.policy).items():
-            done = ", ".join(f"{k} {v}" for k, v in detail.items() if k != "policy")
-            lines.append(f"forget policy {args.policy}: stage {name} re-applied ({done})")
+    if args.cf_method is not None:  # checked now, saved only once the requests are valid
+        cf_params = parse_overrides(args.cf_set)
+        check_update_method(args.cf_method, cf_params)
+    lines: list[str] = []
+
+    def save_settings() -> None:
+        """Run once the requests are valid: a rejected forget leaves workspace.json as it was."""
+        if args.cf_method is not None:
+            exact = set_update_method(ws, args.cf_method, cf_params)
+            kind = "exact" if exact else "approximate"
+            lines.append(f"CF checkpoints are brought up to date with {args.cf_method} ({kind})")
+        if args.policy is not None and args.policy != ws.policy:
+            for name, detail in set_policy(ws, args.policy).items():
+                done = ", ".join(f"{k} {v}" for k, v in detail.items() if k != "policy")
+                lines.append(f"forget policy {args.policy}: stage {name} re-applied ({done})")
+
     if requests is not None:
-        result = forget(ws, requests)
+        result = forget(ws, requests, before_record=save_settings)
     else:
+        save_settings()
         result = {"requests": [], **resume(ws)}
     result["policy"] = ws.policy
     result["cf_method"] = ws.cf_method

@@ -140,14 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         print("llmrec: interrupted", file=sys.stderr)
         return 130
     except sqlite3.Error as exc:
+        from llmrec.data.ledger import explain
+
         ledger = os.path.join(getattr(args, "workspace", "."), "ledger.sqlite")
-        hint = (
-            "make it (and its folder) writable"
-            if "readonly" in str(exc) or "read-only" in str(exc)
-            else "restore it from a backup (if it is lost, rebuild every artifact: see "
-            "'llmrec audit')"
-        )
-        return _error(f"forget ledger {ledger}: {exc}; {hint}", 2)
+        return _error(explain(exc, ledger), 2)
     except (OSError, MemoryError) as exc:
         return _error(exc, 1)
     except RecursionError:

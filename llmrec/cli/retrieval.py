@@ -262,7 +262,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     cands = [{**item(i), "score": float(scores[i])} for i in out["candidates"]]
     profile = {k: (v.item() if hasattr(v, "item") else v) for k, v in out["profile"].items()}
     result = {
-        "user": args.user,
+        "user": str(ds.user_tokens[user]),
         "strategy": args.strategy,
         "source": args.source,
         "ledger_version": out["ledger_version"],
@@ -272,8 +272,9 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         "candidates": cands,
     }
     lines = [
-        f"user {args.user} (ledger v{out['ledger_version']}), strategy {args.strategy}, "
-        f"candidates from {args.source}: {len(history)} of {n_hist} retained history items",
+        f"user {ds.user_tokens[user]} (ledger v{out['ledger_version']}), strategy "
+        f"{args.strategy}, candidates from {args.source}: {len(history)} of {n_hist} retained "
+        "history items",
         "profile: " + (", ".join(f"{k} {v}" for k, v in profile.items()) or "(none visible)"),
         "history (chronological):",
         *[f"  {h['item']:>6}  {h['text']}  [rating {h['rating']:g}]" for h in history],

@@ -238,8 +238,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if "seed" not in params and "seed" in method.param_names():
         params["seed"] = args.seed
     try:
+        method.check_params(parse_overrides(args.set))
         unlearner = method(**params)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, LlmrecError) as exc:
         raise LlmrecError(f"bad parameter for {args.method}: {exc}") from None
     if args.checkpoint or issubclass(method, ShardedUnlearner):
         # a separate checkpoint, kept up to date with METHOD: it starts as the given (or

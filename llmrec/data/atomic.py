@@ -60,10 +60,13 @@ def read_atomic(path: Path | str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"atomic file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the header
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    lines = text.splitlines()
+    # rows end at "\n" (or "\r\n") only: U+2028, form feeds and the like are text in a title
+    lines = [ln.removesuffix("\r") for ln in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     if not lines or not lines[0].strip():
         raise DataError(f"{path}: empty file (expected a 'field:type' header)")
     fields = parse_header(lines[0], path)
@@ -84,10 +87,19 @@ def read_atomic(path: Path | str) -> pd.DataFrame:
             columns[name] = np.array(raw, dtype=object)
         elif ftype == "float":
             try:
-                columns[name] = np.array([float(v) if v != "" else np.nan for v in raw])
+                values = np.array([float(v) if v != "" else np.nan for v in raw])
             except ValueError:
                 bad = next(i for i, v in enumerate(raw) if not _is_float(v))
                 _to_float(raw[bad], path, _lineno(lines, bad), name)
+            # an empty cell is a missing value; a written nan or inf means nothing
+            odd = ~np.isfinite(values) & np.array([v != "" for v in raw], dtype=bool)
+            if odd.any():
+                bad = int(np.flatnonzero(odd)[0])
+                raise DataError(
+                    f"{path}:{_lineno(lines, bad)}: field {name!r} expects a finite number, "
+                    f"got {raw[bad][:20]!r}"
+                )
+            columns[name] = values
         elif ftype == "token_seq":
             columns[name] = [tuple(v.split()) for v in raw]
         else:  # float_seq

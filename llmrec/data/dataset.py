@@ -117,7 +117,7 @@ class Dataset:
         """Internal index of a user token (surrounding spaces ignored); :class:`DataError` if
         unknown."""
         try:
-            return self._user_index[str(token).strip()]
+            return self._user_index[canonical_id(token)]
         except KeyError:
             raise DataError(f"unknown user id {_short(token)} in dataset {self.name}") from None
 
@@ -125,20 +125,32 @@ class Dataset:
         """Internal index of an item token (surrounding spaces ignored); :class:`DataError` if
         unknown."""
         try:
-            return self._item_index[str(token).strip()]
+            return self._item_index[canonical_id(token)]
         except KeyError:
             raise DataError(f"unknown item id {_short(token)} in dataset {self.name}") from None
 
     def has_user(self, token: str) -> bool:
-        return str(token).strip() in self._user_index
+        return canonical_id(token) in self._user_index
 
     def has_item(self, token: str) -> bool:
-        return str(token).strip() in self._item_index
+        return canonical_id(token) in self._item_index
 
     @cached_property
     def pair_keys(self) -> np.ndarray:
         """``user * n_items + item`` per interaction (int64), for vectorised pair look-ups."""
         return self.inter_user.astype(np.int64) * self.n_items + self.inter_item
+
+    @cached_property
+    def _sorted_pair_keys(self) -> np.ndarray:
+        return np.unique(self.pair_keys)
+
+    def has_pairs(self, keys: np.ndarray) -> np.ndarray:
+        """Whether each ``user * n_items + item`` key is an interaction (sorted once, then a
+        binary search per key: validating many small requests stays linear)."""
+        table = self._sorted_pair_keys
+        keys = np.asarray(keys, dtype=np.int64)
+        at = np.minimum(np.searchsorted(table, keys), max(len(table) - 1, 0))
+        return table[at] == keys if len(table) else np.zeros(len(keys), dtype=bool)
 
     @property
     def user_attributes(self) -> list[str]:
@@ -174,14 +186,33 @@ class Dataset:
         return df
 
 
+def canonical_id(token: object) -> str:
+    """The one form an id takes at every boundary (atomic files, request files, the CLI, the
+    served log): its string without surrounding whitespace (``"2\\r"`` and ``" 4"`` are ``"2"``
+    and ``"4"``); an integral number is written without a fraction (``51.0`` is ``"51"``)."""
+    if isinstance(token, float) and token.is_integer():
+        return str(int(token))
+    return str(token).strip()
+
+
 def _short(v: object, limit: int = 40) -> str:
     r = repr(str(v)[: limit + 1])
     return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
 def _ids(df: pd.DataFrame, field: str, path: Path) -> None:
-    """Normalise the id column ``field`` in place: strip whitespace; empty ids are an error."""
-    col = pd.Series(df[field], dtype=object).map(lambda t: str(t).strip())
+    """Normalise the id column ``field`` in place (:func:`canonical_id`, whatever its declared
+    type, so ``user_id:float`` and a ``.user`` file's ``user_id:token`` agree); empty, NaN and
+    sequence ids are errors."""
+    ftype = df.attrs["field_types"][field]
+    if ftype.endswith("_seq"):
+        raise DataError(f"{path}: id field {field!r} cannot be of type {ftype}")
+    if ftype == "float":
+        bad = ~np.isfinite(df[field].to_numpy(dtype=np.float64))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: data row {row + 1} has no finite {field!r}")
+    col = pd.Series(df[field], dtype=object).map(canonical_id)
     if (col == "").any():
         row = int(np.flatnonzero((col == "").to_numpy())[0])
         raise DataError(f"{path}: data row {row + 1} has an empty {field!r}")
@@ -250,14 +281,27 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None
             return None
         if ftypes["inter"][col] != "float":
             raise DataError(f"{inter_path}: field {col!r} must be of type float")
-        return inter[col].to_numpy(dtype=np.float64)
+        values = inter[col].to_numpy(dtype=np.float64)
+        missing = np.isnan(values)
+        if missing.all():
+            return None  # an empty column: the dataset has none
+        if missing.any():
+            row = int(np.flatnonzero(missing)[0])
+            raise DataError(
+                f"{inter_path}: data row {row + 1} has no {col!r} while others have one; "
+                "give every row a value, or none"
+            )
+        return values
+
+    rating = _float(RATING_FIELD)
+    _check_duplicates(u_codes, i_codes, rating, inter, inter_path)
 
     digest = hashlib.sha256(inter_path.read_bytes()).hexdigest()[:16]
     return Dataset(
         name=name,
         inter_user=u_codes.astype(np.int64),
         inter_item=i_codes.astype(np.int64),
-        rating=_float(RATING_FIELD),
+        rating=rating,
         timestamp=_float(TIME_FIELD),
         user_tokens=u_tokens,
         item_tokens=i_tokens,
@@ -267,6 +311,24 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None
         fingerprint=f"{name}:{len(inter)}:{digest}",
         field_types=ftypes,
     )
+
+
+def _check_duplicates(users, items, rating, inter: pd.DataFrame, path: Path) -> None:
+    """Two rows for one (user, item) pair with different ratings: which one holds is a guess,
+    so it is an error naming both rows (repeats with the same rating are repeat interactions)."""
+    if rating is None:
+        return
+    frame = pd.DataFrame({"u": users, "i": items, "r": rating})
+    per_pair = frame.groupby(["u", "i"], sort=False)["r"].nunique()
+    conflicts = per_pair[per_pair > 1]
+    if len(conflicts):
+        u, i = conflicts.index[0]
+        rows = np.flatnonzero((users == u) & (items == i))[:2] + 1
+        raise DataError(
+            f"{path}: data rows {rows[0]} and {rows[1]} rate the pair "
+            f"({inter[USER_FIELD].iloc[rows[0] - 1]}, {inter[ITEM_FIELD].iloc[rows[0] - 1]}) "
+            f"differently ({len(conflicts)} conflicting pair(s)); keep one row per pair"
+        )
 
 
 def _extend_tokens(tokens: np.ndarray, side: pd.DataFrame | None, id_field: str) -> np.ndarray:

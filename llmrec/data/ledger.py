@@ -75,13 +75,7 @@ class Ledger:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             _retry_locked(self._setup, timeout)
         except sqlite3.DatabaseError as exc:
-            hint = (
-                "make it and its folder writable"
-                if "readonly" in str(exc)
-                else "restore it from a backup (if it is lost, every artifact must be rebuilt: "
-                "see 'llmrec audit')"
-            )
-            raise LedgerError(f"cannot open ledger {self.path}: {exc}; {hint}") from None
+            raise LedgerError(f"cannot open {explain(exc, self.path, timeout)}") from None
         if fingerprint is not None:
             self._check_fingerprint(fingerprint)
 
@@ -324,6 +318,29 @@ class Ledger:
                 }
             )
         return out
+
+
+def explain(exc: sqlite3.Error, path: str | Path, waited: float | None = None) -> str:
+    """One line naming the ledger, SQLite's complaint and what to do about it: a ledger locked
+    by another process is not corrupt (restoring a backup would lose recorded requests)."""
+    msg = str(exc)
+    if "locked" in msg or "busy" in msg:
+        after = f" after waiting {waited:g}s" if waited else ""
+        return (
+            f"ledger {path}: locked by another process{after}; nothing was changed: run the "
+            "command again once the other llmrec command has finished"
+        )
+    if "full" in msg:
+        return (
+            f"ledger {path}: no space left on the device; nothing was changed (SQLite rolls "
+            "back): free some space and run the command again"
+        )
+    if "readonly" in msg or "read-only" in msg:
+        return f"ledger {path}: {msg}; make it (and its folder) writable"
+    return (
+        f"ledger {path}: {msg}; restore it from a backup (if it is lost, every artifact must be "
+        "rebuilt: see 'llmrec audit')"
+    )
 
 
 def _retry_locked(setup, timeout: float) -> None:

@@ -6,13 +6,16 @@ One helper for what every trainer, evaluator and retrieval source needs: "the re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from llmrec.data.dataset import Dataset
+from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
 from llmrec.data.split import TEST, TRAIN, VALID, Split
+from llmrec.errors import RequestError
 
 Pairs = tuple[np.ndarray, np.ndarray]
 
@@ -51,3 +54,23 @@ class RetainedData:
         """The retained pairs of every part of ``split`` at ``view``."""
         ds = view.dataset
         return cls(view, *(part_pairs(ds, split, p, keep=view.keep) for p in (TRAIN, VALID, TEST)))
+
+
+def require_training_data(
+    split: Split, view: RetainedView, requests: Sequence[ForgetRequest]
+) -> None:
+    """:class:`RequestError` when ``requests``, applied after ``view``, would leave no training
+    interaction: no model, adapter or index could be rebuilt, so every later forget would fail.
+    Checked before anything is recorded (the workspace stays usable)."""
+    after = view.copy()
+    for r in requests:
+        after.apply(r)
+    train = split.part == TRAIN
+    if (after.keep & train).any():
+        return
+    kinds = ", ".join(sorted({r.kind for r in requests}))
+    raise RequestError(
+        f"refusing to record: after this {kinds} request no training interaction would remain "
+        f"(of {int((view.keep & train).sum())} retained now), so nothing could be rebuilt or "
+        "served; nothing was recorded (to erase everything, delete the workspace folder)"
+    )

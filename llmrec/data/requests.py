@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.data.dataset import Dataset
+from llmrec.data.dataset import Dataset, canonical_id
 from llmrec.errors import RequestError
-from llmrec.io import bracket_depths
+from llmrec.io import bracket_depths, unique_keys
 
 KINDS = ("interactions", "user", "item", "attribute")
 MAX_FILE_BYTES = 256 * 2**20
@@ -120,7 +120,10 @@ class ForgetRequest:
         if kind == "item":
             return cls(kind, items=_tokens(obj, "items"))
         attrs = _tokens(obj, "attributes")
-        users = _tokens(obj, "users") if obj.get("users") is not None else None
+        if "users" in obj and obj["users"] is None:
+            # null and [] mean the same thing (nothing listed): both are errors, never "all"
+            raise RequestError("'users' must be a non-empty list (omit it for all users)")
+        users = _tokens(obj, "users") if "users" in obj else None
         return cls(kind, users=users, attributes=attrs)
 
     def validate(self, ds: Dataset) -> None:
@@ -134,7 +137,7 @@ class ForgetRequest:
                 if ii < 0:
                     raise RequestError(f"unknown item id {short(i)} in dataset {ds.name}")
             keys = users.astype(np.int64) * ds.n_items + items
-            present = np.isin(keys, ds.pair_keys)
+            present = ds.has_pairs(keys)
             if not present.all():
                 u, i = self.pairs[int(np.flatnonzero(~present)[0])]
                 raise RequestError(
@@ -166,13 +169,13 @@ def short(v: object, limit: int = 40) -> str:
 
 
 def normalise_id(v: object, what: str = "id") -> str:
-    """The canonical form of an id: a string without surrounding whitespace (the dataset
-    loader applies the same rule to the atomic files' ids)."""
+    """The canonical form of an id (:func:`~llmrec.data.dataset.canonical_id`: a string without
+    surrounding whitespace, as the dataset loader, the CLI and the served log write it)."""
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise RequestError(f"{what} id must be a string (or integer), got {short(v)}")
     if isinstance(v, int) and abs(v) >= 10**MAX_ID_LENGTH:
         raise RequestError(f"{what} id is longer than {MAX_ID_LENGTH} characters")
-    s = str(v).strip()
+    s = canonical_id(v)
     if not s:
         raise RequestError(f"{what} id is empty")
     if len(s) > MAX_ID_LENGTH:
@@ -192,6 +195,7 @@ def parse_requests(text: str, source: str = "<requests>") -> list[ForgetRequest]
     """Parse a request file: JSON lines, or a single JSON object or array of objects."""
     if len(text) > MAX_FILE_BYTES:
         raise RequestError(f"{source}: larger than {MAX_FILE_BYTES >> 20} MiB; split it")
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some editors write
     stripped = text.strip()
     if not stripped:
         raise RequestError(f"{source}: no request found (empty file)")
@@ -200,7 +204,7 @@ def parse_requests(text: str, source: str = "<requests>") -> list[ForgetRequest]
         whole = _loads(stripped, source)
         objs = whole if isinstance(whole, list) else [whole]
     except json.JSONDecodeError:
-        for n, line in enumerate(text.splitlines(), start=1):
+        for n, line in enumerate(text.split("\n"), start=1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -229,7 +233,12 @@ def _loads(text: str, where: str) -> object:
     if ("[" in text or "{" in text) and not _depth_ok(text, MAX_DEPTH + 1):
         raise RequestError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int)
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_bounded_int,
+            object_pairs_hook=unique_keys,
+        )
     except json.JSONDecodeError:
         raise
     except (ValueError, RecursionError) as exc:

@@ -14,10 +14,11 @@ gets the same :class:`~llmrec.forget.stage.StageContext`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 
-from llmrec.data.ledger import Ledger
+from llmrec.data.ledger import Ledger, LedgerEntry
+from llmrec.data.parts import require_training_data
 from llmrec.data.requests import ForgetRequest
 from llmrec.forget import registry as stage_registry
 from llmrec.forget.stage import StageContext
@@ -30,13 +31,20 @@ def stage_names() -> list[str]:
     return [s.name for s in stage_registry.active()]
 
 
-def forget(ws: Workspace, requests: Sequence[ForgetRequest]) -> dict:
+def forget(
+    ws: Workspace,
+    requests: Sequence[ForgetRequest],
+    before_record: Callable[[], None] | None = None,
+) -> dict:
     """Validate, record and apply ``requests``; returns a summary for the CLI.
 
     Before anything is recorded the workspace's artifacts are checked against the ledger
     (:func:`llmrec.forget.audit.preflight`): a registered artifact whose files are gone, an
     artifact the registry does not know, or one claiming ledger versions the ledger does not
-    have would be skipped or mis-applied by the stages, so the request is refused instead.
+    have would be skipped or mis-applied by the stages, so the request is refused instead. So
+    is a request that would leave no training interaction (no artifact could be rebuilt: every
+    later forget would fail). ``before_record`` runs once all that passed, before recording
+    (the CLI saves its settings there, so a refused request changes nothing).
     """
     from llmrec.forget.audit import preflight
 
@@ -45,15 +53,41 @@ def forget(ws: Workspace, requests: Sequence[ForgetRequest]) -> dict:
         r.validate(ds)
     with ws.ledger() as led:
         preflight(ws, led)
+        ctx = StageContext.open(ws, led)
+        require_training_data(ws.split, ctx.view, requests)
+        if before_record is not None:
+            before_record()
         recorded = led.record_many(requests, stages=stage_names())
+        now = time.time()
+        new = sorted(
+            {
+                v: LedgerEntry(v, r, now) for (v, created), r in zip(recorded, requests) if created
+            }.values(),
+            key=lambda e: e.version,
+        )
         summary = {
             "requests": [
                 {"version": v, "created": c, "kind": r.kind, "description": r.describe()}
                 for (v, c), r in zip(recorded, requests)
             ]
         }
-        summary.update(resume(ws, led))
+        # the context folded before recording, extended with what was recorded (resume folds
+        # afresh if another process recorded in between)
+        summary.update(resume(ws, led, _extended(ctx, new)))
     return summary
+
+
+def _extended(ctx: StageContext, new: Sequence[LedgerEntry]) -> StageContext:
+    """``ctx`` with ``new`` (entries recorded right after its version, in order) folded onto
+    its view, without reading the ledger again; its older views are kept (most artifacts are
+    at the old version)."""
+    if not new:
+        return ctx
+    view = ctx.view.copy()
+    for e in new:
+        view.apply(e.request, e.version)
+    views = {**ctx.views, new[-1].version: view}
+    return StageContext(ctx.ws, ctx.ledger, [*ctx.entries, *new], new[-1].version, views)
 
 
 @contextmanager
@@ -78,9 +112,9 @@ def set_policy(ws: Workspace, policy: str) -> dict:
     return out
 
 
-def resume(ws: Workspace, ledger: Ledger | None = None) -> dict:
+def resume(ws: Workspace, ledger: Ledger | None = None, ctx: StageContext | None = None) -> dict:
     """Run every stage that still has pending requests (``ledger``: an open ledger of ``ws``
-    to use); returns per-stage timings and details."""
+    to use; ``ctx``: its context, already folded); returns per-stage timings and details."""
     out: dict = {"stages": {}}
     stages = stage_registry.active()
     with stage_lock(ws), ws.ledger() if ledger is None else nullcontext(ledger) as led:
@@ -90,7 +124,8 @@ def resume(ws: Workspace, ledger: Ledger | None = None) -> dict:
         todo = [v for vs in pending.values() for v in vs]
         if todo:
             # the version every stage had reached: most artifacts are there
-            ctx = StageContext.open(ws, led, also=(min(todo) - 1,))
+            if ctx is None or ctx.version != led.version:
+                ctx = StageContext.open(ws, led, also=(min(todo) - 1,))
             for stage in stages:
                 if not pending[stage.name]:
                     continue

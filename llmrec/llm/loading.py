@@ -21,6 +21,10 @@ from llmrec.errors import ArtifactError
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json", "config.json")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# transformers' named device maps and attention back-ends (others are errors here, not deep in
+# from_pretrained)
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential", "cpu", "cuda", "mps")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,18 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ArtifactError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        dm = self.device_map
+        if dm is not None and not (
+            dm in DEVICE_MAPS or (dm.startswith("cuda:") and dm[5:].isascii() and dm[5:].isdigit())
+        ):
+            raise ArtifactError(
+                f"unknown device map {dm[:40]!r}; choose one of {', '.join(DEVICE_MAPS)} or cuda:N"
+            )
+        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION:
+            raise ArtifactError(
+                f"unknown attention implementation {self.attn_implementation[:40]!r}; choose one "
+                f"of {', '.join(ATTENTION)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -52,6 +52,8 @@ class UserContext:
     history_items: np.ndarray
     history_ratings: np.ndarray | None
     candidates: np.ndarray
+    #: the user's dataset id, for messages (the internal index means nothing to a reader)
+    token: str | None = None
 
 
 @dataclass
@@ -206,10 +208,18 @@ class PromptBuilder:
             return EncodedPrompt(text, ids, n_all, self.limit)
         lo_text, lo_ids = build(0)
         if len(lo_ids) > budget:
+            who = f"user {ctx.token}" if ctx.token is not None else "a user"
+            reserve = self.limit - budget
+            if budget <= 0:  # the answer alone fills the model: the list asked for is too long
+                raise PromptTooLong(
+                    f"the answer of {self.top_k} items needs {reserve} tokens but the model "
+                    f"takes {self.limit} positions: use a smaller --top-k"
+                )
             raise PromptTooLong(
-                f"the prompt of user {ctx.user} needs {len(lo_ids)} tokens without any history "
-                f"but the model takes {self.limit} positions ({self.limit - budget} kept for the "
-                "answer): use fewer candidates or a shorter template"
+                f"the prompt of {who} needs {len(lo_ids)} tokens without any history "
+                f"({len(ctx.candidates)} candidates) but the model takes {self.limit} positions, "
+                f"{reserve} of them kept for the answer of {self.top_k} items: use fewer "
+                "candidates (--candidates), a smaller --top-k or a shorter template"
             )
         # the largest n that fits (token counts grow with n): interpolation search, since
         # counts grow about linearly, with a bisection step whenever a guess shrank the

@@ -318,7 +318,9 @@ class CragruPipeline:
         """Shard adapter folders; for the workspace's own: fresh, and on an unchanged base."""
         from llmrec.llm.adapters import adapter_paths, shard_dir, shard_manifest, stale_shards
 
-        if not explicit:
+        if explicit:
+            self._check_explicit(cfg, root)
+        else:
             stale = stale_shards(ws=self.ws, ledger=self._ledger)
             if stale:
                 raise ArtifactError(
@@ -334,6 +336,43 @@ class CragruPipeline:
                         "hash differs): re-tune with 'llmrec adapters tune --force'"
                     )
         return adapter_paths(self.ws, root)[1]
+
+    def _check_explicit(self, cfg: Any, root: Path) -> None:
+        """Adapters named on the command line pass the ledger check the workspace's own pass:
+        each shard's training data must be what the workspace's own up-to-date shard was tuned
+        on (the same hash), else they may hold forgotten data. Without a forget request there
+        is nothing they could run ahead of."""
+        from llmrec.llm.adapters import (
+            adapters_root,
+            load_config,
+            shard_dir,
+            shard_manifest,
+            stale_shards,
+        )
+
+        if not self.ws.ledger_path.exists():
+            return
+        with self.ws.ledger() as led:
+            version = led.version
+        if version == 0:
+            return
+        own_root = adapters_root(self.ws)
+        own = load_config(self.ws, own_root)
+        if own is None or own.n_shards != cfg.n_shards or stale_shards(ws=self.ws):
+            raise ArtifactError(
+                f"adapters in {root} cannot be checked against the forget ledger (v{version}): "
+                "serve the workspace's own adapters (tuned and brought up to date here) or "
+                "'--adapters none'"
+            )
+        for s in range(cfg.n_shards):
+            theirs = (shard_manifest(shard_dir(root, s)) or {}).get("data_hash")
+            ours = (shard_manifest(shard_dir(own_root, s)) or {}).get("data_hash")
+            if theirs is None or theirs != ours:
+                raise ArtifactError(
+                    f"adapter shard {s} in {root} was tuned on other data than the ledger (v"
+                    f"{version}) retains: it may hold forgotten data; serve the workspace's own "
+                    "adapters or re-tune"
+                )
 
     def _check_contract(self, cfg: Any) -> None:
         """The tokenizer renders and encodes prompts as it did when the adapters were tuned."""
@@ -378,6 +417,7 @@ class CragruPipeline:
             np.asarray(got["history_items"], dtype=np.int64),
             np.asarray(got["history_ratings"], dtype=np.float64),
             np.asarray(got["candidates"], dtype=np.int64),
+            token=str(self.ws.dataset.user_tokens[int(user)]),
         )
 
     def recommend(

@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.data.context import StageContext, finding
+from llmrec.data.dataset import canonical_id
 from llmrec.data.ledger import LedgerEntry
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
-from llmrec.io import atomic_write_text
+from llmrec.io import atomic_write_text, unique_keys
 from llmrec.locks import file_lock
 from llmrec.workspace import Workspace
 
@@ -52,8 +53,8 @@ def log_served(
     path = log_path(ws)
     entry = {
         "time": time.time(),
-        "user": str(user),
-        "items": [str(i) for i in items],
+        "user": canonical_id(user),
+        "items": [canonical_id(i) for i in items],
         "ledger_version": int(version),
         "source": source,
         **meta,
@@ -85,9 +86,10 @@ def read_log(ws: Workspace) -> list[dict]:
         if not line.strip():
             continue
         try:
-            e = json.loads(line)
-        except (ValueError, RecursionError):
-            raise ArtifactError(f"{path}:{n}: corrupt served-log line; {_FIX}") from None
+            e = json.loads(line, object_pairs_hook=unique_keys)
+        except (ValueError, RecursionError) as exc:
+            why = str(exc) if str(exc).startswith("duplicate key") else "corrupt served-log line"
+            raise ArtifactError(f"{path}:{n}: {why}; {_FIX}") from None
         if not _valid_entry(e):
             raise ArtifactError(
                 f"{path}:{n}: served-log entry lacks user, items or ledger_version; {_FIX}"
@@ -122,10 +124,15 @@ class Rules:
         self.forgotten_at = forgotten_at
 
     def problems(self, e: dict) -> list[str]:
-        """Why entry ``e`` may not stay (empty: it is legitimate)."""
+        """Why entry ``e`` may not stay (empty: it is legitimate). Ids are compared in their
+        canonical form, so a logged ``" 4"`` is user ``"4"``; a non-canonical id is itself a
+        finding (this toolkit never writes one: the line was edited)."""
+        odd = [x for x in (e["user"], *e["items"]) if canonical_id(x) != x]
+        e = _canonical(e)
         if e["user"] in self.users:
             return [f"forgotten user {e['user']}"]
-        bad = [f"forgotten item {i}" for i in e["items"] if i in self.items]
+        bad = [f"id {x!r} not in canonical form" for x in odd[:1]]
+        bad += [f"forgotten item {i}" for i in e["items"] if i in self.items]
         for i in e["items"]:
             v = self.forgotten_at.get((e["user"], i))
             if v is None:
@@ -146,11 +153,18 @@ class Rules:
         return v is None or (self.policy != "suppress" and int(e["ledger_version"]) >= v)
 
     def scrub(self, e: dict) -> dict | None:
-        """``e`` without what may not stay (``None``: drop the whole entry)."""
+        """``e`` without what may not stay (``None``: drop the whole entry); ids canonical."""
+        e = _canonical(e)
         if e["user"] in self.users:
             return None
         kept = [i for i in e["items"] if self.keeps(e, i)]
         return e if len(kept) == len(e["items"]) else {**e, "items": kept}
+
+
+def _canonical(e: dict) -> dict:
+    """``e`` with its user and items in canonical form (``e`` itself when they already are)."""
+    user, items = canonical_id(e["user"]), [canonical_id(i) for i in e["items"]]
+    return e if user == e["user"] and items == e["items"] else {**e, "user": user, "items": items}
 
 
 def forgotten_at(view: RetainedView, entries: Iterable[LedgerEntry]) -> dict[tuple[str, str], int]:

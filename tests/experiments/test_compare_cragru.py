@@ -151,3 +151,15 @@ def test_gold_serving_is_reused_only_when_a_spot_check_agrees():
     users = np.arange(6)
     assert compare_llm._same_rankings(_FakePipe([0, 1, 2]), _FakePipe([0, 1, 2]), users, 4)
     assert not compare_llm._same_rankings(_FakePipe([0, 1, 2]), _FakePipe([0, 2, 1]), users, 4)
+
+
+def test_scratch_workspaces_are_deleted_at_the_end(run, patched):
+    """The LLM path's scratch workspaces hold user data: gone after the run unless kept."""
+    from pathlib import Path
+
+    run_dir = Path(run["run_dir"])
+    assert not (run_dir / compare_llm.SCRATCH).exists()
+    assert not list(run_dir.rglob("workspace.json")) and not list(run_dir.rglob("*.sqlite"))
+    assert patched.kept_workspaces() == []
+    info = run["scenarios"]["random:10%users"][0]["methods"]["cragru"]["info"]
+    assert info["workspace"].startswith(compare_llm.SCRATCH + "/")

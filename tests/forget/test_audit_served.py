@@ -59,3 +59,29 @@ def test_audit_flags_stale_checkpoint_and_unfinished_stage(tmp_path, tiny_dir, c
         led.register_artifact("model:bpr", "checkpoint", path, data.version)
     assert main(["forget", "--workspace", str(tmp_path / "ws")]) == 0
     assert run_audit(ws)["ok"]
+
+
+def test_served_log_ids_are_canonical_and_edits_are_seen(tmp_path, tiny_dir):
+    """An id read from a CRLF file ("u2\\r") or padded (" u4") is logged as the user it names,
+    so the scrub and the audit see it; a hand-edited padded id or a duplicate key is a finding."""
+    ws = _ws(tmp_path, tiny_dir)
+    served.log_served(ws, "u2\r", ["i1 "], 0, "test")
+    served.log_served(ws, " u4", ["i1"], 0, "test")
+    assert [(e["user"], e["items"]) for e in served.read_log(ws)] == [
+        ("u2", ["i1"]),
+        ("u4", ["i1"]),
+    ]
+    with ws.ledger() as led:
+        led.record(ForgetRequest("user", users=("u2", "u4")))
+        ctx = StageContext.open(ws, led)
+        assert len(served.audit(ctx)) == 2
+        served.scrub_log(ctx)
+        assert served.read_log(ws) == [] and served.audit(ctx) == []
+        path = served.log_path(ws)
+        path.write_text('{"user": " u4", "items": ["i1"], "ledger_version": 1}\n')
+        problems = " ".join(f["problem"] for f in served.audit(ctx))
+        assert "forgotten user u4" in problems
+        path.write_text('{"user": "u1 ", "items": ["i1"], "ledger_version": 1}\n')
+        assert "not in canonical form" in served.audit(ctx)[0]["problem"]
+        path.write_text('{"user": "u1", "user": "u4", "items": ["i1"], "ledger_version": 1}\n')
+        assert "duplicate key 'user'" in served.audit(ctx)[0]["problem"]

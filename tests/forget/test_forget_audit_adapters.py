@@ -4,6 +4,7 @@ an older ledger version, fails ``llmrec audit`` and is named; applying the stage
 from __future__ import annotations
 
 import json
+import shutil
 
 from llmrec.data.context import StageContext
 from llmrec.data.requests import ForgetRequest
@@ -59,6 +60,8 @@ def test_served_lists_are_logged_and_scrubbed(tmp_path, capsys):
     lm = tiny_lm(ws, default_lm_dir(ws))
     RetrievalStore.build(ws, encoder="cf", n_candidates=20, seed=3, n_clusters=4)
     tune_adapters(ws, adapter_config(lm.resolve()))
+    pre_forget = tmp_path / "pre-forget-adapters"
+    shutil.copytree(adapters_root(ws), pre_forget)
     user = str(ws.dataset.user_tokens[1])
     argv = [
         "recommend",
@@ -78,3 +81,8 @@ def test_served_lists_are_logged_and_scrubbed(tmp_path, capsys):
     assert shown[0] not in read_log(ws)[0]["items"]
     res = run_audit(ws)
     assert res["ok"], res["violations"]
+    # adapters named on the command line pass the same ledger check: the pre-forget copy was
+    # tuned on the forgotten item's interactions (issue 27, item 7); the workspace's own pass
+    assert main([*argv, "--adapters", str(pre_forget)]) == 2
+    assert "tuned on other data than the ledger" in capsys.readouterr().err
+    assert main([*argv, "--adapters", str(adapters_root(ws))]) == 0

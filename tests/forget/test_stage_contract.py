@@ -61,6 +61,11 @@ def build_all(root: Path) -> Workspace:
     ds = ws.dataset
     for u in (forgotten_user(ws), str(ds.user_tokens[4])):
         served.log_served(ws, u, [str(i) for i in ds.item_tokens[:5]], 0, "test")
+    run = ws.root / "runs" / "compare-1"  # a comparison's per-user rows, the user among them
+    run.mkdir(parents=True)
+    rows = {"users": [3, 4], "delta": [0.1, 0.2]}
+    results = {"config": {"ledger_version": 0}, "seeds": [{"neighbours": [3, 4], "per_user": rows}]}
+    (run / "results.json").write_text(json.dumps(results))
     return ws
 
 
@@ -168,8 +173,21 @@ class TestServedLogStage(BuiltIn):
         served.log_served(ws, forgotten_user(ws), [str(ws.dataset.item_tokens[0])], v, "planted")
 
 
+class TestRunsStage(BuiltIn):
+    stage_name = "runs"
+
+    def versions(self, ws: Workspace) -> list[int]:
+        from llmrec.forget.stages.runs import SCRUBBED_AT, result_files
+
+        return [json.loads(p.read_text())[SCRUBBED_AT] for p in result_files(ws)]
+
+    def plant(self, ws: Workspace, before: Path) -> None:
+        """The run's per-user rows as they were before the request (the user named)."""
+        shutil.copy(before / "runs" / "compare-1" / "results.json", ws.root / "runs" / "compare-1")
+
+
 CLASSES = [TestRetrievalStage, TestAdapterStage, TestCandidateSourceStage, TestCheckpointStage]
-CLASSES += [TestBlendStage, TestServedLogStage]
+CLASSES += [TestBlendStage, TestRunsStage, TestServedLogStage]
 NAMES = [c.stage_name for c in CLASSES]
 
 

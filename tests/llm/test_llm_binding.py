@@ -115,6 +115,15 @@ def test_a_prompt_that_cannot_fit_is_a_clear_error(tuned):
     ws, lm = tuned
     cat = Catalog.from_dataset(ws.dataset)
     gen = HFBackend.from_pretrained(lm, cat, template="cragru", max_prompt_tokens=64)
-    ctx = UserContext(0, {}, ws.dataset.inter_item[:5], None, ws.dataset.inter_item[5:40])
-    with pytest.raises(PromptTooLong, match="without any history"):
+    token = str(ws.dataset.user_tokens[0])
+    ctx = UserContext(
+        0, {}, ws.dataset.inter_item[:5], None, ws.dataset.inter_item[5:40], token=token
+    )
+    # 10 answer items alone need more than the 64 positions: the cause named is --top-k
+    with pytest.raises(PromptTooLong, match="answer of 10 items .* use a smaller --top-k"):
+        gen.rank([ctx])
+    # a one-item answer fits, the 35 candidates do not: the user by their dataset id (not the
+    # internal index) and the candidates named
+    gen.builder.top_k, gen.builder._reserve = 1, None
+    with pytest.raises(PromptTooLong, match=f"the prompt of user {token} .*35 candidates"):
         gen.rank([ctx])

@@ -24,6 +24,7 @@ returns a :class:`MethodOutput` whose ``score_fn`` ranks all items for a batch o
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from llmrec.experiments.compare.base import (
     valid_ndcg,
 )
 from llmrec.experiments.compare.embedding import run_embedding
+from llmrec.experiments.compare.llm import scratch_dir
 from llmrec.experiments.compare.scenario import REQUEST_KIND, Scenario
 from llmrec.experiments.compare.stream import run_stream_seed
 from llmrec.progress import phase
@@ -411,8 +413,13 @@ def run_compare(
     verify_exact: bool = True,
     fairness_ndcg: str = "recbole",
     candidate_source: str = "ease",
+    keep_workspaces: bool = False,
 ) -> dict:
     """Run every scenario × seed × applicable method; write the report into a new run folder.
+
+    The LLM path's scratch workspaces (they hold user data) are deleted at the end, also when
+    the run fails; ``keep_workspaces`` keeps them and registers them with ``ws``
+    (:meth:`~llmrec.workspace.Workspace.keep_workspaces`), so ``forget`` and ``audit`` cover them.
 
     ``model_overrides``: base-model hyper-parameters (``--set``), used by the original and so by
     every method built from it; ``verify_exact=False`` skips the LLM path's from-scratch rebuild
@@ -449,6 +456,10 @@ def run_compare(
         "verify_exact": verify_exact,
         "fairness_ndcg": fairness_ndcg,
         "candidate_source": candidate_source,
+        "keep_workspaces": keep_workspaces,
+        # the version the per-user rows reflect: the runs forget stage scrubs the rows of
+        # users who lose data after it
+        "ledger_version": ws.view().version,
         "retrain_tolerance": RETRAIN_TOLERANCE,
         "dataset": ws.dataset.name,
         "split": ws.split.config(),
@@ -456,29 +467,45 @@ def run_compare(
     run_dir = ws.new_run(name, config)
     t0 = time.perf_counter()
     by_scenario = {}
-    for sc in parsed:
-        log(f"scenario {sc.spec}: methods {', '.join(plan[sc.spec])}")
-        for m, why in skipped[sc.spec].items():
-            log(f"scenario {sc.spec}: {m} skipped: {why}")
-        by_scenario[sc.spec] = [
-            run_seed(
-                ws,
-                sc,
-                plan[sc.spec],
-                base,
-                seed,
-                run_dir,
-                k_neighbours,
-                k,
-                log,
-                completeness,
-                model_overrides,
-                verify_exact,
-                fairness_ndcg,
-                candidate_source,
-            )
-            for seed in seeds
-        ]
+    try:
+        for sc in parsed:
+            log(f"scenario {sc.spec}: methods {', '.join(plan[sc.spec])}")
+            for m, why in skipped[sc.spec].items():
+                log(f"scenario {sc.spec}: {m} skipped: {why}")
+            by_scenario[sc.spec] = [
+                run_seed(
+                    ws,
+                    sc,
+                    plan[sc.spec],
+                    base,
+                    seed,
+                    run_dir,
+                    k_neighbours,
+                    k,
+                    log,
+                    completeness,
+                    model_overrides,
+                    verify_exact,
+                    fairness_ndcg,
+                    candidate_source,
+                )
+                for seed in seeds
+            ]
+    finally:
+        _close_scratch(ws, run_dir, keep_workspaces)
     config["total_seconds"] = time.perf_counter() - t0
     paths = write_report(by_scenario, run_dir, config)
     return {"run_dir": str(run_dir), **paths, "config": config, "scenarios": by_scenario}
+
+
+def _close_scratch(ws: Workspace, run_dir: Path, keep: bool) -> None:
+    """Delete the run's scratch workspaces, or register the kept ones with ``ws``."""
+    scratch = scratch_dir(run_dir)
+    if not scratch.is_dir():
+        return
+    if not keep:
+        shutil.rmtree(scratch)
+        return
+    subs = sorted(p.parent for p in scratch.glob("*/workspace.json"))
+    if subs:
+        ws.keep_workspaces(subs)

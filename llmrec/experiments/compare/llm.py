@@ -24,6 +24,9 @@ from llmrec.progress import phase
 from llmrec.unlearning.method import Method
 from llmrec.unlearning.registry import register_method
 
+#: the run folder's sub-folder of scratch workspaces (each holds user data)
+SCRATCH = "workspaces"
+
 
 class LLMMethod(Method, abc.ABC):
     """A method of family ``llm``: it builds and serves its own artifacts for a comparison."""
@@ -45,14 +48,20 @@ class LLMMethod(Method, abc.ABC):
         raise LlmrecError(f"method {self.name!r} does not run request streams")
 
 
+def scratch_dir(run_dir: Path) -> Path:
+    """Where a comparison keeps its scratch workspaces and their shared caches: deleted at the
+    end of the run unless ``--keep-workspaces`` (:func:`llmrec.experiments.compare.run_compare`)."""
+    return Path(run_dir) / SCRATCH
+
+
 def _sub_workspace(ctx: Context, name: str, extra_requests=()):
-    """A workspace under the run folder replaying the main ledger (+ ``extra_requests``), so the
-    comparison never records anything in the user's own ledger."""
+    """A scratch workspace replaying the main ledger (+ ``extra_requests``), so the comparison
+    never records anything in the user's own ledger."""
     from llmrec.workspace import Workspace
 
     main = ctx.ws
     sub = Workspace(
-        ctx.run_dir / f"{name}-seed{ctx.seed}",
+        scratch_dir(ctx.run_dir) / f"{name}-seed{ctx.seed}",
         dataset=main.config["dataset"],
         data_dir=main.config["data_dir"],
         split=main.config["split"],
@@ -77,7 +86,7 @@ def _base_lm(ctx: Context):
     own = default_lm_dir(ctx.ws)
     if (own / "config.json").is_file():
         return own
-    shared = ctx.run_dir / "base-lm"
+    shared = scratch_dir(ctx.run_dir) / "base-lm"
     if not (shared / "config.json").is_file():
         build_lm(ctx.ws.dataset, shared, seed=2020)
     return shared
@@ -86,7 +95,7 @@ def _base_lm(ctx: Context):
 def _text_cache(ctx: Context) -> Path:
     """One text-embedding cache for every workspace of a comparison run (item text only: the
     encoder never reads user data, so the catalogue is encoded once, not once per store)."""
-    return Path(ctx.run_dir) / "text-embeddings"
+    return scratch_dir(ctx.run_dir) / "text-embeddings"
 
 
 def build_llm_path(
@@ -328,7 +337,8 @@ class Cragru(LLMMethod):
                     "after_valid_ndcg@10": after.info()["valid_ndcg@10"],
                 },
                 "adapters": self.adapters,
-                "workspace": str(sub.root),
+                # relative to the run folder; deleted with the scratch unless kept
+                "workspace": str(sub.root.relative_to(ctx.run_dir)),
                 "original_serving_seconds": phases["serve_original"],
                 "gold_serving": gold_serving,
                 # wall seconds per phase (serving phases accumulate as the harness evaluates)

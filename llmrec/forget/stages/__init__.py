@@ -9,5 +9,6 @@ from llmrec.forget.stages import (  # noqa: F401 - imported to register the stag
     candidate_source,
     checkpoints,
     retrieval,
+    runs,
     served_log,
 )

@@ -150,10 +150,11 @@ def update_methods() -> list[str]:
     ]
 
 
-def set_update_method(ws: Workspace, method: str, params: dict) -> bool:
-    """Fix the workspace's ``cf_method`` (how trained checkpoints are brought up to date)
-    after checking that ``method`` is one of :func:`update_methods` and takes ``params``;
-    returns whether it is exact. :class:`LlmrecError` otherwise."""
+def check_update_method(method: str, params: dict) -> bool:
+    """Check that ``method`` is one of :func:`update_methods` and that ``params`` are its
+    parameters, of the right types and in range (:meth:`~llmrec.unlearning.method.Method.
+    check_params`: a value saved in ``workspace.json`` must never hang or break a later
+    forget); returns whether it is exact. :class:`LlmrecError` otherwise; nothing is saved."""
     from llmrec.unlearning import METHODS
 
     usable = update_methods()
@@ -161,11 +162,19 @@ def set_update_method(ws: Workspace, method: str, params: dict) -> bool:
         raise LlmrecError(f"unknown CF method {method!r} (expected one of: {', '.join(usable)})")
     cls = METHODS[method]
     try:
+        cls.check_params(params)
         cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise LlmrecError(f"bad settings for {method}: {exc}") from None
-    ws.set_cf_method(method, params)
+    except (TypeError, ValueError, LlmrecError) as exc:
+        raise LlmrecError(f"bad --cf-set for {method}: {exc}") from None
     return bool(cls.exact)
+
+
+def set_update_method(ws: Workspace, method: str, params: dict) -> bool:
+    """Fix the workspace's ``cf_method`` (how trained checkpoints are brought up to date)
+    once :func:`check_update_method` passed; returns whether it is exact."""
+    exact = check_update_method(method, params)
+    ws.set_cf_method(method, params)
+    return exact
 
 
 def record_extra(
