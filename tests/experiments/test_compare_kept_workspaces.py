@@ -45,7 +45,7 @@ def kept(tmp_path_factory):
     ws = Workspace(root / "ws", dataset="syn", data_dir=data)
     lm = tiny_lm(ws, default_lm_dir(ws))
 
-    def small_build(sub, lm_dir, seed, adapters=True, cache_dir=None):
+    def small_build(sub, lm_dir, seed, adapters=True, cache_dir=None, source="ease"):
         from llmrec.llm.adapters import tune_adapters
         from retrieval.store import RetrievalStore
 
@@ -80,7 +80,10 @@ def _scan(root: Path, token: bytes) -> list[Path]:
     return hits
 
 
-def test_forgotten_user_leaves_every_run_file(kept, tmp_path):
+@pytest.fixture(scope="module")
+def forgotten(kept, tmp_path_factory):
+    """The kept run after ``llmrec forget`` of one of its users (a module fixture, so every
+    test sees the same state whatever the order or worker it runs in)."""
     from retrieval.store import RetrievalStore
 
     ws, run = kept
@@ -89,16 +92,22 @@ def test_forgotten_user_leaves_every_run_file(kept, tmp_path):
     results = json.loads(Path(run["results"]).read_text())
     seed = run["scenarios"]["random:10%users"][0]
     # a user the run named in per-user rows and whose history the kept workspace retains
-    sub = Workspace(sub_root)
-    store = RetrievalStore.load(sub)
+    store = RetrievalStore.load(Workspace(sub_root))
     user = next(u for u in seed["neighbours"] if len(store.history(u)[0]))
     token = str(ws.dataset.user_tokens[user])
-    assert user in named_users(results) and run_audit(ws)["ok"]
+    before = {"named": user in named_users(results), "audit_ok": run_audit(ws)["ok"]}
 
-    req = tmp_path / "r.jsonl"
+    req = tmp_path_factory.mktemp("req") / "r.jsonl"
     req.write_text(json.dumps({"kind": "user", "users": [token]}) + "\n")
     assert main(["forget", "--workspace", str(ws.root), "--request", str(req)]) == 0
+    return ws, run, sub_root, user, token, before
 
+
+def test_forgotten_user_leaves_every_run_file(forgotten):
+    from retrieval.store import RetrievalStore
+
+    ws, run, sub_root, user, token, before = forgotten
+    assert before == {"named": True, "audit_ok": True}
     audit = run_audit(ws)
     assert audit["ok"], audit["violations"]
     assert audit["stages"]["runs"]["status"] == "clean"
@@ -110,14 +119,10 @@ def test_forgotten_user_leaves_every_run_file(kept, tmp_path):
         assert any(e.request.users == (token,) for e in led.entries())
 
 
-def test_audit_flags_what_forget_did_not_cover(kept, tmp_path):
+def test_audit_flags_what_forget_did_not_cover(forgotten):
     """A results file edited back to name the user, and a workspace copied under runs/
     without being registered, are violations until forget covers them."""
-    ws, run = kept
-    (sub_root,) = ws.kept_workspaces()
-    with ws.ledger() as led:
-        forgotten = [u for e in led.entries() for u in e.request.users or ()]
-    user = int(ws.dataset.user_index(forgotten[0]))
+    ws, run, sub_root, user, _, _ = forgotten
     path = Path(run["results"])
     original = path.read_text()
     obj = json.loads(original)
