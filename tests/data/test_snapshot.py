@@ -9,6 +9,7 @@ from llmrec.data import snapshot
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
 from llmrec.forget.audit import run_audit
+from llmrec.forget.runner import forget
 from llmrec.workspace import Workspace
 
 REQUESTS = [
@@ -153,3 +154,16 @@ def test_snapshot_of_edited_or_rolled_back_ledger_is_not_used(tmp_path, tiny_dir
         f["artifact"] == "retained-view snapshot" and "rolled back" in f["problem"]
         for f in res["violations"]
     )
+
+
+def test_forget_leaves_a_snapshot_readers_use(tmp_path, tiny_dir, monkeypatch):
+    ws = _ws(tmp_path, tiny_dir)
+    forget(ws, REQUESTS[:2])
+    forget(ws, REQUESTS[2:])
+    assert [v for v, _ in snapshot.files(ws.ledger())] == [4]
+    folds = _count_folds(monkeypatch)
+    view = ws.view()
+    assert folds == []
+    monkeypatch.undo()
+    _same(view, _full_fold(ws))
+    assert run_audit(ws)["ok"]
