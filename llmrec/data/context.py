@@ -38,14 +38,15 @@ class StageContext:
     @classmethod
     def open(cls, ws: Workspace, ledger: Ledger | None, also: Iterable[int] = ()) -> StageContext:
         """Read the ledger's entries once and fold them once into the newest view and the
-        views at the versions ``also`` (e.g. the version the stages had reached)."""
+        views at the versions ``also`` (e.g. the version the stages had reached), on from the
+        newest valid snapshot (:meth:`Ledger.retained_views`)."""
         ds = ws.dataset
         if ledger is None:
             return cls(ws, None, [], 0, {0: RetainedView.full(ds)})
         entries = ledger.entries()
         version = entries[-1].version if entries else 0
         at = {version} | {int(v) for v in also if 0 <= int(v) <= version}
-        views = RetainedView.snapshots(ds, [(e.version, e.request) for e in entries], at)
+        views = ledger.retained_views(ds, at, entries)
         return cls(ws, ledger, entries, version, views)
 
     @property

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmrec.data import snapshot
 from llmrec.data.dataset import Dataset
 from llmrec.data.requests import ForgetRequest
 from llmrec.data.retained import RetainedView
@@ -176,10 +177,30 @@ class Ledger:
 
     def retained_view(self, ds: Dataset, version: int | None = None) -> RetainedView:
         """The dataset as it must look at ``version`` (default: newest)."""
-        version = self.version if version is None else version
-        view = RetainedView.build(ds, [(e.version, e.request) for e in self.entries(upto=version)])
-        view.version = version
-        return view
+        version = self.version if version is None else int(version)
+        return self.retained_views(ds, (version,))[version]
+
+    def retained_views(
+        self, ds: Dataset, at: Iterable[int], entries: Sequence[LedgerEntry] | None = None
+    ) -> dict[int, RetainedView]:
+        """Views at the versions ``at``: folded on from the newest valid snapshot at or below the
+        oldest of them (:mod:`llmrec.data.snapshot`) over only the newer entries (``entries``:
+        already read, in version order; default: read them). A view at the newest version is
+        then saved as the snapshot (best effort: a read-only workspace just folds)."""
+        at = sorted({int(v) for v in at})
+        base = snapshot.latest(self, ds, at[0])
+        after = base.version if base is not None else 0
+        if entries is None:
+            entries = self.entries(upto=at[-1], after=after)
+        else:
+            entries = [e for e in entries if after < e.version <= at[-1]]
+        views = RetainedView.snapshots(ds, [(e.version, e.request) for e in entries], at, base)
+        if entries and at[-1] == self.version:
+            try:
+                snapshot.save(self, views[at[-1]])
+            except OSError:
+                pass
+        return views
 
     # --------------------------------------------------------------- stages
     def ensure_stage(self, stage: str) -> None:

@@ -55,12 +55,15 @@ class RetainedView:
         ds: Dataset,
         requests: Iterable[tuple[int, ForgetRequest]],
         at: Iterable[int],
+        start: RetainedView | None = None,
     ) -> dict[int, RetainedView]:
         """Views at several versions ``at`` in one fold over ``requests`` (in version order):
-        ``{v: view}``, the view at ``v`` reflecting the requests with version <= ``v``."""
+        ``{v: view}``, the view at ``v`` reflecting the requests with version <= ``v``.
+        ``start``: a view to fold on from (a snapshot; ``requests`` then holds only the newer
+        ones and every version in ``at`` is at least its version); default: version 0."""
         wanted = sorted({int(v) for v in at})
         out: dict[int, RetainedView] = {}
-        view = cls.full(ds)
+        view = cls.full(ds) if start is None else start.copy()
         pending = iter(wanted)
         nxt = next(pending, None)
         for version, req in requests:

@@ -28,6 +28,7 @@ import sqlite3
 from contextlib import nullcontext
 from pathlib import Path
 
+from llmrec.data import snapshot
 from llmrec.data.ledger import Ledger
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.forget import registry as stage_registry
@@ -223,6 +224,10 @@ def run_audit(ws: Workspace) -> dict:
     try:
         if ws.ledger_path.exists():
             ledger = ws.ledger()
+            findings += [
+                finding("retained-view snapshot", p, f"not used: {problem}")
+                for p, problem in snapshot.problems(ledger, ws.dataset, ledger.version)
+            ]
         ctx = StageContext.open(ws, ledger)
     except (LlmrecError, sqlite3.Error, ValueError, KeyError) as exc:
         if ledger is not None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 
+from llmrec.data import snapshot
 from llmrec.data.ledger import Ledger, LedgerEntry
 from llmrec.data.parts import require_training_data
 from llmrec.data.requests import ForgetRequest
@@ -73,7 +74,12 @@ def forget(
         }
         # the context folded before recording, extended with what was recorded (resume folds
         # afresh if another process recorded in between)
-        summary.update(resume(ws, led, _extended(ctx, new)))
+        ctx = _extended(ctx, new)
+        summary.update(resume(ws, led, ctx))
+        if new and ctx.version == led.version:
+            # readers load this and fold nothing (llmrec.data.snapshot)
+            with suppress(OSError):
+                snapshot.save(led, ctx.view)
     return summary
 
 
