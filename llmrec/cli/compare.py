@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from llmrec import progress
 from llmrec.cli.common import (
@@ -124,7 +125,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         candidate_source=args.source,
         keep_workspaces=args.keep_workspaces,
     )
-    md = (ws.root / "runs").joinpath(res["run_dir"]).joinpath("results.md")
+    md = Path(res["run_dir"]) / "results.md"  # as the harness wrote it (cwd-relative or absolute)
     text = md.read_text() if md.is_file() else ""
     text += f"\nreport: {res['report']}\nresults: {res['results']}"
     summary = {k: res[k] for k in ("run_dir", "report", "results", "images")}

@@ -257,18 +257,21 @@ def test_report_first_paragraph_concludes_in_headless_chromium(finetune_run, tmp
 
 def test_a_method_that_cannot_honour_the_scenario_is_named_with_its_reason(tmp_path):
     """``--methods retrain,lego`` on a user-forget scenario: lego (attribute requests only) is
-    named as skipped, with the reason, on stdout, in results.json and in the report."""
+    named as skipped, with the reason, on stdout, in results.json and in the report. The
+    workspace is given relative to the working directory, as a newcomer types it: stdout still
+    carries the conclusion and the tables (it once printed only the report's path then)."""
     import sys
 
     data = _community_dataset(tmp_path / "data")
     argv = [sys.executable, "-m", "llmrec", "compare", "--scenario", "random:5%users"]
-    argv += ["--methods", "retrain,lego", "--workspace", str(tmp_path / "ws"), "--quiet"]
+    argv += ["--methods", "retrain,lego", "--workspace", "ws", "--quiet"]
     argv += ["--dataset", "comm", "--data-dir", str(data), "--set", "epochs=5", "--set", "dim=8"]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     reason = "it handles only attribute requests, and this scenario sends interactions requests"
+    assert res.stdout.startswith("# Conclusion"), res.stdout[:500]
     assert f"Skipped: lego: {reason}." in res.stdout
-    report = re.search(r"^report: (.*)$", res.stdout, re.M).group(1)
+    report = str(tmp_path / re.search(r"^report: (.*)$", res.stdout, re.M).group(1))
     html = open(report).read()
     assert f"Skipped: lego: {reason}." in html and "Skipped: lego (" in html  # table + headline
     results = json.loads(open(os.path.join(os.path.dirname(report), "results.json")).read())
