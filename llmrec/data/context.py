@@ -35,6 +35,7 @@ class StageContext:
     ledger: Ledger | None
     version: int
     views: dict[int, RetainedView] = field(default_factory=dict)
+    known: dict[int, LedgerEntry] = field(default_factory=dict)  # entries already parsed
 
     @classmethod
     def open(cls, ws: Workspace, ledger: Ledger | None, also: Iterable[int] = ()) -> StageContext:
@@ -46,7 +47,9 @@ class StageContext:
             return cls(ws, None, 0, {0: RetainedView.full(ds)})
         version = ledger.version
         at = {version} | {int(v) for v in also if 0 <= int(v) <= version}
-        return cls(ws, ledger, version, ledger.retained_views(ds, at))
+        read: list[LedgerEntry] = []
+        views = ledger.retained_views(ds, at, read=read)
+        return cls(ws, ledger, version, views, {e.version: e for e in read})
 
     @property
     def view(self) -> RetainedView:
@@ -69,12 +72,18 @@ class StageContext:
         return view
 
     def entries_between(self, after: int, upto: int | None = None) -> list[LedgerEntry]:
-        """Entries with ``after < version <= upto`` (default: :attr:`version`), read from the
-        ledger now (only that range is parsed)."""
+        """Entries with ``after < version <= upto`` (default: :attr:`version`): those already
+        parsed (:attr:`known`: the fold's, or just recorded), else read from the ledger now
+        (only that range is parsed)."""
         upto = self.version if upto is None else int(upto)
+        after = int(after)
         if self.ledger is None or upto <= after:
             return []
-        return self.ledger.entries(upto=upto, after=int(after))
+        if all(v in self.known for v in range(after + 1, upto + 1)):
+            return [self.known[v] for v in range(after + 1, upto + 1)]
+        out = self.ledger.entries(upto=upto, after=after)
+        self.known.update((e.version, e) for e in out)
+        return out
 
 
 @dataclass

@@ -181,15 +181,19 @@ class Ledger:
         version = self.version if version is None else int(version)
         return self.retained_views(ds, (version,))[version]
 
-    def retained_views(self, ds: Dataset, at: Iterable[int]) -> dict[int, RetainedView]:
+    def retained_views(
+        self, ds: Dataset, at: Iterable[int], read: list[LedgerEntry] | None = None
+    ) -> dict[int, RetainedView]:
         """Views at the versions ``at``: folded on from the newest valid snapshot at or below the
         oldest of them (:mod:`llmrec.data.snapshot`) over only the entries after it (read
-        and parsed here, none before it). A view at the newest version is then saved as the
-        snapshot (best effort: a read-only workspace just folds)."""
+        and parsed here, none before it; appended to ``read`` when given). A view at the newest
+        version is then saved as the snapshot (best effort: a read-only workspace just folds)."""
         at = sorted({int(v) for v in at})
         base = snapshot.latest(self, ds, at[0])
         after = base.version if base is not None else 0
         entries = self.entries(upto=at[-1], after=after)
+        if read is not None:
+            read.extend(entries)
         views = RetainedView.snapshots(ds, [(e.version, e.request) for e in entries], at, base)
         if entries and at[-1] == self.version:
             try:

@@ -91,7 +91,8 @@ def _extended(ctx: StageContext, new: Sequence[LedgerEntry]) -> StageContext:
         return ctx
     view = ctx.view.copy().fold((e.version, e.request) for e in new)
     views = {**ctx.views, new[-1].version: view}
-    return StageContext(ctx.ws, ctx.ledger, new[-1].version, views)
+    known = {**ctx.known, **{e.version: e for e in new}}
+    return StageContext(ctx.ws, ctx.ledger, new[-1].version, views, known)
 
 
 @contextmanager
