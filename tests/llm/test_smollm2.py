@@ -201,3 +201,32 @@ def test_lora_tune_recommend_forget_retune_audit(tiny_ws, smollm2_base, tmp_path
         "up_proj",
         "down_proj",
     }
+
+
+def test_sample_table_with_a_lora_row(tiny_ws, smollm2_base, tmp_path, monkeypatch):
+    """``scripts/run_cragru.py --base smollm2 --lora-shards S``: the paired table on a sample
+    drawn from one shard, SmolLM2 + LoRA tuned on that shard beside SmolLM2 zero-shot, and the
+    adapter (user data, no workspace artifact) gone after the run."""
+    import tempfile
+
+    from llmrec.experiments.llm_sample import SampleConfig, format_table, run_sample
+    from llmrec.llm.shards import shard_of
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cfg = SampleConfig(users=2, modes=("likelihood",), n_shards=2, lora_shards=2, seed=4)
+    out = run_sample(tiny_ws, cfg, base_dir=smollm2_base)
+    assert set(out["table"]) == {
+        "candidates",
+        "smollm2_likelihood",
+        "smollm2_lora",
+        "minilm_default",
+        "bpr_retrained",
+    }
+    assert out["served_outside"] == 0 and out["n_users"] == 2
+    shards = shard_of(tiny_ws.dataset.user_tokens, 2, 4)
+    users = [int(np.flatnonzero(tiny_ws.dataset.user_tokens == u)[0]) for u in out["users"]]
+    assert {int(shards[u]) for u in users} == {out["lora_shard"]}
+    assert out["phases"]["smollm2_lora_tune"]["wall_s"] > 0
+    assert not list((tmp_path / "tmp").iterdir())  # the experiment's adapter is deleted
+    assert "smollm2_lora" in format_table(out)
