@@ -138,6 +138,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             detail = f" ({len(st['artifacts'])} artifact(s))"
         lines.append(f"stage {name}: {st['status']}{detail}")
     for name, st in result.get("rederived", {}).items():
+        if not (st["rederived"] or st["not_rederived"] or st["violations"]):
+            continue  # nothing of the family here
         lines.append(
             f"deep {name}: {st['status']}, {len(st['rederived'])} re-derived "
             f"in {st['wall_s']:.1f}s ({st['cpu_s']:.1f} CPU s)"

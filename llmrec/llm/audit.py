@@ -14,7 +14,7 @@ Adapters registered in the ledger whose ``config.json`` is gone are reported too
 
 :func:`rederive` (``llmrec audit --deep``) re-tunes each shard from scratch on the retained
 data (same seed, same torch thread count as recorded) into a scratch folder outside the
-workspace and compares the adapter files byte for byte, so weights replaced by pre-forget ones,
+workspace and compares the adapter files byte for byte (``adapter_config.json`` as JSON), so weights replaced by pre-forget ones,
 manifest and registry hashes rewritten, are caught. A shard tuned data-parallel over several
 processes is equal to a re-tune only up to float summation order and is named as not
 re-derivable.
@@ -22,6 +22,7 @@ re-derivable.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -105,12 +106,24 @@ def audit(ctx: StageContext) -> list[dict]:
     return findings
 
 
-def _adapter_files(folder: Path) -> dict[str, bytes]:
-    return {
-        p.name: p.read_bytes()
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != SHARD_MANIFEST
-    }
+def _adapter_files(folder: Path) -> dict[str, object]:
+    """The peft files of an adapter folder, as compared: weights by their bytes,
+    ``adapter_config.json`` as JSON with ``target_modules`` as a set (peft writes that set in
+    the process's string-hash order, so its bytes differ between two runs)."""
+    out: dict[str, object] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name == SHARD_MANIFEST:
+            continue
+        out[p.name] = p.read_bytes()
+        if p.name == "adapter_config.json":
+            try:
+                cfg = json.loads(out[p.name])
+                if isinstance(cfg.get("target_modules"), list):
+                    cfg["target_modules"] = sorted(map(str, cfg["target_modules"]))
+                out[p.name] = cfg
+            except (ValueError, AttributeError):
+                pass  # compared by its bytes
+    return out
 
 
 def rederive(ctx: StageContext, options: RederiveOptions) -> StageAudit:
