@@ -63,7 +63,7 @@ def _sub_workspace(ctx: Context, name: str, extra_requests=()):
     sub = Workspace(
         scratch_dir(ctx.run_dir) / f"{name}-seed{ctx.seed}",
         dataset=main.config["dataset"],
-        data_dir=main.config["data_dir"],
+        data_dir=main.data_dir,
         split=main.config["split"],
     )
     before = []
