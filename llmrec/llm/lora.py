@@ -133,6 +133,22 @@ def center_item_logits(model: torch.nn.Module, item_token_ids: Sequence[int]) ->
                 param.copy_(rows.mean(0, keepdim=True).expand_as(rows))  # replaces the rows
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block on ``n`` torch intra-op threads (``None``: as set), then restore. A LoRA
+    tuning on one thread and on several gives different float bytes, so a re-tune that must
+    equal a recorded adapter uses the thread count it was tuned with (``torch_threads`` in
+    its manifest)."""
+    old = torch.get_num_threads()
+    if n is not None and int(n) > 0 and int(n) != old:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
@@ -443,6 +459,7 @@ def tune_adapter(
         "examples": n_seen,
         "seconds": time.perf_counter() - t0,
         "processes": world,
+        "torch_threads": torch.get_num_threads(),  # the float bytes depend on it
     }
 
 
