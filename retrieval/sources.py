@@ -195,7 +195,7 @@ def _save(
         "model": model_of(src.name),
         "seed": int(seed),
         "params": params,
-        "checkpoint": str(path),
+        "checkpoint": ws.stored_path(path),
     }
     atomic_write_json(record_path(ws, src.name), record)
     with ws.ledger() if ledger is None else nullcontext(ledger) as led:
@@ -216,7 +216,7 @@ def load_source(ws: Workspace, name: str) -> CandidateSource:
     if not rec_path.is_file():
         raise ArtifactError(f"no candidate source {name!r} in {ws.root}: build it first")
     rec = json.loads(rec_path.read_text())
-    model = load_model(rec["checkpoint"])
+    model = load_model(ws.resolve_path(rec["checkpoint"]))
     if not is_leaky(name) and model.ledger_version != view.version:
         raise ArtifactError(
             f"candidate source {name!r} reflects ledger v{model.ledger_version}, the ledger is at "

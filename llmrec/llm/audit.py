@@ -8,7 +8,9 @@ the adapter files written and the hash of the base model's weights. The audit ch
 * the base model is there and unchanged (a missing or edited base fails, naming it);
 * the training stream rebuilt from the retained data at the ledger's newest version has the
   recorded hash (otherwise the adapter was tuned on data forgotten since);
-* the adapter is registered at the newest ledger version (else it is stale).
+* the adapter is registered at the newest ledger version (else it is stale);
+* its manifest is of the current format: an older one's hash named the base model's location,
+  so it cannot be checked (the remedy is named: re-tune).
 
 Adapters registered in the ledger whose ``config.json`` is gone are reported too.
 
@@ -37,10 +39,14 @@ from llmrec.data.context import (
 )
 from llmrec.errors import ArtifactError
 from llmrec.llm.adapters import (
+    FORMAT,
+    OLDER,
+    RETUNE,
     SHARD_MANIFEST,
     ShardTrainingData,
     adapter_files_hash,
     adapters_root,
+    base_problem,
     load_config,
     shard_dir,
     shard_manifest,
@@ -71,11 +77,11 @@ def audit(ctx: StageContext) -> list[dict]:
         ]
     findings = []
     stale = set(stale_shards(ws, ledger=ledger)) if ledger is not None else set()
+    missing = base_problem(cfg)
     try:
-        base_hash: str | None = weights_hash(cfg.base, cfg.load.revision)
-        base_problem = None
+        base_hash = None if missing else weights_hash(cfg.base, cfg.load.revision)
     except ArtifactError as exc:
-        base_hash, base_problem = None, str(exc)
+        base_hash, missing = None, str(exc)
     for s in range(cfg.n_shards):
         d = shard_dir(root, s)
         name = f"adapter/shard-{s:03d}"
@@ -91,8 +97,11 @@ def audit(ctx: StageContext) -> list[dict]:
             report("adapter files differ from those written when it was tuned (content hash)")
         if s in stale:
             report(f"stale: tuned at ledger v{m['trained_at']}, ledger is at v{view.version}")
-        if base_problem is not None:
-            report(f"{base_problem}: the adapter's training data cannot be verified")
+        if m.get("format") != FORMAT:
+            report(f"{OLDER}: its training data cannot be verified; {RETUNE}")
+            continue
+        if missing is not None:
+            report(f"{missing}: the adapter's training data cannot be verified")
             continue
         if m.get("base_weights_sha256") not in (None, base_hash):
             report(f"base model {cfg.base} changed since the adapter was tuned (weights hash)")

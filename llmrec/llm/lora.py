@@ -345,6 +345,7 @@ def tune_adapter(
     progress: Callable[[str], None] | None = None,
     data_parallel: bool = False,
     load: Any = None,
+    base_name: str | None = None,
 ) -> dict[str, Any]:
     """Tune one adapter on ``epochs(e)`` (the examples of epoch ``e``) and save it (peft format).
 
@@ -358,7 +359,9 @@ def tune_adapter(
 
     ``load`` (:class:`llmrec.llm.loading.LoadOptions`): dtype, device map, attention
     implementation, remote code of the base. The LoRA weights stay float32 whatever the base
-    dtype; on a GPU the forward passes run under bfloat16 autocast.
+    dtype; on a GPU the forward passes run under bfloat16 autocast. ``base_name``: how the saved
+    adapter (``adapter_config.json``, model card) names its base (default: ``base``), e.g. a
+    workspace-relative path that holds wherever the workspace is copied.
     """
     from accelerate import Accelerator
 
@@ -442,6 +445,11 @@ def tune_adapter(
     bar.close()
     model = acc.unwrap_model(model) if world > 1 else model
     model.eval()
+    if base_name is not None:
+        for c in model.peft_config.values():
+            c.base_model_name_or_path = base_name
+        inner = model.get_base_model()  # what the model card names
+        inner.name_or_path = inner.config.name_or_path = base_name
     if acc.is_main_process or world == 1:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

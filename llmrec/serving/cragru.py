@@ -222,7 +222,7 @@ class CragruPipeline:
     ):
         """``store``: an open retrieval store of ``ws`` (default: load it); ``ledger``: an
         open ledger of ``ws`` for the adapters' freshness check (default: open one)."""
-        from llmrec.llm.adapters import adapters_root, load_config
+        from llmrec.llm.adapters import adapters_root, base_problem, load_config
         from llmrec.llm.shards import shard_of
         from retrieval.store import RetrievalStore
 
@@ -245,6 +245,9 @@ class CragruPipeline:
             raise ArtifactError(f"no adapters under {root} (config.json missing)")
         if cfg is not None:
             model = self.opt.model or cfg.base
+            problem = None if self.opt.model else base_problem(cfg)
+            if problem is not None:
+                raise ArtifactError(f"adapters in {root}: {problem}")
         else:
             model = self.opt.model or str(default_lm_dir(ws))
             if self.opt.model is None and not Path(model).is_dir():

@@ -63,7 +63,7 @@ def _sub_workspace(ctx: Context, name: str, extra_requests=()):
     sub = Workspace(
         scratch_dir(ctx.run_dir) / f"{name}-seed{ctx.seed}",
         dataset=main.config["dataset"],
-        data_dir=main.config["data_dir"],
+        data_dir=main.data_dir,
         split=main.config["split"],
     )
     before = []
@@ -370,7 +370,7 @@ class Cragru(LLMMethod):
                     "after_valid_ndcg@10": after.info()["valid_ndcg@10"],
                 },
                 "adapters": self.adapters,
-                "base_lm": str(lm),
+                "base_lm": ctx.ws.stored_path(lm),  # a workspace-relative path when inside it
                 # relative to the run folder; deleted with the scratch unless kept
                 "workspace": str(sub.root.relative_to(ctx.run_dir)),
                 "original_serving_seconds": phases["serve_original"],
