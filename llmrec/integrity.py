@@ -7,7 +7,8 @@ that changed, disappeared or is unreadable, so garbled, truncated or edited arti
 even where the audit cannot re-derive their content from the retained data.
 
 Paths in the ledger and in manifests are stored relative to the workspace, so a copied or moved
-workspace stays valid; :func:`relative_to_root` and :func:`resolve_in` convert.
+workspace stays valid (docs/design.md §3.3); :func:`relative_to_root` and :func:`resolve_in`
+convert.
 """
 
 from __future__ import annotations
@@ -69,16 +70,34 @@ def verify(path: str | Path, recorded: dict[str, str]) -> list[str]:
     return problems
 
 
+#: the file that makes a folder a workspace, and the folder of its runs
+WORKSPACE_FILE = "workspace.json"
+RUNS = "runs"
+
+
+def enclosing_workspace(root: str | Path) -> Path:
+    """The folder copied or moved as one with workspace ``root`` (absolute): ``root`` itself,
+    or, for a workspace kept inside another's ``runs/`` (a comparison's scratch workspace), the
+    outermost such workspace."""
+    root = Path(os.path.abspath(root))
+    out = root
+    for folder in root.parents:
+        if (folder / WORKSPACE_FILE).is_file() and root.is_relative_to(folder / RUNS):
+            out = folder
+    return out
+
+
 def relative_to_root(root: str | Path, path: str | Path) -> str:
-    """``path`` relative to ``root`` when it lies inside it (POSIX separators), else absolute.
+    """``path`` relative to workspace ``root`` when it lies inside it (POSIX separators), else
+    absolute. Inside a workspace that holds ``root`` in its runs (:func:`enclosing_workspace`)
+    the path is relative too, climbing out of ``root`` with ``..``: the two move together.
 
     Relative inputs are taken relative to the current directory, as the caller meant them."""
-    root_abs = Path(os.path.abspath(root))
-    p = Path(os.path.abspath(path))
-    try:
-        return p.relative_to(root_abs).as_posix() or "."
-    except ValueError:
-        return str(p)
+    for norm in (os.path.abspath, os.path.realpath):  # a symlinked root or path: compare real
+        root_abs, p = Path(norm(root)), Path(norm(path))
+        if p.is_relative_to(enclosing_workspace(root_abs)):
+            return Path(os.path.relpath(p, root_abs)).as_posix()
+    return os.path.abspath(path)
 
 
 def resolve_in(root: str | Path, stored: str | Path) -> Path:

@@ -23,7 +23,7 @@ from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.data.split import Split, make_split
 from llmrec.errors import LlmrecError
-from llmrec.integrity import relative_to_root, resolve_in
+from llmrec.integrity import RUNS, WORKSPACE_FILE, relative_to_root, resolve_in
 from llmrec.io import atomic_write_json, versions
 
 DEFAULT_WORKSPACE = "llmrec-workspace"
@@ -82,6 +82,10 @@ def check_config(cfg: object, path: Path | str) -> dict:
     return cfg
 
 
+def _same_folder(a: str | Path, b: Path | None) -> bool:
+    return b is not None and Path(a).resolve() == b.resolve()
+
+
 class Workspace:
     """Open (or create) a workspace. ``dataset``/``data_dir`` must match an existing one.
 
@@ -104,7 +108,7 @@ class Workspace:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise LlmrecError(f"workspace {self.root} is not a folder")
-        cfg_path = self.root / "workspace.json"
+        cfg_path = self.root / WORKSPACE_FILE
         if cfg_path.exists():
             try:
                 cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -114,25 +118,27 @@ class Workspace:
                     f"{cfg_path}: unreadable workspace config ({msg}); {RECOVER}"
                 ) from None
             check_config(cfg, cfg_path)
+            self.config = cfg
             if dataset is not None and dataset != cfg["dataset"]:
                 raise LlmrecError(
                     f"workspace {self.root} holds dataset {cfg['dataset']!r}, not {dataset!r}; "
                     "use another --workspace"
                 )
-            if data_dir is not None and str(Path(data_dir).resolve()) != cfg.get("data_dir"):
+            if data_dir is not None and not _same_folder(data_dir, self.data_dir):
                 raise LlmrecError(
-                    f"workspace {self.root} was created with --data-dir {cfg.get('data_dir')}"
+                    f"workspace {self.root} was created with --data-dir {self.data_dir}"
                 )
             if split is not None and split != cfg["split"]:
                 raise LlmrecError(
                     f"workspace {self.root} uses split {cfg['split']}; use another --workspace for {split}"
                 )
-            self.config = cfg
             self._persisted = True
         else:
             self.config = {
                 "dataset": dataset or DEFAULT_DATASET,
-                "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None,
+                "data_dir": None
+                if data_dir is None
+                else self.stored_path(Path(data_dir).resolve()),
                 "split": split or dict(DEFAULT_SPLIT),
             }
             self._persisted = False
@@ -144,8 +150,24 @@ class Workspace:
     def _persist(self) -> None:
         if not self._persisted and not self.read_only:
             self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.root / "workspace.json", self.config)
+            atomic_write_json(self.root / WORKSPACE_FILE, self.config)
             self._persisted = True
+
+    def stored_path(self, path: str | Path) -> str:
+        """How a path is written into this workspace's files: relative to the workspace when it
+        lies inside it (or inside the workspace whose run keeps this one), else absolute
+        (docs/design.md §3.3)."""
+        return relative_to_root(self.root, path)
+
+    def resolve_path(self, stored: str | Path) -> Path:
+        """The path a :meth:`stored_path` names, wherever the workspace lives now."""
+        return resolve_in(self.root, stored)
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The folder of the dataset's atomic files (``None``: recbole's examples)."""
+        d = self.config.get("data_dir")
+        return None if d is None else self.resolve_path(d)
 
     @property
     def policy(self) -> str:
@@ -199,7 +221,7 @@ class Workspace:
 
     @cached_property
     def dataset(self) -> Dataset:
-        ds = load_dataset(self.config["dataset"], self.config["data_dir"])
+        ds = load_dataset(self.config["dataset"], self.data_dir)
         self._persist()  # only once the dataset is known to load
         return ds
 
@@ -237,7 +259,7 @@ class Workspace:
         self._check_writable()
         self._persist()
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = self.root / "runs" / f"{name}-{stamp}"
+        base = self.root / RUNS / f"{name}-{stamp}"
         run = base
         k = 1
         while run.exists():

@@ -181,8 +181,9 @@ def default_template(single_token_items: bool = True) -> str:
 
 
 def template_ref(name_or_path: str | Path) -> str:
-    """How a template is recorded (adapter config): a shipped name as is, a file as an absolute
-    path, so the reference means the same file from any working directory."""
+    """How a template is named in an adapter config: a shipped name as is, a file as an absolute
+    path, so the reference means the same file from any working directory (the config file
+    stores one inside the workspace relative to it: :func:`llmrec.llm.adapters.stored_location`)."""
     p = Path(name_or_path)
     return str(name_or_path) if not p.suffix else str(p.resolve())
 

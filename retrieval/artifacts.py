@@ -61,7 +61,6 @@ def retained_rows(ws: Workspace, view: RetainedView) -> list[np.ndarray]:
 
 def embed(ws: Workspace, config: dict, view: RetainedView) -> Embeddings:
     """Embeddings of the retained items at ``view`` (from the cache when possible)."""
-    ds = ws.dataset
     enc = make_encoder(config["encoder"])
     cache = EmbeddingCache(embedding_cache_dir(ws, config))
     key, dkey = enc.key, embedding_data_key(ws, config)
@@ -70,19 +69,30 @@ def embed(ws: Workspace, config: dict, view: RetainedView) -> Embeddings:
     got = cache.get(key, dkey, view.version)
     if got is not None and np.array_equal(got["ids"], ids):
         return Embeddings(ids, got["items"], got.get("users"), path)
-    users = None
-    if isinstance(enc, TextEncoder):
-        items = cache.find_covering(key, dkey, ids)
-        if items is None:
-            items = enc.encode_catalogue(ds)[ids]
+    covered = cache.find_covering(key, dkey, ids) if isinstance(enc, TextEncoder) else None
+    if covered is not None:
+        emb = Embeddings(ids, covered, None, path)
     else:
-        m = ws.split.mask(TRAIN, view.keep)
-        u, i = enc.fit(ds.n_users, ds.n_items, ds.inter_user[m], ds.inter_item[m])
-        u[view.forgotten_users] = 0.0
-        items, users = i[ids], u
-    arrays = {"ids": ids, "items": items} | ({"users": users} if users is not None else {})
+        emb = encode(ws, config, view)
+    arrays = {"ids": emb.ids, "items": emb.items}
+    if emb.users is not None:
+        arrays["users"] = emb.users
     cache.put(key, dkey, view.version, **arrays)
-    return Embeddings(ids, items, users, path)
+    return Embeddings(emb.ids, emb.items, emb.users, path)
+
+
+def encode(ws: Workspace, config: dict, view: RetainedView) -> Embeddings:
+    """Embeddings of the retained items at ``view`` computed afresh, bypassing the cache (a
+    CF encoder is trained from scratch on the retained train part); ``path`` is empty."""
+    ds = ws.dataset
+    enc = make_encoder(config["encoder"])
+    ids = np.flatnonzero(~view.forgotten_items).astype(np.int64)
+    if isinstance(enc, TextEncoder):
+        return Embeddings(ids, enc.encode_catalogue(ds)[ids], None, Path())
+    m = ws.split.mask(TRAIN, view.keep)
+    u, i = enc.fit(ds.n_users, ds.n_items, ds.inter_user[m], ds.inter_item[m])
+    u[view.forgotten_users] = 0.0
+    return Embeddings(ids, i[ids], u, Path())
 
 
 def build_index(config: dict, emb: Embeddings, version: int) -> ForgetAwareIndex:

@@ -14,6 +14,13 @@ For every retrieval store of the workspace, against the ledger's newest retained
 * the manifest's ledger version and history exist in the ledger (else it was lost or replaced).
 
 A file that cannot be read is a finding naming it, never a crash.
+
+:func:`rederive` (``llmrec audit --deep``) goes further: it rebuilds each store's artifacts
+from the retained data at the version the store claims -- a CF encoder retrained from scratch,
+bypassing the embedding cache -- and compares the stored embeddings, index, clusters and
+co-occurrence counts with them array for array, bytes included, so files replaced by
+pre-forget ones whose hashes were rewritten are caught. Text embeddings are not re-encoded:
+catalogue text holds no user data (and a re-encoding's floats may depend on the thread count).
 """
 
 from __future__ import annotations
@@ -23,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.data.context import StageContext, finding
+from llmrec.data.context import StageAudit, StageContext, finding, not_rederived
 from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.integrity import resolve_in, verify
 from llmrec.workspace import Workspace
-from retrieval.artifacts import Embeddings, cluster, retained_rows
+from retrieval.artifacts import Embeddings, build_index, cluster, encode, retained_rows
 from retrieval.candidates import (
     CooccurrenceConfig,
     CooccurrenceModel,
@@ -42,10 +49,12 @@ from retrieval.index import ForgetAwareIndex
 from retrieval.manifest import (
     check_ledger,
     embedding_cache_dir,
+    encoder_key,
     manifest_degree,
     manifest_path,
     read_store_manifest,
 )
+from retrieval.threads import one_blas_thread
 
 _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, ArtifactError)
 
@@ -210,3 +219,93 @@ def audit(ctx: StageContext, names: list[str] | None = None) -> list[dict]:
     for name in store_names(ws, ledger) if names is None else names:
         findings += audit_store(ws, view, name, ledger)
     return findings
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Same shape, dtype and bytes (``None`` only equals ``None``)."""
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.asarray(a), np.asarray(b)
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    )
+
+
+def rederive_store(ctx: StageContext, name: str, rep: StageAudit) -> None:
+    """Rebuild store ``name`` from the retained data and compare (module docstring); adds to
+    ``rep``."""
+    ws = ctx.ws
+    art = f"retrieval:{name}"
+    man_path = manifest_path(ws, name)
+    try:
+        man = read_store_manifest(man_path)
+        version = int(man["ledger_version"])
+        config, files = man["config"], man["files"]
+        root = man_path.parent
+        emb_path = resolve_in(ws.root, files["embeddings"])
+        stored = EmbeddingCache._read(emb_path)
+        index = ForgetAwareIndex.load(root / f"{files['index']}.json")
+        with np.load(root / files["clusters"]) as z:
+            labels, centroids = z["labels"], z["centroids"]
+        counts = np.load(root / files["counts"])
+    except (*_UNREADABLE, TypeError) as exc:
+        reason = f"unreadable ({str(exc)[:160]}): see the audit's findings"
+        rep.not_rederived.append(not_rederived(art, man_path, reason))
+        return
+    if not 0 <= version <= ctx.version or stored is None:
+        why = "its embeddings are missing" if stored is None else f"claims ledger v{version}"
+        rep.not_rederived.append(not_rederived(art, man_path, f"{why}: see the audit's findings"))
+        return
+    view = ctx.view_at(version)
+    rep.artifacts.append(art)
+    differ = []
+    if config["encoder"]["kind"] == "cf":
+        fresh = encode(ws, config, view)
+        if not _same(stored["ids"], fresh.ids) or not _same(stored["items"], fresh.items):
+            differ.append(f"item embeddings ({emb_path.name})")
+        if not _same(stored.get("users"), fresh.users):
+            differ.append(f"user embeddings ({emb_path.name})")
+    else:
+        fresh = Embeddings(stored["ids"], stored["items"], None, emb_path)
+        if not _same(stored["ids"], np.flatnonzero(~view.forgotten_items)):
+            differ.append(f"embedded items ({emb_path.name})")
+        rep.not_rederived.append(
+            not_rederived(
+                f"{art} text embeddings",
+                emb_path,
+                "catalogue text holds no user data: not re-encoded",
+            )
+        )
+    rebuilt = build_index(config, fresh, version)
+    if not _same(index.ids, rebuilt.ids) or not _same(index.vectors(), rebuilt.vectors()):
+        differ.append(f"index ({files['index']})")
+    groups = cluster(config, fresh, ws.dataset.n_items)
+    if not _same(labels, groups.labels) or not _same(centroids, groups.centroids):
+        differ.append(f"clusters ({files['clusters']})")
+    recount = CooccurrenceModel.build(
+        CooccurrenceConfig.from_dict(config["generator"]),
+        user_rows(view.dataset.n_items, retained_rows(ws, view)),
+        view.dataset.n_users,
+    )
+    if not _same(counts, recount.counts):
+        differ.append(f"co-occurrence counts ({files['counts']})")
+    if differ:
+        rep.findings.append(
+            finding(
+                art,
+                root,
+                f"differs from a rebuild on the retained data at ledger v{version} "
+                f"({encoder_key(config)}): {', '.join(differ)}; it may hold forgotten records",
+            )
+        )
+
+
+@one_blas_thread
+def rederive(ctx: StageContext, names: list[str] | None = None) -> StageAudit:
+    """Every retrieval store (``names``: default, all of them) rebuilt and compared."""
+    rep = StageAudit()
+    for name in store_names(ctx.ws, ctx.ledger) if names is None else names:
+        rederive_store(ctx, name, rep)
+    return rep

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from llmrec.data.context import StageContext, finding
+from llmrec.data.context import StageAudit, StageContext, finding, not_rederived
 from llmrec.data.ledger import Ledger
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
@@ -195,7 +195,7 @@ def _save(
         "model": model_of(src.name),
         "seed": int(seed),
         "params": params,
-        "checkpoint": str(path),
+        "checkpoint": ws.stored_path(path),
     }
     atomic_write_json(record_path(ws, src.name), record)
     with ws.ledger() if ledger is None else nullcontext(ledger) as led:
@@ -216,7 +216,7 @@ def load_source(ws: Workspace, name: str) -> CandidateSource:
     if not rec_path.is_file():
         raise ArtifactError(f"no candidate source {name!r} in {ws.root}: build it first")
     rec = json.loads(rec_path.read_text())
-    model = load_model(rec["checkpoint"])
+    model = load_model(ws.resolve_path(rec["checkpoint"]))
     if not is_leaky(name) and model.ledger_version != view.version:
         raise ArtifactError(
             f"candidate source {name!r} reflects ledger v{model.ledger_version}, the ledger is at "
@@ -296,3 +296,38 @@ def audit(ctx: StageContext) -> list[dict]:
             )
             findings.append(finding(art, path, problem))
     return findings
+
+
+def rederive(ctx: StageContext) -> StageAudit:
+    """``llmrec audit --deep`` of the candidate sources: each source's model retrained from
+    scratch on the retained data at the version it claims (its own hyper-parameters and seed;
+    a leaky source at the version it was trained at) must equal the stored weights bit for bit;
+    a differing tensor is a finding naming it."""
+    from llmrec.models import load_model
+    from llmrec.models.training import rebuild, retained_data, weight_differences
+
+    rep = StageAudit()
+    for a in registered(ctx.ledger):
+        name, path = a["detail"].get("source", a["name"]), a["path"]
+        art = f"{KIND}:{name}"
+        try:
+            m = load_model(path)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            rep.not_rederived.append(not_rederived(art, path, f"unreadable ({str(exc)[:160]})"))
+            continue
+        v = int(m.ledger_version)
+        if not 0 <= v <= ctx.version:
+            rep.not_rederived.append(not_rederived(art, path, f"claims ledger v{v}"))
+            continue
+        rep.artifacts.append(art)
+        differ = weight_differences(m, rebuild(m, retained_data(ctx.ws, ctx.view_at(v))))
+        if differ:
+            rep.findings.append(
+                finding(
+                    art,
+                    path,
+                    f"weights differ from a retrain on the retained data at ledger v{v} "
+                    f"({', '.join(differ)}): they may hold forgotten records",
+                )
+            )
+    return rep

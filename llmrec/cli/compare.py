@@ -91,6 +91,21 @@ def register(sub, common) -> None:
             "(default: %(default)s)",
         )
         p.add_argument(
+            "--llm-base",
+            metavar="NAME|DIR",
+            help="the LLM path's base model: smollm2 (SmolLM2-135M-Instruct: the workspace's "
+            "'build-lm --init smollm2', else converted once for the run) or a model folder "
+            "(default: the toolkit-built base, 'llmrec build-lm')",
+        )
+        p.add_argument(
+            "--eval-users",
+            type=positive_int,
+            metavar="N",
+            help="score a seeded sample of N users (a quarter neighbours, a quarter controls, "
+            "the rest other retained users), the same for every method, instead of every "
+            "retained user: it bounds what a slow LLM serves (default: every user)",
+        )
+        p.add_argument(
             "--keep-workspaces",
             action="store_true",
             help="keep the LLM path's scratch workspaces (deleted at the end by default); kept "
@@ -108,6 +123,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise LlmrecError("--seeds must be at least 1")
     ws = open_workspace(args)
+    if args.llm_base and "cragru" in methods:
+        progress.say(
+            f"note: cragru tunes a LoRA adapter per user shard on every user's data with "
+            f"--llm-base {args.llm_base}, three times (original, after, gold): a GPU job; on a "
+            "CPU, compare cragru-zeroshot and candidates with --eval-users"
+        )
     res = run_compare(
         ws,
         args.scenario,
@@ -124,6 +145,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         fairness_ndcg=args.fairness_ndcg,
         candidate_source=args.source,
         keep_workspaces=args.keep_workspaces,
+        eval_users=args.eval_users,
+        llm_base=args.llm_base,
     )
     md = Path(res["run_dir"]) / "results.md"  # as the harness wrote it (cwd-relative or absolute)
     text = md.read_text() if md.is_file() else ""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from llmrec.cli.common import emit, nonempty, open_workspace, parse_overrides
+from llmrec.cli.common import emit, nonempty, open_workspace, parse_overrides, positive_int
 from llmrec.data.requests import load_requests
 from llmrec.errors import LlmrecError
 from llmrec.forget.audit import run_audit
 from llmrec.forget.runner import forget, resume, set_policy
+from llmrec.forget.stage import RederiveOptions
 from llmrec.forget.stages.checkpoints import check_update_method, set_update_method
 from llmrec.workspace import POLICIES
 
@@ -54,6 +55,25 @@ def register(sub, common) -> None:
         "audit",
         parents=[common],
         help="scan every artifact for forgotten records or stale versions (non-zero exit on a violation)",
+        description="Check every artifact against the ledger: versions, registry, recorded "
+        "content hashes, and what each stage can recompute cheaply from the retained data. "
+        "Recorded hashes prove only that a file is the one registered; --deep also rebuilds "
+        "the exact artifacts from the retained data and compares them byte for byte.",
+    )
+    a.add_argument(
+        "--deep",
+        action="store_true",
+        help="also re-derive the exact artifacts (CF checkpoints and candidate sources "
+        "retrained, LoRA shards re-tuned, retrieval stores rebuilt, the served blend re-fitted) "
+        "outside the workspace and compare them byte for byte (slow: a training run per "
+        "artifact); artifacts of approximate methods are named as not re-derivable",
+    )
+    a.add_argument(
+        "--deep-shards",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --deep: re-tune at most N LoRA shards, drawn with --seed (default: all)",
     )
     a.set_defaults(func=cmd_audit)
 
@@ -111,8 +131,11 @@ def _versions(versions: list[int], most: int = 20) -> str:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    if args.deep_shards is not None and not args.deep:
+        raise LlmrecError("--deep-shards needs --deep")
     ws = open_workspace(args, read_only=True)
-    result = run_audit(ws)
+    deep = RederiveOptions(max_shards=args.deep_shards, seed=args.seed) if args.deep else None
+    result = run_audit(ws, deep)
     lines = [f"audit at ledger v{result['ledger_version']}: scanned {', '.join(result['scanned'])}"]
     for name, st in result.get("stages", {}).items():
         detail = ""
@@ -123,6 +146,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         elif st["artifacts"]:
             detail = f" ({len(st['artifacts'])} artifact(s))"
         lines.append(f"stage {name}: {st['status']}{detail}")
+    for name, st in result.get("rederived", {}).items():
+        if not (st["rederived"] or st["not_rederived"] or st["violations"]):
+            continue  # nothing of the family here
+        lines.append(
+            f"deep {name}: {st['status']}, {len(st['rederived'])} re-derived "
+            f"in {st['wall_s']:.1f}s ({st['cpu_s']:.1f} CPU s)"
+        )
+        lines += [f"  {n['artifact']}: {n['reason']}" for n in st["not_rederived"]]
     for f in result["violations"]:
         lines.append(f"VIOLATION {f['artifact']}: {f['problem']} ({f['path']})")
     if not result["ok"]:
@@ -134,5 +165,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         )
     else:
         lines.append("OK: no forgotten record or stale artifact found")
+    if result["ok"] and "rederived" in result:
+        lines[-1] += "; every re-derived artifact is byte-identical to its rebuild"
     emit(args, result, "\n".join(lines))
     return 0 if result["ok"] else 1

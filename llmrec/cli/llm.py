@@ -80,7 +80,11 @@ def register(sub, common) -> None:
         "'accelerate launch' (CPU: 'accelerate launch --multi_gpu --num_processes N', gloo) or "
         "'torchrun' to spread the work over processes/GPUs.",
     )
-    t.add_argument("--model", help="base model: hub id or folder (default: the built LM)")
+    t.add_argument(
+        "--model",
+        help="base model: hub id, folder or smollm2 (the workspace's 'build-lm --init smollm2') "
+        "(default: the built LM)",
+    )
     t.add_argument(
         "--shards", type=positive_int, default=4, help="user shards, one LoRA adapter each"
     )
@@ -162,8 +166,9 @@ def register(sub, common) -> None:
     )
     r.add_argument(
         "--model",
-        help="hub id or folder (default: the base the adapters were tuned on, else the built LM: "
-        "the workspace's 'llmrec build-lm' or the one 'llmrec compare' built)",
+        help="hub id, folder or smollm2 (the workspace's 'build-lm --init smollm2') (default: the "
+        "base the adapters were tuned on, else the built LM: the workspace's 'llmrec build-lm' "
+        "or the one 'llmrec compare' built)",
     )
     r.add_argument(
         "--adapters",
@@ -287,6 +292,13 @@ def cmd_build_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_arg(ws, value: str | None) -> str | None:
+    """``--model``: a named base (``smollm2``) as the workspace's folder of it, else as given."""
+    from llmrec.serving.cragru import NAMED_BASES, named_base
+
+    return str(named_base(ws, value).resolve()) if value in NAMED_BASES else value
+
+
 def _register_base(ws, out: Path, man: dict) -> None:
     with ws.ledger() as led:
         led.register_artifact(
@@ -348,8 +360,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from llmrec.serving.cragru import default_lm_dir
 
     ws = open_workspace(args)
-    base = args.model or str(default_lm_dir(ws).resolve())
-    if args.model is None and not Path(base).is_dir():
+    model = _model_arg(ws, args.model)
+    base = model or str(default_lm_dir(ws).resolve())
+    if model is None and not Path(base).is_dir():
         raise LlmrecError(f"no base model in {base}: run 'llmrec build-lm' first")
     # the base model's recipe (llmrec.llm.recipe) unless an option overrides it
     serve = serving(base)
@@ -443,7 +456,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         adapters = False
     elif args.adapters:
         adapters = str(Path(args.adapters).resolve())
-    plan = serving_plan(ws, args.model, adapters)
+    model = _model_arg(ws, args.model)
+    plan = serving_plan(ws, model, adapters)
     if plan.missing:
         raise ArtifactError(
             f"recommend needs {' and '.join(w for w, _ in plan.missing)}: build "
@@ -456,7 +470,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     pipe = CragruPipeline(
         ws,
         CragruOptions(
-            model=args.model or plan.model,
+            model=model or plan.model,
             adapters=adapters,
             load=_load_options(args) if explicit_load else None,
             template=args.template,
@@ -510,18 +524,37 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     log_served(ws, token, result["items"], result["ledger_version"], args.pipeline, mode=args.mode)
     if rk.text is not None:
         result["text"] = rk.text
-    prompt = pipe.backend.prompt(ctx, args.mode).text
+    enc = pipe.backend.prompt(ctx, args.mode)
+    prompt = enc.text
     if args.show_prompt:
+        builder = pipe.backend.builder
         result["prompt"] = prompt
-        result["template"] = pipe.backend.builder.template.name
+        result["template"] = builder.template.name
         result["adapter"] = pipe.adapter_for(user)
+        result["prompt_tokens"] = len(enc.ids)
+        result["prompt_budget"] = builder.limit
+        result["answer_reserve"] = builder.answer_reserve()
+        result["history_in_prompt"] = int(enc.n_history)
     lines = [f"user {token} ({args.mode}, {args.strategy}, ledger v{result['ledger_version']})"]
     if args.show_prompt:
         lines += ["--- prompt ---", prompt, "--------------"]
+        if result["prompt_budget"] is not None:
+            lines.append(
+                f"(prompt {result['prompt_tokens']} tokens of a {result['prompt_budget']}-token "
+                f"budget, {result['answer_reserve']} kept for the answer; "
+                f"{result['history_in_prompt']} of {len(ctx.history_items)} history entries fit)"
+            )
+        if rk.text is not None:
+            lines += ["--- answer (the model's own text) ---", rk.text, "--------------"]
     for k, (i, t) in enumerate(zip(result["items"], result["titles"]), start=1):
         lines.append(f"{k:3d}. {i:>6s}  {t}")
     if rk.fallback:
         lines.append("(model answer unusable: candidate order used)")
+    elif rk.report is not None and args.mode == "json":
+        lines.append(
+            f"(parsed: {rk.report.valid} valid candidate ids from the model's answer, then the "
+            "candidate order)"
+        )
     lines += [f"({note})" for note in plan.notes]
     emit(args, result, "\n".join(lines))
     return 0

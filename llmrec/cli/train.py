@@ -136,7 +136,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "run_dir": str(run),
         "test": metrics,
     }
-    (run / "results.json").write_text(json.dumps(result, indent=2))
+    # the run's record names workspace files relative to it (a copied workspace names its own)
+    stored = result | {"checkpoint": ws.stored_path(path), "run_dir": ws.stored_path(run)}
+    (run / "results.json").write_text(json.dumps(stored, indent=2))
     text = (
         f"{args.model}: trained {len(model.history)} epochs in {seconds:.1f}s on ledger v{data.version} "
         f"({len(data.train[0])} train pairs)\n"

@@ -256,7 +256,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                 name,
                 args.method,
                 unlearner.get_params(),
-                str(source),
+                ws.stored_path(source),
                 [known.get(r.content_hash) for r in requests],
             )
         summary = forget_pipeline.forget(ws, requests)
@@ -330,12 +330,13 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "request_file": str(args.request),
         "requests": [r.to_dict() for r in requests],
-        "source_checkpoint": str(source),
+        "source_checkpoint": ws.stored_path(source),
         "settings": rec["settings"] if rec is not None else new.extra.get("settings"),
     }
     run = ws.new_run(f"unlearn-{args.model}-{args.method}", config)
     text = f"unlearn {args.model} with {args.method}\n" + _table(rows)
-    atomic_write_json(run / "results.json", result)
+    # the run's record names workspace files relative to it (a copied workspace names its own)
+    atomic_write_json(run / "results.json", result | {"checkpoint": ws.stored_path(path)})
     atomic_write_text(run / "results.txt", text + "\n")
     result["run_dir"] = str(run)
     emit(args, result, f"{text}\ncheckpoint {path}\nrun {run}")

@@ -6,6 +6,9 @@ snapshot: only the entries after it are parsed; a stage that needs history asks 
 :meth:`StageContext.entries_between`, so a read costs what its answer costs). The retrieval, adapter, candidate-source, served-log and checkpoint code all take it, so
 every forget stage's ``apply(ctx)`` and ``audit(ctx)`` have one signature. :class:`StageAudit`
 is what an audit reports; :func:`finding` is the one way to write a violation.
+:class:`RederiveOptions` bounds ``llmrec audit --deep``, where a stage that opts in rebuilds
+its artifacts from the retained data and compares them byte for byte (``rederive(ctx, options)``,
+docs/design.md §2.4).
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class StageAudit:
     findings: list[dict] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
     approximate: list[dict] = field(default_factory=list)
+    #: (re-derivation only) artifacts left unchecked: dicts with ``artifact``, ``path`` and
+    #: ``reason`` (e.g. "approximate method finetune": not a function of the retained data)
+    not_rederived: list[dict] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -105,3 +111,19 @@ class StageAudit:
         if self.approximate:
             return "approximate"
         return "clean" if self.artifacts else "empty"
+
+
+@dataclass(frozen=True)
+class RederiveOptions:
+    """How far ``llmrec audit --deep`` goes: ``max_shards`` re-tunes at most that many LoRA
+    shards (``None``: all), drawn with ``seed``; ``scratch``: a folder for re-derived files
+    (default: a temporary one outside the workspace)."""
+
+    max_shards: int | None = None
+    seed: int = 2020
+    scratch: Path | None = None
+
+
+def not_rederived(artifact: str, path: Path | str, reason: str) -> dict:
+    """An artifact a re-derivation leaves unchecked, and why (:attr:`StageAudit.not_rederived`)."""
+    return {"artifact": artifact, "path": str(path), "reason": reason}

@@ -619,7 +619,8 @@ def write_report(by_scenario: dict[str, list[dict]], run_dir: Path, config: dict
                 )
     md = "\n".join(sections)
     if headlines:
-        md = "# Conclusion\n\n" + "\n\n".join(headlines) + "\n\n" + md
+        scope = scope_line(config, by_scenario)
+        md = "# Conclusion\n\n" + "\n\n".join([*headlines, *scope]) + "\n\n" + md
         md += (
             "\n## What the columns mean\n\n"
             + "\n".join(column_definitions([*MD_COLUMNS, "biased (p)"]))
@@ -637,6 +638,27 @@ def write_report(by_scenario: dict[str, list[dict]], run_dir: Path, config: dict
         "report": str(run_dir / "report.html"),
         "images": [str(p) for p in images],
     }
+
+
+def scope_line(config: dict, by_scenario: dict[str, list[dict]]) -> list[str]:
+    """What the run scored and served with when it is not the default: the evaluated user
+    sample (``--eval-users``) and the LLM path's base model (``--llm-base``)."""
+    parts = []
+    samples = {
+        (s["evaluated_sample"]["users"], s["evaluated_sample"]["of"])
+        for seeds in by_scenario.values()
+        for s in seeds
+        if s.get("evaluated_sample")
+    }
+    if samples:
+        shown = ", ".join(f"{n} of {of}" for n, of in sorted(samples))
+        parts.append(
+            f"Every method was scored on the same seeded sample of users ({shown} retained "
+            "users; `--eval-users`), not on all of them."
+        )
+    if config.get("llm_base"):
+        parts.append(f"The LLM path's base model: {config['llm_base']} (`--llm-base`).")
+    return [" ".join(parts)] if parts else []
 
 
 def leakage_markdown(leak: dict, title: str) -> str:

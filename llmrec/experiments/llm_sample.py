@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,9 @@ class SampleConfig:
     recipe: str = "fast"  # the MiniLM default's adapter recipe (llmrec.llm.recipe.RECIPES)
     seed: int = 2020
     ks: tuple[int, ...] = (10,)
+    #: also SmolLM2 + LoRA: an adapter tuned on one user shard of ``lora_shards`` (its users'
+    #: retained train data), the sample drawn among that shard's users (0: no LoRA row)
+    lora_shards: int = 0
 
 
 class PhaseClock:
@@ -66,13 +70,16 @@ class PhaseClock:
         return out
 
 
-def sample_users(data: Any, n: int, seed: int) -> np.ndarray:
-    """``n`` served users with a retained test item, drawn with ``seed`` (sorted)."""
+def sample_users(data: Any, n: int, seed: int, within: np.ndarray | None = None) -> np.ndarray:
+    """``n`` served users with a retained test item (and in the bool mask ``within``), drawn
+    with ``seed`` (sorted)."""
     has_test = np.zeros(len(data.view.forgotten_users), bool)
     has_test[data.test[0]] = True
-    eligible = np.flatnonzero(has_test & ~data.view.forgotten_users)
+    ok = has_test & ~data.view.forgotten_users
+    eligible = np.flatnonzero(ok if within is None else ok & within)
     if n > len(eligible):
-        raise ArtifactError(f"--users {n}: only {len(eligible)} served users have a test item")
+        where = "served users" if within is None else "served users of the LoRA shard"
+        raise ArtifactError(f"--users {n}: only {len(eligible)} {where} have a test item")
     return np.sort(np.random.default_rng(seed).choice(eligible, n, replace=False))
 
 
@@ -81,9 +88,11 @@ def run_sample(
     cfg: SampleConfig | None = None,
     progress: Callable[[str], None] | None = None,
     device: str = "cpu",
+    base_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Build what is missing, serve the sample with every method, evaluate, write
-    ``runs/cragru-sample-TIME/`` and return the summary."""
+    ``runs/cragru-sample-TIME/`` and return the summary. ``base_dir``: a SmolLM2 conversion
+    to serve (default: the workspace's ``artifacts/lm-smollm2``, converted when absent)."""
     from llmrec.evaluation import evaluate_model
     from llmrec.llm.smollm2 import convert_smollm2
     from llmrec.models.training import retained_data, train_model
@@ -91,8 +100,10 @@ def run_sample(
     cfg = cfg or SampleConfig()
     clock = PhaseClock(progress)
     t_all, c_all = time.perf_counter(), time.process_time()
-    base_dir = ws.root.joinpath(*SMOLLM2_DIR)
-    clock("convert_smollm2", lambda: convert_smollm2(base_dir))
+    if base_dir is None:
+        base_dir = ws.root.joinpath(*SMOLLM2_DIR)
+        clock("convert_smollm2", lambda: convert_smollm2(base_dir))
+    base_dir = Path(base_dir)
     scen = ScenarioConfig(
         strategy=cfg.strategy,
         encoder=cfg.encoder,
@@ -102,7 +113,14 @@ def run_sample(
     )
     clock("minilm_default_build", lambda: _build_missing(ws, scen, device, _quiet(), False))
     data = retained_data(ws)
-    users = sample_users(data, cfg.users, cfg.seed)
+    shard, within = None, None
+    if cfg.lora_shards:
+        from llmrec.llm.shards import shard_of
+
+        assignment = shard_of(ws.dataset.user_tokens, cfg.lora_shards, cfg.seed)
+        shard = int(assignment[sample_users(data, 1, cfg.seed)[0]])
+        within = assignment == shard
+    users = sample_users(data, cfg.users, cfg.seed, within)
     small = clock(
         "load_smollm2",
         lambda: CragruPipeline(
@@ -116,6 +134,8 @@ def run_sample(
             f"smollm2_{mode}",
             lambda m=mode: small.recommend(users, m, contexts=ctxs, blend=0.0),
         )
+    if shard is not None:
+        rankings["smollm2_lora"] = _lora_row(ws, base_dir, cfg, shard, users, ctxs, clock)
     default = clock("load_minilm_default", lambda: CragruPipeline(ws, CragruOptions(device=device)))
     rankings["minilm_default"] = clock(
         "minilm_default", lambda: default.recommend(users, "likelihood", contexts=ctxs)
@@ -149,6 +169,7 @@ def run_sample(
     summary = {
         "config": asdict(cfg),
         "base": str(base_dir),
+        "lora_shard": shard,
         "users": [str(ws.dataset.user_tokens[u]) for u in users],
         "n_users": int(len(users)),
         "n_evaluated": int(results["candidates"]["n_users"]),
@@ -171,6 +192,58 @@ def run_sample(
     atomic_write_text(run / "rankings.jsonl", "\n".join(lines) + "\n")
     summary["run_dir"] = str(run)
     return summary
+
+
+def _lora_row(ws, base_dir, cfg: SampleConfig, shard: int, users, ctxs, clock) -> list:
+    """SmolLM2 + LoRA: the recipe's adapter tuned on ``shard`` (its users' retained train data
+    at the ledger's newest version, as ``llmrec adapters tune`` tunes a shard) into a temporary
+    folder outside the workspace, the sample's contexts ranked in likelihood mode under it
+    (through the serving check: nothing forgotten or outside the candidates), and the folder
+    deleted: it holds user data and is no workspace artifact, so it must not outlive the run."""
+    import shutil
+    import tempfile
+
+    from llmrec.llm.adapters import AdapterConfig, shard_dir, tune_adapters
+    from llmrec.llm.backends import BackendSpec, checked_rank, create_backend
+    from llmrec.llm.catalog import Catalog
+    from llmrec.llm.recipe import example_settings, lora_settings, serving
+
+    recipe = serving(base_dir)
+    acfg = AdapterConfig(
+        base=str(base_dir.resolve()),
+        n_shards=cfg.lora_shards,
+        seed=cfg.seed,
+        template=recipe.template,
+        answer_items=recipe.answer_items,
+        lora=lora_settings(base_dir),
+        examples=example_settings(base_dir),
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="llmrec-sample-lora-"))
+    try:
+        clock(
+            "smollm2_lora_tune",
+            lambda: tune_adapters(ws, acfg, shards=[shard], root=tmp, register=False),
+        )
+        name = f"shard-{shard:03d}"
+        backend = clock(
+            "load_smollm2_lora",
+            lambda: create_backend(
+                "hf",
+                BackendSpec(
+                    str(base_dir),
+                    Catalog.from_dataset(ws.dataset),
+                    adapters={name: str(shard_dir(tmp, shard))},
+                    template=recipe.template,
+                ),
+            ),
+        )
+        forgotten = ws.view().forgotten_items
+        return clock(
+            "smollm2_lora",
+            lambda: checked_rank(backend, ctxs, "likelihood", forgotten=forgotten, adapter=name),
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _quiet():

@@ -21,11 +21,18 @@ The audit trusts nothing it can check:
 
 The ledger is opened once and the retained view built once for the whole scan. A finding is a
 dict with ``artifact`` (a name the user recognises), ``path`` and ``problem``.
+
+Recorded hashes only prove a file is the one *registered*: pre-forget weights whose manifest and
+registry hashes were rewritten pass them. ``llmrec audit --deep`` (:func:`rederive`) adds the
+slow level: every stage with a ``rederive`` hook (:class:`~llmrec.forget.stage.Rederivable`)
+rebuilds its exact artifacts from the ledger's retained data, outside the workspace, and
+compares them byte for byte; each stage's re-derivation is timed (wall and CPU seconds).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -33,8 +40,17 @@ from llmrec.data import snapshot
 from llmrec.data.ledger import Ledger
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.forget import registry as stage_registry
-from llmrec.forget.stage import Found, Stage, StageAudit, StageContext, finding
+from llmrec.forget.stage import (
+    Found,
+    Rederivable,
+    RederiveOptions,
+    Stage,
+    StageAudit,
+    StageContext,
+    finding,
+)
 from llmrec.integrity import verify
+from llmrec.progress import say
 from llmrec.workspace import Workspace
 
 
@@ -46,20 +62,22 @@ def discover(ws: Workspace) -> list[Found]:
 
 
 def consistency(
-    ws: Workspace, ledger: Ledger | None = None, deep: bool = True
+    ws: Workspace, ledger: Ledger | None = None, hashes: bool = True
 ) -> tuple[list[dict], list[str]]:
-    """Registry versus files versus ledger history; ``deep`` also verifies content hashes.
+    """Registry versus files versus ledger history; ``hashes`` also verifies content hashes
+    (not to be confused with ``llmrec audit --deep``, which re-derives artifacts:
+    :func:`rederive`).
     ``ledger``: an open ledger of ``ws`` (default: open one if the workspace has a ledger).
 
     Returns ``(findings, notes)``; notes are registered artifacts deleted as a whole (no data
     left behind, nothing to forget in them).
     """
-    findings, notes, _ = _consistency(ws, ledger, deep)
+    findings, notes, _ = _consistency(ws, ledger, hashes)
     return findings, notes
 
 
 def _consistency(
-    ws: Workspace, ledger: Ledger | None, deep: bool
+    ws: Workspace, ledger: Ledger | None, hashes: bool
 ) -> tuple[list[dict], list[str], list[dict]]:
     """:func:`consistency`'s findings and notes, plus the findings that block a forget."""
     findings: list[dict] = []
@@ -108,7 +126,7 @@ def _consistency(
             continue
         recorded = a["detail"].get("sha256")
         if isinstance(recorded, dict) and recorded:
-            if deep:
+            if hashes:
                 problems = verify(path, recorded)
             else:
                 problems = [
@@ -163,7 +181,7 @@ def _consistency(
 def preflight(ws: Workspace, ledger: Ledger | None = None) -> None:
     """Refuse to record a request the stages could not apply to every artifact (cheap: no
     hashing). :class:`ArtifactError` with the first problem."""
-    _, _, staged = _consistency(ws, ledger, deep=False)
+    _, _, staged = _consistency(ws, ledger, hashes=False)
     if staged:
         f = staged[0]
         more = f" (and {len(staged) - 1} more: see 'llmrec audit')" if len(staged) > 1 else ""
@@ -242,14 +260,63 @@ def _run_stage_audit(stage: Stage, ctx: StageContext) -> StageAudit:
         return stage.audit(ctx)
     except Exception as exc:  # noqa: BLE001 - whatever breaks an audit is a finding
         # the artifact could not even be read: that is a finding, not a crash
-        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         return StageAudit(
-            [finding(stage.name, ctx.ws.root / "artifacts", f"cannot be audited: {msg}")]
+            [
+                finding(
+                    stage.name, ctx.ws.root / "artifacts", f"cannot be audited: {_first_line(exc)}"
+                )
+            ]
         )
 
 
-def run_audit(ws: Workspace) -> dict:
-    """All findings, what was scanned and each stage's status (module docstring)."""
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def rederive(ctx: StageContext, options: RederiveOptions) -> tuple[list[dict], dict[str, dict]]:
+    """``llmrec audit --deep``: each active stage with a ``rederive`` hook rebuilds its exact
+    artifacts from the retained data and compares them byte for byte. Returns the findings and,
+    per stage, what was re-derived, what was not (with why) and the wall / CPU seconds taken."""
+    findings: list[dict] = []
+    stages: dict[str, dict] = {}
+    for stage in stage_registry.active():
+        if not isinstance(stage, Rederivable):
+            continue
+        say(f"audit --deep: {stage.name}: re-deriving")
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            rep = stage.rederive(ctx, options)
+        except Exception as exc:  # noqa: BLE001 - whatever breaks a re-derivation is a finding
+            rep = StageAudit(
+                [
+                    finding(
+                        stage.name,
+                        ctx.ws.root / "artifacts",
+                        f"cannot be re-derived: {_first_line(exc)}",
+                    )
+                ]
+            )
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        findings += rep.findings
+        status = rep.status if rep.artifacts or rep.findings or not rep.not_rederived else "partial"
+        stages[stage.name] = {
+            "status": status,
+            "rederived": rep.artifacts,
+            "not_rederived": rep.not_rederived,
+            "violations": len(rep.findings),
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+        }
+        say(
+            f"audit --deep: {stage.name}: {len(rep.artifacts)} re-derived, "
+            f"{len(rep.findings)} differ, in {wall:.1f}s ({cpu:.1f} CPU s)"
+        )
+    return findings, stages
+
+
+def run_audit(ws: Workspace, deep: RederiveOptions | None = None) -> dict:
+    """All findings, what was scanned and each stage's status (module docstring); ``deep``:
+    also re-derive the exact artifacts (:func:`rederive`), reported under ``rederived``."""
     findings = audit_ledger(ws)
     ledger = None
     try:
@@ -265,6 +332,7 @@ def run_audit(ws: Workspace) -> dict:
             ledger.close()
         findings.append(finding("ledger", ws.ledger_path, f"unreadable: {str(exc)[:300]}"))
         return {"ledger_version": None, "scanned": ["ledger"], "violations": findings, "ok": False}
+    rederived: dict[str, dict] | None = None
     try:
         more, notes = consistency(ws, ledger)
         findings += more
@@ -280,10 +348,13 @@ def run_audit(ws: Workspace) -> dict:
                 "approximate": rep.approximate,
                 "violations": len(rep.findings),
             }
+        if deep is not None:
+            more, rederived = rederive(ctx, deep)
+            findings += more
     finally:
         if ledger is not None:
             ledger.close()
-    return {
+    out = {
         "ledger_version": ctx.version,
         "scanned": scanned,
         "stages": stages,
@@ -291,3 +362,6 @@ def run_audit(ws: Workspace) -> dict:
         "notes": notes,
         "ok": not findings,
     }
+    if rederived is not None:
+        out["rederived"] = rederived
+    return out

@@ -11,10 +11,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from llmrec.data.context import StageAudit, StageContext, finding
+from llmrec.data.context import (
+    RederiveOptions,
+    StageAudit,
+    StageContext,
+    finding,
+    not_rederived,
+)
 from llmrec.workspace import Workspace
 
-__all__ = ["Found", "Stage", "StageAudit", "StageContext", "finding", "int_or_none"]
+__all__ = [
+    "Found",
+    "Rederivable",
+    "RederiveOptions",
+    "Stage",
+    "StageAudit",
+    "StageContext",
+    "finding",
+    "int_or_none",
+    "not_rederived",
+]
 
 
 @dataclass(frozen=True)
@@ -69,3 +85,16 @@ class Stage(Protocol):
     def audit(self, ctx: StageContext) -> StageAudit:
         """Check every artifact of the family against ``ctx.view``."""
         ...
+
+
+@runtime_checkable
+class Rederivable(Protocol):
+    """The optional hook of a stage whose artifacts are exact functions of the retained data
+    (``llmrec audit --deep``, docs/design.md §2.4): ``rederive`` rebuilds them from the
+    ledger's retained data at the version each claims, outside the workspace, and compares
+    them byte for byte with what is on disk. A difference is a finding naming the artifact and
+    what differed (so files replaced by pre-forget ones, hashes rewritten, are caught); an
+    artifact it cannot rebuild exactly (an approximate method's output) goes to
+    :attr:`StageAudit.not_rederived` with the reason. It writes nothing in the workspace."""
+
+    def rederive(self, ctx: StageContext, options: RederiveOptions) -> StageAudit: ...

@@ -12,15 +12,21 @@ Layout::
 The prompt contract: prompts are rendered and encoded by :class:`PromptBuilder` (token budget
 from the model's true context length, answers tokenised in context) with the template recorded
 in ``config.json``; serving reads the same record, so an adapter is served the prompts it was
-tuned on. The base model is a local folder stored as an absolute path, or a hub id read from the
-local cache (never downloaded by a forget stage); its weights hash is part of every shard's
-training-data hash.
+tuned on. The base model is a local folder or a hub id read from the local cache (never
+downloaded by a forget stage). Locations are written relative to the workspace when they lie
+inside it (``./artifacts/lm``; a folder elsewhere stays absolute), so a copied or moved workspace
+serves and audits its own base (docs/design.md §3.3).
 
 An adapter's *training data* is the exact token stream it is tuned on (every epoch's examples,
-see :mod:`llmrec.llm.shards`) plus the base weights, template and settings; its sha256 is the
-manifest's ``data_hash``. After a forget request a shard is re-tuned from scratch (same seed) iff
-that hash changed -- i.e. iff the request touched the shard's retained data -- and otherwise left
-byte-identical. Either way the ledger records the version each adapter reflects.
+see :mod:`llmrec.llm.shards`) plus the base weights' hash, the template's bytes and the settings
+-- never a location, so the hash is the same wherever the workspace or the base model lives. Its
+sha256 is the manifest's ``data_hash``. After a forget request a shard is re-tuned from scratch
+(same seed) iff that hash changed -- i.e. iff the request touched the shard's retained data -- and
+otherwise left byte-identical. Either way the ledger records the version each adapter reflects.
+
+Adapters written before this scheme (no ``format`` in their manifest: the hash named the base by
+its absolute path) cannot be checked: the audit names them, and the next tuning -- ``llmrec
+forget`` or ``llmrec adapters tune --force`` -- re-tunes them.
 
 Distributed tuning (``accelerate launch``/``torchrun``, CPU gloo or GPUs), two layouts:
 
@@ -38,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -54,6 +61,7 @@ from llmrec.io import atomic_write_json, read_json_if_present
 from llmrec.llm.catalog import Catalog, ItemVerbalizer
 from llmrec.llm.loading import (
     LoadOptions,
+    base_folder,
     ensure_pad,
     load_model_config,
     load_tokenizer,
@@ -69,6 +77,14 @@ from prompts import default_template, load_template, template_ref
 
 CONFIG = "config.json"
 SHARD_MANIFEST = "llmrec_shard.json"
+#: config and manifest format: 2 = workspace-relative locations, a location-free data hash
+#: (absent, i.e. 1: absolute locations, hashed into the training data)
+FORMAT = 2
+OLDER = (
+    "tuned by an older llmrec, which recorded the base model by its absolute path and hashed "
+    "that location into the training data"
+)
+RETUNE = "re-tune with 'llmrec adapters tune --force'"
 
 
 @dataclass
@@ -85,6 +101,7 @@ class AdapterConfig:
     examples: ExampleSettings = field(default_factory=ExampleSettings)
     load: LoadOptions = field(default_factory=LoadOptions)
     contract: dict[str, Any] | None = None  # the prompt contract, recorded when tuned
+    format: int = FORMAT  # of the config file (1: written by an older llmrec)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-normalised settings (what ``config.json`` holds and comparisons use)."""
@@ -96,11 +113,30 @@ class AdapterConfig:
 
     def pinned(self) -> dict[str, Any]:
         """The settings two tunings must share (no device, no derived contract)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("device", "contract")}
+        skip = ("device", "contract", "format")
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+    def data_settings(self) -> dict[str, Any]:
+        """:meth:`pinned` without locations (base, template), for the training-data hash: the
+        base enters it by its weights' hash, the template by its bytes."""
+        return {k: v for k, v in self.pinned().items() if k not in ("base", "template")}
+
+    def stored(self, ws: Workspace) -> dict[str, Any]:
+        """What ``config.json`` holds: :meth:`to_dict` with workspace-relative locations."""
+        return self.to_dict() | {
+            "base": stored_location(ws, self.base),
+            "template": stored_location(ws, self.template),
+        }
+
+    def located(self, ws: Workspace) -> AdapterConfig:
+        """The config read from ``ws``'s ``config.json``, its locations resolved in ``ws``."""
+        return dataclasses.replace(
+            self, base=located(ws, self.base), template=located(ws, self.template)
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AdapterConfig:
-        d = dict(d)
+        d = {"format": 1, **d}
         d["lora"] = LoraSettings(**d.get("lora", {}))
         d["examples"] = ExampleSettings(**d.get("examples", {}))
         d["load"] = LoadOptions(**d.get("load", {}))
@@ -120,6 +156,34 @@ class AdapterConfig:
             vocab = load_tokenizer(base, self.load).get_vocab()
             template = default_template(ItemVerbalizer(catalog, vocab).single_token)
         return dataclasses.replace(self, base=base, template=template_ref(template))
+
+
+def stored_location(ws: Workspace, ref: str | None) -> str | None:
+    """A base model or template as written into ``ws``: a folder or file inside the workspace
+    relative to it (``./``-prefixed, so it never reads as a hub id), one elsewhere absolute, a
+    hub id or shipped template name as is."""
+    if ref is None or not Path(ref).is_absolute():
+        return ref
+    rel = ws.stored_path(ref)
+    return rel if Path(rel).is_absolute() or rel.startswith("..") else f"./{rel}"
+
+
+def located(ws: Workspace, ref: str | None) -> str | None:
+    """The absolute location a :func:`stored_location` names in ``ws`` (others as they are)."""
+    if ref is None or not ref.startswith("."):
+        return ref
+    return os.path.abspath(ws.resolve_path(ref))
+
+
+def base_problem(cfg: AdapterConfig) -> str | None:
+    """Why the adapters' base model cannot be read (``None``: it can), with the remedy."""
+    try:
+        base_folder(cfg.base, cfg.load.revision)
+    except ArtifactError as exc:
+        if cfg.format < FORMAT:
+            return f"{exc}; the adapters were {OLDER}: {RETUNE}"
+        return str(exc)
+    return None
 
 
 def prompt_contract(builder: PromptBuilder) -> dict[str, Any]:
@@ -158,7 +222,7 @@ def load_config(ws: Workspace, root: Path | None = None) -> AdapterConfig | None
     p = (root or adapters_root(ws)) / CONFIG
     if not p.is_file():
         return None
-    return AdapterConfig.from_dict(json.loads(p.read_text()))
+    return AdapterConfig.from_dict(json.loads(p.read_text())).located(ws)
 
 
 def shard_manifest(folder: Path) -> dict | None:
@@ -199,7 +263,7 @@ class ShardTrainingData:
         self.cfg = cfg
         self.epochs = [self._tokenize(e) for e in range(cfg.lora.epochs)]
         h = hashlib.sha256()
-        h.update(json.dumps(cfg.pinned(), sort_keys=True).encode())
+        h.update(json.dumps(cfg.data_settings(), sort_keys=True).encode())
         h.update(self.base_hash.encode())
         h.update(Path(template.source).read_bytes())
         for ep in self.epochs:
@@ -285,6 +349,9 @@ def tune_adapters(
     if config is None:
         if existing is None:
             raise ArtifactError(f"no adapters under {root}: run 'llmrec adapters tune' first")
+        problem = base_problem(existing)
+        if problem is not None:
+            raise ArtifactError(f"adapters under {root}: {problem}")
         config = existing
     else:
         config = config.resolved(Catalog.from_dataset(ws.dataset))
@@ -301,10 +368,11 @@ def tune_adapters(
     todo = list(range(config.n_shards)) if shards is None else list(shards)
     # the contract (template, chat template, BOS, budget) as the tokenizer gives it now
     probe = ShardTrainingData(ws, config, todo[0] if todo else 0, version, view)
-    config = dataclasses.replace(config, contract=probe.contract)
+    config = dataclasses.replace(config, contract=probe.contract, format=FORMAT)
+    stored = config.stored(ws)
     if acc.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(root / CONFIG, config.to_dict())
+        atomic_write_json(root / CONFIG, stored)
     acc.wait_for_everyone()
     layout = resolve_parallel(parallel, acc.num_processes, len(todo))
     if layout == "shards":
@@ -323,7 +391,13 @@ def tune_adapters(
         target = shard_dir(root, s)
         old = shard_manifest(target)
         weights = target / "adapter_model.safetensors"
-        if not force and old is not None and old["data_hash"] == data.hash and weights.is_file():
+        if (
+            not force
+            and old is not None
+            and old.get("format") == FORMAT  # an older manifest's hash named a location
+            and old["data_hash"] == data.hash
+            and weights.is_file()
+        ):
             report["shards"][s] = {"retuned": False, "trained_at": old["trained_at"]}
             continue
         say = (lambda m, s=s: progress(f"[shard {s}] {m}")) if progress else None
@@ -344,16 +418,18 @@ def tune_adapters(
             progress=say,
             data_parallel=layout == "data",
             load=config.load,
+            base_name=stored["base"],
         )
         report["shards"][s] = {"retuned": True, "trained_at": version, "seconds": stats["seconds"]}
         if not writer:
             continue
         manifest = {
+            "format": FORMAT,
             "shard": s,
             "n_shards": config.n_shards,
             "trained_at": version,
             "data_hash": data.hash,
-            "base": config.base,
+            "base": stored["base"],
             "base_revision": config.load.revision,
             "base_snapshot": snapshot_revision(config.base, config.load.revision),
             "base_weights_sha256": data.base_hash,

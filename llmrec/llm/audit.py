@@ -8,25 +8,53 @@ the adapter files written and the hash of the base model's weights. The audit ch
 * the base model is there and unchanged (a missing or edited base fails, naming it);
 * the training stream rebuilt from the retained data at the ledger's newest version has the
   recorded hash (otherwise the adapter was tuned on data forgotten since);
-* the adapter is registered at the newest ledger version (else it is stale).
+* the adapter is registered at the newest ledger version (else it is stale);
+* its manifest is of the current format: an older one's hash named the base model's location,
+  so it cannot be checked (the remedy is named: re-tune).
 
 Adapters registered in the ledger whose ``config.json`` is gone are reported too.
+
+:func:`rederive` (``llmrec audit --deep``) re-tunes each shard from scratch on the retained
+data (same seed, same torch thread count as recorded) into a scratch folder outside the
+workspace and compares the adapter files byte for byte (``adapter_config.json`` as JSON), so weights replaced by pre-forget ones,
+manifest and registry hashes rewritten, are caught. A shard tuned data-parallel over several
+processes is equal to a re-tune only up to float summation order and is named as not
+re-derivable.
 """
 
 from __future__ import annotations
 
-from llmrec.data.context import StageContext, finding
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from llmrec.data.context import (
+    RederiveOptions,
+    StageAudit,
+    StageContext,
+    finding,
+    not_rederived,
+)
 from llmrec.errors import ArtifactError
 from llmrec.llm.adapters import (
+    FORMAT,
+    OLDER,
+    RETUNE,
+    SHARD_MANIFEST,
     ShardTrainingData,
     adapter_files_hash,
     adapters_root,
+    base_problem,
     load_config,
     shard_dir,
     shard_manifest,
     stale_shards,
+    tune_adapters,
 )
 from llmrec.llm.loading import weights_hash
+from llmrec.llm.lora import torch_threads
 
 
 def audit(ctx: StageContext) -> list[dict]:
@@ -49,11 +77,11 @@ def audit(ctx: StageContext) -> list[dict]:
         ]
     findings = []
     stale = set(stale_shards(ws, ledger=ledger)) if ledger is not None else set()
+    missing = base_problem(cfg)
     try:
-        base_hash: str | None = weights_hash(cfg.base, cfg.load.revision)
-        base_problem = None
+        base_hash = None if missing else weights_hash(cfg.base, cfg.load.revision)
     except ArtifactError as exc:
-        base_hash, base_problem = None, str(exc)
+        base_hash, missing = None, str(exc)
     for s in range(cfg.n_shards):
         d = shard_dir(root, s)
         name = f"adapter/shard-{s:03d}"
@@ -69,8 +97,11 @@ def audit(ctx: StageContext) -> list[dict]:
             report("adapter files differ from those written when it was tuned (content hash)")
         if s in stale:
             report(f"stale: tuned at ledger v{m['trained_at']}, ledger is at v{view.version}")
-        if base_problem is not None:
-            report(f"{base_problem}: the adapter's training data cannot be verified")
+        if m.get("format") != FORMAT:
+            report(f"{OLDER}: its training data cannot be verified; {RETUNE}")
+            continue
+        if missing is not None:
+            report(f"{missing}: the adapter's training data cannot be verified")
             continue
         if m.get("base_weights_sha256") not in (None, base_hash):
             report(f"base model {cfg.base} changed since the adapter was tuned (weights hash)")
@@ -82,3 +113,91 @@ def audit(ctx: StageContext) -> list[dict]:
                 "it may hold forgotten records"
             )
     return findings
+
+
+def _adapter_files(folder: Path) -> dict[str, object]:
+    """The peft files of an adapter folder, as compared: weights by their bytes,
+    ``adapter_config.json`` as JSON with ``target_modules`` as a set (peft writes that set in
+    the process's string-hash order, so its bytes differ between two runs)."""
+    out: dict[str, object] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name == SHARD_MANIFEST:
+            continue
+        out[p.name] = p.read_bytes()
+        if p.name == "adapter_config.json":
+            try:
+                cfg = json.loads(out[p.name])
+                if isinstance(cfg.get("target_modules"), list):
+                    cfg["target_modules"] = sorted(map(str, cfg["target_modules"]))
+                out[p.name] = cfg
+            except (ValueError, AttributeError):
+                pass  # compared by its bytes
+    return out
+
+
+def rederive(ctx: StageContext, options: RederiveOptions) -> StageAudit:
+    """Re-tune the shards (at most ``options.max_shards`` of them, drawn with
+    ``options.seed``) and compare their files (module docstring)."""
+    ws = ctx.ws
+    rep = StageAudit()
+    cfg = load_config(ws)
+    if cfg is None:
+        return rep
+    root = adapters_root(ws)
+    shards = list(range(cfg.n_shards))
+    if options.max_shards is not None and options.max_shards < len(shards):
+        drawn = np.random.default_rng(options.seed).choice(
+            len(shards), options.max_shards, replace=False
+        )
+        chosen = sorted(int(s) for s in drawn)
+        for s in sorted(set(shards) - set(chosen)):
+            rep.not_rederived.append(
+                not_rederived(
+                    f"adapter/shard-{s:03d}",
+                    shard_dir(root, s),
+                    f"not drawn (--deep-shards {options.max_shards})",
+                )
+            )
+        shards = chosen
+    with tempfile.TemporaryDirectory(prefix="llmrec-deep-", dir=options.scratch) as tmp:
+        for s in shards:
+            d, name = shard_dir(root, s), f"adapter/shard-{s:03d}"
+            m = shard_manifest(d)
+            why = None
+            if m is None or not (d / "adapter_model.safetensors").is_file():
+                why = "adapter or its manifest is missing: see the audit's findings"
+            elif int(m.get("processes") or 1) > 1:
+                why = (
+                    f"not re-derivable: tuned data-parallel over {m['processes']} processes "
+                    "(equal to a re-tune only up to float summation order)"
+                )
+            elif cfg.device != "cpu":
+                why = f"not re-derivable here: tuned on {cfg.device}, re-tuned only on cpu"
+            if why:
+                rep.not_rederived.append(not_rederived(name, d, why))
+                continue
+            with torch_threads(m.get("torch_threads")):
+                tune_adapters(
+                    ws,
+                    cfg,
+                    shards=[s],
+                    force=True,
+                    root=Path(tmp),
+                    register=False,
+                    view=ctx.view,
+                    ledger=ctx.ledger,
+                )
+            rep.artifacts.append(name)
+            mine, fresh = _adapter_files(d), _adapter_files(shard_dir(Path(tmp), s))
+            differ = sorted(f for f in set(mine) | set(fresh) if mine.get(f) != fresh.get(f))
+            if differ:
+                rep.findings.append(
+                    finding(
+                        name,
+                        d,
+                        f"adapter files differ from a re-tune on the retained data at ledger "
+                        f"v{ctx.version} (same seed): {', '.join(differ)}; it may hold "
+                        "forgotten records",
+                    )
+                )
+    return rep

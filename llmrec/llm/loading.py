@@ -1,7 +1,8 @@
 """Loading a base causal LM faithfully: identity, weight hashes and loading options.
 
-A base model is a local folder (stored as an absolute path, so the reference holds from any
-working directory) or a hub id with a revision, always read from the local cache
+A base model is a local folder (resolved to an absolute path, so the reference holds from any
+working directory; a workspace stores it relative to itself when it lies inside, docs/design.md
+§3.3) or a hub id with a revision, always read from the local cache
 (``local_files_only``: forget stages and audits never touch the network). Its identity is a
 sha256 over every weight file (``*.safetensors``, ``*.bin``, ``*.pt``/``*.pth``, sharded index
 files) and ``config.json``, so a changed or re-saved base is detected whatever its format.

@@ -133,6 +133,22 @@ def center_item_logits(model: torch.nn.Module, item_token_ids: Sequence[int]) ->
                 param.copy_(rows.mean(0, keepdim=True).expand_as(rows))  # replaces the rows
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block on ``n`` torch intra-op threads (``None``: as set), then restore. A LoRA
+    tuning on one thread and on several gives different float bytes, so a re-tune that must
+    equal a recorded adapter uses the thread count it was tuned with (``torch_threads`` in
+    its manifest)."""
+    old = torch.get_num_threads()
+    if n is not None and int(n) > 0 and int(n) != old:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
@@ -329,6 +345,7 @@ def tune_adapter(
     progress: Callable[[str], None] | None = None,
     data_parallel: bool = False,
     load: Any = None,
+    base_name: str | None = None,
 ) -> dict[str, Any]:
     """Tune one adapter on ``epochs(e)`` (the examples of epoch ``e``) and save it (peft format).
 
@@ -342,7 +359,9 @@ def tune_adapter(
 
     ``load`` (:class:`llmrec.llm.loading.LoadOptions`): dtype, device map, attention
     implementation, remote code of the base. The LoRA weights stay float32 whatever the base
-    dtype; on a GPU the forward passes run under bfloat16 autocast.
+    dtype; on a GPU the forward passes run under bfloat16 autocast. ``base_name``: how the saved
+    adapter (``adapter_config.json``, model card) names its base (default: ``base``), e.g. a
+    workspace-relative path that holds wherever the workspace is copied.
     """
     from accelerate import Accelerator
 
@@ -426,6 +445,11 @@ def tune_adapter(
     bar.close()
     model = acc.unwrap_model(model) if world > 1 else model
     model.eval()
+    if base_name is not None:
+        for c in model.peft_config.values():
+            c.base_model_name_or_path = base_name
+        inner = model.get_base_model()  # what the model card names
+        inner.name_or_path = inner.config.name_or_path = base_name
     if acc.is_main_process or world == 1:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -435,6 +459,7 @@ def tune_adapter(
         "examples": n_seen,
         "seconds": time.perf_counter() - t0,
         "processes": world,
+        "torch_threads": torch.get_num_threads(),  # the float bytes depend on it
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from llmrec.data.parts import RetainedData
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
-from llmrec.models.base import build_model, load_model
+from llmrec.models.base import CFModel, build_model, load_model
 from llmrec.workspace import Workspace
 
 
@@ -49,3 +49,50 @@ def load_checkpoint(ws: Workspace, name: str):
             f"no trained {name} model in {ws.root}: run 'llmrec train --model {name}' first"
         )
     return load_model(path)
+
+
+def hyper_parameters(model: CFModel) -> dict:
+    """``model.config`` without the structural keys: what ``build_model`` takes as overrides."""
+    return {k: v for k, v in model.config.items() if k not in ("model", "n_users", "n_items")}
+
+
+def used_early_stopping(model: CFModel) -> bool:
+    """Whether the model was trained with validation-based early stopping."""
+    return any("valid_ndcg@10" in h for h in model.history)
+
+
+def rebuild(model: CFModel, data: RetainedData) -> CFModel:
+    """A fresh model with ``model``'s hyper-parameters and seed, trained from scratch on
+    ``data`` (early-stopped on its valid part when ``model`` was): what ``llmrec train`` and
+    ``retrain`` give, so what an exact checkpoint at ``data``'s version must equal bit for bit
+    (seeded CPU training gives the same bytes at any torch thread count)."""
+    fresh = build_model(model.model_name, model.n_users, model.n_items, **hyper_parameters(model))
+    fresh.fit(*data.train, valid=data.valid if used_early_stopping(model) else None)
+    fresh.ledger_version = data.version
+    return fresh
+
+
+def weight_differences(model: CFModel, reference: CFModel) -> list[str]:
+    """Names of the tensors (state dict and stored extras, e.g. LightGCN's graph) whose bytes,
+    shape or dtype differ between ``model`` and ``reference``; empty when identical."""
+    import torch
+
+    def tensors(m: CFModel) -> dict:
+        out = {k: v.detach().cpu() for k, v in m.state_dict().items()}
+        for k, v in m._checkpoint_extra().items():
+            out[f"extra.{k}"] = torch.as_tensor(v).detach().cpu()
+        return out
+
+    mine, theirs = tensors(model), tensors(reference)
+    differ = []
+    for name in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(name), theirs.get(name)
+        if (
+            a is None
+            or b is None
+            or a.shape != b.shape
+            or a.dtype != b.dtype
+            or a.contiguous().numpy().tobytes() != b.contiguous().numpy().tobytes()
+        ):
+            differ.append(name)
+    return differ

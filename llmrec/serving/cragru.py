@@ -54,6 +54,32 @@ def default_lm_dir(ws: Workspace) -> Path:
     return ws.root.joinpath(*LM_DIR)
 
 
+#: base models named instead of a folder (``--model`` / ``--llm-base``), each the ``--init`` of
+#: ``llmrec build-lm`` that makes it
+NAMED_BASES = ("smollm2",)
+
+
+def named_base(ws: Workspace, name: str) -> Path:
+    """The workspace's built base LM when it is the named one (``smollm2``: the folder
+    ``llmrec build-lm --init smollm2`` wrote); :class:`ArtifactError` saying how to build it
+    otherwise."""
+    from llmrec.llm.lm_builder import read_manifest
+
+    if name not in NAMED_BASES:
+        raise ArtifactError(f"unknown base {name!r}: one of {', '.join(NAMED_BASES)} or a folder")
+    folder = default_lm_dir(ws)
+    try:
+        init = (read_manifest(folder) or {}).get("init")
+    except ValueError:
+        init = None
+    if init != name:
+        raise ArtifactError(
+            f"the workspace's base LM is not {name} ({folder}: "
+            f"{init or 'none built'}): run 'llmrec build-lm --init {name}' first"
+        )
+    return folder
+
+
 @dataclass
 class CragruOptions:
     """Serving options.
@@ -196,7 +222,7 @@ class CragruPipeline:
     ):
         """``store``: an open retrieval store of ``ws`` (default: load it); ``ledger``: an
         open ledger of ``ws`` for the adapters' freshness check (default: open one)."""
-        from llmrec.llm.adapters import adapters_root, load_config
+        from llmrec.llm.adapters import adapters_root, base_problem, load_config
         from llmrec.llm.shards import shard_of
         from retrieval.store import RetrievalStore
 
@@ -219,6 +245,9 @@ class CragruPipeline:
             raise ArtifactError(f"no adapters under {root} (config.json missing)")
         if cfg is not None:
             model = self.opt.model or cfg.base
+            problem = None if self.opt.model else base_problem(cfg)
+            if problem is not None:
+                raise ArtifactError(f"adapters in {root}: {problem}")
         else:
             model = self.opt.model or str(default_lm_dir(ws))
             if self.opt.model is None and not Path(model).is_dir():

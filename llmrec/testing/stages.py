@@ -28,7 +28,9 @@ and runs before the served log; ``discover`` finds its artifacts; applying again
 ledger version changes no file (byte-identical); every artifact records the ledger version it
 reflects (:attr:`StageContract.current`: the newest one); the stage's audit passes and
 ``llmrec audit`` shows it by name; a forgotten record planted back is found by the stage's
-audit and ``llmrec audit`` fails naming the stage.
+audit and ``llmrec audit`` fails naming the stage; a stage with the optional ``rederive`` hook
+(``llmrec audit --deep``) re-derives the current artifacts without a finding and writes nothing
+in the workspace.
 
 The workspace is built once per class (fixture ``built``; override it to share one build
 between several classes) and copied for every test.
@@ -47,7 +49,7 @@ from llmrec.data.requests import ForgetRequest
 from llmrec.forget import registry
 from llmrec.forget.audit import run_audit
 from llmrec.forget.runner import forget
-from llmrec.forget.stage import Stage, StageContext
+from llmrec.forget.stage import Rederivable, RederiveOptions, Stage, StageContext
 from llmrec.workspace import Workspace
 
 __all__ = ["StageContract", "artifact_digest", "forget_after_copy"]
@@ -169,3 +171,13 @@ class StageContract:
         assert rep.findings and rep.status == "violation", rep
         assert main(["audit", "--workspace", str(ws.root)]) == 1
         assert f"stage {self.stage_name}: violation" in capsys.readouterr().out
+
+    def test_rederive_matches_and_writes_nothing(self, copy):
+        ws, _ = copy
+        if not isinstance(self.stage, Rederivable):
+            pytest.skip(f"stage {self.stage_name} has no rederive hook (llmrec audit --deep)")
+        before = artifact_digest(ws)
+        with ws.ledger() as led:
+            rep = self.stage.rederive(StageContext.open(ws, led), RederiveOptions())
+        assert rep.findings == [] and (rep.artifacts or rep.not_rederived), rep
+        assert artifact_digest(ws) == before

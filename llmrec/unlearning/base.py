@@ -34,6 +34,7 @@ from llmrec.data.retained import RetainedView
 from llmrec.data.split import TRAIN, Split
 from llmrec.errors import LlmrecError, RequestError
 from llmrec.models import CFModel, build_model
+from llmrec.models.training import hyper_parameters
 from llmrec.unlearning.method import Method
 
 Callback = Callable[[CFModel, dict], None]
@@ -362,20 +363,10 @@ def clone(model: CFModel, graph: Pairs | None = None) -> CFModel:
     return new
 
 
-def hyper_parameters(model: CFModel) -> dict[str, Any]:
-    """``model.config`` without the structural keys: what ``build_model`` takes as overrides."""
-    return {k: v for k, v in model.config.items() if k not in ("model", "n_users", "n_items")}
-
-
 def initial_tables(model: CFModel) -> tuple[torch.Tensor, torch.Tensor]:
     """The seeded initial base tables of ``model`` (what training from scratch starts from)."""
     fresh = build_model(model.model_name, model.n_users, model.n_items, **hyper_parameters(model))
     return fresh.user_emb.weight.detach().clone(), fresh.item_emb.weight.detach().clone()
-
-
-def used_early_stopping(model: CFModel) -> bool:
-    """Whether the model was trained with validation-based early stopping."""
-    return any("valid_ndcg@10" in h for h in model.history)
 
 
 def set_graph(model: CFModel, users: np.ndarray, items: np.ndarray) -> None:

@@ -5,13 +5,8 @@ validation on the retained valid part when the original was early-stopped)."""
 from __future__ import annotations
 
 from llmrec.models import CFModel, build_model
-from llmrec.unlearning.base import (
-    Monitor,
-    Unlearner,
-    UnlearnTask,
-    hyper_parameters,
-    used_early_stopping,
-)
+from llmrec.models.training import hyper_parameters, used_early_stopping
+from llmrec.unlearning.base import Monitor, Unlearner, UnlearnTask
 from llmrec.unlearning.registry import register_method
 
 

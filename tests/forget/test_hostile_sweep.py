@@ -28,10 +28,13 @@ BAD_CF_SET = [
     "lr=0",
     "lr=1e300",
     "lr=null",
+    'lr="abc"',
     "weight_decay=-1",
     "batch_size=0",
     "n_neg=0",
     "seed=4294967296",
+    "seed=-1",
+    "nonsense=1",
 ]
 BAD_INTS = ["١٠", "１２３", "1_0", "0x10", "1e3", "²", "+", ""]
 BAD_REQUESTS = [

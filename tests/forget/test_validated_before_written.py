@@ -15,6 +15,7 @@ from llmrec.data.ledger import Ledger, explain
 from llmrec.errors import LlmrecError
 from llmrec.io import atomic_save
 from llmrec.workspace import Workspace
+from tests.forget.test_hostile_sweep import BAD_CF_SET
 
 
 @pytest.fixture()
@@ -36,25 +37,7 @@ def _one_line_error(capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize(
-    "setting",
-    [
-        "epochs=1000000000",
-        "epochs=-3",
-        "epochs=0",
-        "epochs=2.5",
-        "epochs=true",
-        "epochs=[3]",
-        "epochs={}",
-        "lr=-1",
-        "lr=0",
-        "lr=1e300",
-        'lr="abc"',
-        "batch_size=0",
-        "seed=-1",
-        "nonsense=1",
-    ],
-)
+@pytest.mark.parametrize("setting", BAD_CF_SET)
 def test_cf_set_is_typed_and_range_checked_before_it_is_saved(ws_args, capsys, setting):
     ws, args = ws_args
     before = (ws.root / "workspace.json").read_bytes()

@@ -11,6 +11,7 @@ adapter loads with ``PeftModel.from_pretrained`` and is vLLM-servable.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -28,8 +29,17 @@ BUDGET = 320
 
 @pytest.fixture(scope="session")
 def smollm2_base(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smollm2") / "lm"
-    convert_smollm2(out, budget=BUDGET)
+    """The conversion, once per test session: under xdist the workers share the session's
+    base temporary folder (its parent), and the first one converts while the others wait on
+    the lock, then reuse the finished folder (:func:`convert_smollm2` reuses a conversion)."""
+    from llmrec.locks import file_lock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    out = shared / "smollm2-session" / "lm"
+    with file_lock(shared / "smollm2-session.lock"):
+        convert_smollm2(out, budget=BUDGET)
     return out
 
 
@@ -92,18 +102,28 @@ def test_chat_prompt_fills_history_to_the_budget(tiny_ws, smollm2_base):
     assert cut.n_history == len(ctx.history_items) - 1 and len(cut.ids) <= len(full.ids) - 1
 
 
-def test_json_answer_parsed_and_constrained_ids_exact(tiny_ws, smollm2_base):
-    pipe = _pipe(tiny_ws, smollm2_base)
-    users = [0]
-    ctxs = [pipe.context(u) for u in users]
-    answers = pipe.recommend(users, "json", contexts=ctxs)
-    for r, c in zip(answers, ctxs):
-        # the model's own JSON text (free generation), parsed: a ranking of the candidates whose
-        # head is the answer's valid entries, a fallback exactly when it has none
-        assert r.text.startswith('{"') and len(r.text) > 2 and r.report is not None
-        assert r.report.fallback == r.fallback == (r.report.valid == 0)
-        assert sorted(r.items.tolist()) == sorted(c.candidates.tolist())
-    for r, c in zip(pipe.recommend(users, "constrained", contexts=ctxs), ctxs):
+def test_json_answer_parsed_and_constrained_ids_exact(tiny_ws, smollm2_base, capsys):
+    from llmrec.cli.main import main
+
+    ws = tiny_ws
+    user = str(ws.dataset.user_tokens[0])
+    # json as the paper runs it, through the CLI: the chat-templated prompt within budget, the
+    # model's own JSON text (free generation), parsed; a fallback exactly when it has no valid
+    # entry; the ranking is the answer's valid entries, then the candidate order
+    argv = ["--workspace", str(ws.root), "--json", "recommend", "--user", user, "--mode", "json"]
+    argv += ["--adapters", "none", "--show-prompt", "--model", str(smollm2_base), "--top-k", "5"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompt"].startswith("<|im_start|>system\n") and out["template"] == "cragru-chat"
+    assert out["prompt_tokens"] <= out["prompt_budget"] - out["answer_reserve"]
+    assert out["prompt_budget"] == BUDGET and out["history_in_prompt"] >= 1
+    assert out["text"].startswith('{"') and len(out["text"]) > 2
+    parse = out["parse"]
+    assert parse["fallback"] == out["fallback"] == (parse["valid"] == 0)
+    assert set(out["items"]) <= set(out["candidates"]) and len(out["items"]) == 5
+    pipe = _pipe(ws, smollm2_base)
+    ctxs = [pipe.context(0)]
+    for r, c in zip(pipe.recommend([0], "constrained", contexts=ctxs), ctxs):
         assert not r.fallback and r.report.unknown == 0 and r.report.not_candidate == 0
         written = [int(i) for i in r.items[: r.report.valid]]
         assert r.report.valid == min(3, len(c.candidates)) and set(written) <= set(c.candidates)
@@ -181,3 +201,32 @@ def test_lora_tune_recommend_forget_retune_audit(tiny_ws, smollm2_base, tmp_path
         "up_proj",
         "down_proj",
     }
+
+
+def test_sample_table_with_a_lora_row(tiny_ws, smollm2_base, tmp_path, monkeypatch):
+    """``scripts/run_cragru.py --base smollm2 --lora-shards S``: the paired table on a sample
+    drawn from one shard, SmolLM2 + LoRA tuned on that shard beside SmolLM2 zero-shot, and the
+    adapter (user data, no workspace artifact) gone after the run."""
+    import tempfile
+
+    from llmrec.experiments.llm_sample import SampleConfig, format_table, run_sample
+    from llmrec.llm.shards import shard_of
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cfg = SampleConfig(users=2, modes=("likelihood",), n_shards=2, lora_shards=2, seed=4)
+    out = run_sample(tiny_ws, cfg, base_dir=smollm2_base)
+    assert set(out["table"]) == {
+        "candidates",
+        "smollm2_likelihood",
+        "smollm2_lora",
+        "minilm_default",
+        "bpr_retrained",
+    }
+    assert out["served_outside"] == 0 and out["n_users"] == 2
+    shards = shard_of(tiny_ws.dataset.user_tokens, 2, 4)
+    users = [int(np.flatnonzero(tiny_ws.dataset.user_tokens == u)[0]) for u in out["users"]]
+    assert {int(shards[u]) for u in users} == {out["lora_shard"]}
+    assert out["phases"]["smollm2_lora_tune"]["wall_s"] > 0
+    assert not list((tmp_path / "tmp").iterdir())  # the experiment's adapter is deleted
+    assert "smollm2_lora" in format_table(out)

@@ -49,7 +49,7 @@ from llmrec.experiments.compare.base import (
     valid_ndcg,
 )
 from llmrec.experiments.compare.embedding import run_embedding
-from llmrec.experiments.compare.llm import scratch_dir
+from llmrec.experiments.compare.llm import check_llm_base, scratch_dir
 from llmrec.experiments.compare.scenario import REQUEST_KIND, Scenario
 from llmrec.experiments.compare.stream import run_stream_seed
 from llmrec.progress import phase
@@ -151,18 +151,33 @@ def run_seed(
     verify_exact: bool = True,
     fairness_ndcg: str = "recbole",
     candidate_source: str = "ease",
+    eval_users: int | None = None,
+    llm_base: str | None = None,
 ) -> dict:
     """All methods on one seed. Returns the per-method results (with per-user data).
 
     Every method is judged against its own references (:attr:`MethodOutput.gold_fn`,
     :attr:`MethodOutput.original_fn`); utility is compared across families on the same users.
+    ``eval_users``: score a seeded sample of at most that many users (:func:`sample_users`)
+    instead of every retained user -- it bounds what a slow method serves; ``llm_base``: the LLM
+    path's base model (:func:`llmrec.experiments.compare.llm.resolve_llm_base`).
     """
     from llmrec.evaluation.fairness import default_shards, fairness
     from llmrec.unlearning.base import make_task
 
     if scenario.kind == "stream":
         return run_stream_seed(
-            ws, scenario, methods, base, seed, run_dir, k, log, model_overrides or {}
+            ws,
+            scenario,
+            methods,
+            base,
+            seed,
+            run_dir,
+            k,
+            log,
+            model_overrides or {},
+            **({} if eval_users is None else {"eval_users": eval_users}),
+            llm_base=llm_base,
         )
     ds = ws.dataset
     before = ws.view()
@@ -185,6 +200,18 @@ def run_seed(
         )
     else:
         neighbours = controls = np.zeros(0, dtype=np.int64)
+    sample, scored_forget = None, forget_users
+    if eval_users is not None:
+        # drawn among the users with a test pair (the others add nothing to a metric)
+        alive, neighbours, controls, scored_forget = sample_users(
+            alive[has_test[alive]], neighbours, controls, forget_users, eval_users, seed
+        )
+        sample = {
+            "users": int(len(alive)),
+            "of": int((~after.forgotten_users).sum()),
+            "forget_users": int(len(scored_forget)),
+        }
+        log(f"seed {seed}: scoring a seeded sample of {sample['users']} of {sample['of']} users")
     reference_users = np.union1d(neighbours, controls)
     ctx = Context(
         ws,
@@ -200,6 +227,7 @@ def run_seed(
             "verify_exact": verify_exact,
             "reference_users": reference_users,
             "candidate_source": candidate_source,
+            "llm_base": llm_base,
         },
     )
 
@@ -279,8 +307,8 @@ def run_seed(
             ),
             "info": o.info,
         }
-        if len(forget_users):
-            fe = evaluate_users(o.score_fn, ws, before.keep, forget_users, excl, k)
+        if len(scored_forget):
+            fe = evaluate_users(o.score_fn, ws, before.keep, scored_forget, excl, k)
             entry["utility"]["forget"] = _summary(fe)
         if len(neighbours):
             pu = PerUser.from_eval(ev, k)
@@ -319,8 +347,40 @@ def run_seed(
         "original_config": {k_: v for k_, v in original.config.items() if k_ != "device"},
         "retrain_seconds": retrain_seconds,
         "retrain_check": check,
+        "evaluated_sample": sample,
         "methods": results,
     }
+
+
+def sample_users(
+    alive: np.ndarray,
+    neighbours: np.ndarray,
+    controls: np.ndarray,
+    forget_users: np.ndarray,
+    n: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded sample of at most ``n`` scored users, the same for every method (so the
+    comparison stays paired): up to a quarter neighbours, a quarter controls (the propagation
+    bias needs both groups), the rest other retained users; forget users are sampled to a
+    quarter too (scored on their pre-request test pairs). ``alive``: the users that may be
+    drawn (retained, with a test pair). Returns ``(alive, neighbours,
+    controls, forget_users)``, each sorted; unchanged when there are at most ``n`` users."""
+    if n < 1:
+        raise LlmrecError(f"the evaluated user sample must be at least 1, got {n}")
+    if len(alive) <= n:
+        return alive, neighbours, controls, forget_users
+    rng = np.random.default_rng([seed, 7919])
+
+    def take(pool: np.ndarray, m: int) -> np.ndarray:
+        pool = np.asarray(pool, dtype=np.int64)
+        return np.sort(rng.choice(pool, size=min(m, len(pool)), replace=False))
+
+    quarter = max(n // 4, 1)
+    nb = take(neighbours, quarter)
+    ct = take(controls, quarter)
+    rest = take(np.setdiff1d(alive, np.union1d(nb, ct)), n - len(nb) - len(ct))
+    return np.union1d(np.union1d(nb, ct), rest), nb, ct, take(forget_users, quarter)
 
 
 def _gain_over_candidates(results: dict, eval_after: dict, k: int) -> None:
@@ -414,6 +474,8 @@ def run_compare(
     fairness_ndcg: str = "recbole",
     candidate_source: str = "ease",
     keep_workspaces: bool = False,
+    eval_users: int | None = None,
+    llm_base: str | None = None,
 ) -> dict:
     """Run every scenario × seed × applicable method; write the report into a new run folder.
 
@@ -425,12 +487,18 @@ def run_compare(
     every method built from it; ``verify_exact=False`` skips the LLM path's from-scratch rebuild
     (its bias against its own gold is then not reported); ``fairness_ndcg``: ``recbole`` or
     ``cure`` (CURE4Rec's normalisation) for A-IGF and shardGF; ``candidate_source``: the LLM
-    path's candidate list (:mod:`retrieval.hybrid`)."""
+    path's candidate list (:mod:`retrieval.hybrid`); ``eval_users``: score a seeded sample of
+    that many users (:func:`sample_users`); ``llm_base``: the LLM path's base model, ``None``
+    the toolkit-built default (:func:`~llmrec.experiments.compare.llm.resolve_llm_base`)."""
     from llmrec.evaluation.report import write_report
 
     if fairness_ndcg not in ("recbole", "cure"):
         raise LlmrecError(f"fairness NDCG must be 'recbole' or 'cure', got {fairness_ndcg!r}")
     _check_overrides(base, model_overrides or {})
+    if eval_users is not None and eval_users < 1:
+        raise LlmrecError(f"--eval-users must be at least 1, got {eval_users}")
+    if llm_base is not None:
+        check_llm_base(llm_base)
     parsed = [Scenario.parse(s) for s in scenarios]
     plan, skipped = {}, {}
     for sc in parsed:
@@ -457,6 +525,8 @@ def run_compare(
         "fairness_ndcg": fairness_ndcg,
         "candidate_source": candidate_source,
         "keep_workspaces": keep_workspaces,
+        "eval_users": eval_users,
+        "llm_base": llm_base,
         # the version the per-user rows reflect: the runs forget stage scrubs the rows of
         # users who lose data after it
         "ledger_version": ws.view().version,
@@ -488,6 +558,8 @@ def run_compare(
                     verify_exact,
                     fairness_ndcg,
                     candidate_source,
+                    eval_users=eval_users,
+                    llm_base=llm_base,
                 )
                 for seed in seeds
             ]

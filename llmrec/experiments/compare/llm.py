@@ -63,7 +63,7 @@ def _sub_workspace(ctx: Context, name: str, extra_requests=()):
     sub = Workspace(
         scratch_dir(ctx.run_dir) / f"{name}-seed{ctx.seed}",
         dataset=main.config["dataset"],
-        data_dir=main.config["data_dir"],
+        data_dir=main.data_dir,
         split=main.config["split"],
     )
     before = []
@@ -77,19 +77,52 @@ def _sub_workspace(ctx: Context, name: str, extra_requests=()):
     return sub
 
 
-def _base_lm(ctx: Context):
-    """The base LM holds catalogue text only, so one build serves every seed and workspace:
-    the main workspace's when it has one, else one built once per comparison run."""
-    from llmrec.llm.lm_builder import build_lm
-    from llmrec.serving.cragru import default_lm_dir
+def _base_lm(ctx: Context) -> Path:
+    """The LLM path's base model (``ctx.cache["llm_base"]``, see :func:`resolve_llm_base`).
+    A base holds catalogue text only, so one build serves every seed and workspace."""
+    return resolve_llm_base(ctx.ws, ctx.run_dir, ctx.cache.get("llm_base"))
 
-    own = default_lm_dir(ctx.ws)
-    if (own / "config.json").is_file():
-        return own
-    shared = scratch_dir(ctx.run_dir) / "base-lm"
-    if not (shared / "config.json").is_file():
-        build_lm(ctx.ws.dataset, shared, seed=2020)
-    return shared
+
+def resolve_llm_base(ws, run_dir: Path, name: str | None = None) -> Path:
+    """``None``: the toolkit-built default (the workspace's ``llmrec build-lm`` when it has one,
+    else one built once per comparison run); ``smollm2``: the workspace's conversion when it has
+    one, else one converted once per run (:mod:`llmrec.llm.smollm2`); else a model folder."""
+    from llmrec.llm.lm_builder import build_lm
+    from llmrec.llm.smollm2 import convert_smollm2
+    from llmrec.serving.cragru import NAMED_BASES, default_lm_dir, named_base
+
+    if name is None:
+        own = default_lm_dir(ws)
+        if (own / "config.json").is_file():
+            return own
+        shared = scratch_dir(run_dir) / "base-lm"
+        if not (shared / "config.json").is_file():
+            build_lm(ws.dataset, shared, seed=2020)
+        return shared
+    if name in NAMED_BASES:  # converted, never adapted: the same base for every workspace
+        try:
+            return named_base(ws, name)
+        except LlmrecError:
+            shared = scratch_dir(run_dir) / f"base-lm-{name}"
+            convert_smollm2(shared)  # reused when already converted in this run
+            return shared
+    return check_llm_base(name)
+
+
+def check_llm_base(name: str) -> Path | None:
+    """A named base (``None`` back) or a model folder; :class:`LlmrecError` for anything else
+    (checked before a comparison trains anything)."""
+    from llmrec.serving.cragru import NAMED_BASES
+
+    if name in NAMED_BASES:
+        return None
+    folder = Path(name)
+    if not (folder / "config.json").is_file():
+        raise LlmrecError(
+            f"--llm-base {name}: not a model folder (no config.json) nor one of "
+            f"{', '.join(NAMED_BASES)}"
+        )
+    return folder
 
 
 def _text_cache(ctx: Context) -> Path:
@@ -337,6 +370,7 @@ class Cragru(LLMMethod):
                     "after_valid_ndcg@10": after.info()["valid_ndcg@10"],
                 },
                 "adapters": self.adapters,
+                "base_lm": ctx.ws.stored_path(lm),  # a workspace-relative path when inside it
                 # relative to the run folder; deleted with the scratch unless kept
                 "workspace": str(sub.root.relative_to(ctx.run_dir)),
                 "original_serving_seconds": phases["serve_original"],
@@ -362,9 +396,7 @@ class Cragru(LLMMethod):
         from llmrec.forget.runner import forget
         from llmrec.serving.cragru import CragruOptions, CragruPipeline
 
-        c = Context(
-            ctx["ws"], ctx["base"], ctx["seed"], [], views[0], views[0], None, None, ctx["run_dir"]
-        )
+        c = _stream_context(ctx, views)
         lm = _base_lm(c)
         sub = _sub_workspace(c, f"{self.name}-stream")
         t0 = time.perf_counter()
@@ -497,9 +529,7 @@ class CandidateOrder(LLMMethod):
         from llmrec.forget.runner import forget
         from retrieval.store import RetrievalStore
 
-        c = Context(
-            ctx["ws"], ctx["base"], ctx["seed"], [], views[0], views[0], None, None, ctx["run_dir"]
-        )
+        c = _stream_context(ctx, views)
         sub = _sub_workspace(c, f"{self.name}-stream")
         t0 = time.perf_counter()
         build_llm_path(sub, None, self.seed, False, _text_cache(c))
@@ -516,6 +546,23 @@ class CandidateOrder(LLMMethod):
                 {**row, **measure(_CandidateOrder(RetrievalStore.load(sub), 50), views[j + 1])}
             )
         return rows
+
+
+def _stream_context(ctx: dict, views) -> Context:
+    """A :class:`Context` for a request stream (no request yet: before = after = the first
+    view), carrying the LLM path's base model choice."""
+    return Context(
+        ctx["ws"],
+        ctx["base"],
+        ctx["seed"],
+        [],
+        views[0],
+        views[0],
+        None,
+        None,
+        ctx["run_dir"],
+        {"llm_base": ctx.get("llm_base")},
+    )
 
 
 def _timed_fn(fn, phases: dict[str, float], key: str):

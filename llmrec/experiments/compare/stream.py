@@ -58,6 +58,7 @@ def run_stream_seed(
     log: Callable[[str], None] = lambda s: None,
     model_overrides: dict | None = None,
     eval_users: int = STREAM_EVAL_USERS,
+    llm_base: str | None = None,
 ) -> dict:
     """Every method through the same stream of single-user requests (see module docstring)."""
     ds = ws.dataset
@@ -87,6 +88,7 @@ def run_stream_seed(
         "run_dir": run_dir,
         "original": original,
         "eval_users": sample,  # an LLM method tunes its served blend on their VALID part
+        "llm_base": llm_base,
     }
     out: dict[str, dict] = {}
     for name in methods:

@@ -5,13 +5,14 @@ folder ``shard-NNN/`` per shard holding the peft files and ``llmrec_shard.json``
 data hash and ``trained_at`` ledger version), each registered in the ledger as ``lora-adapter``.
 The base LM they are tuned on (``artifacts/lm/``) is found here too. Applying re-tunes the
 shards whose training data changed (:func:`llmrec.llm.adapters.tune_adapters`); the audit is
-:func:`llmrec.llm.audit.audit`.
+:func:`llmrec.llm.audit.audit`, the re-derivation (``llmrec audit --deep``: re-tune and
+compare bytes) :func:`llmrec.llm.audit.rederive`.
 """
 
 from __future__ import annotations
 
 from llmrec.forget.registry import register_stage
-from llmrec.forget.stage import Found, StageAudit, StageContext, int_or_none
+from llmrec.forget.stage import Found, RederiveOptions, StageAudit, StageContext, int_or_none
 from llmrec.io import read_json_object
 from llmrec.workspace import Workspace
 
@@ -95,3 +96,10 @@ class AdapterStage:
         cfg = load_config(ctx.ws)
         shards = [] if cfg is None else [f"adapter/shard-{s:03d}" for s in range(cfg.n_shards)]
         return StageAudit(audit(ctx), shards)
+
+    def rederive(self, ctx: StageContext, options: RederiveOptions) -> StageAudit:
+        if not self._present(ctx):
+            return StageAudit()
+        from llmrec.llm.audit import rederive
+
+        return rederive(ctx, options)

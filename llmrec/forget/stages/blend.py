@@ -4,7 +4,9 @@ Layout: ``artifacts/adapters/blend.json`` (the weight(s), the fit settings, the 
 ledger version), registered in the ledger as :data:`llmrec.serving.blend.KIND` with its content
 hash. It is re-fitted from scratch on the retained data (:func:`llmrec.serving.blend.fit_blend`
 with the settings the file records) after the retrieval store and the adapters it ranks with are
-current; the audit checks the file against the ledger (version, registered hash, dataset).
+current; the audit checks the file against the ledger (version, registered hash, dataset), and
+``llmrec audit --deep`` re-fits it on the workspace's current store and adapters and compares the
+file byte for byte (a weight chosen on other data, hashes rewritten, is caught).
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import time
 
 from llmrec.errors import ArtifactError
 from llmrec.forget.registry import register_stage
-from llmrec.forget.stage import Found, StageAudit, StageContext, finding, int_or_none
+from llmrec.forget.stage import (
+    Found,
+    RederiveOptions,
+    StageAudit,
+    StageContext,
+    finding,
+    int_or_none,
+    not_rederived,
+)
 from llmrec.workspace import Workspace
 
 
@@ -111,3 +121,39 @@ class BlendStage:
         if want != file_sha256(path):
             report("edited since it was fitted (content hash differs from the registered one)")
         return StageAudit(findings, [NAME])
+
+    def rederive(self, ctx: StageContext, options: RederiveOptions) -> StageAudit:
+        from llmrec.serving.blend import NAME, BlendFit, blend_path, encode, fit_blend, read_blend
+        from retrieval.store import RetrievalStore
+
+        path = blend_path(ctx.ws)
+        if not path.is_file():
+            return StageAudit()
+        try:
+            record = read_blend(ctx.ws)
+            store = RetrievalStore.load(
+                ctx.ws, allow_stale=True, ledger=ctx.ledger, view_at=ctx.view_at
+            )
+        except ArtifactError as exc:
+            return StageAudit(not_rederived=[not_rederived(NAME, path, str(exc)[:200])])
+        version = int(record["ledger_version"])
+        if version != ctx.version or store.ledger_version != ctx.version:
+            why = (
+                f"fitted at ledger v{version}, store at v{store.ledger_version}: only a blend "
+                f"fitted at the ledger's version v{ctx.version} is re-fitted (see the audit)"
+            )
+            return StageAudit(not_rederived=[not_rederived(NAME, path, why)])
+        fresh = fit_blend(ctx.ws, BlendFit.from_dict(record["fit"]), store=store, ledger=ctx.ledger)
+        rep = StageAudit(artifacts=[NAME])
+        if encode(fresh) != path.read_text():
+            differ = sorted(k for k in set(record) | set(fresh) if record.get(k) != fresh.get(k))
+            rep.findings.append(
+                finding(
+                    NAME,
+                    path,
+                    f"differs from a re-fit on the retained data at ledger v{version} "
+                    f"({', '.join(differ) or 'layout'}; blend {record.get('blend')} where the "
+                    f"re-fit chooses {fresh['blend']}): it was fitted on other data",
+                )
+            )
+        return rep

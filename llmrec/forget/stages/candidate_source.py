@@ -3,13 +3,15 @@
 Layout: ``artifacts/candidates/<name>.pt`` (the model) and ``<name>.json`` (its record: model,
 seed, recipe), registered in the ledger as :data:`retrieval.sources.KIND`. Exact sources are
 retrained from scratch on the retained data; leaky (``-original``) ones are reported, never
-updated. The work is :func:`retrieval.sources.apply` and :func:`retrieval.sources.audit`.
+updated. The work is :func:`retrieval.sources.apply` and :func:`retrieval.sources.audit`;
+``llmrec audit --deep`` retrains every source and compares its weights
+(:func:`retrieval.sources.rederive`).
 """
 
 from __future__ import annotations
 
 from llmrec.forget.registry import register_stage
-from llmrec.forget.stage import Found, StageAudit, StageContext
+from llmrec.forget.stage import Found, RederiveOptions, StageAudit, StageContext
 from llmrec.workspace import Workspace
 
 
@@ -36,3 +38,8 @@ class CandidateSourceStage:
 
         names = [a["name"] for a in registered(ctx.ledger)]
         return StageAudit(audit(ctx), names)
+
+    def rederive(self, ctx: StageContext, options: RederiveOptions) -> StageAudit:
+        from retrieval.sources import rederive
+
+        return rederive(ctx)

@@ -26,6 +26,13 @@ been updated on the retained data (its ``train_hash``); an exact checkpoint must
 forgotten user's embedding rows at their seeded initial values (a model trained from scratch
 without a user never moves them). A current checkpoint updated by an approximate method is
 reported as ``approximate`` with its method: not a violation, not the exact guarantee either.
+
+**Re-derivation** (``llmrec audit --deep``): an exact checkpoint is retrained from scratch on
+the retained data at the version it claims, with its own hyper-parameters and seed
+(:func:`llmrec.models.training.rebuild`), and must equal the stored weights bit for bit
+(seeded CPU training is bit-reproducible at any torch thread count: measured 1 to 16). A
+checkpoint updated by an approximate method is not a function of the retained data alone and is
+named as not re-derivable.
 """
 
 from __future__ import annotations
@@ -41,7 +48,14 @@ import numpy as np
 
 from llmrec.errors import ArtifactError, LlmrecError
 from llmrec.forget.registry import register_stage
-from llmrec.forget.stage import Found, StageAudit, StageContext, finding
+from llmrec.forget.stage import (
+    Found,
+    RederiveOptions,
+    StageAudit,
+    StageContext,
+    finding,
+    not_rederived,
+)
 from llmrec.workspace import Workspace
 
 KIND = "checkpoint"
@@ -431,6 +445,46 @@ def _forgotten_users_moved(ck: Checkpoint, model: Any, view: Any) -> list[dict]:
     ]
 
 
+# ------------------------------------------------------------------------------ re-derivation
+def rederive(ctx: StageContext) -> StageAudit:
+    """Exact checkpoints retrained and compared byte for byte (module docstring)."""
+    from llmrec.models import CFModel
+    from llmrec.models.training import rebuild, retained_data, weight_differences
+
+    rep = StageAudit()
+    for ck in checkpoints(ctx):
+        if not ck.path.is_file():
+            continue
+        try:
+            model = _load(ck.path)
+        except Exception as exc:  # noqa: BLE001 - an untrusted file; the audit names it
+            rep.not_rederived.append(not_rederived(ck.name, ck.path, f"unreadable ({exc!s:.160})"))
+            continue
+        v, extra = int(model.ledger_version), dict(model.extra or {})
+        why = None
+        if not 0 <= v <= ctx.version:
+            why = f"claims ledger v{v}, which the ledger does not hold"
+        elif not is_exact(extra):
+            why = f"not re-derivable: approximate method {method_of(extra)}"
+        elif not isinstance(model, CFModel):
+            why = f"not re-derivable: a {type(model).__name__}, not one trained model"
+        if why:
+            rep.not_rederived.append(not_rederived(ck.name, ck.path, why))
+            continue
+        rep.artifacts.append(ck.name)
+        differ = weight_differences(model, rebuild(model, retained_data(ctx.ws, ctx.view_at(v))))
+        if differ:
+            rep.findings.append(
+                finding(
+                    ck.name,
+                    ck.path,
+                    f"weights differ from an exact retrain on the retained data at ledger v{v} "
+                    f"({', '.join(differ)}): they may hold forgotten records",
+                )
+            )
+    return rep
+
+
 # ------------------------------------------------------------------------------ the stage
 @register_stage
 class CheckpointStage:
@@ -450,3 +504,6 @@ class CheckpointStage:
 
     def audit(self, ctx: StageContext) -> StageAudit:
         return audit(ctx)
+
+    def rederive(self, ctx: StageContext, options: RederiveOptions) -> StageAudit:
+        return rederive(ctx)

@@ -5,7 +5,8 @@ Layout: a store is a folder ``artifacts/<name>/`` holding ``manifest.json`` (its
 hashes and the ledger version and history it reflects), registered in the ledger as
 :data:`~retrieval.manifest.STORE_KIND`. A folder holding store files without its manifest is
 still found (and blocks ``llmrec forget``). The work is :mod:`retrieval.forget` and
-:mod:`retrieval.audit`.
+:mod:`retrieval.audit` (whose :func:`~retrieval.audit.rederive` rebuilds each store for
+``llmrec audit --deep``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmrec.forget.registry import register_stage
-from llmrec.forget.stage import Found, StageAudit, StageContext, int_or_none
+from llmrec.forget.stage import Found, RederiveOptions, StageAudit, StageContext, int_or_none
 from llmrec.io import read_json_object
 from llmrec.workspace import Workspace
 from retrieval.manifest import STORE_KIND as KIND
@@ -63,3 +64,8 @@ class RetrievalStage:
 
         names = store_names(ctx.ws, ctx.ledger)
         return StageAudit(audit(ctx, names), [f"retrieval:{n}" for n in names])
+
+    def rederive(self, ctx: StageContext, options: RederiveOptions) -> StageAudit:
+        from retrieval.audit import rederive
+
+        return rederive(ctx)
