@@ -58,6 +58,24 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 """
 
+#: Added to every ledger (older ones on their first writable open): an index of the stage rows
+#: not done, and :meth:`Ledger.head` recorded by writers at the versions artifacts and snapshots reflect, so a
+#: reader checks them in O(1); any change to a request row (insert below, edit, delete), by this
+#: code or by hand, drops the recorded heads from its version on (the triggers), so they are
+#: recomputed from the rows, never trusted past an edit. The audit recomputes them all.
+HEADS = (
+    # the stage rows not yet done, so readers' check (Ledger.unfinished) costs what it finds
+    "CREATE INDEX IF NOT EXISTS stages_open ON stages(stage, version) WHERE status != 'done'",
+    "CREATE TABLE IF NOT EXISTS heads (version INTEGER PRIMARY KEY, head TEXT NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS heads_on_insert AFTER INSERT ON requests BEGIN "
+    "DELETE FROM heads WHERE version >= NEW.version; END",
+    "CREATE TRIGGER IF NOT EXISTS heads_on_update AFTER UPDATE ON requests BEGIN "
+    "DELETE FROM heads WHERE version >= MIN(OLD.version, NEW.version); END",
+    "CREATE TRIGGER IF NOT EXISTS heads_on_delete AFTER DELETE ON requests BEGIN "
+    "DELETE FROM heads WHERE version >= OLD.version; END",
+)
+_TRIGGERS = {"heads_on_insert", "heads_on_update", "heads_on_delete"}
+
 
 @dataclass(frozen=True)
 class LedgerEntry:
@@ -73,6 +91,9 @@ class Ledger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._chain: dict[int, hashlib._Hash] = {}  # version -> chain state (:meth:`head`)
+        self._recorded_heads = False
+        #: use the heads writers recorded (:data:`HEADS`); the audit sets it False
+        self.trust_recorded_heads = True
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             _retry_locked(self._setup, timeout)
@@ -90,9 +111,18 @@ class Ledger:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not {"meta", "requests", "stages", "artifacts"} <= tables:
             with self._tx():  # a new file: create the schema under the write lock
-                for statement in SCHEMA.split(";"):
+                for statement in [*SCHEMA.split(";"), *HEADS]:
                     if statement.strip():
                         db.execute(statement)
+        elif "heads" not in tables:  # a ledger written before these: add them
+            try:
+                with self._tx():
+                    for statement in HEADS:
+                        db.execute(statement)
+            except sqlite3.OperationalError:
+                pass  # read-only: heads are computed from the rows
+        triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        self._recorded_heads = _TRIGGERS <= triggers  # without the triggers, trust none
 
     def close(self) -> None:
         self._db.close()
@@ -229,8 +259,9 @@ class Ledger:
         now = time.time()
         with self._tx() as db:
             db.execute(
-                "UPDATE stages SET status=?, updated_at=? WHERE stage=? AND version<=?",
-                (status, now, stage, version),
+                "UPDATE stages SET status=?, updated_at=? WHERE stage=? AND version<=? "
+                "AND status!=?",
+                (status, now, stage, version, status),
             )
 
     def stages(self, version: int) -> dict[str, str]:
@@ -277,6 +308,10 @@ class Ledger:
         a rolled-back or edited ledger is seen by the next handle: every command opens its own).
         """
         version = self.version if version is None else int(version)
+        if version not in self._chain and self.trust_recorded_heads and self._recorded_heads:
+            row = self._db.execute("SELECT head FROM heads WHERE version=?", (version,)).fetchone()
+            if row is not None:
+                return str(row[0])
         at = max((v for v in self._chain if v <= version), default=0)
         h = self._chain[at].copy() if at else hashlib.sha256(b"llmrec-ledger")
         rows = self._db.execute(
@@ -291,6 +326,38 @@ class Ledger:
         if last == version and len(self._chain) < 64:  # not past the newest: it may still grow
             self._chain[version] = h.copy()
         return h.hexdigest()
+
+    def record_head(self, version: int) -> None:
+        """Record :meth:`head` at ``version`` (computed from the rows, or already recorded)
+        for readers; best effort (a read-only or busy ledger is left as it is)."""
+        version = int(version)
+        if not self._recorded_heads or not 0 < version <= self.version:
+            return
+        head = self.head(version)
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO heads(version, head) VALUES (?, ?)", (version, head)
+                )
+        except sqlite3.OperationalError:
+            pass
+
+    def recorded_head_problems(self) -> list[str]:
+        """Recorded heads that differ from the heads of the rows (one pass over the chain):
+        a heads table edited by hand, or rows rewritten with the triggers dropped."""
+        if not self._recorded_heads:
+            return []
+        trust, self.trust_recorded_heads = self.trust_recorded_heads, False
+        try:
+            rows = self._db.execute("SELECT version, head FROM heads ORDER BY version").fetchall()
+            latest = self.version
+            return [
+                f"the head recorded at v{v} is not the hash chain of its requests (history edited)"
+                for v, h in rows
+                if v > latest or self.head(int(v)) != h
+            ]
+        finally:
+            self.trust_recorded_heads = trust
 
     def pending(self, stage: str) -> list[int]:
         """Versions whose ``stage`` is not done, oldest first."""
@@ -321,9 +388,14 @@ class Ledger:
         """
         detail = dict(detail or {})
         detail["sha256"] = content_digest(path) if digest is None else dict(digest)
-        detail["ledger_head"] = self.head(int(version))
+        detail["ledger_head"] = head = self.head(int(version))
         stored = relative_to_root(self.root, path)
         with self._tx() as db:
+            if self._recorded_heads and 0 < int(version) <= self.version:
+                db.execute(
+                    "INSERT OR REPLACE INTO heads(version, head) VALUES (?, ?)",
+                    (int(version), head),
+                )
             db.execute(
                 "INSERT INTO artifacts(name, kind, path, ledger_version, updated_at, detail) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, path=excluded.path, "

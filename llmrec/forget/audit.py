@@ -199,9 +199,9 @@ def audit_ledger(ws: Workspace) -> list[dict]:
     which costs O(N log N) (about 5 times quick_check's time on a 10^6-request ledger) and
     protects nothing the audit relies on: an index mismatch cannot change a request's content, which the hash chain
     (:meth:`~llmrec.data.ledger.Ledger.head`, checked against every artifact's and the
-    snapshot's recorded head) covers row by row. Stage completeness is counted in one pass over
-    the stage rows (N requests numbered 1..N, each stage with N done rows among them); only a
-    shortfall lists the versions.
+    snapshot's recorded head) covers row by row. Stage completeness is one count over the stage
+    rows' primary-key index plus a look-up of the rows not done (:func:`_unfinished_stages`);
+    only a shortfall lists the versions.
     """
     findings = []
     path = ws.ledger_path
@@ -238,21 +238,31 @@ def audit_ledger(ws: Workspace) -> list[dict]:
 
 
 def _unfinished_stages(db: sqlite3.Connection) -> list[str]:
-    """Active stages that may lack a done row for some request: those whose done rows among
-    versions 1..N do not number N when the requests are exactly versions 1..N (versions are
-    unique, so N rows there are one per request); every active stage otherwise."""
+    """Active stages that may lack a done row for some request; every active stage unless the
+    requests are exactly versions 1..N, the stage rows in 1..N x active stages number N x their
+    count (rows are unique per version and stage, so then every pair has one) and none of them
+    is not done (the ``stages_open`` index finds those)."""
     names = [s.name for s in stage_registry.active()]
     n, top = db.execute("SELECT COUNT(*), COALESCE(MAX(version), 0) FROM requests").fetchone()
     if n != top:
         return names
-    done = dict(
-        db.execute(
-            "SELECT stage, COUNT(*) FROM stages WHERE status='done' AND version BETWEEN 1 AND ? "
-            "GROUP BY stage",
-            (top,),
-        ).fetchall()
+    marks = ", ".join("?" * len(names))
+    rows = db.execute(
+        f"SELECT COUNT(*) FROM stages WHERE version BETWEEN 1 AND ? AND stage IN ({marks})",
+        (top, *names),
+    ).fetchone()[0]
+    if rows != n * len(names):
+        return names
+    return sorted(
+        {
+            r[0]
+            for r in db.execute(
+                f"SELECT stage FROM stages WHERE status != 'done' AND stage IN ({marks}) "
+                "AND version BETWEEN 1 AND ?",
+                (*names, top),
+            )
+        }
     )
-    return [s for s in names if done.get(s, 0) != n]
 
 
 def _run_stage_audit(stage: Stage, ctx: StageContext) -> StageAudit:
@@ -322,6 +332,10 @@ def run_audit(ws: Workspace, deep: RederiveOptions | None = None) -> dict:
     try:
         if ws.ledger_path.exists():
             ledger = ws.ledger()
+            ledger.trust_recorded_heads = False  # every head from the rows
+            findings += [
+                finding("ledger", ws.ledger_path, p) for p in ledger.recorded_head_problems()
+            ]
             findings += [
                 finding("retained-view snapshot", p, f"not used: {problem}")
                 for p, problem in snapshot.problems(ledger, ws.dataset, ledger.version)

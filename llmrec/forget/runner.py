@@ -80,6 +80,7 @@ def forget(
             # readers load this and fold nothing (llmrec.data.snapshot)
             with suppress(OSError):
                 snapshot.save(led, ctx.view)
+            led.record_head(ctx.version)  # readers check the snapshot's head in O(1)
     return summary
 
 
