@@ -66,25 +66,43 @@ def request_lines(ws: Workspace, n: int, seed: int) -> list[str]:
     return lines
 
 
+#: runs ``llmrec`` and writes its own peak RSS (``VmHWM``, kB) to ``$BENCH_PEAK_FILE`` at exit.
+#: ``wait4``'s ``ru_maxrss`` would not do: a child started from this (large) process keeps the
+#: parent's resident size as its maximum across ``exec``.
+_RUN = """
+import atexit, os, runpy, sys
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["BENCH_PEAK_FILE"], "w") as f:
+        f.write(str(kb))
+atexit.register(_peak)
+sys.argv = ["llmrec", *sys.argv[1:]]
+runpy.run_module("llmrec", run_name="__main__", alter_sys=True)
+"""
+
+
 def _measured(argv: list[str]) -> dict:
-    """Wall seconds, peak RSS (MB: that process's own, from ``wait4``) and exit status of one
-    ``llmrec`` command run in its own process (with the last line of its stderr on failure)."""
-    with tempfile.TemporaryFile() as log:  # a pipe could fill up and block the child
+    """Wall seconds, peak RSS (MB, that process's own) and exit status of one ``llmrec``
+    command run in its own process (with the last line of its stderr on failure)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "peak"
+        log = Path(tmp) / "stderr"  # a pipe could fill up and block the child
+        env = {**os.environ, "BENCH_PEAK_FILE": str(peak)}
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llmrec", *argv], stdout=subprocess.DEVNULL, stderr=log
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        log.seek(0)
-        err = log.read().decode(errors="replace").strip()
-    code = os.waitstatus_to_exitcode(status)
-    out = {
-        "seconds": round(time.perf_counter() - t0, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "exit": code,
-    }
-    if code:
-        out["error"] = err.splitlines()[-1] if err else ""
+        with open(log, "wb") as err:
+            code = subprocess.call(
+                [sys.executable, "-c", _RUN, *argv], stdout=subprocess.DEVNULL, stderr=err, env=env
+            )
+        seconds = time.perf_counter() - t0
+        out = {
+            "seconds": round(seconds, 2),
+            "peak_rss_mb": round(int(peak.read_text()) / 1024, 1) if peak.is_file() else None,
+            "exit": code,
+        }
+        if code:
+            lines = log.read_text(errors="replace").strip().splitlines()
+            out["error"] = lines[-1] if lines else ""
     return out
 
 
@@ -124,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for r in rows:
         cells = [
-            f"{r[k]['seconds']} / {r[k]['peak_rss_mb']:.0f}"
+            f"{r[k]['seconds']} / {r[k]['peak_rss_mb'] or 0:.0f}"
             + ("" if r[k]["exit"] == 0 else f" (exit {r[k]['exit']})")
             for k in ("forget", "data_info", "retrieve", "audit")
         ]
