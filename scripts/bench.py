@@ -30,8 +30,8 @@ see :mod:`benchmarks.unlearn_cli`.
 ``scale``: every stage's cost from 10^5 to 10^7 synthetic interactions; see
 :mod:`benchmarks.scale`.
 
-``ledger-reads``: ``data info``, ``audit`` and the retained-view fold after 10^3..10^5 small
-forget requests, extrapolated to 10^6; see :mod:`benchmarks.ledger_reads`.
+``ledger-reads``: ``forget``, ``data info``, ``retrieve`` and ``audit`` (seconds, peak RSS) after
+10^4..10^6 small forget requests; see :mod:`benchmarks.ledger_reads`.
 
 ``retrain-gold``: retrain vs the original vs RecBole's BPR on the retained split of
 ``--scenario`` (default ``core:5%users``), from one run; see :mod:`benchmarks.retrain_gold`.

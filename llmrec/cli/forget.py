@@ -110,7 +110,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
         state = "recorded" if r["created"] else "already recorded"
         lines.append(f"v{r['version']}: {r['description']} ({state})")
     for name, st in result["stages"].items():
-        lines.append(f"stage {name}: applied versions {st['versions']} in {st['seconds']:.3f}s")
+        lines.append(
+            f"stage {name}: applied versions {_versions(st['versions'])} in {st['seconds']:.3f}s"
+        )
         for ck, d in st.get("checkpoints", {}).items():
             how = "exact" if d["exact"] else "approximate"
             what = "updated" if d["updated"] else "unchanged training pairs, weights kept"
@@ -119,6 +121,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
     lines.append(f"ledger version {result['ledger_version']}")
     emit(args, result, "\n".join(lines))
     return 0
+
+
+def _versions(versions: list[int], most: int = 20) -> str:
+    """``versions`` as a list, or its first and last and count when longer than ``most``."""
+    if len(versions) <= most:
+        return str(versions)
+    return f"[{versions[0]}, ..., {versions[-1]}] ({len(versions)} versions)"
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

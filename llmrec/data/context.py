@@ -1,8 +1,9 @@
 """What every forget stage gets and reports, below the layers that do the stages' work.
 
 :class:`StageContext` is built once per ``llmrec forget`` / ``llmrec audit`` (docs/design.md
-§2.2): the workspace, the one open ledger, its entries read once and the retained views folded
-once. The retrieval, adapter, candidate-source, served-log and checkpoint code all take it, so
+§2.2): the workspace, the one open ledger and the retained views folded once (from the newest
+snapshot: only the entries after it are parsed; a stage that needs history asks for a range with
+:meth:`StageContext.entries_between`, so a read costs what its answer costs). The retrieval, adapter, candidate-source, served-log and checkpoint code all take it, so
 every forget stage's ``apply(ctx)`` and ``audit(ctx)`` have one signature. :class:`StageAudit`
 is what an audit reports; :func:`finding` is the one way to write a violation.
 :class:`RederiveOptions` bounds ``llmrec audit --deep``, where a stage that opts in rebuilds
@@ -29,28 +30,29 @@ def finding(artifact: str, path: Path | str, problem: str) -> dict:
 @dataclass
 class StageContext:
     """What every stage gets: the workspace, the ledger (``None`` when the workspace has none
-    yet), its entries and the retained view at :attr:`version`, plus views at older versions
-    (:meth:`view_at`) for artifacts updated incrementally from the version they reflect."""
+    yet) and the retained view at :attr:`version`, plus views at older versions
+    (:meth:`view_at`) for artifacts updated incrementally from the version they reflect.
+    Ledger entries are read on demand, per range (:meth:`entries_between`)."""
 
     ws: Workspace
     ledger: Ledger | None
-    entries: list[LedgerEntry]
     version: int
     views: dict[int, RetainedView] = field(default_factory=dict)
+    known: dict[int, LedgerEntry] = field(default_factory=dict)  # entries already parsed
 
     @classmethod
     def open(cls, ws: Workspace, ledger: Ledger | None, also: Iterable[int] = ()) -> StageContext:
-        """Read the ledger's entries once and fold them once into the newest view and the
-        views at the versions ``also`` (e.g. the version the stages had reached), on from the
-        newest valid snapshot (:meth:`Ledger.retained_views`)."""
+        """Fold the newest view and the views at the versions ``also`` (e.g. the version the
+        stages had reached) once, on from the newest valid snapshot
+        (:meth:`Ledger.retained_views`: only the entries after it are read)."""
         ds = ws.dataset
         if ledger is None:
-            return cls(ws, None, [], 0, {0: RetainedView.full(ds)})
-        entries = ledger.entries()
-        version = entries[-1].version if entries else 0
+            return cls(ws, None, 0, {0: RetainedView.full(ds)})
+        version = ledger.version
         at = {version} | {int(v) for v in also if 0 <= int(v) <= version}
-        views = ledger.retained_views(ds, at, entries)
-        return cls(ws, ledger, entries, version, views)
+        read: list[LedgerEntry] = []
+        views = ledger.retained_views(ds, at, read=read)
+        return cls(ws, ledger, version, views, {e.version: e for e in read})
 
     @property
     def view(self) -> RetainedView:
@@ -59,7 +61,7 @@ class StageContext:
 
     def view_at(self, version: int) -> RetainedView:
         """The retained view at an older ``version`` (from the nearest one already folded,
-        extended with the entries in between; no ledger read)."""
+        extended with the entries in between)."""
         version = int(version)
         if version in self.views:
             return self.views[version]
@@ -67,17 +69,24 @@ class StageContext:
             raise ValueError(f"ledger version {version} is outside [0, {self.version}]")
         base = max((v for v in self.views if v <= version), default=None)
         view = self.views[base].copy() if base is not None else RetainedView.full(self.ws.dataset)
-        for e in self.entries:
-            if (base or 0) < e.version <= version:
-                view.apply(e.request, e.version)
+        view.fold((e.version, e.request) for e in self.entries_between(base or 0, version))
         view.version = version
         self.views[version] = view
         return view
 
     def entries_between(self, after: int, upto: int | None = None) -> list[LedgerEntry]:
-        """Entries with ``after < version <= upto`` (default: :attr:`version`)."""
+        """Entries with ``after < version <= upto`` (default: :attr:`version`): those already
+        parsed (:attr:`known`: the fold's, or just recorded), else read from the ledger now
+        (only that range is parsed)."""
         upto = self.version if upto is None else int(upto)
-        return [e for e in self.entries if after < e.version <= upto]
+        after = int(after)
+        if self.ledger is None or upto <= after:
+            return []
+        if all(v in self.known for v in range(after + 1, upto + 1)):
+            return [self.known[v] for v in range(after + 1, upto + 1)]
+        out = self.ledger.entries(upto=upto, after=after)
+        self.known.update((e.version, e) for e in out)
+        return out
 
 
 @dataclass

@@ -72,6 +72,7 @@ class Ledger:
     def __init__(self, path: str | Path, fingerprint: str | None = None, timeout: float = 60.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._chain: dict[int, hashlib._Hash] = {}  # version -> chain state (:meth:`head`)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             _retry_locked(self._setup, timeout)
@@ -181,19 +182,18 @@ class Ledger:
         return self.retained_views(ds, (version,))[version]
 
     def retained_views(
-        self, ds: Dataset, at: Iterable[int], entries: Sequence[LedgerEntry] | None = None
+        self, ds: Dataset, at: Iterable[int], read: list[LedgerEntry] | None = None
     ) -> dict[int, RetainedView]:
         """Views at the versions ``at``: folded on from the newest valid snapshot at or below the
-        oldest of them (:mod:`llmrec.data.snapshot`) over only the newer entries (``entries``:
-        already read, in version order; default: read them). A view at the newest version is
-        then saved as the snapshot (best effort: a read-only workspace just folds)."""
+        oldest of them (:mod:`llmrec.data.snapshot`) over only the entries after it (read
+        and parsed here, none before it; appended to ``read`` when given). A view at the newest
+        version is then saved as the snapshot (best effort: a read-only workspace just folds)."""
         at = sorted({int(v) for v in at})
         base = snapshot.latest(self, ds, at[0])
         after = base.version if base is not None else 0
-        if entries is None:
-            entries = self.entries(upto=at[-1], after=after)
-        else:
-            entries = [e for e in entries if after < e.version <= at[-1]]
+        entries = self.entries(upto=at[-1], after=after)
+        if read is not None:
+            read.extend(entries)
         views = RetainedView.snapshots(ds, [(e.version, e.request) for e in entries], at, base)
         if entries and at[-1] == self.version:
             try:
@@ -269,13 +269,27 @@ class Ledger:
 
     def head(self, version: int | None = None) -> str:
         """Hash chain over the content hashes of the requests up to ``version`` (default:
-        newest), in version order: two ledgers agree up to a version iff their heads do."""
+        newest), in version order: two ledgers agree up to a version iff their heads do.
+
+        The chain is hashed on from the furthest point this handle already hashed at or below
+        ``version``, so a reader asking for several heads reads each request's hash once. This
+        relies on the ledger being append-only while the handle is open (versions only grow;
+        a rolled-back or edited ledger is seen by the next handle: every command opens its own).
+        """
         version = self.version if version is None else int(version)
-        h = hashlib.sha256(b"llmrec-ledger")
-        for v, c in self._db.execute(
-            "SELECT version, hash FROM requests WHERE version <= ? ORDER BY version", (version,)
-        ):
+        at = max((v for v in self._chain if v <= version), default=0)
+        h = self._chain[at].copy() if at else hashlib.sha256(b"llmrec-ledger")
+        rows = self._db.execute(
+            "SELECT version, hash FROM requests WHERE version > ? AND version <= ? "
+            "ORDER BY version",
+            (at, version),
+        )
+        last = at
+        for v, c in rows:
             h.update(f"{v}:{c};".encode())
+            last = v
+        if last == version and len(self._chain) < 64:  # not past the newest: it may still grow
+            self._chain[version] = h.copy()
         return h.hexdigest()
 
     def pending(self, stage: str) -> list[int]:

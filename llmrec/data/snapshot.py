@@ -2,11 +2,12 @@
 ledger entries instead of the whole ledger (issue 27, item 11).
 
 A snapshot is one ``.npz`` file in ``WORKSPACE/retained/`` (beside the ledger) holding a
-:class:`RetainedView`'s masks at one ledger version, with a header naming that version, the
+:class:`RetainedView`'s masks (and each dropped interaction's version) at one ledger version, with a header naming that version, the
 ledger's :meth:`~llmrec.data.ledger.Ledger.head` at it, the dataset fingerprint and a SHA-256 of
 the masks. It is used only when all of them still match: a rolled-back, replaced or edited
 ledger, or a tampered file, makes it stale, never silently trusted (:func:`problems` is what
-``llmrec audit`` reports, before a read replaces it). Writing a snapshot removes the others.
+``llmrec audit`` reports, before a read replaces it). Writing a snapshot removes the others. A
+snapshot of an older :data:`FORMAT` is not used and not reported (the next read replaces it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from llmrec.data.dataset import Dataset
 from llmrec.data.retained import RetainedView
 
 FOLDER = "retained"
+#: 2: ``dropped`` (per-interaction versions) replaced the ``keep`` mask
+FORMAT = 2
 _NAME = re.compile(r"^v(\d+)\.npz$")
 
 
@@ -49,7 +52,7 @@ def files(ledger: _Ledger) -> list[tuple[int, Path]]:
 
 def _arrays(view: RetainedView) -> dict[str, np.ndarray]:
     out = {
-        "keep": view.keep,
+        "dropped": view.dropped,
         "forgotten_users": view.forgotten_users,
         "forgotten_items": view.forgotten_items,
     }
@@ -60,7 +63,7 @@ def _arrays(view: RetainedView) -> dict[str, np.ndarray]:
 def _hash(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k], dtype=bool)
+        a = np.ascontiguousarray(arrays[k], dtype=np.int64 if k == "dropped" else bool)
         h.update(f"{k}:{a.size};".encode())
         h.update(a.tobytes())
     return h.hexdigest()
@@ -70,6 +73,7 @@ def save(ledger: _Ledger, view: RetainedView) -> Path:
     """Write ``view`` as the snapshot at its version (atomically) and remove the others."""
     arrays = _arrays(view)
     header = {
+        "format": FORMAT,
         "version": int(view.version),
         "ledger_head": ledger.head(int(view.version)),
         "dataset": view.dataset.fingerprint,
@@ -88,13 +92,20 @@ def save(ledger: _Ledger, view: RetainedView) -> Path:
     return path
 
 
-def _read(path: Path, ds: Dataset, ledger: _Ledger, version: int) -> RetainedView | str:
-    """The view in ``path`` if it is valid for ``ledger`` at ``version``, else the problem."""
+def _read(path: Path, ds: Dataset, ledger: _Ledger, version: int) -> RetainedView | str | None:
+    """The view in ``path`` if it is valid for ``ledger`` at ``version``, else the problem
+    (``None``: an older format, neither used nor a problem)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(bytes(z["__header__"]).decode())
-            arrays = {k: np.asarray(z[k], dtype=bool) for k in z.files if k != "__header__"}
-    except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+            if isinstance(header, dict) and header.get("format") != FORMAT:
+                return None
+            arrays = {
+                k: np.asarray(z[k], dtype=np.int64 if k == "dropped" else bool)
+                for k in z.files
+                if k != "__header__"
+            }
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         return f"unreadable snapshot ({str(exc)[:120]})"
     if not isinstance(header, dict) or header.get("version") != version:
         return f"its header does not say ledger version {version}"
@@ -107,17 +118,21 @@ def _read(path: Path, ds: Dataset, ledger: _Ledger, version: int) -> RetainedVie
         )
     if header.get("sha256") != _hash(arrays):
         return "its content does not match its recorded hash (modified after it was written)"
-    shapes = {"keep": ds.n_inter, "forgotten_users": ds.n_users, "forgotten_items": ds.n_items}
+    shapes = {"dropped": ds.n_inter, "forgotten_users": ds.n_users, "forgotten_items": ds.n_items}
     if any(k not in arrays or arrays[k].shape != (n,) for k, n in shapes.items()):
         return "its masks do not fit the dataset"
+    dropped = arrays["dropped"]
+    if len(dropped) and (dropped.min() < 0 or dropped.max() > version):
+        return f"it names interactions dropped outside ledger versions 0..{version}"
     hidden = {k[7:]: v for k, v in arrays.items() if k.startswith("hidden.")}
     return RetainedView(
         ds,
         version,
-        arrays["keep"],
+        dropped == 0,
         arrays["forgotten_users"],
         arrays["forgotten_items"],
         hidden,
+        dropped,
     )
 
 
@@ -125,7 +140,7 @@ def latest(ledger: _Ledger, ds: Dataset, upto: int) -> RetainedView | None:
     """The newest valid snapshot at a version ``<= upto`` (``None``: none; fold from 0)."""
     for v, p in files(ledger):
         if v <= upto:
-            got = _read(p, ds, ledger, v)
+            got = _read(p, ds, ledger, v)  # a stale one is skipped: fold from an older one
             if isinstance(got, RetainedView):
                 return got
     return None
@@ -141,6 +156,6 @@ def problems(ledger: _Ledger, ds: Dataset, newest: int) -> list[tuple[Path, str]
             )
             continue
         got = _read(p, ds, ledger, v)
-        if not isinstance(got, RetainedView):
+        if isinstance(got, str):
             out.append((p, got))
     return out

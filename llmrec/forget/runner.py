@@ -89,11 +89,10 @@ def _extended(ctx: StageContext, new: Sequence[LedgerEntry]) -> StageContext:
     at the old version)."""
     if not new:
         return ctx
-    view = ctx.view.copy()
-    for e in new:
-        view.apply(e.request, e.version)
+    view = ctx.view.copy().fold((e.version, e.request) for e in new)
     views = {**ctx.views, new[-1].version: view}
-    return StageContext(ctx.ws, ctx.ledger, [*ctx.entries, *new], new[-1].version, views)
+    known = {**ctx.known, **{e.version: e for e in new}}
+    return StageContext(ctx.ws, ctx.ledger, new[-1].version, views, known)
 
 
 @contextmanager

@@ -60,10 +60,9 @@ class BlendFit:
 
 
 def blend_path(ws: Workspace) -> Path:
-    """``WORKSPACE/artifacts/adapters/blend.json``."""
-    from llmrec.llm.adapters import adapters_root
-
-    return adapters_root(ws) / BLEND_FILE
+    """``WORKSPACE/artifacts/adapters/blend.json`` (:func:`llmrec.llm.adapters.adapters_root`'s
+    folder, named here so that finding it does not import the LLM stack)."""
+    return ws.artifact_path("adapters", BLEND_FILE)
 
 
 def encode(record: dict[str, Any]) -> str:

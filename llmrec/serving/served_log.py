@@ -15,7 +15,8 @@ It holds user data, so it is a forget stage like any artifact, and it is where t
 
 :func:`scrub_log` (the ``served`` stage's work) rewrites the log atomically to that rule;
 :func:`audit` reports entries breaking it. Both take the forget runner's
-:class:`~llmrec.data.context.StageContext` (its retained view and ledger entries;
+:class:`~llmrec.data.context.StageContext` (its retained view, which records the version
+each interaction was forgotten at;
 :class:`llmrec.forget.stages.served_log.ServedLogStage`).
 """
 
@@ -24,14 +25,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from llmrec.data.context import StageContext, finding
 from llmrec.data.dataset import canonical_id
-from llmrec.data.ledger import LedgerEntry
 from llmrec.data.retained import RetainedView
 from llmrec.errors import ArtifactError
 from llmrec.io import atomic_write_text, unique_keys
@@ -167,34 +166,26 @@ def _canonical(e: dict) -> dict:
     return e if user == e["user"] and items == e["items"] else {**e, "user": user, "items": items}
 
 
-def forgotten_at(view: RetainedView, entries: Iterable[LedgerEntry]) -> dict[tuple[str, str], int]:
-    """``(user, item) -> version`` of the first request up to ``view.version`` (among the
-    ledger's ``entries``) forgetting that interaction, for pairs whose user and item both
-    still exist."""
-    if view.version == 0:
-        return {}
+def forgotten_at(view: RetainedView) -> dict[tuple[str, str], int]:
+    """``(user, item) -> version`` of the first request up to ``view.version`` forgetting that
+    interaction, for pairs whose user and item both still exist (from the view's per-interaction
+    versions: no ledger history is read)."""
     ds = view.dataset
-    alive = set(view.forgotten_pairs().tolist())
+    gone = view.dropped > 0
+    gone &= ~view.forgotten_users[ds.inter_user] & ~view.forgotten_items[ds.inter_item]
+    idx = np.flatnonzero(gone)
+    idx = idx[np.argsort(view.dropped[idx], kind="stable")]
     out: dict[tuple[str, str], int] = {}
-    for e in entries:
-        if e.version > view.version or e.request.kind != "interactions":
-            continue
-        for u, i in e.request.pairs:
-            if ds.has_user(u) and ds.has_item(i):
-                key = ds.user_index(u) * ds.n_items + ds.item_index(i)
-                if key in alive:
-                    out.setdefault((u, i), e.version)
+    users, items, dropped = ds.inter_user[idx], ds.inter_item[idx], view.dropped[idx]
+    for u, i, v in zip(users.tolist(), items.tolist(), dropped.tolist()):
+        out.setdefault((str(ds.user_tokens[u]), str(ds.item_tokens[i])), v)
     return out
 
 
 def _rules(ws: Workspace) -> Rules:
-    """The rules at the ledger's newest version (one ledger read)."""
-    if not ws.ledger_path.exists():
-        return Rules(RetainedView.full(ws.dataset), {}, ws.policy)
-    with ws.ledger() as led:
-        entries = led.entries()
-    view = RetainedView.build(ws.dataset, [(e.version, e.request) for e in entries])
-    return Rules(view, forgotten_at(view, entries), ws.policy)
+    """The rules at the ledger's newest version (from its snapshot: one view read)."""
+    view = ws.view()
+    return Rules(view, forgotten_at(view), ws.policy)
 
 
 def suppress_filter(ws: Workspace, view: RetainedView, user: int, items: np.ndarray) -> np.ndarray:
@@ -210,11 +201,11 @@ def suppress_filter(ws: Workspace, view: RetainedView, user: int, items: np.ndar
 
 def scrub_log(ctx: StageContext) -> dict:
     """Scrub the log to ``ctx.view`` under the workspace's policy (module docstring)."""
-    ws, view, entries = ctx.ws, ctx.view, ctx.entries
+    ws, view = ctx.ws, ctx.view
     path = log_path(ws)
     if not path.is_file():
         return {"entries": 0, "scrubbed": 0}
-    rules = Rules(view, forgotten_at(view, entries), ws.policy)
+    rules = Rules(view, forgotten_at(view), ws.policy)
     with file_lock(path.with_suffix(".lock")):
         logged = read_log(ws)
         out, scrubbed = [], 0
@@ -231,13 +222,13 @@ def scrub_log(ctx: StageContext) -> dict:
 
 def audit(ctx: StageContext) -> list[dict]:
     """Findings for every served entry that shows what the policy forbids at ``ctx.view``."""
-    ws, view, entries = ctx.ws, ctx.view, ctx.entries
+    ws, view = ctx.ws, ctx.view
     path = log_path(ws)
     try:
         logged = read_log(ws)
     except ArtifactError as exc:
         return [finding(LOG, path, str(exc))]
-    rules = Rules(view, forgotten_at(view, entries), ws.policy)
+    rules = Rules(view, forgotten_at(view), ws.policy)
     findings = []
     for n, e in enumerate(logged, start=1):
         if int(e["ledger_version"]) > view.version:

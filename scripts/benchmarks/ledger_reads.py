@@ -1,18 +1,22 @@
-"""What a read costs after many small forget requests (issue 27, item 11).
+"""What a read costs after many small forget requests (issue 27, item 11), measured up to 10^6.
 
-For each ``--sizes`` N: a fresh workspace on ``--dataset`` (no artifacts) records N
-single-interaction requests through the forget runner, then ``llmrec data info`` and
-``llmrec audit`` run in their own processes (wall seconds, peak RSS), and the retained-view fold
-every reader does (``Workspace.view``: the cost under ``retrieve``) is timed in-process. The
-figures for 10^6 requests are extrapolated from the largest two sizes (reads grow linearly with
-the ledger while each reader re-folds it).
+For each ``--sizes`` N: a fresh workspace on ``--dataset`` with a retrieval store (CF encoder,
+so ``retrieve`` has something to read) gets N small requests in one request file, applied by
+``llmrec forget`` in its own process; then ``llmrec data info``, ``llmrec retrieve`` and
+``llmrec audit`` each run in their own process. Every command's wall seconds and peak RSS (its
+own process) are printed, one JSON line per size, then a table of all sizes.
+
+The requests: request k forgets the 2 interactions ``{a_k, b_k}``, a pair drawn (seeded by
+``--seed``) from a pool of half the dataset's interactions, all pairs distinct. So 10^6
+distinct requests fit on ml-100k, and half of the training data stays whatever N is (an
+interaction named again stays dropped at its first version).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,8 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Subcommands, emit
-from llmrec.data.requests import interactions_request
-from llmrec.forget.runner import forget
 from llmrec.workspace import Workspace
 
 
@@ -32,78 +34,101 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--sizes",
         type=int,
         nargs="+",
-        default=[1_000, 10_000, 40_000],
-        help="numbers of single-interaction requests (default: %(default)s)",
+        default=[10_000, 100_000, 1_000_000],
+        help="numbers of small forget requests (default: %(default)s)",
     )
     p.add_argument("--dataset", default="ml-100k", help="atomic dataset (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="its folder (default: RecBole's examples)")
     p.add_argument("--seed", type=int, default=2020, help="which interactions (default: 2020)")
 
 
-def _child(argv: list[str]) -> dict:
-    """Wall seconds and peak RSS (MB) of one ``llmrec`` command in its own process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "llmrec", *argv], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {
+def request_lines(ws: Workspace, n: int, seed: int) -> list[str]:
+    """``n`` distinct requests (JSON lines), each forgetting two interactions of the pool."""
+    ds = ws.dataset
+    rng = np.random.default_rng(seed)
+    pool = rng.choice(ds.n_inter, size=ds.n_inter // 2, replace=False)
+    p = len(pool)
+    if n > p * (p - 1) // 2:
+        raise SystemExit(f"at most {p * (p - 1) // 2} distinct requests on {ds.name}")
+    got = np.empty(0, dtype=np.int64)
+    while len(got) < n:
+        a, b = rng.integers(0, p, (2, 2 * (n - len(got)) + 16))
+        keys = np.minimum(a, b) * p + np.maximum(a, b)
+        keys = np.concatenate([got, keys[a != b]])
+        _, first = np.unique(keys, return_index=True)
+        got = keys[np.sort(first)]
+    got = got[:n]
+    users, items = ds.user_tokens[ds.inter_user[pool]], ds.item_tokens[ds.inter_item[pool]]
+    lines = []
+    for a, b in zip((got // p).tolist(), (got % p).tolist()):
+        pairs = sorted({(str(users[a]), str(items[a])), (str(users[b]), str(items[b]))})
+        lines.append(json.dumps({"kind": "interactions", "pairs": [list(x) for x in pairs]}))
+    return lines
+
+
+def _measured(argv: list[str]) -> dict:
+    """Wall seconds, peak RSS (MB: that process's own, from ``wait4``) and exit status of one
+    ``llmrec`` command run in its own process (with the last line of its stderr on failure)."""
+    with tempfile.TemporaryFile() as log:  # a pipe could fill up and block the child
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmrec", *argv], stdout=subprocess.DEVNULL, stderr=log
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        log.seek(0)
+        err = log.read().decode(errors="replace").strip()
+    code = os.waitstatus_to_exitcode(status)
+    out = {
         "seconds": round(time.perf_counter() - t0, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "exit": proc.returncode,
+        "exit": code,
     }
+    if code:
+        out["error"] = err.splitlines()[-1] if err else ""
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
+    from retrieval.store import RetrievalStore
+
     rows = []
     for n in sorted(args.sizes):
         with tempfile.TemporaryDirectory(prefix="ledger-reads-") as tmp:
             ws = Workspace(Path(tmp) / "ws", dataset=args.dataset, data_dir=args.data_dir)
-            ds = ws.dataset
-            rng = np.random.default_rng(args.seed)
-            picked = rng.choice(ds.n_inter, size=min(n, ds.n_inter // 2), replace=False)
-            requests = [interactions_request(ds, np.array([i])) for i in picked]
-            t0 = time.perf_counter()
-            forget(ws, requests)
-            record_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            ws.view()
-            fold_s = time.perf_counter() - t0
             common = ["--workspace", str(ws.root), "--dataset", args.dataset]
             if args.data_dir:
                 common += ["--data-dir", args.data_dir]
+            RetrievalStore.build(ws, encoder="cf", n_candidates=20, seed=args.seed, n_clusters=4)
+            t0 = time.perf_counter()
+            lines = request_lines(ws, n, args.seed)
+            path = Path(tmp) / "requests.jsonl"
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            made_s = time.perf_counter() - t0
+            user = str(ws.dataset.user_tokens[0])
             row = {
                 "bench": "ledger-reads",
-                "requests": len(requests),
+                "dataset": args.dataset,
+                "requests": n,
+                "request_file_mb": round(path.stat().st_size / 2**20, 1),
+                "requests_written_seconds": round(made_s, 2),
+                "forget": _measured(["forget", "--request", str(path), *common]),
                 "ledger_mb": round(ws.ledger_path.stat().st_size / 2**20, 1),
-                "forget_seconds": round(record_s, 2),
-                "fold_seconds": round(fold_s, 3),
-                "data_info": _child(["data", "info", *common]),
-                "audit": _child(["audit", *common]),
-                "self_peak_rss_mb": round(
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-                ),
+                "data_info": _measured(["data", "info", *common]),
+                "retrieve": _measured(["retrieve", "--user", user, *common]),
+                "audit": _measured(["audit", *common]),
             }
             rows.append(emit(row))
-    if len(rows) >= 2:
-        a, b = rows[-2], rows[-1]
-        per = (b["requests"] - a["requests"]) or 1
-
-        def at(key: str, sub: str | None = None) -> float:
-            va = a[key][sub] if sub else a[key]
-            vb = b[key][sub] if sub else b[key]
-            return round(vb + (vb - va) / per * (10**6 - b["requests"]), 1)
-
-        emit(
-            {
-                "bench": "ledger-reads",
-                "extrapolated_to_requests": 10**6,
-                "data_info_seconds": at("data_info", "seconds"),
-                "audit_seconds": at("audit", "seconds"),
-                "fold_seconds": at("fold_seconds"),
-                "data_info_peak_rss_mb": at("data_info", "peak_rss_mb"),
-                "audit_peak_rss_mb": at("audit", "peak_rss_mb"),
-            }
-        )
+    print(
+        "\n| requests | ledger MB | forget s / MB | data info s / MB | retrieve s / MB "
+        "| audit s / MB |\n|---|---|---|---|---|---|"
+    )
+    for r in rows:
+        cells = [
+            f"{r[k]['seconds']} / {r[k]['peak_rss_mb']:.0f}"
+            + ("" if r[k]["exit"] == 0 else f" (exit {r[k]['exit']})")
+            for k in ("forget", "data_info", "retrieve", "audit")
+        ]
+        print(f"| {r['requests']:,} | {r['ledger_mb']} | " + " | ".join(cells) + " |")
     return 0
 
 

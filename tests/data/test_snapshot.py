@@ -26,19 +26,21 @@ def _ws(tmp_path, tiny_dir) -> Workspace:
 
 def _count_folds(monkeypatch) -> list[int]:
     seen: list[int] = []
-    apply = RetainedView.apply
+    fold = RetainedView.fold
 
-    def counting(self, req, version=None):
-        seen.append(version)
-        return apply(self, req, version)
+    def counting(self, requests):
+        requests = list(requests)
+        seen.extend(v for v, _ in requests)
+        return fold(self, requests)
 
-    monkeypatch.setattr(RetainedView, "apply", counting)
+    monkeypatch.setattr(RetainedView, "fold", counting)
     return seen
 
 
 def _same(a: RetainedView, b: RetainedView) -> None:
     assert a.version == b.version
     assert np.array_equal(a.keep, b.keep)
+    assert np.array_equal(a.dropped, b.dropped)
     assert np.array_equal(a.forgotten_users, b.forgotten_users)
     assert np.array_equal(a.forgotten_items, b.forgotten_items)
     assert sorted(a.hidden) == sorted(b.hidden)
@@ -90,7 +92,7 @@ def test_tampered_snapshot_is_ignored_and_flagged(tmp_path, tiny_dir, monkeypatc
     (_, path), *_ = snapshot.files(ws.ledger())
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["keep"] = np.ones_like(arrays["keep"])  # "un-forget" everything
+    arrays["dropped"] = np.zeros_like(arrays["dropped"])  # "un-forget" everything
     np.savez(path, **arrays)
     folds = _count_folds(monkeypatch)
     _same(ws.view(), truth)

@@ -54,7 +54,7 @@ def _follow(ctx: StageContext, sub_root: Path) -> str:
     """Bring one kept workspace to this ledger; delete it when it cannot follow."""
     from llmrec.forget.runner import forget
 
-    requests = [e.request for e in ctx.entries]
+    requests = [e.request for e in ctx.entries_between(0)]
     try:
         sub = Workspace(sub_root)
         if requests:
@@ -67,13 +67,14 @@ def _follow(ctx: StageContext, sub_root: Path) -> str:
 
 def _lags(ctx: StageContext, sub: Workspace) -> list[int]:
     """Versions of this ledger whose request the kept workspace's ledger lacks."""
-    if not ctx.entries:
+    if not ctx.version:
         return []
+    entries = ctx.entries_between(0)  # a kept workspace must hold this ledger's whole history
     if not sub.ledger_path.exists():
-        return [e.version for e in ctx.entries]
+        return [e.version for e in entries]
     with sub.ledger() as led:
         held = {e.request.content_hash for e in led.entries()}
-    return [e.version for e in ctx.entries if e.request.content_hash not in held]
+    return [e.version for e in entries if e.request.content_hash not in held]
 
 
 # ------------------------------------------------------------------ result files
