@@ -7,10 +7,12 @@ import os
 
 import pytest
 
-from llmrec.testing.fixtures import write_tiny_dataset
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# as the CLI runs (llmrec/cli/__init__.py); before torch is first imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from llmrec.testing.fixtures import write_tiny_dataset  # noqa: E402
 
 
 def _threads_per_worker() -> int | None:

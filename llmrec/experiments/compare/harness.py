@@ -564,6 +564,9 @@ def run_compare(
                 for seed in seeds
             ]
     finally:
+        from llmrec.llm.backends.memo import clear_memo
+
+        clear_memo()  # served answers are user data: none outlives the run
         _close_scratch(ws, run_dir, keep_workspaces)
     config["total_seconds"] = time.perf_counter() - t0
     paths = write_report(by_scenario, run_dir, config)

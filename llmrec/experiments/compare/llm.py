@@ -159,6 +159,16 @@ def build_llm_path(
         tune_adapters(sub, cfg)
 
 
+def _options(lm: Path, adapters: bool):
+    """Serving options of the comparison's pipelines: the backend's answer memo on
+    (:mod:`llmrec.llm.backends.memo`): the original, after-forget and gold states serve many
+    users an unchanged prompt, candidate list and adapter, and a repeat is a lookup -- keyed on
+    all of it, never stale; the harness empties it at the end of the run."""
+    from llmrec.serving.cragru import CragruOptions
+
+    return CragruOptions(model=str(lm), adapters=adapters, backend_options={"memo": True})
+
+
 def _adapter_bytes(ws) -> dict[str, bytes]:
     from llmrec.llm.adapters import adapter_paths
 
@@ -283,7 +293,7 @@ class Cragru(LLMMethod):
         and serve likelihood-mode rankings; with the exactness check, also rebuild from scratch
         on the retained data (the gold)."""
         from llmrec.forget.runner import forget
-        from llmrec.serving.cragru import CragruOptions, CragruPipeline
+        from llmrec.serving.cragru import CragruPipeline
         from llmrec.unlearning.base import PeakMemory
         from retrieval.store import RetrievalStore
 
@@ -297,7 +307,7 @@ class Cragru(LLMMethod):
             return out
 
         lm = timed("base_lm", lambda: _base_lm(ctx))
-        opts = CragruOptions(model=str(lm), adapters=self.adapters)
+        opts = _options(lm, self.adapters)
         sub = _sub_workspace(ctx, self.name)
         source = ctx.cache.get("candidate_source", "ease")
         timed(
@@ -394,7 +404,7 @@ class Cragru(LLMMethod):
         """Build once before the first request, then each request through the forget stages
         (one shard adapter re-tuned per single-user request) and a fresh serving."""
         from llmrec.forget.runner import forget
-        from llmrec.serving.cragru import CragruOptions, CragruPipeline
+        from llmrec.serving.cragru import CragruPipeline
 
         c = _stream_context(ctx, views)
         lm = _base_lm(c)
@@ -402,7 +412,7 @@ class Cragru(LLMMethod):
         t0 = time.perf_counter()
         build_llm_path(sub, lm, self.seed, self.adapters, _text_cache(c))
         initial = time.perf_counter() - t0
-        opts = CragruOptions(model=str(lm), adapters=self.adapters)
+        opts = _options(lm, self.adapters)
         rows = []
         for j, req in enumerate(requests):
             t0 = time.perf_counter()
