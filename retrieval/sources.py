@@ -267,11 +267,11 @@ def audit(ctx: StageContext) -> list[dict]:
     """Forget audit of the candidate sources: a leaky (``-original``) source trained before
     requests the ledger holds is a violation (it includes forgotten data); an exact source
     must reflect the newest ledger version and its checkpoint must agree with the registry."""
-    from llmrec.models import load_model
-
     view = ctx.view
     findings = []
     for a in registered(ctx.ledger):
+        from llmrec.models import load_model  # torch: only when there are sources
+
         name, path = a["detail"].get("source", a["name"]), a["path"]
         art = f"{KIND}:{name}"
         try:

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator
 
 from llmrec.errors import LlmrecError
 from llmrec.io import to_json
@@ -263,6 +264,61 @@ def fmt_metrics(metrics: dict, keys=("recall", "ndcg", "hit", "mrr"), ks=(5, 10,
             + "  ".join(f"{m}={metrics.get(f'{m}@{k}', float('nan')):.4f}" for m in keys)
         )
     return "\n".join(rows)
+
+
+class LazyChoices:
+    """An option's ``choices`` read from a registry only when a value is checked or the help is
+    shown, so building the parser imports no model code (the CLI starts without torch). Give
+    the option a ``metavar`` (argparse would list the choices at registration) and write
+    ``%(choices)s`` in its help."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        self._load = load
+
+    def _names(self) -> list[str]:
+        return sorted(self._load())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+class MethodOption(argparse.Action):
+    """``--method NAME`` (stored as given; the command checks it against the registry, one line
+    naming the known ones). Its help may say ``%(methods)s``: the registered methods of
+    ``family``, read only when the help is shown."""
+
+    def __init__(self, option_strings, dest, family: str | None = None, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.methods = _Shown(lambda: ", ".join(_method_names(family)))
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+
+
+class _Shown:
+    """Text made when it is formatted (``str``)."""
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self._make = make
+
+    def __str__(self) -> str:
+        return self._make()
+
+
+def _method_names(family: str | None) -> list[str]:
+    from llmrec.unlearning import method_names
+
+    return method_names(family)
+
+
+def model_names() -> list[str]:
+    """The registered CF base models (``llmrec.models.MODEL_REGISTRY``)."""
+    from llmrec.models import MODEL_REGISTRY
+
+    return sorted(MODEL_REGISTRY)
 
 
 def methods_help(family: str | None = None) -> str:

@@ -19,9 +19,14 @@ from retrieval.hybrid import SOURCES
 DEFAULT_METHODS = "retrain,finetune,alteraser,reverse-bpr,cragru,cragru-zeroshot,candidates,lego"
 
 
-def register(sub, common) -> None:
-    import llmrec.experiments.compare  # noqa: F401  (registers the LLM-path methods for the help)
+def _methods_epilog() -> str:
+    """Every method ``--methods`` accepts (the LLM-path ones register with the harness)."""
+    import llmrec.experiments.compare  # noqa: F401
 
+    return methods_help()
+
+
+def register(sub, common) -> None:
     for name, helptext in (
         (
             "compare",
@@ -33,7 +38,7 @@ def register(sub, common) -> None:
             name,
             parents=[common],
             help=helptext,
-            epilog=methods_help(),
+            epilog=_methods_epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument(

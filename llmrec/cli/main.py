@@ -104,7 +104,14 @@ def _quiet_libraries() -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line too (no usage block before them)."""
+    """argparse whose usage errors are one line too (no usage block before them), and whose
+    epilog may be a function, called when the help is shown (a method list reads the registries,
+    which import torch: building the parser does not)."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {_line(message)}\n")

@@ -7,19 +7,17 @@ import json
 import time
 
 from llmrec.cli.common import (
+    LazyChoices,
     check_override_types,
     emit,
     fmt_metrics,
+    model_names,
     open_workspace,
     parse_overrides,
     positive_int,
     progress_enabled,
 )
 from llmrec.errors import ArtifactError, LlmrecError
-from llmrec.evaluation import evaluate_model
-from llmrec.forget.stages.checkpoints import record_extra, save_checkpoint
-from llmrec.models import MODEL_REGISTRY
-from llmrec.models.training import checkpoint_path, load_checkpoint, retained_data, train_model
 
 
 def register(sub, common) -> None:
@@ -27,7 +25,11 @@ def register(sub, common) -> None:
         "train", parents=[common], help="train a CF model (bpr, lightgcn) on the retained data"
     )
     p.add_argument(
-        "--model", choices=sorted(MODEL_REGISTRY), default="bpr", help="CF model to train"
+        "--model",
+        choices=LazyChoices(model_names),
+        metavar="MODEL",
+        default="bpr",
+        help="CF model to train: %(choices)s",
     )
     p.add_argument(
         "--epochs", type=positive_int, default=None, help="override the tuned number of epochs"
@@ -46,7 +48,11 @@ def register(sub, common) -> None:
         "evaluate", parents=[common], help="evaluate a trained model (RecBole full ranking)"
     )
     e.add_argument(
-        "--model", choices=sorted(MODEL_REGISTRY), default="bpr", help="trained CF model"
+        "--model",
+        choices=LazyChoices(model_names),
+        metavar="MODEL",
+        default="bpr",
+        help="trained CF model: %(choices)s",
     )
     e.add_argument(
         "--part", choices=["test", "valid"], default="test", help="split part to evaluate on"
@@ -68,6 +74,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 def check_hparams(model: str, params: dict) -> None:
     """``--set`` values of a CF model: known names, the defaults' types, sensible ranges."""
     import inspect
+
+    from llmrec.models import MODEL_REGISTRY
 
     sig = inspect.signature(MODEL_REGISTRY[model].__init__)
     defaults = {
@@ -95,6 +103,10 @@ def check_hparams(model: str, params: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from llmrec.evaluation import evaluate_model
+    from llmrec.forget.stages.checkpoints import record_extra, save_checkpoint
+    from llmrec.models.training import checkpoint_path, retained_data, train_model
+
     overrides = _overrides(args)
     ws = open_workspace(args)
     data = retained_data(ws)
@@ -151,6 +163,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def load_trained(ws, name: str):
     """The workspace's trained checkpoint of ``name``; one clear error if it is unreadable."""
+    from llmrec.models.training import checkpoint_path, load_checkpoint
+
     try:
         return load_checkpoint(ws, name)
     except LlmrecError:
@@ -164,6 +178,9 @@ def load_trained(ws, name: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from llmrec.evaluation import evaluate_model
+    from llmrec.models.training import retained_data
+
     ws = open_workspace(args, read_only=True)
     model = load_trained(ws, args.model)
     with ws.ledger() as led:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.cli.common import (
+    MethodOption,
     emit,
     int_in,
     methods_help,
@@ -49,7 +50,7 @@ def register(sub, common) -> None:
             "date with METHOD. Writes a run folder (results.json, results.txt, config.json). "
             "Comparing methods is 'llmrec compare'."
         ),
-        epilog=methods_help("embedding"),
+        epilog=lambda: methods_help("embedding"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _method_arg(p, "unlearning method: {}", required=True)
@@ -129,10 +130,14 @@ def register(sub, common) -> None:
 
 def _method_arg(p: argparse.ArgumentParser, text: str, required: bool = False) -> None:
     """``--method``, its help ``text`` naming every registered method where it holds ``{}``."""
-    from llmrec.unlearning import method_names
-
-    names = ", ".join(method_names("embedding"))
-    p.add_argument("--method", required=required, metavar="METHOD", help=text.format(names))
+    p.add_argument(
+        "--method",
+        action=MethodOption,
+        family="embedding",
+        required=required,
+        metavar="METHOD",
+        help=text.format("%(methods)s"),
+    )
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:

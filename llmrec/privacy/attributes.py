@@ -19,17 +19,25 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from llmrec.data.dataset import Dataset
 from llmrec.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 ATTACKERS = ("mlp", "gbdt")
 AGE_EDGES = (18, 25, 35, 45, 50, 56)
 AGE_GROUPS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 DEFAULT_ATTRIBUTES = ("gender", "age", "occupation")
+
+
+def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A numpy array of ``x`` (a torch tensor detached and moved to the CPU)."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
 def age_group(values: Iterable) -> np.ndarray:
@@ -117,7 +125,7 @@ def attack(
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
-    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    x = _numpy(x)
     x = x.astype(np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -179,7 +187,7 @@ def attribute_inference(
     ``users`` restricts the attack to these internal user indices (default: every user with a
     known label).
     """
-    x = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else embeddings
+    x = _numpy(embeddings)
     x = np.asarray(x)
     if x.shape[0] != ds.n_users:
         raise ValueError(f"embeddings have {x.shape[0]} rows, dataset has {ds.n_users} users")

@@ -354,7 +354,6 @@ def update(ctx: StageContext, ck: Checkpoint, model: Any) -> dict:
 def audit(ctx: StageContext) -> StageAudit:
     """Findings and approximate checkpoints (module docstring)."""
     from llmrec.data.split import TRAIN
-    from llmrec.models import CFModel
 
     rep = StageAudit()
     view, ds = ctx.view, ctx.ws.dataset
@@ -409,6 +408,8 @@ def audit(ctx: StageContext) -> StageAudit:
                 )
             )
         if is_exact(extra):
+            from llmrec.models import CFModel  # torch: only when there are checkpoints
+
             if isinstance(model, CFModel):
                 rep.findings += _forgotten_users_moved(ck, model, view)
         else:
