@@ -276,7 +276,7 @@ class LazyChoices:
         self._load = load
 
     def _names(self) -> list[str]:
-        return sorted(self._load())
+        return list(self._load())
 
     def __contains__(self, value: object) -> bool:
         return value in self._names()

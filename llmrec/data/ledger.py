@@ -336,11 +336,15 @@ class Ledger:
         head = self.head(version)
         try:
             with self._tx() as db:
-                db.execute(
-                    "INSERT OR REPLACE INTO heads(version, head) VALUES (?, ?)", (version, head)
-                )
+                self._store_head(db, version, head)
         except sqlite3.OperationalError:
             pass
+
+    def _store_head(self, db: sqlite3.Connection, version: int, head: str) -> None:
+        """Write ``head`` as the recorded head at ``version`` inside the caller's transaction
+        (nothing when this ledger has no recorded heads or the version is not recorded)."""
+        if self._recorded_heads and 0 < version <= self.version:
+            db.execute("INSERT OR REPLACE INTO heads(version, head) VALUES (?, ?)", (version, head))
 
     def recorded_head_problems(self) -> list[str]:
         """Recorded heads that differ from the heads of the rows (one pass over the chain):
@@ -391,11 +395,7 @@ class Ledger:
         detail["ledger_head"] = head = self.head(int(version))
         stored = relative_to_root(self.root, path)
         with self._tx() as db:
-            if self._recorded_heads and 0 < int(version) <= self.version:
-                db.execute(
-                    "INSERT OR REPLACE INTO heads(version, head) VALUES (?, ?)",
-                    (int(version), head),
-                )
+            self._store_head(db, int(version), head)
             db.execute(
                 "INSERT INTO artifacts(name, kind, path, ledger_version, updated_at, detail) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, path=excluded.path, "
