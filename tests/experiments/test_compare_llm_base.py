@@ -13,6 +13,7 @@ from llmrec.errors import LlmrecError
 from llmrec.experiments.compare import llm as compare_llm
 from llmrec.experiments.compare import run_compare
 from llmrec.experiments.compare.harness import sample_users
+from llmrec.llm.backends.memo import SHARED_MEMO
 from llmrec.testing.fixtures import small_workspace
 from llmrec.testing.lm import tiny_lm
 
@@ -53,8 +54,11 @@ def base_run(tmp_path_factory):
         assert not adapters
         RetrievalStore.build(sub, encoder="cf", n_candidates=20, seed=seed, n_clusters=4)
 
+    stored = []  # keys the LLM pipelines put in the process-wide answer memo
+    put = SHARED_MEMO.put
     mp = pytest.MonkeyPatch()
     mp.setattr(compare_llm, "build_llm_path", small_build)
+    mp.setattr(SHARED_MEMO, "put", lambda key, ranking: (stored.append(key), put(key, ranking)))
     try:
         run = run_compare(
             ws,
@@ -68,11 +72,11 @@ def base_run(tmp_path_factory):
         )
     finally:
         mp.undo()
-    return ws, lm, run
+    return ws, lm, run, stored
 
 
 def test_every_method_is_scored_on_the_same_sample(base_run):
-    ws, lm, run = base_run
+    ws, lm, run, _ = base_run
     seed = run["scenarios"][SPEC][0]
     assert seed["evaluated_sample"]["users"] == 12
     assert seed["evaluated_sample"]["of"] == ws.dataset.n_users  # interactions removed
@@ -88,6 +92,14 @@ def test_every_method_is_scored_on_the_same_sample(base_run):
     md = open(run["run_dir"] + "/results.md").read()
     assert "seeded sample of users (12 of" in md and f"base model: {lm}" in md
     assert run["config"]["eval_users"] == 12 and run["config"]["llm_base"] == str(lm)
+
+
+def test_served_answers_do_not_outlive_the_run(base_run):
+    """The LLM pipelines serve through the answer memo, and the run empties it: served
+    rankings are user data, and none is left in the process once compare returns."""
+    stored = base_run[3]
+    assert stored, "the comparison's LLM pipelines did not use the memo"
+    assert len(SHARED_MEMO) == 0
 
 
 def test_named_base_resolves_to_the_workspace_conversion_or_says_how(tmp_path, monkeypatch):
