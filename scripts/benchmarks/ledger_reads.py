@@ -25,14 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Subcommands, emit
+from llmrec.cli.common import positive_int
 from llmrec.workspace import Workspace
+
+from .common import Subcommands, emit
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sizes",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=[10_000, 100_000, 1_000_000],
         help="numbers of small forget requests (default: %(default)s)",
